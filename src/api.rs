@@ -1,0 +1,47 @@
+//! The request protocols sizeup speaks. Shared by the client (building and parsing bodies),
+//! the batch reader (validating input lines) and the command line.
+
+use std::fmt;
+
+/// Which API the endpoint speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Api {
+    /// OpenAI `/v1/completions`: `{"prompt": ...}`.
+    Completions,
+    /// OpenAI `/v1/chat/completions`: `{"messages": [...]}`.
+    Chat,
+    /// The provider shape of the batching guide: POST `{prompt, max_tokens}` to the endpoint
+    /// itself, answer `{"result":[{"completion": ...}]}`.
+    Forefront,
+}
+
+impl Api {
+    /// The path appended to a base URL; forefront posts to the URL as given.
+    pub fn path(self) -> &'static str {
+        match self {
+            Api::Completions => "/v1/completions",
+            Api::Chat => "/v1/chat/completions",
+            Api::Forefront => "",
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Api::Completions => "completions",
+            Api::Chat => "chat",
+            Api::Forefront => "forefront",
+        }
+    }
+
+    /// Whether the API streams tokens (server-sent events) when asked.
+    pub fn streams(self) -> bool {
+        self != Api::Forefront
+    }
+}
+
+impl fmt::Display for Api {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}

@@ -1,0 +1,340 @@
+//! Result writer producing OpenAI Batch output JSONL.
+//!
+//! Each result is serialised to one buffer, newline included, and written with
+//! a single `write_all` followed by `flush`, so this process never leaves half
+//! a line behind on its own; a crash mid-write can still tear the last line,
+//! which [`crate::batch::truncate_torn_tail`] repairs on resume.
+//!
+//! Failures are written to the main output and also to `<path>.errors.jsonl`.
+//! The errors file is created lazily, on the first failure, so a clean run
+//! leaves no empty errors file behind; its absence is still checked up front
+//! so a fresh run cannot fail half way on an existing errors file.
+
+use std::ffi::OsString;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::resume::truncate_torn_tail;
+
+/// The outcome of one request, as handed to [`OutputWriter::write_result`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputRecord {
+    /// The item's id from the input.
+    pub custom_id: String,
+    /// HTTP status of the response, if one arrived.
+    pub status_code: Option<u16>,
+    /// The server's request id (e.g. `x-request-id`), if any.
+    pub request_id: Option<String>,
+    /// The response body (success or error body), if any.
+    pub body: Option<Value>,
+    /// `(code, message)` when the request failed without a usable response
+    /// (timeout, connection error, ...) or the caller classifies it as failed.
+    pub error: Option<(String, String)>,
+}
+
+impl OutputRecord {
+    /// True for `error == None` and a 2xx status: the rule resume uses too.
+    pub fn is_success(&self) -> bool {
+        self.error.is_none() && matches!(self.status_code, Some(200..=299))
+    }
+}
+
+/// The path of the errors file that accompanies output `path`.
+pub fn errors_path_for(path: &Path) -> PathBuf {
+    let mut s: OsString = path.as_os_str().to_owned();
+    s.push(".errors.jsonl");
+    PathBuf::from(s)
+}
+
+#[derive(Serialize)]
+struct Line<'a> {
+    id: &'a str,
+    custom_id: &'a str,
+    response: Option<ResponseOut<'a>>,
+    error: Option<ErrorOut<'a>>,
+}
+
+#[derive(Serialize)]
+struct ResponseOut<'a> {
+    status_code: Option<u16>,
+    request_id: Option<&'a str>,
+    body: Option<&'a Value>,
+}
+
+#[derive(Serialize)]
+struct ErrorOut<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+/// Appends result lines to an output file and its errors file.
+#[derive(Debug)]
+pub struct OutputWriter {
+    path: PathBuf,
+    main: File,
+    errors_path: PathBuf,
+    errors: Option<File>,
+    resuming: bool,
+    /// Sequence number of the last record id issued (`batch_req_<seq>`).
+    seq: u64,
+    /// Reused serialisation buffer.
+    buf: Vec<u8>,
+}
+
+impl OutputWriter {
+    /// Creates a new output at `path`. Fails with `AlreadyExists` if `path` or
+    /// its errors file exists, with a hint to use `--resume`.
+    pub fn create(path: &Path) -> io::Result<OutputWriter> {
+        let errors_path = errors_path_for(path);
+        if errors_path.exists() {
+            return Err(already_exists(&errors_path));
+        }
+        let main = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::AlreadyExists => already_exists(path),
+                _ => with_path(e, "cannot create", path),
+            })?;
+        Ok(OutputWriter {
+            path: path.to_path_buf(),
+            main,
+            errors_path,
+            errors: None,
+            resuming: false,
+            seq: 0,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Reopens `path` (created if missing) for appending after a previous run.
+    /// Any torn last line of the output and of its errors file is cut off
+    /// first. `already_written` is [`crate::batch::ResumeState::lines`]; new
+    /// record ids continue after it.
+    pub fn resume(path: &Path, already_written: u64) -> io::Result<OutputWriter> {
+        let errors_path = errors_path_for(path);
+        for p in [path, errors_path.as_path()] {
+            match truncate_torn_tail(p) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(with_path(e, "cannot repair", p)),
+            }
+        }
+        let main = open_append(path)?;
+        Ok(OutputWriter {
+            path: path.to_path_buf(),
+            main,
+            errors_path,
+            errors: None,
+            resuming: true,
+            seq: already_written,
+            buf: Vec::new(),
+        })
+    }
+
+    /// The output path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The errors file path (it may not exist yet).
+    pub fn errors_path(&self) -> &Path {
+        &self.errors_path
+    }
+
+    /// Writes one result line to the output, and to the errors file when it
+    /// is not a success. Each line goes out in one `write_all` plus `flush`.
+    pub fn write_result(&mut self, rec: &OutputRecord) -> io::Result<()> {
+        self.seq += 1;
+        let id = format!("batch_req_{}", self.seq);
+        let response = if rec.status_code.is_some() || rec.body.is_some() {
+            Some(ResponseOut {
+                status_code: rec.status_code,
+                request_id: rec.request_id.as_deref(),
+                body: rec.body.as_ref(),
+            })
+        } else {
+            None
+        };
+        let line = Line {
+            id: &id,
+            custom_id: &rec.custom_id,
+            response,
+            error: rec.error.as_ref().map(|(code, message)| ErrorOut { code, message }),
+        };
+        self.buf.clear();
+        serde_json::to_writer(&mut self.buf, &line).map_err(io::Error::other)?;
+        self.buf.push(b'\n');
+
+        self.main.write_all(&self.buf)?;
+        self.main.flush()?;
+        if !rec.is_success() {
+            let errors = match &mut self.errors {
+                Some(f) => f,
+                None => {
+                    let f = if self.resuming {
+                        open_append(&self.errors_path)?
+                    } else {
+                        OpenOptions::new()
+                            .write(true)
+                            .create_new(true)
+                            .open(&self.errors_path)
+                            .map_err(|e| with_path(e, "cannot create", &self.errors_path))?
+                    };
+                    self.errors.insert(f)
+                }
+            };
+            errors.write_all(&self.buf)?;
+            errors.flush()?;
+        }
+        Ok(())
+    }
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(|e| with_path(e, "cannot open", path))
+}
+
+fn with_path(e: io::Error, what: &str, path: &Path) -> io::Error {
+    io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
+}
+
+fn already_exists(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        format!(
+            "{} already exists; use --resume to continue that run, or choose another output path",
+            path.display()
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ok(id: &str) -> OutputRecord {
+        OutputRecord {
+            custom_id: id.into(),
+            status_code: Some(200),
+            request_id: Some("req_1".into()),
+            body: Some(json!({"choices": []})),
+            error: None,
+        }
+    }
+
+    fn failed(id: &str) -> OutputRecord {
+        OutputRecord {
+            custom_id: id.into(),
+            status_code: None,
+            request_id: None,
+            body: None,
+            error: Some(("timeout".into(), "no response in 60s".into())),
+        }
+    }
+
+    fn lines(path: &Path) -> Vec<Value> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn writes_openai_batch_output_shape() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let out = dir.path().join("out.jsonl");
+        let mut w = OutputWriter::create(&out)?;
+        w.write_result(&ok("a"))?;
+        assert!(!w.errors_path().exists(), "errors file is created lazily");
+        w.write_result(&failed("b"))?;
+        let mut http_err = ok("c");
+        http_err.status_code = Some(429);
+        http_err.body = Some(json!({"error": {"message": "slow down"}}));
+        w.write_result(&http_err)?;
+
+        let main = lines(&out);
+        assert_eq!(
+            main[0],
+            json!({"id":"batch_req_1","custom_id":"a",
+                   "response":{"status_code":200,"request_id":"req_1","body":{"choices":[]}},"error":null})
+        );
+        assert_eq!(
+            main[1],
+            json!({"id":"batch_req_2","custom_id":"b","response":null,
+                   "error":{"code":"timeout","message":"no response in 60s"}})
+        );
+        assert_eq!(main[2]["response"]["status_code"], 429);
+        let errors = lines(&errors_path_for(&out));
+        assert_eq!(errors, vec![main[1].clone(), main[2].clone()]);
+        Ok(())
+    }
+
+    #[test]
+    fn refuses_existing_output_or_errors_file() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let out = dir.path().join("out.jsonl");
+        std::fs::write(&out, "keep me\n")?;
+        let err = OutputWriter::create(&out).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert!(err.to_string().contains("--resume"), "{err}");
+        assert_eq!(std::fs::read_to_string(&out)?, "keep me\n", "untouched");
+
+        let out2 = dir.path().join("out2.jsonl");
+        std::fs::write(errors_path_for(&out2), "")?;
+        let err = OutputWriter::create(&out2).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert!(!out2.exists());
+        Ok(())
+    }
+
+    #[test]
+    fn resume_appends_and_continues_ids() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let out = dir.path().join("out.jsonl");
+        {
+            let mut w = OutputWriter::create(&out)?;
+            w.write_result(&ok("a"))?;
+            w.write_result(&failed("b"))?;
+        }
+        // Simulate a crash mid-line in both files.
+        for p in [out.clone(), errors_path_for(&out)] {
+            let mut f = OpenOptions::new().append(true).open(&p)?;
+            f.write_all(b"{\"id\":\"batch_req_3\",\"cus")?;
+        }
+        let state = crate::batch::read_done(&out)?;
+        assert!(state.torn_tail);
+        let mut w = OutputWriter::resume(&out, state.lines)?;
+        w.write_result(&ok("b"))?;
+        w.write_result(&failed("c"))?;
+        let main = lines(&out);
+        let ids: Vec<&str> = main.iter().filter_map(|v| v["id"].as_str()).collect();
+        assert_eq!(ids, ["batch_req_1", "batch_req_2", "batch_req_3", "batch_req_4"]);
+        let errs = lines(&errors_path_for(&out));
+        let err_ids: Vec<&str> = errs.iter().filter_map(|v| v["custom_id"].as_str()).collect();
+        assert_eq!(err_ids, ["b", "c"]);
+        Ok(())
+    }
+
+    #[test]
+    fn success_rule() {
+        assert!(ok("a").is_success());
+        assert!(!failed("a").is_success());
+        let mut r = ok("a");
+        r.status_code = Some(500);
+        assert!(!r.is_success());
+        r.status_code = None;
+        assert!(!r.is_success());
+    }
+}

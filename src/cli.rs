@@ -1,0 +1,502 @@
+//! The command line: clap derive structs whose doc comments are the `--help` text.
+//! Raw flags only; `commands::*` validate them into settings.
+
+use crate::api::Api;
+use crate::client::MaxTokensField;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::time::Duration;
+
+const EXAMPLES: &str = "\
+Examples:
+  # Everything on the built-in simulated GPU resource (no server needed):
+  sizeup auto --input examples/prompts.jsonl --target-rpm 20000 --yes
+
+  # Measure one GPU of your endpoint, then plan and run a batch:
+  sizeup sweep --endpoint http://localhost:8000 --api chat --gpus 1 --out reports/h100
+  sizeup plan --sweep reports/h100 --target-rpm 30000 --requests 60000 --gpu-hour-cost 2.5
+  sizeup run --endpoint http://localhost:8000 --api chat --input jobs.jsonl --plan reports/plan.json
+
+API keys come from SIZEUP_API_KEY, else OPENAI_API_KEY, and are never printed.
+Exit codes: 0 ok, 1 some requests failed or a goal is unmet, 2 usage or input error,
+3 endpoint unusable, 130 interrupted.";
+
+/// Size, plan and run large batch jobs on LLM inference endpoints.
+///
+/// sweep measures requests per minute per GPU and the concurrency where the resource saturates
+/// (with confidence intervals); plan turns a target rate into GPUs, concurrency, duration and
+/// cost; run executes the batch at those settings, losing nothing and resumable; auto chains
+/// all three. Without --endpoint every command uses a built-in simulated GPU resource.
+#[derive(Parser, Debug)]
+#[command(name = "sizeup", version, after_help = EXAMPLES, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// No progress or notices on stderr (errors and warnings still print).
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    /// When to colour stderr: auto (a terminal without NO_COLOR), always, never.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve the built-in simulated GPU resource (OpenAI-compatible, continuous batching).
+    Sim(SimArgs),
+    /// Measure RPM per GPU, latency and the knee by sweeping concurrency levels.
+    Sweep(SweepArgs),
+    /// Turn a sweep into GPUs, concurrency, duration and cost for a target rate (no network).
+    Plan(PlanArgs),
+    /// Execute a batch at planned settings: every request answered once, resumable.
+    Run(RunArgs),
+    /// Sweep on a sample of the input, plan for the target rate, then run the batch.
+    Auto(AutoArgs),
+}
+
+/// Parses `30s`, `2m`, `500ms`, `1h 30m`; a bare number means seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if let Ok(secs) = t.parse::<f64>() {
+        return if secs.is_finite() && secs >= 0.0 {
+            Ok(Duration::from_secs_f64(secs))
+        } else {
+            Err(format!("`{s}` is not a duration; use e.g. 30s, 2m, 500ms"))
+        };
+    }
+    humantime::parse_duration(t).map_err(|_| format!("`{s}` is not a duration; use e.g. 30s, 2m, 500ms"))
+}
+
+/// Where requests go.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Endpoint")]
+pub struct EndpointArgs {
+    /// Base URL (http://host:8000) or full URL of the inference route. Without it, the built-in
+    /// simulated resource is started in-process on a free loopback port.
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// Protocol: completions (/v1/completions), chat (/v1/chat/completions), or forefront
+    /// (POST {prompt, max_tokens} to the URL itself, answer {result:[{completion}]}).
+    #[arg(long, value_enum, default_value_t = Api::Completions)]
+    pub api: Api,
+    /// The `model` field. When absent, sizeup asks GET /v1/models and uses the first.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Limit for one whole request, from send to its last byte.
+    #[arg(long, value_parser = parse_duration, default_value = "300s")]
+    pub timeout: Duration,
+    /// Limit for opening a connection (TCP and TLS).
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub connect_timeout: Duration,
+    /// Which body field carries the output limit. Self-hosted servers (vLLM, TGI, llama.cpp)
+    /// read max_tokens; OpenAI's newer chat models want max_completion_tokens.
+    #[arg(long, value_enum, default_value_t = MaxTokensField::MaxTokens)]
+    pub max_tokens_field: MaxTokensField,
+}
+
+/// The simulated resource's shape: used by `sizeup sim` and by every command run without
+/// --endpoint.
+///
+/// Throughput it gives (per GPU, n = sequences running on it = min(B, its share of C)):
+///   RPM = 60000 * n / (prefill_ms_per_1k * P/1000 + T * (decode_step_ms + decode_step_ms_per_seq * n))
+/// with P prompt tokens and T output tokens per request, summed over GPUs; the router spreads
+/// C requests as evenly as it can, so n = min(B, C/G) when G divides C. Beyond G*B requests
+/// wait in each GPU's queue: RPM stays flat and latency grows.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Simulated resource (used when there is no --endpoint)")]
+pub struct SimModelArgs {
+    /// Sequences one GPU decodes at once (B); more wait in its FIFO queue.
+    #[arg(long, default_value_t = 8)]
+    pub batch: u32,
+    /// Prefill cost in ms per 1,000 prompt tokens, paid before a request's first token.
+    #[arg(long, default_value_t = 10.0)]
+    pub prefill_ms_per_1k: f64,
+    /// Fixed cost of one decode step in ms (each running sequence gets one token per step).
+    #[arg(long, default_value_t = 5.0)]
+    pub decode_step_ms: f64,
+    /// Extra step cost in ms per running sequence (bigger batches step slower).
+    #[arg(long, default_value_t = 0.05)]
+    pub decode_step_ms_per_seq: f64,
+    /// Relative spread of each request's service time: x U[1-j, 1+j] (0.5 = ±50%).
+    #[arg(long, default_value_t = 0.0)]
+    pub jitter: f64,
+    /// Seed for jitter and faults: the same seed replays the same sequence.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Output tokens when a request body has no max_tokens.
+    #[arg(long, default_value_t = 16)]
+    pub default_max_tokens: u32,
+    /// Share of requests answered 500.
+    #[arg(long, default_value_t = 0.0)]
+    pub fail_rate: f64,
+    /// Share of requests answered 429 with Retry-After.
+    #[arg(long, default_value_t = 0.0)]
+    pub throttle_rate: f64,
+    /// Share of requests whose connection is closed without an answer.
+    #[arg(long, default_value_t = 0.0)]
+    pub reset_rate: f64,
+    /// Retry-After sent with simulated 429s.
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    pub retry_after: Duration,
+    /// Time from switching the resource on until it answers (503 meanwhile).
+    #[arg(long, value_parser = parse_duration, default_value = "0s")]
+    pub start_delay: Duration,
+}
+
+/// `sizeup sim`
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  sizeup sim --gpus 2 --batch 8 --decode-step-ms 50 --default-max-tokens 1     # 9,600 RPM per GPU
+  sizeup sim --gpus 2 --batch 4 --api-key k --fail-rate 0.05 --throttle-rate 0.05
+  curl -s localhost:8000/v1/completions -H 'content-type: application/json' \\
+       -d '{\"prompt\":\"hello there\",\"max_tokens\":4}'
+  curl -s -XPOST localhost:8000/resource -d '{\"state\":\"off\"}'   # inference now answers 503
+
+Endpoints: POST /v1/completions, POST /v1/chat/completions (JSON or SSE with stream:true),
+POST / (forefront), GET /v1/models, GET /health, GET /metrics (Prometheus), GET|POST /resource.
+Tokens: a prompt has one token per whitespace-separated word; each output token is one word.")]
+pub struct SimArgs {
+    /// Address to listen on (loopback by default).
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    pub addr: String,
+    /// GPUs (replicas) behind the router (G).
+    #[arg(long, default_value_t = 1)]
+    pub gpus: u32,
+    /// Model name served and listed by /v1/models.
+    #[arg(long, default_value = "sizeup-sim")]
+    pub model: String,
+    /// Require `Authorization: Bearer K` (401 otherwise).
+    #[arg(long, value_name = "K")]
+    pub api_key: Option<String>,
+    /// Start switched off: inference answers 503 until POST /resource {"state":"on"}.
+    #[arg(long)]
+    pub start_off: bool,
+    #[command(flatten)]
+    pub model_args: SimModelArgs,
+}
+
+/// Service-level objectives: levels that break them are not used.
+#[derive(Args, Debug, Clone, Default)]
+#[command(next_help_heading = "Service-level objectives")]
+pub struct SloArgs {
+    /// Highest acceptable p95 end-to-end latency in ms.
+    #[arg(long, value_name = "MS")]
+    pub max_latency_p95_ms: Option<f64>,
+    /// Highest acceptable p95 time to first token in ms (needs streaming).
+    #[arg(long, value_name = "MS")]
+    pub max_ttft_p95_ms: Option<f64>,
+    /// Highest acceptable share of failed requests (0..1).
+    #[arg(long, value_name = "RATE")]
+    pub max_error_rate: Option<f64>,
+}
+
+/// How each concurrency level is measured.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Measurement")]
+pub struct MeasureArgs {
+    /// Levels to measure: a list like 1,2,4,8 or `auto` (double until RPM stops growing, then
+    /// bisect to the knee).
+    #[arg(long, default_value = "auto", value_name = "LIST|auto")]
+    pub concurrency: String,
+    /// Highest level `auto` may try.
+    #[arg(long, default_value_t = 512)]
+    pub max_concurrency: u32,
+    /// Warm-up per level: requests started in it are not measured (at least until the first
+    /// C requests have finished).
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub warmup: Duration,
+    /// Stop a level when the RPM 95% CI half-width is at most this share of the mean.
+    #[arg(long, default_value_t = 0.05)]
+    pub ci_width: f64,
+    /// Measured requests per level before the CI may stop it.
+    #[arg(long, default_value_t = 50)]
+    pub min_requests: u64,
+    /// Longest measurement per level (then the CI may be wider than asked; it is reported).
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    pub max_duration: Duration,
+    /// Send requests without streaming (no TTFT/TPOT).
+    #[arg(long)]
+    pub no_stream: bool,
+}
+
+/// `sizeup sweep`
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  sizeup sweep                                        # the built-in simulated resource
+  sizeup sweep --endpoint http://localhost:8000 --api chat --gpus 2 --out reports/vllm-2xh100
+  sizeup sweep --endpoint URL --concurrency 1,2,4,8,16 --prompt-tokens 512 --max-tokens 128
+  sizeup sweep --endpoint URL --input jobs.jsonl --max-latency-p95-ms 8000
+
+Writes levels.csv, requests.csv, summary.json and throughput.svg to --out
+(default reports/<UTC timestamp>/) and a table to stdout (--json: summary.json instead).")]
+pub struct SweepArgs {
+    #[command(flatten)]
+    pub endpoint: EndpointArgs,
+    /// GPUs behind the endpoint; per-GPU figures divide by it.
+    #[arg(long, default_value_t = 1)]
+    pub gpus: u32,
+    #[command(flatten)]
+    pub measure: MeasureArgs,
+    #[command(flatten)]
+    pub workload: WorkloadArgs,
+    #[command(flatten)]
+    pub slo: SloArgs,
+    /// Output folder (default reports/<UTC timestamp>/).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print summary.json to stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub sim: SimModelArgs,
+}
+
+/// What requests a sweep sends.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Workload")]
+pub struct WorkloadArgs {
+    /// Sample real requests from this batch file (same formats as `run`).
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    /// Force the input format instead of detecting it.
+    #[arg(long, value_name = "openai-batch|jsonl|csv|text")]
+    pub format: Option<String>,
+    /// Requests read from --input to sample from.
+    #[arg(long, default_value_t = 200)]
+    pub sample: usize,
+    /// Synthetic prompt length in words (≈ tokens) when there is no --input.
+    #[arg(long, default_value_t = 256)]
+    pub prompt_tokens: u32,
+    /// Output tokens per synthetic request.
+    #[arg(long, default_value_t = 64)]
+    pub max_tokens: u32,
+}
+
+/// Sizing knobs shared by `plan` and `auto`.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Planning")]
+pub struct PlanTuning {
+    /// Extra capacity on top of the target (0.1 = 10%).
+    #[arg(long, default_value_t = 0.1)]
+    pub headroom: f64,
+    /// Size on the 95% CI lower bound of RPM per GPU (low, conservative) or on the mean.
+    #[arg(long, value_enum, default_value_t = EstimateChoice::Low)]
+    pub estimate: EstimateChoice,
+    /// Most GPUs you can get; a target needing more exits 1 saying what is reachable.
+    #[arg(long)]
+    pub max_gpus: Option<u32>,
+    /// Price of one GPU-hour in USD, for the cost estimate.
+    #[arg(long, value_name = "USD")]
+    pub gpu_hour_cost: Option<f64>,
+    /// Seconds to bring the GPUs up, billed in the cost.
+    #[arg(long, default_value_t = 0.0)]
+    pub startup_s: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EstimateChoice {
+    Low,
+    Mean,
+}
+
+/// `sizeup plan`
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  sizeup plan --sweep reports/example --target-rpm 30000
+  sizeup plan --sweep reports/h100 --target-rpm 30000 --requests 60000 --gpu-hour-cost 2.5 --startup-s 300
+  sizeup plan --sweep reports/h100 --target-rpm 30000 --input jobs.jsonl --max-latency-p95-ms 5000 --json
+
+Never touches the network. Writes plan.json (--out, default reports/plan.json).")]
+pub struct PlanArgs {
+    /// A sweep output folder (its summary.json).
+    #[arg(long, value_name = "DIR")]
+    pub sweep: PathBuf,
+    /// Requests per minute the job must sustain.
+    #[arg(long, value_name = "RPM")]
+    pub target_rpm: f64,
+    /// Requests in the job, for duration and cost.
+    #[arg(long, conflicts_with = "input")]
+    pub requests: Option<u64>,
+    /// Count the requests in this batch file instead of --requests.
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    /// Force the input format instead of detecting it.
+    #[arg(long, value_name = "openai-batch|jsonl|csv|text")]
+    pub format: Option<String>,
+    #[command(flatten)]
+    pub slo: SloArgs,
+    #[command(flatten)]
+    pub tuning: PlanTuning,
+    /// Where to write plan.json.
+    #[arg(long, default_value = "reports/plan.json")]
+    pub out: PathBuf,
+    /// Print plan.json to stdout instead of the explanation.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Knobs of the batch runner shared by `run` and `auto`.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Running")]
+pub struct RunTuning {
+    /// Force the input format instead of detecting it.
+    #[arg(long, value_name = "openai-batch|jsonl|csv|text")]
+    pub format: Option<String>,
+    /// Cap the send rate (requests per minute, token bucket).
+    #[arg(long, value_name = "RPM")]
+    pub rate: Option<f64>,
+    /// Retries per request for 429, 5xx, timeouts and connection errors.
+    #[arg(long, default_value_t = 5)]
+    pub retries: u32,
+    /// First retry delay; doubles each time, with full jitter, capped by --retry-max.
+    #[arg(long, value_parser = parse_duration, default_value = "500ms")]
+    pub retry_base: Duration,
+    /// Longest retry delay.
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    pub retry_max: Duration,
+    /// Go on past invalid input lines (listed in the errors file) instead of stopping.
+    #[arg(long)]
+    pub skip_invalid: bool,
+    /// Output tokens for text and CSV prompts (bodies given in the input keep theirs).
+    #[arg(long)]
+    pub max_tokens: Option<u32>,
+    /// Switch the resource on before sending and off at the end: `sim` (the built-in one).
+    #[arg(long, value_enum)]
+    pub resource: Option<ResourceKind>,
+    /// Command that switches the resource on; `{gpus}` is replaced by the GPU count.
+    #[arg(long, value_name = "CMD")]
+    pub resource_on: Option<String>,
+    /// Command that switches the resource off (run at the end, on failure and on Ctrl-C).
+    #[arg(long, value_name = "CMD")]
+    pub resource_off: Option<String>,
+    /// Poll this URL until it answers 200 before sending.
+    #[arg(long, value_name = "URL")]
+    pub ready_url: Option<String>,
+    /// How long to wait for --ready-url (or the resource) to be ready.
+    #[arg(long, value_parser = parse_duration, default_value = "10m")]
+    pub ready_timeout: Duration,
+    /// No progress on stderr.
+    #[arg(long, hide = true)]
+    pub no_progress: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ResourceKind {
+    /// The simulated resource's API (POST /resource), in-process or at --endpoint.
+    Sim,
+}
+
+/// `sizeup run`
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  sizeup run --input examples/prompts.jsonl --concurrency 16
+  sizeup run --endpoint http://localhost:8000 --api chat --input jobs.jsonl --plan reports/plan.json
+  sizeup run --endpoint URL --input jobs.jsonl --concurrency 32 --resume      # after a crash or Ctrl-C
+  sizeup run --endpoint URL --input jobs.jsonl --concurrency 8 --shard auto   # in a k8s Indexed Job
+
+Input: OpenAI Batch JSONL, plain JSONL bodies, CSV with a prompt column, or text lines (- = stdin).
+Output: OpenAI Batch output JSONL in completion order; failures also in <output>.errors.jsonl;
+run-summary.json beside the output.")]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub endpoint: EndpointArgs,
+    /// The batch to run (- for stdin).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Output JSONL (default <input stem>.output.jsonl beside the input).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// A plan.json from `sizeup plan` (uses its total_concurrency and predictions).
+    #[arg(long, required_unless_present = "concurrency")]
+    pub plan: Option<PathBuf>,
+    /// Requests in flight (overrides the plan's).
+    #[arg(long)]
+    pub concurrency: Option<u32>,
+    /// Skip custom_ids already answered in --output and append the rest.
+    #[arg(long)]
+    pub resume: bool,
+    /// Run only lines whose index mod N == K (`K/N`), or `auto` from JOB_COMPLETION_INDEX /
+    /// SLURM_ARRAY_TASK_ID.
+    #[arg(long, value_name = "K/N|auto")]
+    pub shard: Option<String>,
+    /// Where to write run-summary.json (default beside the output).
+    #[arg(long)]
+    pub summary: Option<PathBuf>,
+    /// GPUs of the built-in simulated resource (default: the plan's, else 1).
+    #[arg(long)]
+    pub gpus: Option<u32>,
+    #[command(flatten)]
+    pub tuning: RunTuning,
+    #[command(flatten)]
+    pub sim: SimModelArgs,
+}
+
+/// `sizeup auto`
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  sizeup auto --input examples/prompts.jsonl --target-rpm 20000 --yes
+  sizeup auto --endpoint http://localhost:8000 --api chat --input jobs.jsonl --target-rpm 30000 \\
+       --max-latency-p95-ms 8000 --gpu-hour-cost 2.5 --out reports/job-42
+
+Sweeps on a sample of the input, plans, prints the plan and asks before running (--yes skips
+the question; without a terminal and without --yes it stops after the plan).")]
+pub struct AutoArgs {
+    #[command(flatten)]
+    pub endpoint: EndpointArgs,
+    /// The batch to run.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Requests per minute the job must sustain.
+    #[arg(long, value_name = "RPM")]
+    pub target_rpm: f64,
+    /// Folder for every artifact (default reports/<UTC timestamp>/).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Input requests to sample for the sweep.
+    #[arg(long, default_value_t = 200)]
+    pub sample: usize,
+    /// GPUs behind the endpoint during the sweep.
+    #[arg(long, default_value_t = 1)]
+    pub gpus: u32,
+    /// Run without asking.
+    #[arg(long, short)]
+    pub yes: bool,
+    #[command(flatten)]
+    pub measure: MeasureArgs,
+    #[command(flatten)]
+    pub slo: SloArgs,
+    #[command(flatten)]
+    pub plan: PlanTuning,
+    #[command(flatten)]
+    pub tuning: RunTuning,
+    #[command(flatten)]
+    pub sim: SimModelArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-1").is_err());
+    }
+}

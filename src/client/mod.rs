@@ -1,0 +1,612 @@
+//! Speaks to an OpenAI-compatible endpoint. Every request ends as an [`Outcome`]: a failed
+//! request is data (its class, status and message), never an `Err` and never a panic, so one
+//! bad answer cannot stop a load. Knows nothing of the simulator.
+
+pub mod sse;
+
+use crate::api::Api;
+use crate::secret::Secret;
+use bytes::Bytes;
+use serde_json::{json, Map, Value};
+use sse::{SseDecoder, SseEvent};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Which field carries the output-token limit. OpenAI's chat API renamed `max_tokens` to
+/// `max_completion_tokens`; most self-hosted servers (vLLM, llama.cpp, TGI) read `max_tokens`
+/// and silently ignore the other, which would make every request run to the model's limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum MaxTokensField {
+    #[value(name = "max_tokens")]
+    MaxTokens,
+    #[value(name = "max_completion_tokens")]
+    MaxCompletionTokens,
+}
+
+impl MaxTokensField {
+    pub fn key(self) -> &'static str {
+        match self {
+            MaxTokensField::MaxTokens => "max_tokens",
+            MaxTokensField::MaxCompletionTokens => "max_completion_tokens",
+        }
+    }
+}
+
+/// Settings for one client.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Base URL (`http://host:8000`) or full URL of the inference route.
+    pub endpoint: String,
+    pub api: Api,
+    pub api_key: Option<Secret>,
+    pub connect_timeout: Duration,
+    /// Whole request, from send to the last byte of the answer.
+    pub timeout: Duration,
+    /// Idle keep-alive connections kept per host: the concurrency, so no request waits for a
+    /// new TCP (and TLS) handshake after warm-up.
+    pub pool: usize,
+}
+
+/// Token counts of one answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: u64,
+    /// No `usage` came back: `completion_tokens` counts streamed content events (or words).
+    pub estimated: bool,
+}
+
+/// The class of a failed request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailKind {
+    /// The server answered with this non-2xx status.
+    Http(u16),
+    Timeout,
+    /// Could not connect (refused, DNS, TLS handshake).
+    Connect,
+    /// The connection closed before the answer was complete.
+    Reset,
+    /// A 2xx answer that could not be read: bad JSON, a cut stream, an error event.
+    Decode,
+}
+
+impl FailKind {
+    /// The `status` column of reports: the HTTP code, or a word for transport failures.
+    pub fn label(self) -> String {
+        match self {
+            FailKind::Http(code) => code.to_string(),
+            FailKind::Timeout => "timeout".into(),
+            FailKind::Connect => "connect".into(),
+            FailKind::Reset => "reset".into(),
+            FailKind::Decode => "decode".into(),
+        }
+    }
+
+    /// Worth another try: overload, server errors and transport trouble. 4xx other than 408
+    /// and 429 mean the request itself is wrong and will fail again.
+    pub fn retryable(self) -> bool {
+        match self {
+            FailKind::Http(code) => code == 408 || code == 429 || code >= 500,
+            FailKind::Timeout | FailKind::Connect | FailKind::Reset => true,
+            FailKind::Decode => false,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Failure {
+    pub kind: FailKind,
+    /// Free of secrets: built from status lines and error bodies, never from headers we sent.
+    pub message: String,
+    /// From a `Retry-After` header (seconds or HTTP date).
+    pub retry_after: Option<Duration>,
+    /// The error body, when the server sent JSON.
+    pub body: Option<Value>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Success {
+    pub status: u16,
+    pub usage: Usage,
+    /// Content events in a stream (0 when not streamed).
+    pub content_events: u64,
+    /// The answer as one JSON body (a stream assembled into the non-streamed shape); only kept
+    /// when asked for, since a sweep throws bodies away.
+    pub body: Option<Value>,
+    pub request_id: Option<String>,
+}
+
+/// How one request went, with its timestamps.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub start: Instant,
+    /// First non-empty content (streaming only).
+    pub first_token: Option<Instant>,
+    pub end: Instant,
+    pub result: Result<Success, Failure>,
+}
+
+impl Outcome {
+    pub fn is_ok(&self) -> bool {
+        self.result.is_ok()
+    }
+
+    pub fn latency(&self) -> Duration {
+        self.end - self.start
+    }
+}
+
+pub struct Client {
+    http: reqwest::Client,
+    url: reqwest::Url,
+    api_key: Option<Secret>,
+    timeout: Duration,
+}
+
+/// Resolves `--endpoint` for an API: a base URL gets the API's path; a URL that already names
+/// a route is used as given.
+pub fn resolve_url(endpoint: &str, api: Api) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(endpoint).map_err(|e| format!("invalid --endpoint `{}`: {e}", redact_url(endpoint)))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("--endpoint must be an http:// or https:// URL, got `{}`", redact_url(endpoint)));
+    }
+    let path = url.path().trim_end_matches('/');
+    if api == Api::Forefront || path.ends_with("/completions") {
+        return Ok(url);
+    }
+    let base = if path.ends_with("/v1") { &path[..path.len() - 3] } else { path };
+    let mut out = url.clone();
+    out.set_path(&format!("{base}{}", api.path()));
+    Ok(out)
+}
+
+/// The endpoint as safe to print: user and password in the URL are replaced.
+pub fn redact_url(endpoint: &str) -> String {
+    match reqwest::Url::parse(endpoint) {
+        Ok(mut u) => {
+            if !u.username().is_empty() || u.password().is_some() {
+                let _ = u.set_username("***");
+                let _ = u.set_password(None);
+            }
+            u.set_query(None);
+            u.to_string()
+        }
+        Err(_) => "<invalid URL>".into(),
+    }
+}
+
+/// The base URL of an endpoint (scheme, host, port), for `/v1/models` and the like.
+pub fn base_url(endpoint: &str) -> Option<reqwest::Url> {
+    let mut u = reqwest::Url::parse(endpoint).ok()?;
+    let path = u.path().to_string();
+    let keep = match path.find("/v1") {
+        Some(i) => path[..i].to_string(),
+        None => String::new(),
+    };
+    u.set_path(&keep);
+    u.set_query(None);
+    Some(u)
+}
+
+impl Client {
+    pub fn new(cfg: &ClientConfig) -> anyhow::Result<Client> {
+        let url = resolve_url(&cfg.endpoint, cfg.api).map_err(|e| crate::ui::usage_error(e, None))?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(cfg.connect_timeout)
+            .pool_max_idle_per_host(cfg.pool.max(1))
+            .tcp_nodelay(true)
+            .user_agent(concat!("sizeup/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Client { http, url, api_key: cfg.api_key.clone(), timeout: cfg.timeout })
+    }
+
+    pub fn url(&self) -> &reqwest::Url {
+        &self.url
+    }
+
+    /// Sends one request body and reads the whole answer (a stream when the body asks for
+    /// one). `keep_body` keeps the answer for output files.
+    pub async fn send(&self, body: Bytes, stream: bool, keep_body: bool) -> Outcome {
+        let start = Instant::now();
+        let mut first_token = None;
+        let result = match tokio::time::timeout(self.timeout, self.exchange(body, stream, keep_body, &mut first_token)).await {
+            Ok(r) => r,
+            Err(_) => Err(Failure {
+                kind: FailKind::Timeout,
+                message: format!("no complete answer within {}", humantime::format_duration(self.timeout)),
+                retry_after: None,
+                body: None,
+            }),
+        };
+        Outcome { start, first_token, end: Instant::now(), result }
+    }
+
+    async fn exchange(
+        &self,
+        body: Bytes,
+        stream: bool,
+        keep_body: bool,
+        first_token: &mut Option<Instant>,
+    ) -> Result<Success, Failure> {
+        let mut req = self.http.post(self.url.clone()).header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
+        if let Some(key) = &self.api_key {
+            req = req.bearer_auth(key.expose());
+        }
+        let mut resp = req.send().await.map_err(transport_failure)?;
+        let status = resp.status().as_u16();
+        let request_id = resp
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        if !(200..300).contains(&status) {
+            let retry_after = resp.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+            let bytes = resp.bytes().await.unwrap_or_default();
+            let body: Option<Value> = serde_json::from_slice(&bytes).ok();
+            let detail = body
+                .as_ref()
+                .and_then(error_message)
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).trim().to_string());
+            let reason = reqwest::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
+            let message = if detail.is_empty() { format!("HTTP {status} {reason}") } else { format!("HTTP {status} {reason}: {detail}") };
+            return Err(Failure { kind: FailKind::Http(status), message, retry_after, body });
+        }
+        let is_sse = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if stream || is_sse {
+            let mut acc = StreamAssembler::new(keep_body);
+            let mut decoder = SseDecoder::new();
+            let mut events = Vec::new();
+            loop {
+                let chunk = match resp.chunk().await {
+                    Ok(Some(c)) => c,
+                    Ok(None) => break,
+                    Err(e) => return Err(transport_failure(e)),
+                };
+                decoder.push(&chunk, &mut events).map_err(|e| decode_failure(e.to_string()))?;
+                for ev in events.drain(..) {
+                    acc.event(ev, first_token).map_err(decode_failure)?;
+                }
+                if acc.done {
+                    break;
+                }
+            }
+            if !acc.done {
+                decoder.finish().map_err(|e| decode_failure(e.to_string()))?;
+                if acc.finish_reason.is_none() {
+                    return Err(decode_failure("event stream ended without [DONE] or a finish_reason".into()));
+                }
+            }
+            let (usage, body) = acc.into_parts();
+            return Ok(Success { status, usage, content_events: usage_events(&usage), body, request_id });
+        }
+        let bytes = resp.bytes().await.map_err(transport_failure)?;
+        let body: Value = serde_json::from_slice(&bytes).map_err(|e| decode_failure(format!("answer is not JSON: {e}")))?;
+        if let Some(msg) = body.get("error").filter(|e| !e.is_null()).and_then(|_| error_message(&body)) {
+            return Err(Failure { kind: FailKind::Decode, message: format!("error in a {status} answer: {msg}"), retry_after: None, body: Some(body) });
+        }
+        let usage = usage_of(&body).unwrap_or_else(|| Usage {
+            prompt_tokens: None,
+            completion_tokens: answer_text(&body).map_or(0, |t| t.split_whitespace().count() as u64),
+            estimated: true,
+        });
+        Ok(Success { status, usage, content_events: 0, body: keep_body.then_some(body), request_id })
+    }
+}
+
+fn usage_events(u: &Usage) -> u64 {
+    if u.estimated {
+        u.completion_tokens
+    } else {
+        0
+    }
+}
+
+fn decode_failure(message: String) -> Failure {
+    Failure { kind: FailKind::Decode, message, retry_after: None, body: None }
+}
+
+/// Classifies a transport error. The message is rebuilt from the error chain without the URL,
+/// so credentials in a URL never reach a report.
+fn transport_failure(e: reqwest::Error) -> Failure {
+    let e = e.without_url();
+    let mut chain = Vec::new();
+    let mut reset = false;
+    let mut src: Option<&dyn std::error::Error> = Some(&e);
+    while let Some(err) = src {
+        let text = err.to_string();
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            reset |= matches!(io.kind(), ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof);
+        }
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            reset |= h.is_incomplete_message() || h.is_closed() || h.is_canceled();
+        }
+        if !chain.iter().any(|c: &String| c.contains(&text)) {
+            chain.push(text);
+        }
+        src = err.source();
+    }
+    let kind = if e.is_timeout() {
+        FailKind::Timeout
+    } else if e.is_connect() {
+        FailKind::Connect
+    } else if reset || e.is_request() || e.is_body() {
+        FailKind::Reset
+    } else {
+        FailKind::Decode
+    };
+    Failure { kind, message: chain.join(": "), retry_after: None, body: None }
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+pub fn parse_retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(3600.0)));
+    }
+    let when = httpdate::parse_http_date(v).ok()?;
+    Some(when.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO))
+}
+
+/// The human part of an OpenAI-style error body (`{"error":{"message":...}}` or `{"error":"..."}`).
+fn error_message(body: &Value) -> Option<String> {
+    let e = body.get("error")?;
+    let msg = match e {
+        Value::String(s) => s.clone(),
+        Value::Object(o) => o.get("message").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| e.to_string()),
+        other => other.to_string(),
+    };
+    Some(msg.chars().take(500).collect())
+}
+
+fn usage_of(v: &Value) -> Option<Usage> {
+    let u = v.get("usage").filter(|u| u.is_object())?;
+    Some(Usage {
+        prompt_tokens: u.get("prompt_tokens").and_then(Value::as_u64),
+        completion_tokens: u.get("completion_tokens").and_then(Value::as_u64)?,
+        estimated: false,
+    })
+}
+
+/// The generated text of a non-streamed answer in any of the three shapes.
+fn answer_text(v: &Value) -> Option<&str> {
+    v.pointer("/choices/0/text")
+        .or_else(|| v.pointer("/choices/0/message/content"))
+        .or_else(|| v.pointer("/result/0/completion"))
+        .and_then(Value::as_str)
+}
+
+/// Folds stream chunks into usage and, optionally, one non-streamed-shaped body.
+struct StreamAssembler {
+    keep: bool,
+    text: String,
+    content_events: u64,
+    usage: Option<Usage>,
+    finish_reason: Option<String>,
+    chat: bool,
+    first_chunk: Option<Value>,
+    done: bool,
+}
+
+impl StreamAssembler {
+    fn new(keep: bool) -> Self {
+        StreamAssembler { keep, text: String::new(), content_events: 0, usage: None, finish_reason: None, chat: false, first_chunk: None, done: false }
+    }
+
+    fn event(&mut self, ev: SseEvent, first_token: &mut Option<Instant>) -> Result<(), String> {
+        let data = match ev {
+            SseEvent::Done => {
+                self.done = true;
+                return Ok(());
+            }
+            SseEvent::Data(d) => d,
+        };
+        let chunk: Value = serde_json::from_str(&data).map_err(|e| format!("stream event is not JSON: {e}"))?;
+        if chunk.get("error").is_some_and(|e| !e.is_null()) {
+            return Err(format!("error event in stream: {}", error_message(&chunk).unwrap_or_default()));
+        }
+        // Servers differ in where usage goes: OpenAI and llama.cpp's chat send a last chunk with
+        // `choices: []`; llama.cpp's completions put it on the chunk with `finish_reason`.
+        if let Some(u) = usage_of(&chunk) {
+            self.usage = Some(u);
+        }
+        if let Some(choice) = chunk.pointer("/choices/0") {
+            let content = choice.get("text").and_then(Value::as_str).or_else(|| {
+                let c = choice.pointer("/delta/content").and_then(Value::as_str);
+                if c.is_some() || choice.get("delta").is_some() {
+                    self.chat = true;
+                }
+                c
+            });
+            if let Some(text) = content.filter(|t| !t.is_empty()) {
+                if first_token.is_none() {
+                    *first_token = Some(Instant::now());
+                }
+                self.content_events += 1;
+                if self.keep {
+                    self.text.push_str(text);
+                }
+            }
+            if let Some(fr) = choice.get("finish_reason").and_then(Value::as_str) {
+                self.finish_reason = Some(fr.to_string());
+            }
+        }
+        if self.keep && self.first_chunk.is_none() {
+            self.first_chunk = Some(chunk);
+        }
+        Ok(())
+    }
+
+    fn into_parts(self) -> (Usage, Option<Value>) {
+        let usage = self.usage.unwrap_or(Usage { prompt_tokens: None, completion_tokens: self.content_events, estimated: true });
+        let body = self.keep.then(|| {
+            let first = self.first_chunk.unwrap_or(Value::Null);
+            let finish = self.finish_reason.map_or(Value::Null, Value::String);
+            let choice = if self.chat {
+                json!({"index": 0, "message": {"role": "assistant", "content": self.text}, "finish_reason": finish})
+            } else {
+                json!({"index": 0, "text": self.text, "finish_reason": finish})
+            };
+            let mut out = Map::new();
+            for key in ["id", "created", "model"] {
+                if let Some(v) = first.get(key) {
+                    out.insert(key.into(), v.clone());
+                }
+            }
+            out.insert("object".into(), json!(if self.chat { "chat.completion" } else { "text_completion" }));
+            out.insert("choices".into(), json!([choice]));
+            if let Some(u) = self.usage {
+                let mut uj = json!({"completion_tokens": u.completion_tokens});
+                if let Some(p) = u.prompt_tokens {
+                    uj["prompt_tokens"] = json!(p);
+                    uj["total_tokens"] = json!(p + u.completion_tokens);
+                }
+                out.insert("usage".into(), uj);
+            }
+            Value::Object(out)
+        });
+        (usage, body)
+    }
+}
+
+/// Builds a request body for `api` from a prompt (synthetic workloads, text and CSV inputs).
+pub fn build_body(api: Api, model: Option<&str>, prompt: &str, max_tokens: Option<u32>, field: MaxTokensField) -> Value {
+    let mut body = match api {
+        Api::Chat => json!({"messages": [{"role": "user", "content": prompt}]}),
+        Api::Completions | Api::Forefront => json!({"prompt": prompt}),
+    };
+    if let Some(m) = model {
+        body["model"] = json!(m);
+    }
+    if let Some(n) = max_tokens {
+        let key = if api == Api::Forefront { "max_tokens" } else { field.key() };
+        body[key] = json!(n);
+    }
+    body
+}
+
+/// Adjusts a body for measurement: the model when missing, and streaming with usage when
+/// asked (TTFT needs a stream; usage in the stream keeps token counts exact).
+pub fn prepare_body(body: &mut Value, model: Option<&str>, stream: Option<bool>) {
+    let Some(obj) = body.as_object_mut() else { return };
+    if let Some(m) = model {
+        obj.entry("model").or_insert_with(|| json!(m));
+    }
+    match stream {
+        Some(true) => {
+            obj.insert("stream".into(), json!(true));
+            obj.insert("stream_options".into(), json!({"include_usage": true}));
+        }
+        Some(false) => {
+            obj.remove("stream");
+            obj.remove("stream_options");
+        }
+        None => {}
+    }
+}
+
+/// Whether a body asks for a stream.
+pub fn wants_stream(body: &Value) -> bool {
+    body.get("stream").and_then(Value::as_bool).unwrap_or(false)
+}
+
+/// `GET /v1/models`: the first model's id, for when `--model` is not given.
+pub async fn first_model(endpoint: &str, api_key: Option<&Secret>, timeout: Duration) -> Result<Option<String>, String> {
+    let Some(mut url) = base_url(endpoint) else { return Err("invalid endpoint URL".into()) };
+    let path = format!("{}/v1/models", url.path().trim_end_matches('/'));
+    url.set_path(&path);
+    let http = reqwest::Client::builder().timeout(timeout).build().map_err(|e| e.to_string())?;
+    let mut req = http.get(url);
+    if let Some(k) = api_key {
+        req = req.bearer_auth(k.expose());
+    }
+    let resp = req.send().await.map_err(|e| transport_failure(e).message)?;
+    let status = resp.status();
+    if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+        return Err(format!("HTTP {} from /v1/models", status.as_u16()));
+    }
+    if !status.is_success() {
+        // Servers without a models route: go on without a model field.
+        return Ok(None);
+    }
+    let bytes = resp.bytes().await.map_err(|e| transport_failure(e).message)?;
+    let v: Value = serde_json::from_slice(&bytes).map_err(|e| format!("/v1/models answer is not JSON: {e}"))?;
+    Ok(v.pointer("/data/0/id").and_then(Value::as_str).map(str::to_string))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_resolve() {
+        let u = |e, a| resolve_url(e, a).unwrap().to_string();
+        assert_eq!(u("http://h:8000", Api::Completions), "http://h:8000/v1/completions");
+        assert_eq!(u("http://h:8000/", Api::Chat), "http://h:8000/v1/chat/completions");
+        assert_eq!(u("http://h:8000/v1", Api::Chat), "http://h:8000/v1/chat/completions");
+        assert_eq!(u("https://h/x/v1/chat/completions", Api::Chat), "https://h/x/v1/chat/completions");
+        assert_eq!(u("https://h/api/run", Api::Forefront), "https://h/api/run");
+        assert!(resolve_url("ftp://h", Api::Chat).is_err());
+        assert!(resolve_url("not a url", Api::Chat).is_err());
+        assert_eq!(redact_url("https://user:pw@h/v1?key=1"), "https://***@h/v1");
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_retry_after("0.5"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(parse_retry_after("-1"), None);
+    }
+
+    #[test]
+    fn retry_classes() {
+        assert!(FailKind::Http(429).retryable());
+        assert!(FailKind::Http(503).retryable());
+        assert!(!FailKind::Http(400).retryable());
+        assert!(!FailKind::Http(401).retryable());
+        assert!(!FailKind::Http(422).retryable());
+        assert!(FailKind::Reset.retryable());
+        assert!(!FailKind::Decode.retryable());
+    }
+
+    #[test]
+    fn bodies() {
+        let b = build_body(Api::Chat, Some("m"), "hi", Some(8), MaxTokensField::MaxTokens);
+        assert_eq!(b, json!({"messages":[{"role":"user","content":"hi"}],"model":"m","max_tokens":8}));
+        let b = build_body(Api::Completions, None, "hi", Some(8), MaxTokensField::MaxCompletionTokens);
+        assert_eq!(b, json!({"prompt":"hi","max_completion_tokens":8}));
+        let mut b = json!({"prompt":"x","model":"given"});
+        prepare_body(&mut b, Some("other"), Some(true));
+        assert_eq!(b["model"], "given");
+        assert_eq!(b["stream_options"]["include_usage"], true);
+    }
+
+    #[test]
+    fn assembles_streams_with_usage_anywhere() {
+        let mut t = None;
+        // llama.cpp completions: usage on the finish chunk.
+        let mut a = StreamAssembler::new(true);
+        a.event(SseEvent::Data(r#"{"choices":[{"text":" a","finish_reason":null}]}"#.into()), &mut t).unwrap();
+        a.event(SseEvent::Data(r#"{"choices":[{"text":" b","finish_reason":"length"}],"usage":{"prompt_tokens":3,"completion_tokens":2}}"#.into()), &mut t).unwrap();
+        a.event(SseEvent::Done, &mut t).unwrap();
+        assert!(t.is_some());
+        let (u, body) = a.into_parts();
+        assert_eq!(u, Usage { prompt_tokens: Some(3), completion_tokens: 2, estimated: false });
+        assert_eq!(body.unwrap()["choices"][0]["text"], " a b");
+        // No usage at all: counted events, marked estimated.
+        let mut a = StreamAssembler::new(false);
+        a.event(SseEvent::Data(r#"{"choices":[{"delta":{"role":"assistant","content":""}}]}"#.into()), &mut t).unwrap();
+        a.event(SseEvent::Data(r#"{"choices":[{"delta":{"content":"x"}}]}"#.into()), &mut t).unwrap();
+        let (u, _) = a.into_parts();
+        assert_eq!(u, Usage { prompt_tokens: None, completion_tokens: 1, estimated: true });
+        let mut a = StreamAssembler::new(false);
+        assert!(a.event(SseEvent::Data("not json".into()), &mut t).is_err());
+        assert!(a.event(SseEvent::Data(r#"{"error":{"message":"boom"}}"#.into()), &mut t).is_err());
+    }
+}

@@ -1,0 +1,356 @@
+//! Report exporters for a concurrency sweep.
+//!
+//! The design follows hyperfine's exporters: one small [`Exporter`] trait and one
+//! file per output format. Exporters never open files themselves; the caller hands
+//! them a `&mut dyn Write`, so the same code serves files, stdout and tests.
+//!
+//! The row types in this module ([`LevelRow`], [`RequestRow`], [`KneeRow`],
+//! [`Summary`]) are a user-facing contract: their field names and order define the
+//! CSV headers and the JSON keys, so fields must not be renamed or reordered.
+
+use serde::{Deserialize, Deserializer, Serialize};
+use std::io::Write;
+
+pub mod csv;
+pub mod json;
+pub mod svg;
+pub mod table;
+
+pub use self::csv::{LevelsCsv, LevelsCsvWriter, RequestsCsv, LEVELS_HEADER, REQUESTS_HEADER};
+pub use self::json::JsonExporter;
+pub use self::svg::SvgExporter;
+pub use self::table::TableExporter;
+
+/// Aggregated measurements for one concurrency level of the sweep.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LevelRow {
+    /// Number of requests kept in flight at this level.
+    pub concurrency: u32,
+    /// Length of the measurement window in seconds.
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub duration_s: f64,
+    /// Requests that completed successfully inside the window.
+    pub requests_ok: u64,
+    /// Requests that failed inside the window.
+    pub requests_failed: u64,
+    /// Successful requests per minute.
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub rpm: f64,
+    /// Lower bound of the RPM confidence interval.
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub rpm_ci_low: f64,
+    /// Upper bound of the RPM confidence interval.
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub rpm_ci_high: f64,
+    /// `rpm` divided by the number of GPUs behind the endpoint.
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub rpm_per_gpu: f64,
+    /// Median end-to-end latency in milliseconds.
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub latency_p50_ms: f64,
+    /// 90th percentile end-to-end latency in milliseconds.
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub latency_p90_ms: f64,
+    /// 95th percentile end-to-end latency in milliseconds.
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub latency_p95_ms: f64,
+    /// 99th percentile end-to-end latency in milliseconds.
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub latency_p99_ms: f64,
+    /// Median time to first token in milliseconds (streaming only).
+    pub ttft_p50_ms: Option<f64>,
+    /// 95th percentile time to first token in milliseconds (streaming only).
+    pub ttft_p95_ms: Option<f64>,
+    /// Median time per output token in milliseconds (streaming only).
+    pub tpot_p50_ms: Option<f64>,
+    /// Output tokens generated per second across all requests.
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub output_tokens_per_s: f64,
+    /// Fraction (0..=1) of requests that failed.
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub error_rate: f64,
+    /// True when the load generator, not the server, was the bottleneck.
+    pub client_limited: bool,
+}
+
+/// One recorded request, as written to `requests.csv`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RequestRow {
+    /// Concurrency level the request was sent at.
+    pub concurrency: u32,
+    /// Start time in milliseconds since the start of the sweep.
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub start_ms: f64,
+    /// End-to-end latency in milliseconds.
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub latency_ms: f64,
+    /// Time to first token in milliseconds (streaming only).
+    pub ttft_ms: Option<f64>,
+    /// Prompt tokens, when known.
+    pub prompt_tokens: Option<u64>,
+    /// Output tokens, when known.
+    pub output_tokens: Option<u64>,
+    /// Outcome, e.g. an HTTP status code or `ok`.
+    pub status: String,
+    /// Error message; empty on success.
+    pub error: String,
+}
+
+/// The knee of the throughput curve: where adding concurrency stops paying off.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct KneeRow {
+    /// Concurrency level at the knee.
+    pub concurrency: u32,
+    /// RPM at the knee.
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub rpm: f64,
+    /// RPM per GPU at the knee.
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub rpm_per_gpu: f64,
+    /// What limited throughput beyond the knee, e.g. `saturation` or `errors`.
+    pub limited_by: String,
+}
+
+/// Everything a report needs about one sweep.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Summary {
+    /// Endpoint URL that was measured.
+    pub endpoint: String,
+    /// Model name sent with the requests.
+    pub model: String,
+    /// Number of GPUs behind the endpoint (0 if unknown).
+    pub gpus: u32,
+    /// One row per concurrency level, in sweep order.
+    pub levels: Vec<LevelRow>,
+    /// The knee, if one was detected.
+    pub knee: Option<KneeRow>,
+    /// Suggested in-flight requests per GPU for batch jobs.
+    pub batch_size_per_gpu: Option<f64>,
+    /// Highest RPM observed at any level.
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub max_rpm: f64,
+    /// Highest RPM per GPU observed at any level.
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub max_rpm_per_gpu: f64,
+    /// Start time of the sweep (RFC 3339).
+    pub started_at: String,
+    /// Version of sizeup that produced the report.
+    pub sizeup_version: String,
+    /// API flavour that was spoken (extension).
+    pub api: String,
+    /// Target relative width of the RPM confidence interval (extension).
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub ci_width_target: f64,
+    /// Per level, same order as `levels`: whether the CI target was met (extension).
+    pub ci_met: Vec<bool>,
+    /// True when token counts were estimated rather than reported (extension).
+    pub tokens_estimated: bool,
+}
+
+/// serde_json writes non-finite floats as `null`; reading `null` back as NaN keeps
+/// a summary with a NaN in it loadable instead of failing the whole file.
+fn f64_or_nan<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
+/// Writes a [`Summary`] in one output format.
+pub trait Exporter {
+    /// Render `summary` into `out`. Implementations must not panic on any data.
+    fn write(&self, summary: &Summary, out: &mut dyn Write) -> anyhow::Result<()>;
+}
+
+/// The summary formats sizeup can write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// `levels.csv`: one row per concurrency level.
+    LevelsCsv,
+    /// `summary.json`: the whole [`Summary`], pretty-printed.
+    Json,
+    /// `throughput.svg`: RPM and p95 latency vs concurrency.
+    Svg,
+    /// Fixed-width text table for the terminal.
+    Table,
+}
+
+impl Format {
+    /// Every format, in the order a run usually writes them.
+    pub const ALL: [Format; 4] = [Format::LevelsCsv, Format::Json, Format::Svg, Format::Table];
+
+    /// The exporter that renders this format.
+    pub fn exporter(&self) -> Box<dyn Exporter> {
+        match self {
+            Format::LevelsCsv => Box::new(LevelsCsv),
+            Format::Json => Box::new(JsonExporter),
+            Format::Svg => Box::new(SvgExporter),
+            Format::Table => Box::new(TableExporter),
+        }
+    }
+
+    /// Conventional file name inside the output directory; `None` for the table,
+    /// which is meant for stdout.
+    pub fn file_name(&self) -> Option<&'static str> {
+        match self {
+            Format::LevelsCsv => Some("levels.csv"),
+            Format::Json => Some("summary.json"),
+            Format::Svg => Some("throughput.svg"),
+            Format::Table => None,
+        }
+    }
+}
+
+/// Formats a number rounded to an integer with `,` thousands separators
+/// (`19184.4` -> `19,184`). Non-finite values become `-` so tables never show `NaN`.
+pub fn group_thousands(value: f64) -> String {
+    if !value.is_finite() {
+        return "-".to_string();
+    }
+    let rounded = value.round();
+    // Beyond ~1e18 integer formatting stops being meaningful; fall back to plain.
+    if rounded.abs() >= 1e18 {
+        return format!("{rounded:e}");
+    }
+    let n = rounded as i64;
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
+    if n < 0 {
+        out.push('-');
+    }
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// Shared fixtures for the exporter tests.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::*;
+
+    pub fn level(c: u32, rpm: f64, p95: f64) -> LevelRow {
+        LevelRow {
+            concurrency: c,
+            duration_s: 60.0,
+            requests_ok: (rpm.max(0.0)) as u64,
+            requests_failed: 0,
+            rpm,
+            rpm_ci_low: rpm * 0.99,
+            rpm_ci_high: rpm * 1.01,
+            rpm_per_gpu: rpm / 2.0,
+            latency_p50_ms: p95 * 0.8,
+            latency_p90_ms: p95 * 0.95,
+            latency_p95_ms: p95,
+            latency_p99_ms: p95 * 1.2,
+            ttft_p50_ms: Some(120.5),
+            ttft_p95_ms: Some(240.25),
+            tpot_p50_ms: None,
+            output_tokens_per_s: rpm / 60.0 * 200.0,
+            error_rate: 0.0,
+            client_limited: false,
+        }
+    }
+
+    pub fn summary() -> Summary {
+        Summary {
+            endpoint: "http://localhost:8000/v1".into(),
+            model: "llama-3-8b".into(),
+            gpus: 2,
+            levels: vec![
+                level(1, 1200.0, 110.0),
+                level(4, 4600.0, 130.0),
+                level(16, 19200.0, 180.0),
+                level(64, 19500.0, 700.0),
+            ],
+            knee: Some(KneeRow {
+                concurrency: 16,
+                rpm: 19200.0,
+                rpm_per_gpu: 9600.0,
+                limited_by: "saturation".into(),
+            }),
+            batch_size_per_gpu: Some(8.0),
+            max_rpm: 19500.0,
+            max_rpm_per_gpu: 9750.0,
+            started_at: "2025-01-01T00:00:00Z".into(),
+            sizeup_version: "0.1.0".into(),
+            api: "openai-chat".into(),
+            ci_width_target: 0.05,
+            ci_met: vec![true, true, true, false],
+            tokens_estimated: false,
+        }
+    }
+
+    /// Summaries that have broken exporters before: nothing, one level, NaNs, infs.
+    pub fn nasty() -> Vec<Summary> {
+        let mut empty = summary();
+        empty.levels.clear();
+        empty.ci_met.clear();
+        empty.knee = None;
+        empty.max_rpm = f64::NAN;
+
+        let mut one = summary();
+        one.levels.truncate(1);
+        one.ci_met.truncate(1);
+        one.gpus = 0;
+
+        let mut nan = summary();
+        for l in &mut nan.levels {
+            l.rpm = f64::NAN;
+            l.rpm_ci_low = f64::NAN;
+            l.rpm_ci_high = f64::INFINITY;
+            l.latency_p95_ms = f64::NAN;
+            l.error_rate = f64::NAN;
+            l.ttft_p50_ms = Some(f64::NAN);
+        }
+        nan.levels[0].concurrency = 0;
+        nan.ci_met.clear();
+        nan.knee.as_mut().unwrap().rpm = f64::NEG_INFINITY;
+        nan.max_rpm = f64::NAN;
+        nan.max_rpm_per_gpu = f64::INFINITY;
+        nan.batch_size_per_gpu = Some(f64::NAN);
+
+        let mut same = summary();
+        for l in &mut same.levels {
+            l.concurrency = 8;
+            l.rpm = 0.0;
+            l.rpm_ci_low = 0.0;
+            l.rpm_ci_high = 0.0;
+            l.latency_p95_ms = 0.0;
+        }
+        same.levels[1].concurrency = u32::MAX;
+        vec![empty, one, nan, same]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands() {
+        assert_eq!(group_thousands(0.0), "0");
+        assert_eq!(group_thousands(999.4), "999");
+        assert_eq!(group_thousands(19184.4), "19,184");
+        assert_eq!(group_thousands(1234567.0), "1,234,567");
+        assert_eq!(group_thousands(-1234.0), "-1,234");
+        assert_eq!(group_thousands(f64::NAN), "-");
+        assert_eq!(group_thousands(1e300), "1e300");
+    }
+
+    #[test]
+    fn formats_have_exporters_and_names() {
+        let names: Vec<_> = Format::ALL.iter().map(|f| f.file_name()).collect();
+        assert_eq!(
+            names,
+            [Some("levels.csv"), Some("summary.json"), Some("throughput.svg"), None]
+        );
+        for s in std::iter::once(fixtures::summary()).chain(fixtures::nasty()) {
+            for f in Format::ALL {
+                let mut buf = Vec::new();
+                f.exporter().write(&s, &mut buf).unwrap();
+                assert!(!buf.is_empty(), "{f:?}");
+            }
+        }
+    }
+}

@@ -1,0 +1,396 @@
+//! `throughput.svg`: RPM (with CI error bars) and p95 latency vs concurrency.
+//!
+//! Drawn with plotters' SVG backend without the `ttf` feature: text goes out as
+//! plain `<text>` elements and the viewer picks the font, so rendering needs no
+//! font files on the machine that runs the sweep.
+
+use super::{group_thousands, Exporter, LevelRow, Summary};
+use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged};
+use plotters::element::DashedPathElement;
+use plotters::prelude::*;
+use std::io::Write;
+use std::ops::Range;
+
+/// Exporter for `throughput.svg`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SvgExporter;
+
+/// Canvas size in pixels.
+pub const SIZE: (u32, u32) = (900, 560);
+
+const RPM_COLOR: RGBColor = RGBColor(31, 119, 180);
+/// Error bars get a colour of their own, a lighter shade of the RPM line, so they
+/// read as part of that series without hiding the points.
+const ERRBAR_COLOR: RGBColor = RGBColor(120, 160, 200);
+const LATENCY_COLOR: RGBColor = RGBColor(255, 127, 14);
+const KNEE_COLOR: RGBColor = RGBColor(214, 39, 40);
+
+/// Label under the x axis.
+const X_LABEL: &str = "concurrency (requests in flight)";
+
+impl Exporter for SvgExporter {
+    fn write(&self, summary: &Summary, out: &mut dyn Write) -> anyhow::Result<()> {
+        out.write_all(render(summary)?.as_bytes())?;
+        Ok(())
+    }
+}
+
+/// One plotted level, with x already on the log2 axis.
+struct Point {
+    x: f64,
+    level: LevelRow,
+}
+
+/// Renders the chart to an SVG string.
+pub fn render(summary: &Summary) -> anyhow::Result<String> {
+    let title = format!(
+        "RPM and p95 latency vs concurrency — {} @ {}",
+        summary.model, summary.endpoint
+    );
+    let mut buf = String::new();
+    {
+        let root = SVGBackend::with_string(&mut buf, SIZE).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_err)?;
+        if summary.levels.is_empty() {
+            draw_no_data(&root, &title)?;
+        } else {
+            draw_chart(&root, summary, &title)?;
+        }
+        root.present().map_err(plot_err)?;
+    }
+    Ok(buf)
+}
+
+/// plotters' error type borrows the backend's error generics; flatten it to text so
+/// callers only deal with `anyhow`.
+fn plot_err<E: std::fmt::Display>(e: E) -> anyhow::Error {
+    anyhow::anyhow!("drawing throughput.svg: {e}")
+}
+
+fn draw_no_data<DB: DrawingBackend>(root: &DrawingArea<DB, plotters::coord::Shift>, title: &str) -> anyhow::Result<()> {
+    root.draw(&Text::new(title.to_string(), (20, 20), ("sans-serif", 20).into_font()))
+        .map_err(plot_err)?;
+    let (w, h) = root.dim_in_pixel();
+    let style = TextStyle::from(("sans-serif", 28).into_font()).pos(plotters::style::text_anchor::Pos::new(
+        plotters::style::text_anchor::HPos::Center,
+        plotters::style::text_anchor::VPos::Center,
+    ));
+    root.draw(&Text::new("no data", (w as i32 / 2, h as i32 / 2), style))
+        .map_err(plot_err)?;
+    Ok(())
+}
+
+/// Concurrency lives on a log2 axis because sweeps double (1, 2, 4 … 64); on a
+/// linear axis the low levels, where most of the curve's shape is, get squashed.
+/// Zero cannot sit on a log axis, so it is drawn where 0.5 would be.
+fn log2_x(concurrency: u32) -> f64 {
+    f64::from(concurrency.max(1)).log2() - if concurrency == 0 { 1.0 } else { 0.0 }
+}
+
+/// Upper end of a value axis: 10% headroom over the largest finite value, and a
+/// non-empty range even when every value is zero or missing.
+fn axis_max(values: impl Iterator<Item = f64>) -> f64 {
+    let max = values.filter(|v| v.is_finite()).fold(0.0_f64, f64::max);
+    if max > 0.0 {
+        max * 1.1
+    } else {
+        1.0
+    }
+}
+
+fn draw_chart<DB: DrawingBackend>(
+    root: &DrawingArea<DB, plotters::coord::Shift>,
+    summary: &Summary,
+    title: &str,
+) -> anyhow::Result<()> {
+    let mut points: Vec<Point> = summary
+        .levels
+        .iter()
+        .map(|l| Point {
+            x: log2_x(l.concurrency),
+            level: l.clone(),
+        })
+        .collect();
+    points.sort_by(|a, b| a.x.total_cmp(&b.x));
+
+    let x_min = points.first().map_or(0.0, |p| p.x) - 0.3;
+    let x_max = points.last().map_or(0.0, |p| p.x) + 0.3;
+    let rpm_max = axis_max(
+        points
+            .iter()
+            .flat_map(|p| [p.level.rpm, p.level.rpm_ci_high, p.level.rpm_ci_low]),
+    );
+    let lat_max = axis_max(points.iter().map(|p| p.level.latency_p95_ms));
+    // A normal-approximation CI can dip below zero on tiny samples; extend the
+    // axis rather than let the bar run out of the frame.
+    let rpm_min = points
+        .iter()
+        .map(|p| p.level.rpm_ci_low)
+        .filter(|v| v.is_finite())
+        .fold(0.0_f64, f64::min);
+
+    // Ticks at the measured levels when there are few of them (they are what the
+    // reader looks for); otherwise at powers of two, thinned to keep labels apart.
+    let mut ticks: Vec<f64> = points.iter().map(|p| p.x).collect();
+    ticks.dedup();
+    if ticks.len() > 10 {
+        let (lo, hi) = (x_min.ceil() as i64, x_max.floor() as i64);
+        let step = ((hi - lo) / 10 + 1).max(1) as usize;
+        ticks = (lo..=hi).step_by(step).map(|k| k as f64).collect();
+    }
+    let x_axis = Log2Axis {
+        range: x_min..x_max,
+        ticks,
+    };
+
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(70)
+        .right_y_label_area_size(70)
+        .build_cartesian_2d(x_axis.clone(), rpm_min..rpm_max)
+        .map_err(plot_err)?
+        .set_secondary_coord(x_axis, 0.0..lat_max);
+
+    chart
+        .configure_mesh()
+        .x_desc(X_LABEL)
+        .y_desc("requests per minute")
+        .x_label_formatter(&|v| format_concurrency(*v))
+        .y_label_formatter(&|v| group_thousands(*v))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(plot_err)?;
+    chart
+        .configure_secondary_axes()
+        .y_desc("p95 latency (ms)")
+        .y_label_formatter(&|v| group_thousands(*v))
+        .draw()
+        .map_err(plot_err)?;
+
+    // Error bars: one polyline per level (bottom cap, stem, top cap), so the SVG
+    // has exactly one path per bar.
+    let cap = (x_max - x_min) * 0.008;
+    let bars = points.iter().filter_map(|p| {
+        let (lo, hi) = (p.level.rpm_ci_low, p.level.rpm_ci_high);
+        (lo.is_finite() && hi.is_finite()).then(|| {
+            PathElement::new(
+                vec![
+                    (p.x - cap, lo),
+                    (p.x + cap, lo),
+                    (p.x, lo),
+                    (p.x, hi),
+                    (p.x - cap, hi),
+                    (p.x + cap, hi),
+                ],
+                ERRBAR_COLOR.stroke_width(2),
+            )
+        })
+    });
+    chart.draw_series(bars).map_err(plot_err)?;
+
+    let rpm_pts: Vec<(f64, f64)> = points
+        .iter()
+        .filter(|p| p.level.rpm.is_finite())
+        .map(|p| (p.x, p.level.rpm))
+        .collect();
+    chart
+        .draw_series(LineSeries::new(rpm_pts.clone(), RPM_COLOR.stroke_width(2)))
+        .map_err(plot_err)?
+        .label("RPM (bars: confidence interval)")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RPM_COLOR.stroke_width(2)));
+    chart
+        .draw_series(rpm_pts.iter().map(|&p| Circle::new(p, 4, RPM_COLOR.filled())))
+        .map_err(plot_err)?;
+
+    let lat_pts: Vec<(f64, f64)> = points
+        .iter()
+        .filter(|p| p.level.latency_p95_ms.is_finite())
+        .map(|p| (p.x, p.level.latency_p95_ms))
+        .collect();
+    chart
+        .draw_secondary_series(LineSeries::new(lat_pts.clone(), LATENCY_COLOR.stroke_width(2)))
+        .map_err(plot_err)?
+        .label("p95 latency (ms, right axis)")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], LATENCY_COLOR.stroke_width(2)));
+    chart
+        .draw_secondary_series(
+            lat_pts
+                .iter()
+                .map(|&p| TriangleMarker::new(p, 5, LATENCY_COLOR.filled())),
+        )
+        .map_err(plot_err)?;
+
+    if let Some(knee) = &summary.knee {
+        let x = log2_x(knee.concurrency);
+        // A knee outside the plotted levels would draw outside the frame.
+        if (x_min..=x_max).contains(&x) {
+            let label = format!("knee: C={}, {} RPM", knee.concurrency, group_thousands(knee.rpm));
+            chart
+                .draw_series(std::iter::once(DashedPathElement::new(
+                    vec![(x, rpm_min), (x, rpm_max)],
+                    6,
+                    4,
+                    KNEE_COLOR.stroke_width(2),
+                )))
+                .map_err(plot_err)?
+                .label(label.clone())
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], KNEE_COLOR.stroke_width(2)));
+            // Put the label beside the line, on the side with more room.
+            let right_side = x < (x_min + x_max) / 2.0;
+            let anchor = if right_side {
+                plotters::style::text_anchor::HPos::Left
+            } else {
+                plotters::style::text_anchor::HPos::Right
+            };
+            let style = TextStyle::from(("sans-serif", 15).into_font()).color(&KNEE_COLOR).pos(
+                plotters::style::text_anchor::Pos::new(anchor, plotters::style::text_anchor::VPos::Top),
+            );
+            let (px, py) = chart.backend_coord(&(x, rpm_max));
+            let dx = if right_side { 6 } else { -6 };
+            root.draw(&Text::new(label, (px + dx, py + 6), style))
+                .map_err(plot_err)?;
+        }
+    }
+
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.3))
+        .label_font(("sans-serif", 14))
+        .draw()
+        .map_err(plot_err)?;
+    Ok(())
+}
+
+/// A linear axis over log2(concurrency) whose ticks sit exactly on chosen values.
+/// plotters' own log axis puts ticks at powers of ten, and its key-point wrapper
+/// cannot take a label formatter, hence this small coordinate type.
+#[derive(Clone)]
+struct Log2Axis {
+    range: Range<f64>,
+    ticks: Vec<f64>,
+}
+
+impl Ranged for Log2Axis {
+    type FormatOption = DefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
+        let span = self.range.end - self.range.start;
+        let frac = if span > 0.0 {
+            (value - self.range.start) / span
+        } else {
+            0.5
+        };
+        // `as` saturates (NaN -> 0), so odd inputs cannot panic here.
+        limit.0 + (f64::from(limit.1 - limit.0) * frac).round() as i32
+    }
+
+    fn key_points<Hint: KeyPointHint>(&self, _hint: Hint) -> Vec<f64> {
+        self.ticks.clone()
+    }
+
+    fn range(&self) -> Range<f64> {
+        self.range.clone()
+    }
+}
+
+/// Axis values are log2(concurrency); label them with the concurrency itself.
+fn format_concurrency(v: f64) -> String {
+    let c = v.exp2();
+    if c < 1.0 {
+        "0".into()
+    } else {
+        format!("{}", c.round())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures;
+    use super::*;
+
+    fn svg(s: &Summary) -> String {
+        let mut buf = Vec::new();
+        SvgExporter.write(s, &mut buf).unwrap();
+        String::from_utf8(buf).unwrap()
+    }
+
+    /// Inner text of every `<text>` element (plotters puts it on its own line).
+    fn texts(svg: &str) -> Vec<String> {
+        svg.split("<text")
+            .skip(1)
+            .filter_map(|t| {
+                let body = &t[t.find('>')? + 1..];
+                Some(body[..body.find("</text>")?].trim().to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn chart_has_knee_and_one_error_bar_per_level() {
+        let s = fixtures::summary();
+        let text = svg(&s);
+        assert!(text.starts_with("<svg"), "{}", &text[..80]);
+        assert!(text.contains("width=\"900\" height=\"560\""));
+        let labels = texts(&text);
+        assert!(labels.iter().any(|t| t == "knee: C=16, 19,200 RPM"), "{labels:?}");
+        assert!(labels.iter().any(|t| t == X_LABEL));
+        assert!(labels.iter().any(|t| t == "requests per minute"));
+        assert!(labels
+            .iter()
+            .any(|t| t == "RPM and p95 latency vs concurrency — llama-3-8b @ http://localhost:8000/v1"));
+        // x ticks at the measured levels, labelled with the concurrency itself.
+        for c in ["1", "4", "16", "64"] {
+            assert!(labels.iter().any(|t| t == c), "tick {c} in {labels:?}");
+        }
+        let bars = text.matches("stroke=\"#78A0C8\"").count();
+        assert_eq!(bars, s.levels.len());
+        assert!(text.contains("p95 latency (ms)"));
+        // No embedded font data: text is left to the viewer.
+        assert!(!text.contains("@font-face"));
+    }
+
+    #[test]
+    fn empty_levels_say_no_data() {
+        let mut s = fixtures::summary();
+        s.levels.clear();
+        let text = svg(&s);
+        assert!(text.starts_with("<svg"));
+        assert!(texts(&text).iter().any(|t| t == "no data"));
+        assert!(text.trim_end().ends_with("</svg>"));
+    }
+
+    #[test]
+    fn nasty_inputs_still_give_svg() {
+        for s in fixtures::nasty() {
+            let text = svg(&s);
+            assert!(text.starts_with("<svg"));
+            assert!(text.trim_end().ends_with("</svg>"));
+            assert!(!text.contains("NaN"), "{text}");
+        }
+    }
+
+    #[test]
+    fn many_levels_get_thinned_ticks() {
+        let mut s = fixtures::summary();
+        s.levels = (1..=40)
+            .map(|c| fixtures::level(c * 3, f64::from(c) * 100.0, 100.0))
+            .collect();
+        let text = svg(&s);
+        assert_eq!(text.matches("stroke=\"#78A0C8\"").count(), 40);
+        let labels = texts(&text);
+        assert!(labels.iter().any(|t| t == "64"), "{labels:?}");
+    }
+
+    #[test]
+    fn markup_in_names_is_escaped() {
+        let mut s = fixtures::summary();
+        s.model = "<m&m>".into();
+        let text = svg(&s);
+        assert!(text.contains("&lt;m&amp;m&gt;"));
+    }
+}

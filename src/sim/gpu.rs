@@ -1,0 +1,327 @@
+//! The GPU model: one scheduler task per GPU and a router in front of them.
+//!
+//! Each GPU admits at most `batch` sequences; the rest wait in its FIFO queue. A running
+//! sequence receives one token per decode step, where a step lasts
+//! `decode_step_ms + decode_step_ms_per_seq * running` (evaluated when the step starts), and its
+//! first token also pays its prefill (`prefill_ms_per_1k * prompt_tokens / 1000`). Each
+//! sequence's steps are timed from its own admission, so a sequence that joins a busy GPU starts
+//! decoding at once (continuous batching without step alignment): in a closed loop nothing is
+//! lost between a finished request and its replacement, and throughput follows the formula in
+//! `sizeup sim --help` exactly. One timer per GPU (the earliest next token in a heap), never a
+//! timer per token per request, so ten thousand open requests cost only memory.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// Step costs of one GPU; shared by all GPUs of a deployment.
+#[derive(Clone, Copy, Debug)]
+pub struct GpuParams {
+    pub batch: usize,
+    pub prefill_ms_per_1k: f64,
+    pub decode_step_ms: f64,
+    pub decode_step_ms_per_seq: f64,
+}
+
+impl GpuParams {
+    fn step(&self, running: usize) -> f64 {
+        self.decode_step_ms + self.decode_step_ms_per_seq * running as f64
+    }
+
+    fn prefill(&self, prompt_tokens: u32) -> f64 {
+        self.prefill_ms_per_1k * f64::from(prompt_tokens) / 1000.0
+    }
+}
+
+/// What a sequence hears from its GPU.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event {
+    /// One more token; the last one closes the channel after it.
+    Token,
+    /// The resource was switched off while the sequence ran.
+    Aborted,
+}
+
+/// A request handed to the cluster.
+pub struct NewSeq {
+    pub prompt_tokens: u32,
+    pub max_tokens: u32,
+    /// Per-request service multiplier from `--jitter` (1.0 without jitter).
+    pub mult: f64,
+    pub events: mpsc::UnboundedSender<Event>,
+}
+
+enum Cmd {
+    Admit(NewSeq),
+    AbortAll,
+}
+
+/// Live counters, read by `/metrics`.
+#[derive(Default, Debug)]
+pub struct Gauges {
+    pub running: AtomicUsize,
+    pub waiting: AtomicUsize,
+    pub generation_tokens: AtomicU64,
+    pub cancelled: AtomicU64,
+}
+
+struct GpuHandle {
+    tx: mpsc::UnboundedSender<Cmd>,
+    /// Running + waiting on this GPU: what the router balances.
+    load: Arc<AtomicUsize>,
+}
+
+/// All GPUs of the deployment and the router in front of them.
+pub struct Cluster {
+    params: GpuParams,
+    gauges: Arc<Gauges>,
+    /// Grows when the resource API asks for more GPUs; GPUs beyond `active` take no new work.
+    gpus: Mutex<Vec<GpuHandle>>,
+    active: AtomicUsize,
+}
+
+impl Cluster {
+    /// Must be called inside a tokio runtime: it spawns one scheduler task per GPU.
+    pub fn new(params: GpuParams, gpus: usize, gauges: Arc<Gauges>) -> Cluster {
+        let cluster = Cluster {
+            params,
+            gauges,
+            gpus: Mutex::new(Vec::new()),
+            active: AtomicUsize::new(0),
+        };
+        cluster.resize(gpus);
+        cluster
+    }
+
+    /// Sets the number of GPUs that take new work; sequences on retired GPUs finish normally.
+    pub fn resize(&self, gpus: usize) {
+        let mut list = self.gpus.lock().expect("gpu list lock poisoned");
+        while list.len() < gpus {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let load = Arc::new(AtomicUsize::new(0));
+            tokio::spawn(gpu_loop(rx, load.clone(), self.params, self.gauges.clone()));
+            list.push(GpuHandle { tx, load });
+        }
+        self.active.store(gpus, Ordering::SeqCst);
+    }
+
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::SeqCst)
+    }
+
+    /// Sends the sequence to the least-loaded active GPU (lowest index on ties).
+    /// Returns false when no GPU is active.
+    pub fn submit(&self, seq: NewSeq) -> bool {
+        let list = self.gpus.lock().expect("gpu list lock poisoned");
+        let active = self.active().min(list.len());
+        let Some(gpu) = list[..active].iter().min_by_key(|g| g.load.load(Ordering::SeqCst)) else {
+            return false;
+        };
+        gpu.load.fetch_add(1, Ordering::SeqCst);
+        self.gauges.waiting.fetch_add(1, Ordering::SeqCst);
+        if gpu.tx.send(Cmd::Admit(seq)).is_err() {
+            gpu.load.fetch_sub(1, Ordering::SeqCst);
+            self.gauges.waiting.fetch_sub(1, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
+    /// Aborts every running and waiting sequence (the resource was switched off).
+    pub fn abort_all(&self) {
+        for gpu in self.gpus.lock().expect("gpu list lock poisoned").iter() {
+            let _ = gpu.tx.send(Cmd::AbortAll);
+        }
+    }
+}
+
+struct Running {
+    tokens_left: u32,
+    mult: f64,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+/// One GPU: admits from its FIFO up to `batch`, delivers tokens in time order.
+async fn gpu_loop(mut rx: mpsc::UnboundedReceiver<Cmd>, load: Arc<AtomicUsize>, p: GpuParams, gauges: Arc<Gauges>) {
+    let mut waiting: VecDeque<NewSeq> = VecDeque::new();
+    let mut slots: Vec<Option<Running>> = Vec::new();
+    let mut free: Vec<usize> = Vec::new();
+    let mut due: BinaryHeap<Reverse<(Instant, usize)>> = BinaryHeap::new();
+    let mut running = 0usize;
+
+    // Ends a sequence (finished, aborted or abandoned by its client) and frees its slot.
+    let finish = |slots: &mut Vec<Option<Running>>, free: &mut Vec<usize>, idx: usize, running: &mut usize| {
+        slots[idx] = None;
+        free.push(idx);
+        *running -= 1;
+        load.fetch_sub(1, Ordering::SeqCst);
+        gauges.running.fetch_sub(1, Ordering::SeqCst);
+    };
+
+    loop {
+        let now = Instant::now();
+        while running < p.batch {
+            let Some(seq) = waiting.pop_front() else { break };
+            gauges.waiting.fetch_sub(1, Ordering::SeqCst);
+            gauges.running.fetch_add(1, Ordering::SeqCst);
+            running += 1;
+            let first = (p.prefill(seq.prompt_tokens) + p.step(running)) * seq.mult;
+            let run = Running {
+                tokens_left: seq.max_tokens.max(1),
+                mult: seq.mult,
+                events: seq.events,
+            };
+            let idx = match free.pop() {
+                Some(i) => {
+                    slots[i] = Some(run);
+                    i
+                }
+                None => {
+                    slots.push(Some(run));
+                    slots.len() - 1
+                }
+            };
+            due.push(Reverse((now + ms(first), idx)));
+        }
+
+        let next = due.peek().map(|Reverse((t, _))| *t);
+        tokio::select! {
+            cmd = rx.recv() => match cmd {
+                None => return,
+                Some(Cmd::Admit(seq)) => waiting.push_back(seq),
+                Some(Cmd::AbortAll) => {
+                    for seq in waiting.drain(..) {
+                        let _ = seq.events.send(Event::Aborted);
+                        load.fetch_sub(1, Ordering::SeqCst);
+                        gauges.waiting.fetch_sub(1, Ordering::SeqCst);
+                    }
+                    while let Some(Reverse((_, idx))) = due.pop() {
+                        if let Some(run) = &slots[idx] {
+                            let _ = run.events.send(Event::Aborted);
+                        }
+                        finish(&mut slots, &mut free, idx, &mut running);
+                    }
+                }
+            },
+            _ = tokio::time::sleep_until(next.unwrap_or(now)), if next.is_some() => {
+                let now = Instant::now();
+                while let Some(&Reverse((at, idx))) = due.peek() {
+                    if at > now {
+                        break;
+                    }
+                    due.pop();
+                    let Some(run) = slots[idx].as_mut() else { continue };
+                    if run.events.send(Event::Token).is_err() {
+                        // The client went away: free the slot now, as an engine aborts a
+                        // request whose connection closed.
+                        gauges.cancelled.fetch_add(1, Ordering::Relaxed);
+                        finish(&mut slots, &mut free, idx, &mut running);
+                        continue;
+                    }
+                    gauges.generation_tokens.fetch_add(1, Ordering::Relaxed);
+                    run.tokens_left -= 1;
+                    if run.tokens_left == 0 {
+                        finish(&mut slots, &mut free, idx, &mut running);
+                    } else {
+                        // Timed from the scheduled instant, not from `now`, so timer lateness
+                        // never accumulates over a long sequence.
+                        let step = p.step(running) * run.mult;
+                        due.push(Reverse((at + ms(step), idx)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn ms(v: f64) -> Duration {
+    Duration::from_secs_f64((v.max(0.0)) / 1000.0)
+}
+
+/// Requests per minute the model serves at `concurrency` requests in flight, spread evenly by
+/// the router over `gpus` GPUs, each request with `prompt_tokens` and `output_tokens`.
+/// This is the formula printed in `sizeup sim --help`; tests and benchmarks check sweeps against it.
+pub fn expected_rpm(p: &GpuParams, gpus: usize, concurrency: usize, prompt_tokens: u32, output_tokens: u32) -> f64 {
+    (0..gpus)
+        .map(|g| {
+            // Concurrency per GPU: the router's least-loaded rule gives each GPU
+            // floor(C/G) or ceil(C/G) requests.
+            let share = concurrency / gpus + usize::from(g < concurrency % gpus);
+            let n = share.min(p.batch);
+            if n == 0 {
+                return 0.0;
+            }
+            let service_ms = p.prefill(prompt_tokens) + f64::from(output_tokens.max(1)) * p.step(n);
+            60_000.0 * n as f64 / service_ms
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params() -> GpuParams {
+        GpuParams {
+            batch: 8,
+            prefill_ms_per_1k: 0.0,
+            decode_step_ms: 50.0,
+            decode_step_ms_per_seq: 0.0,
+        }
+    }
+
+    #[test]
+    fn formula_matches_the_issue_example() {
+        // 2 GPUs x 8 slots, 50 ms per request: 9,600 RPM per GPU at saturation.
+        let p = params();
+        assert!((expected_rpm(&p, 2, 16, 0, 1) - 19_200.0).abs() < 1e-6);
+        assert!((expected_rpm(&p, 2, 64, 0, 1) - 19_200.0).abs() < 1e-6);
+        assert!((expected_rpm(&p, 2, 1, 0, 1) - 1_200.0).abs() < 1e-6);
+        // Odd concurrency: 8 + 7 sequences.
+        assert!((expected_rpm(&p, 2, 15, 0, 1) - 18_000.0).abs() < 1e-6);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_gpu_serves_batch_then_queues() {
+        let gauges = Arc::new(Gauges::default());
+        let p = GpuParams {
+            batch: 2,
+            prefill_ms_per_1k: 0.0,
+            decode_step_ms: 10.0,
+            decode_step_ms_per_seq: 0.0,
+        };
+        let cluster = Cluster::new(p, 1, gauges.clone());
+        let start = Instant::now();
+        let mut rxs = Vec::new();
+        for _ in 0..3 {
+            let (tx, rx) = mpsc::unbounded_channel();
+            assert!(cluster.submit(NewSeq {
+                prompt_tokens: 0,
+                max_tokens: 3,
+                mult: 1.0,
+                events: tx
+            }));
+            rxs.push(rx);
+        }
+        let mut ends = Vec::new();
+        for mut rx in rxs {
+            let mut n = 0;
+            while let Some(ev) = rx.recv().await {
+                assert_eq!(ev, Event::Token);
+                n += 1;
+            }
+            assert_eq!(n, 3);
+            ends.push(Instant::now() - start);
+        }
+        // Two run together (30 ms); the third waits for a slot, then takes 30 ms more.
+        assert_eq!(ends[0], Duration::from_millis(30));
+        assert_eq!(ends[1], Duration::from_millis(30));
+        assert_eq!(ends[2], Duration::from_millis(60));
+        assert_eq!(gauges.running.load(Ordering::SeqCst), 0);
+        assert_eq!(gauges.waiting.load(Ordering::SeqCst), 0);
+    }
+}

@@ -1,0 +1,737 @@
+//! The simulator's HTTP face: OpenAI-compatible inference, models, health, metrics, the
+//! resource API, auth and faults. Connections are served by hyper directly (not `axum::serve`)
+//! so that a simulated reset can close a connection without writing any answer.
+
+use super::gpu::{Cluster, Event, Gauges, NewSeq};
+use super::SimConfig;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use bytes::Bytes;
+use http_body::Frame;
+use hyper_util::rt::TokioIo;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+/// Marks a response that must not be sent: the connection is closed instead.
+#[derive(Clone, Copy)]
+struct ResetConnection;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Api {
+    Completions,
+    Chat,
+    Forefront,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Power {
+    On,
+    Off,
+    Starting(Instant),
+}
+
+#[derive(Default)]
+struct Counters {
+    ok: AtomicU64,
+    failed_500: AtomicU64,
+    throttled_429: AtomicU64,
+    reset: AtomicU64,
+    unauthorized_401: AtomicU64,
+    unavailable_503: AtomicU64,
+    bad_request_400: AtomicU64,
+    not_found_404: AtomicU64,
+    aborted: AtomicU64,
+    prompt_tokens: AtomicU64,
+}
+
+struct AppState {
+    cfg: SimConfig,
+    cluster: Cluster,
+    gauges: Arc<Gauges>,
+    counters: Counters,
+    power: Mutex<Power>,
+    /// Inference requests that passed auth and power checks, in arrival order: the index that
+    /// seeds each request's faults and jitter, so a seed replays the same sequence.
+    arrivals: AtomicU64,
+    in_flight: AtomicUsize,
+    in_flight_max: AtomicUsize,
+}
+
+/// Counts an inference request as in flight for as long as it lives (also inside a stream body).
+struct InFlight(Arc<AppState>);
+
+impl InFlight {
+    fn new(s: &Arc<AppState>) -> InFlight {
+        let now = s.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        s.in_flight_max.fetch_max(now, Ordering::SeqCst);
+        InFlight(s.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+pub(super) async fn serve(listener: TcpListener, cfg: SimConfig, stop: CancellationToken) -> std::io::Result<()> {
+    let gauges = Arc::new(Gauges::default());
+    let cluster = Cluster::new(cfg.params, cfg.gpus, gauges.clone());
+    let power = if cfg.start_off { Power::Off } else { Power::On };
+    let state = Arc::new(AppState {
+        cfg,
+        cluster,
+        gauges,
+        counters: Counters::default(),
+        power: Mutex::new(power),
+        arrivals: AtomicU64::new(0),
+        in_flight: AtomicUsize::new(0),
+        in_flight_max: AtomicUsize::new(0),
+    });
+    let router = Router::new()
+        .route("/v1/completions", post(completions))
+        .route("/v1/chat/completions", post(chat))
+        .route("/", post(forefront))
+        .route("/v1/forefront", post(forefront))
+        .route("/v1/models", get(models))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/resource", get(resource_get).post(resource_post))
+        .with_state(state);
+
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                // Out of file descriptors and the like: back off briefly instead of spinning.
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            _ = stop.cancelled() => return Ok(()),
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let router = router.clone();
+                async move {
+                    let resp = match router.oneshot(req.map(Body::new)).await {
+                        Ok(resp) => resp,
+                        Err(never) => match never {},
+                    };
+                    if resp.extensions().get::<ResetConnection>().is_some() {
+                        // An error from the service makes hyper drop the connection unanswered.
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::ConnectionReset,
+                            "simulated reset",
+                        ));
+                    }
+                    Ok::<_, std::io::Error>(resp)
+                }
+            });
+            let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+}
+
+fn json_ok(v: &Value) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
+}
+
+fn error_response(status: StatusCode, message: &str, kind: &str) -> Response {
+    let body = json!({"error": {"message": message, "type": kind, "code": status.as_u16()}});
+    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+impl AppState {
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        let Some(key) = &self.cfg.api_key else { return true };
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|given| given == key.expose())
+    }
+
+    fn unauthorized(&self) -> Response {
+        self.counters.unauthorized_401.fetch_add(1, Ordering::Relaxed);
+        error_response(
+            StatusCode::UNAUTHORIZED,
+            "invalid or missing API key",
+            "invalid_request_error",
+        )
+    }
+
+    /// The power state now; a finished start-up turns into `On`.
+    fn power(&self) -> Power {
+        let mut p = self.power.lock().expect("power lock poisoned");
+        if let Power::Starting(until) = *p {
+            if Instant::now() >= until {
+                *p = Power::On;
+            }
+        }
+        *p
+    }
+
+    fn unavailable(&self) -> Option<Response> {
+        let (message, retry) = match self.power() {
+            Power::On => return None,
+            Power::Off => ("resource is off", 5),
+            Power::Starting(until) => (
+                "resource is starting",
+                until.saturating_duration_since(Instant::now()).as_secs() + 1,
+            ),
+        };
+        self.counters.unavailable_503.fetch_add(1, Ordering::Relaxed);
+        let mut resp = error_response(StatusCode::SERVICE_UNAVAILABLE, message, "service_unavailable");
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry));
+        Some(resp)
+    }
+}
+
+async fn completions(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    infer(s, Api::Completions, headers, body).await
+}
+
+async fn chat(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    infer(s, Api::Chat, headers, body).await
+}
+
+async fn forefront(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    infer(s, Api::Forefront, headers, body).await
+}
+
+/// Whitespace-separated words: the simulator's documented token rule.
+fn words(s: &str) -> u32 {
+    u32::try_from(s.split_whitespace().count()).unwrap_or(u32::MAX)
+}
+
+fn prompt_tokens(api: Api, body: &Value) -> Result<u32, String> {
+    match api {
+        Api::Chat => {
+            let messages = body
+                .get("messages")
+                .and_then(Value::as_array)
+                .ok_or("missing \"messages\" array")?;
+            let mut n = 0u32;
+            for m in messages {
+                n = n.saturating_add(match m.get("content") {
+                    Some(Value::String(s)) => words(s),
+                    Some(Value::Array(parts)) => parts
+                        .iter()
+                        .filter_map(|p| p.get("text").and_then(Value::as_str))
+                        .map(words)
+                        .fold(0, u32::saturating_add),
+                    _ => 0,
+                });
+            }
+            Ok(n)
+        }
+        Api::Completions | Api::Forefront => match body.get("prompt") {
+            Some(Value::String(s)) => Ok(words(s)),
+            Some(Value::Array(items)) if items.iter().all(Value::is_u64) => {
+                Ok(u32::try_from(items.len()).unwrap_or(u32::MAX))
+            }
+            Some(Value::Array(items)) => Ok(items
+                .iter()
+                .filter_map(Value::as_str)
+                .map(words)
+                .fold(0, u32::saturating_add)),
+            _ => Err("missing \"prompt\"".into()),
+        },
+    }
+}
+
+fn max_tokens(body: &Value, default: u32) -> Result<u32, String> {
+    let field = body
+        .get("max_tokens")
+        .filter(|v| !v.is_null())
+        .or_else(|| body.get("max_completion_tokens").filter(|v| !v.is_null()));
+    match field {
+        None => Ok(default),
+        Some(v) => match v.as_u64() {
+            Some(n @ 1..=1_000_000) => Ok(n as u32),
+            _ => Err(format!("max_tokens must be an integer from 1 to 1000000, got {v}")),
+        },
+    }
+}
+
+/// Splits seeds so that neighbouring request indices get unrelated random streams.
+fn mix(seed: u64, index: u64) -> u64 {
+    let mut z = seed
+        ^ index
+            .wrapping_add(0x9E37_79B9_7F4A_7C15)
+            .wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+const VOCAB: [&str; 16] = [
+    "the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "GPUs", "hum", "in", "steady",
+    "batches", "tonight",
+];
+
+fn token_text(request: u64, i: u32) -> String {
+    format!(" {}", VOCAB[((request + u64::from(i)) % VOCAB.len() as u64) as usize])
+}
+
+async fn infer(s: Arc<AppState>, api: Api, headers: HeaderMap, body: Bytes) -> Response {
+    if !s.authorized(&headers) {
+        return s.unauthorized();
+    }
+    if let Some(resp) = s.unavailable() {
+        return resp;
+    }
+    let bad = |s: &AppState, msg: String| {
+        s.counters.bad_request_400.fetch_add(1, Ordering::Relaxed);
+        error_response(StatusCode::BAD_REQUEST, &msg, "invalid_request_error")
+    };
+    let req: Value = match serde_json::from_slice(&body) {
+        Ok(v @ Value::Object(_)) => v,
+        Ok(_) => return bad(&s, "request body must be a JSON object".into()),
+        Err(e) => return bad(&s, format!("invalid JSON body: {e}")),
+    };
+    let prompt = match prompt_tokens(api, &req) {
+        Ok(n) => n,
+        Err(e) => return bad(&s, e),
+    };
+    let max = match max_tokens(&req, s.cfg.default_max_tokens) {
+        Ok(n) => n,
+        Err(e) => return bad(&s, e),
+    };
+    if let Some(model) = req.get("model").and_then(Value::as_str) {
+        if model != s.cfg.model {
+            s.counters.not_found_404.fetch_add(1, Ordering::Relaxed);
+            let msg = format!(
+                "the model `{model}` does not exist; this server serves `{}`",
+                s.cfg.model
+            );
+            return error_response(StatusCode::NOT_FOUND, &msg, "invalid_request_error");
+        }
+    }
+    let stream = api != Api::Forefront && req.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let include_usage = req
+        .pointer("/stream_options/include_usage")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+
+    let n = s.arrivals.fetch_add(1, Ordering::SeqCst);
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(mix(s.cfg.seed, n));
+    let fault: f64 = rng.gen();
+    let jitter: f64 = rng.gen();
+    let c = &s.cfg;
+    if fault < c.fail_rate {
+        s.counters.failed_500.fetch_add(1, Ordering::Relaxed);
+        return error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "simulated internal error",
+            "server_error",
+        );
+    }
+    if fault < c.fail_rate + c.throttle_rate {
+        s.counters.throttled_429.fetch_add(1, Ordering::Relaxed);
+        let mut resp = error_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            "simulated rate limit",
+            "rate_limit_error",
+        );
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(c.retry_after.as_secs().max(1)));
+        return resp;
+    }
+    if fault < c.fail_rate + c.throttle_rate + c.reset_rate {
+        s.counters.reset.fetch_add(1, Ordering::Relaxed);
+        let mut resp = StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        resp.extensions_mut().insert(ResetConnection);
+        return resp;
+    }
+
+    let guard = InFlight::new(&s);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mult = 1.0 + c.jitter * (2.0 * jitter - 1.0);
+    if !s.cluster.submit(NewSeq {
+        prompt_tokens: prompt,
+        max_tokens: max,
+        mult,
+        events: tx,
+    }) {
+        s.counters.unavailable_503.fetch_add(1, Ordering::Relaxed);
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no GPU is active",
+            "service_unavailable",
+        );
+    }
+    s.counters.prompt_tokens.fetch_add(u64::from(prompt), Ordering::Relaxed);
+    let meta = Meta {
+        api,
+        id: format!("{}-sim-{n}", if api == Api::Chat { "chatcmpl" } else { "cmpl" }),
+        model: s.cfg.model.clone(),
+        created: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        request: n,
+        prompt_tokens: prompt,
+        max_tokens: max,
+    };
+    if stream {
+        let body = SseBody {
+            rx,
+            meta,
+            produced: 0,
+            phase: Phase::Tokens,
+            include_usage,
+            _guard: guard,
+        };
+        return (
+            [
+                (header::CONTENT_TYPE, "text/event-stream"),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            Body::new(body),
+        )
+            .into_response();
+    }
+    let mut rx = rx;
+    let mut produced = 0u32;
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            Event::Token => produced += 1,
+            Event::Aborted => {
+                s.counters.aborted.fetch_add(1, Ordering::Relaxed);
+                return error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "resource switched off during the request",
+                    "service_unavailable",
+                );
+            }
+        }
+    }
+    drop(guard);
+    s.counters.ok.fetch_add(1, Ordering::Relaxed);
+    let text: String = (0..produced).map(|i| token_text(n, i)).collect();
+    let usage = meta.usage(produced);
+    let body = match api {
+        Api::Completions => {
+            json!({"id": meta.id, "object": "text_completion", "created": meta.created, "model": meta.model,
+            "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": "length"}], "usage": usage})
+        }
+        Api::Chat => json!({"id": meta.id, "object": "chat.completion", "created": meta.created, "model": meta.model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "length"}], "usage": usage}),
+        Api::Forefront => json!({"result": [{"completion": text}], "model": meta.model, "usage": usage}),
+    };
+    ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+struct Meta {
+    api: Api,
+    id: String,
+    model: String,
+    created: u64,
+    request: u64,
+    prompt_tokens: u32,
+    max_tokens: u32,
+}
+
+impl Meta {
+    fn usage(&self, completion: u32) -> Value {
+        json!({"prompt_tokens": self.prompt_tokens, "completion_tokens": completion, "total_tokens": self.prompt_tokens + completion})
+    }
+
+    fn token_chunk(&self, i: u32) -> Value {
+        let text = token_text(self.request, i);
+        let finish = if i + 1 == self.max_tokens {
+            json!("length")
+        } else {
+            Value::Null
+        };
+        match self.api {
+            Api::Chat => {
+                // The role rides on the first content chunk, so every event carries a token.
+                let delta = if i == 0 {
+                    json!({"role": "assistant", "content": text})
+                } else {
+                    json!({"content": text})
+                };
+                json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+            }
+            _ => json!({"id": self.id, "object": "text_completion", "created": self.created, "model": self.model,
+                "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": finish}]}),
+        }
+    }
+
+    fn usage_chunk(&self, completion: u32) -> Value {
+        let object = if self.api == Api::Chat {
+            "chat.completion.chunk"
+        } else {
+            "text_completion"
+        };
+        json!({"id": self.id, "object": object, "created": self.created, "model": self.model, "choices": [], "usage": self.usage(completion)})
+    }
+}
+
+enum Phase {
+    Tokens,
+    Usage,
+    Done,
+    End,
+}
+
+/// A streamed answer: one SSE event per token as the GPU produces it, then usage, then `[DONE]`.
+struct SseBody {
+    rx: mpsc::UnboundedReceiver<Event>,
+    meta: Meta,
+    produced: u32,
+    phase: Phase,
+    include_usage: bool,
+    _guard: InFlight,
+}
+
+fn event(v: &Value) -> Frame<Bytes> {
+    Frame::data(Bytes::from(format!("data: {v}\n\n")))
+}
+
+impl http_body::Body for SseBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        let this = &mut *self;
+        match this.phase {
+            Phase::Tokens => match this.rx.poll_recv(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Some(Event::Token)) => {
+                    let frame = event(&this.meta.token_chunk(this.produced));
+                    this.produced += 1;
+                    Poll::Ready(Some(Ok(frame)))
+                }
+                Poll::Ready(Some(Event::Aborted)) => {
+                    this.phase = Phase::End;
+                    this._guard.0.counters.aborted.fetch_add(1, Ordering::Relaxed);
+                    // Cutting the stream mid-way is what a client sees when a replica dies.
+                    Poll::Ready(Some(Err(std::io::Error::other(
+                        "resource switched off during the request",
+                    ))))
+                }
+                Poll::Ready(None) => {
+                    this._guard.0.counters.ok.fetch_add(1, Ordering::Relaxed);
+                    if this.include_usage {
+                        this.phase = Phase::Usage;
+                        Poll::Ready(Some(Ok(event(&this.meta.usage_chunk(this.produced)))))
+                    } else {
+                        this.phase = Phase::Done;
+                        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"data: [DONE]\n\n")))))
+                    }
+                }
+            },
+            Phase::Usage => {
+                this.phase = Phase::Done;
+                Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"data: [DONE]\n\n")))))
+            }
+            Phase::Done | Phase::End => {
+                this.phase = Phase::End;
+                Poll::Ready(None)
+            }
+        }
+    }
+}
+
+async fn models(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if !s.authorized(&headers) {
+        return s.unauthorized();
+    }
+    let body = json!({"object": "list", "data": [{"id": s.cfg.model, "object": "model", "created": 0, "owned_by": "sizeup-sim"}]});
+    ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+async fn health(State(s): State<Arc<AppState>>) -> Response {
+    match s.power() {
+        Power::On => ([(header::CONTENT_TYPE, "application/json")], r#"{"status":"ok"}"#).into_response(),
+        _ => error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "resource is not on",
+            "service_unavailable",
+        ),
+    }
+}
+
+fn power_json(s: &AppState) -> Value {
+    let state = match s.power() {
+        Power::On => "on",
+        Power::Off => "off",
+        Power::Starting(_) => "starting",
+    };
+    json!({"state": state, "gpus": s.cluster.active()})
+}
+
+async fn resource_get(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if !s.authorized(&headers) {
+        return s.unauthorized();
+    }
+    json_ok(&power_json(&s))
+}
+
+async fn resource_post(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    if !s.authorized(&headers) {
+        return s.unauthorized();
+    }
+    let bad = |msg: &str| error_response(StatusCode::BAD_REQUEST, msg, "invalid_request_error");
+    let Ok(req) = serde_json::from_slice::<Value>(&body) else {
+        return bad("body must be JSON like {\"state\":\"on\",\"gpus\":4}");
+    };
+    if let Some(g) = req.get("gpus").filter(|v| !v.is_null()) {
+        match g.as_u64() {
+            Some(n @ 1..=1024) => s.cluster.resize(n as usize),
+            _ => return bad("gpus must be an integer from 1 to 1024"),
+        }
+    }
+    match req.get("state").and_then(Value::as_str) {
+        None => {}
+        Some("on") => {
+            let mut p = s.power.lock().expect("power lock poisoned");
+            if matches!(*p, Power::Off) {
+                *p = if s.cfg.start_delay.is_zero() {
+                    Power::On
+                } else {
+                    Power::Starting(Instant::now() + s.cfg.start_delay)
+                };
+            }
+        }
+        Some("off") => {
+            *s.power.lock().expect("power lock poisoned") = Power::Off;
+            s.cluster.abort_all();
+        }
+        Some(_) => return bad("state must be \"on\" or \"off\""),
+    }
+    json_ok(&power_json(&s))
+}
+
+async fn metrics(State(s): State<Arc<AppState>>) -> Response {
+    use std::fmt::Write;
+    let c = &s.counters;
+    let g = &s.gauges;
+    let mut out = String::new();
+    let _ = writeln!(out, "# HELP sizeup_sim_requests_total Inference requests by outcome.");
+    let _ = writeln!(out, "# TYPE sizeup_sim_requests_total counter");
+    for (outcome, v) in [
+        ("ok", &c.ok),
+        ("error_500", &c.failed_500),
+        ("throttled_429", &c.throttled_429),
+        ("reset", &c.reset),
+        ("unauthorized_401", &c.unauthorized_401),
+        ("unavailable_503", &c.unavailable_503),
+        ("bad_request_400", &c.bad_request_400),
+        ("not_found_404", &c.not_found_404),
+        ("aborted", &c.aborted),
+    ] {
+        let _ = writeln!(
+            out,
+            "sizeup_sim_requests_total{{outcome=\"{outcome}\"}} {}",
+            v.load(Ordering::Relaxed)
+        );
+    }
+    let gauges: [(&str, &str, u64); 6] = [
+        (
+            "sizeup_sim_requests_running",
+            "Sequences decoding now, all GPUs.",
+            g.running.load(Ordering::SeqCst) as u64,
+        ),
+        (
+            "sizeup_sim_requests_waiting",
+            "Requests queued for a free slot, all GPUs.",
+            g.waiting.load(Ordering::SeqCst) as u64,
+        ),
+        (
+            "sizeup_sim_requests_in_flight",
+            "Inference requests being answered now.",
+            s.in_flight.load(Ordering::SeqCst) as u64,
+        ),
+        (
+            "sizeup_sim_requests_in_flight_max",
+            "Most inference requests answered at once since start.",
+            s.in_flight_max.load(Ordering::SeqCst) as u64,
+        ),
+        ("sizeup_sim_gpus", "GPUs taking new work.", s.cluster.active() as u64),
+        (
+            "sizeup_sim_batch_size",
+            "Sequences one GPU decodes at once.",
+            s.cfg.params.batch as u64,
+        ),
+    ];
+    for (name, help, v) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+    }
+    for (name, help, v) in [
+        (
+            "sizeup_sim_prompt_tokens_total",
+            "Prompt tokens admitted.",
+            c.prompt_tokens.load(Ordering::Relaxed),
+        ),
+        (
+            "sizeup_sim_generation_tokens_total",
+            "Tokens generated.",
+            g.generation_tokens.load(Ordering::Relaxed),
+        ),
+        (
+            "sizeup_sim_cancelled_total",
+            "Sequences dropped because the client went away.",
+            g.cancelled.load(Ordering::Relaxed),
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_rules() {
+        assert_eq!(words("  a b\tc\n"), 3);
+        assert_eq!(prompt_tokens(Api::Completions, &json!({"prompt": "one two"})), Ok(2));
+        assert_eq!(prompt_tokens(Api::Completions, &json!({"prompt": [1, 2, 3]})), Ok(3));
+        let chat = json!({"messages": [{"role": "user", "content": "a b"}, {"role": "user", "content": [{"type": "text", "text": "c"}]}]});
+        assert_eq!(prompt_tokens(Api::Chat, &chat), Ok(3));
+        assert!(prompt_tokens(Api::Chat, &json!({"prompt": "x"})).is_err());
+        assert_eq!(max_tokens(&json!({}), 16), Ok(16));
+        assert_eq!(max_tokens(&json!({"max_completion_tokens": 4}), 16), Ok(4));
+        assert!(max_tokens(&json!({"max_tokens": 0}), 16).is_err());
+        assert!(max_tokens(&json!({"max_tokens": "9"}), 16).is_err());
+    }
+
+    #[test]
+    fn seeds_spread() {
+        assert_ne!(mix(1, 0), mix(1, 1));
+        assert_eq!(mix(7, 42), mix(7, 42));
+    }
+}

@@ -1,0 +1,5 @@
+//! Pure statistics: confidence intervals, knee detection, latency histograms. No I/O, no clock.
+
+pub mod ci;
+pub mod knee;
+pub mod latency;

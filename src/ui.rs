@@ -1,0 +1,193 @@
+//! Everything a person reads goes through here, to stderr: errors, warnings, notices, hints,
+//! progress. stdout is reserved for data (tables, JSON), written by the commands themselves.
+
+use std::fmt;
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+
+/// How a command ended. Only `main` turns this into a process exit code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// 0: everything asked for was done.
+    Success,
+    /// 1: finished, but some requests failed for good or a goal is unmet.
+    Failure,
+    /// 3: the endpoint is unusable (refused, 401/403, every warm-up request failed).
+    Unusable,
+    /// 130: interrupted after a clean drain.
+    Interrupted,
+}
+
+impl From<ExitStatus> for std::process::ExitCode {
+    fn from(s: ExitStatus) -> Self {
+        std::process::ExitCode::from(match s {
+            ExitStatus::Success => 0,
+            ExitStatus::Failure => 1,
+            ExitStatus::Unusable => 3,
+            ExitStatus::Interrupted => 130,
+        })
+    }
+}
+
+/// An error meant for a person: what went wrong, the exit code, and what to do about it.
+#[derive(Debug)]
+pub struct UserError {
+    pub code: u8,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for UserError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for UserError {}
+
+/// A usage or input error (exit 2): nothing was sent.
+pub fn usage_error(message: impl Into<String>, hint: impl Into<Option<String>>) -> anyhow::Error {
+    UserError { code: 2, message: message.into(), hint: hint.into() }.into()
+}
+
+/// The endpoint cannot be used (exit 3).
+pub fn unusable_error(message: impl Into<String>, hint: impl Into<Option<String>>) -> anyhow::Error {
+    UserError { code: 3, message: message.into(), hint: hint.into() }.into()
+}
+
+/// A goal is unmet (exit 1), e.g. a target rate unreachable within `--max-gpus`.
+pub fn unmet_error(message: impl Into<String>, hint: impl Into<Option<String>>) -> anyhow::Error {
+    UserError { code: 1, message: message.into(), hint: hint.into() }.into()
+}
+
+/// The exit code for an error that reached `main`: the `UserError`'s own code, else 2.
+pub fn exit_code_for(err: &anyhow::Error) -> u8 {
+    err.chain()
+        .find_map(|e| e.downcast_ref::<UserError>())
+        .map_or(2, |u| u.code)
+}
+
+/// True when the error is only a closed stdout (`sizeup sweep | head`).
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+static QUIET: AtomicBool = AtomicBool::new(false);
+/// 0 = auto, 1 = always, 2 = never.
+static COLOR: AtomicU8 = AtomicU8::new(0);
+
+/// Set once from the command line, before any message is printed.
+pub fn configure(quiet: bool, color: crate::cli::ColorChoice) {
+    QUIET.store(quiet, Ordering::Relaxed);
+    COLOR.store(
+        match color {
+            crate::cli::ColorChoice::Auto => 0,
+            crate::cli::ColorChoice::Always => 1,
+            crate::cli::ColorChoice::Never => 2,
+        },
+        Ordering::Relaxed,
+    );
+}
+
+pub fn quiet() -> bool {
+    QUIET.load(Ordering::Relaxed)
+}
+
+/// True when stderr is a terminal a person watches (progress bars, colour).
+pub fn stderr_is_tty() -> bool {
+    std::io::stderr().is_terminal()
+}
+
+fn color_on() -> bool {
+    match COLOR.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => stderr_is_tty() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+    }
+}
+
+fn label(name: &str, ansi: &str) -> String {
+    if color_on() {
+        format!("\x1b[1;{ansi}m{name}:\x1b[0m")
+    } else {
+        format!("{name}:")
+    }
+}
+
+fn emit(line: &str) {
+    // A failed write to stderr has nowhere better to go.
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+/// `error: ...`, its causes, and a `hint:` line when the error carries one.
+pub fn report_error(err: &anyhow::Error) {
+    emit(&format!("{} {err}", label("error", "31")));
+    for cause in err.chain().skip(1) {
+        emit(&format!("  Caused by: {cause}"));
+    }
+    if let Some(hint) = err.chain().find_map(|e| e.downcast_ref::<UserError>()).and_then(|u| u.hint.as_ref()) {
+        hint_line(hint);
+    }
+}
+
+pub fn warn(msg: impl AsRef<str>) {
+    emit(&format!("{} {}", label("warning", "33"), msg.as_ref()));
+}
+
+pub fn hint_line(msg: impl AsRef<str>) {
+    emit(&format!("{} {}", label("hint", "36"), msg.as_ref()));
+}
+
+/// A notice or progress line; silent with `--quiet`.
+pub fn info(msg: impl AsRef<str>) {
+    if !quiet() {
+        emit(msg.as_ref());
+    }
+}
+
+/// `1234567.8` -> `1,234,568`: RPM figures people read at a glance.
+pub fn thousands(v: f64) -> String {
+    if !v.is_finite() {
+        return format!("{v}");
+    }
+    let n = v.round().abs() as u64;
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    if v.round() < 0.0 {
+        out.insert(0, '-');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(thousands(0.0), "0");
+        assert_eq!(thousands(999.4), "999");
+        assert_eq!(thousands(1000.0), "1,000");
+        assert_eq!(thousands(1234567.8), "1,234,568");
+        assert_eq!(thousands(-30000.0), "-30,000");
+    }
+
+    #[test]
+    fn exit_codes_follow_the_error() {
+        assert_eq!(exit_code_for(&usage_error("x", None)), 2);
+        assert_eq!(exit_code_for(&unusable_error("x", None)), 3);
+        assert_eq!(exit_code_for(&unmet_error("x", None)), 1);
+        assert_eq!(exit_code_for(&anyhow::anyhow!("other")), 2);
+        let wrapped = anyhow::Error::from(usage_error("inner", None)).context("outer");
+        assert_eq!(exit_code_for(&wrapped), 2);
+    }
+}
