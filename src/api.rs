@@ -17,6 +17,9 @@ pub enum Api {
 }
 
 impl Api {
+    /// All variants, in the order help texts list them.
+    pub const ALL: [Api; 3] = [Api::Completions, Api::Chat, Api::Forefront];
+
     /// The path appended to a base URL; forefront posts to the URL as given.
     pub fn path(self) -> &'static str {
         match self {

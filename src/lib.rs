@@ -10,8 +10,10 @@
 //! - [`ui`]: everything a person reads on stderr.
 
 pub mod api;
+pub mod batch;
 pub mod cli;
 pub mod client;
+pub mod engine;
 pub mod planner;
 pub mod report;
 pub mod secret;

@@ -27,60 +27,7 @@ const STDIN_NAME: &str = "<stdin>";
 /// messages readable when a line holds a huge or garbage value.
 const QUOTE_MAX_CHARS: usize = 80;
 
-/// The endpoint family requests are sent to (`--api`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Api {
-    /// `POST /v1/completions`, bodies carry `prompt`.
-    Completions,
-    /// `POST /v1/chat/completions`, bodies carry `messages`.
-    Chat,
-    /// Forefront-style endpoint, bodies carry `prompt`; any batch `url` is accepted.
-    Forefront,
-}
-
-impl Api {
-    /// All variants, in the order they are listed in help texts.
-    pub const ALL: [Api; 3] = [Api::Completions, Api::Chat, Api::Forefront];
-
-    /// The canonical request path for this API.
-    pub fn path(&self) -> &'static str {
-        match self {
-            Api::Completions => "/v1/completions",
-            Api::Chat => "/v1/chat/completions",
-            Api::Forefront => "/v1/forefront",
-        }
-    }
-
-    /// The name used on the command line (`--api NAME`).
-    pub fn name(&self) -> &'static str {
-        match self {
-            Api::Completions => "completions",
-            Api::Chat => "chat",
-            Api::Forefront => "forefront",
-        }
-    }
-}
-
-impl fmt::Display for Api {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Api {
-    type Err = ParseNameError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Api::ALL
-            .into_iter()
-            .find(|a| a.name().eq_ignore_ascii_case(s.trim()))
-            .ok_or_else(|| ParseNameError {
-                what: "api",
-                given: s.to_string(),
-                expected: "completions|chat|forefront",
-            })
-    }
-}
+pub use crate::api::Api;
 
 /// Input file format (`--format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -1216,12 +1163,8 @@ mod tests {
         for f in Format::ALL {
             assert_eq!(f.name().parse::<Format>(), Ok(f));
         }
-        for a in Api::ALL {
-            assert_eq!(a.name().parse::<Api>(), Ok(a));
-        }
         let err = "yaml".parse::<Format>().unwrap_err().to_string();
         assert!(err.contains("openai-batch|jsonl|csv|text"), "{err}");
-        assert!("bogus".parse::<Api>().is_err());
     }
 
     #[test]
