@@ -48,3 +48,14 @@ impl fmt::Display for Api {
         f.write_str(self.name())
     }
 }
+
+impl std::str::FromStr for Api {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Api, String> {
+        Api::ALL
+            .into_iter()
+            .find(|a| a.name().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| format!("unknown API `{s}`; expected completions, chat or forefront"))
+    }
+}

@@ -20,3 +20,27 @@ pub mod secret;
 pub mod sim;
 pub mod stats;
 pub mod ui;
+pub mod commands;
+
+use cli::{Cli, Command};
+use ui::ExitStatus;
+
+/// Runs a parsed command line. Only `main` turns the result into an exit code.
+pub fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
+    ui::configure(cli.quiet, cli.color);
+    if let Command::Plan(args) = cli.command {
+        // Pure computation and file reads: no runtime, no network.
+        return commands::plan::run(args);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let interrupt = engine::watch_ctrl_c();
+        match cli.command {
+            Command::Sim(a) => commands::sim::run(a).await,
+            Command::Sweep(a) => commands::sweep::run(a, interrupt.drain.clone()).await,
+            Command::Run(a) => commands::run::run(a, interrupt).await,
+            Command::Auto(a) => commands::auto::run(a, interrupt).await,
+            Command::Plan(_) => unreachable!("handled above"),
+        }
+    })
+}

@@ -174,6 +174,29 @@ impl OutputWriter {
         self.main.write_all(&self.buf)?;
         self.main.flush()?;
         if !rec.is_success() {
+            self.append_errors_buf()?;
+        }
+        Ok(())
+    }
+
+    /// Lists an input line that was skipped as invalid (`--skip-invalid`) in the errors file
+    /// only: it has no request, so it gets no line in the output.
+    pub fn write_invalid(&mut self, line: u64, custom_id: Option<&str>, message: &str) -> io::Result<()> {
+        let v = serde_json::json!({
+            "id": null,
+            "custom_id": custom_id,
+            "line": line,
+            "response": null,
+            "error": {"code": "invalid_input", "message": message},
+        });
+        self.buf.clear();
+        serde_json::to_writer(&mut self.buf, &v).map_err(io::Error::other)?;
+        self.buf.push(b'\n');
+        self.append_errors_buf()
+    }
+
+    fn append_errors_buf(&mut self) -> io::Result<()> {
+        {
             let errors = match &mut self.errors {
                 Some(f) => f,
                 None => {

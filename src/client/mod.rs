@@ -271,6 +271,9 @@ impl Client {
                     acc.event(ev, first_token).map_err(decode_failure)?;
                 }
                 if acc.done {
+                    // Read the (empty) rest of the body, so the connection goes back to the
+                    // keep-alive pool instead of being dropped and re-opened.
+                    while let Ok(Some(_)) = resp.chunk().await {}
                     break;
                 }
             }

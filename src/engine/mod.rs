@@ -195,3 +195,18 @@ mod tests {
         assert_eq!(n, 10, "abandoned requests are not reported");
     }
 }
+
+/// The first Ctrl-C cancels `drain` (finish what is in flight), the second `abandon`.
+pub fn watch_ctrl_c() -> Stop {
+    let stop = Stop::new();
+    let s = stop.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            s.drain.cancel();
+            if tokio::signal::ctrl_c().await.is_ok() {
+                s.abandon.cancel();
+            }
+        }
+    });
+    stop
+}

@@ -1,0 +1,119 @@
+//! `sizeup auto`: sweep on a sample of the input, plan for the target rate, ask, run.
+//! Every artifact lands in one folder.
+
+use super::run::{execute_on, prepare, RunSettings};
+use super::sweep::{measure, Settings, Workload};
+use super::Target;
+use crate::cli::AutoArgs;
+use crate::engine::Stop;
+use crate::ui::{self, usage_error, ExitStatus};
+use std::io::{BufRead, IsTerminal, Write};
+use std::sync::Arc;
+
+pub async fn run(args: AutoArgs, interrupt: Stop) -> anyhow::Result<ExitStatus> {
+    if !(args.target_rpm.is_finite() && args.target_rpm > 0.0) {
+        return Err(usage_error(format!("--target-rpm must be a positive number, got {}", args.target_rpm), None));
+    }
+    let settings = Settings::from_args(&args.measure, &args.slo, args.gpus, args.endpoint.api)?;
+    let out = args.out.clone().unwrap_or_else(super::default_report_dir);
+    let format = super::sweep::parse_format(args.tuning.format.as_deref())?;
+    if args.input.as_os_str() == "-" {
+        return Err(usage_error("auto reads the input twice (sample, then run): give a file, not stdin", None));
+    }
+    let requests = super::plan::count_requests(&args.input, format, args.endpoint.api)?;
+    super::ensure_dir(&out)?;
+    // Validate the whole input and open the output before any traffic.
+    let mut run_settings = RunSettings {
+        input: args.input.clone(),
+        format,
+        output: out.join("output.jsonl"),
+        summary_path: out.join("run-summary.json"),
+        concurrency: 1,
+        plan: None,
+        resume: false,
+        shard: None,
+        gpus: args.gpus,
+        tuning: args.tuning.clone(),
+    };
+    let prepared = prepare(&run_settings, args.endpoint.api)?;
+
+    let in_process = args.endpoint.endpoint.is_none();
+    let target = Target::open(&args.endpoint, &args.sim, args.gpus).await?;
+    let result = async {
+        let model = target.model(&args.endpoint).await?;
+        let stream = !args.measure.no_stream && args.endpoint.api.streams();
+        let workload = Workload::sampled(
+            &args.input,
+            format,
+            args.endpoint.api,
+            args.sample,
+            args.tuning.max_tokens,
+            args.endpoint.max_tokens_field,
+            stream,
+            model,
+        )?;
+        let client = Arc::new(target.client(&args.endpoint, super::sweep::max_level(&settings.levels))?);
+        ui::info(format!("sweep: sampling {} requests of {}", args.sample.min(requests as usize), args.input.display()));
+        let swept = measure(&settings, client, Arc::new(workload), &out, &target.display, interrupt.drain.clone()).await?;
+        if swept.interrupted {
+            return Ok(ExitStatus::Interrupted);
+        }
+        let plan = super::plan::make_plan(&swept.summary, &out, args.target_rpm, Some(requests), &args.slo, &args.plan)?;
+        super::plan::write_plan(&plan, &out.join("plan.json"))?;
+        let mut stdout = std::io::stdout().lock();
+        write!(stdout, "{}", crate::planner::explain(&plan))?;
+        stdout.flush()?;
+        drop(stdout);
+
+        if !args.yes {
+            if !std::io::stdin().is_terminal() {
+                ui::info(format!(
+                    "plan written to {}; not running (no terminal to ask, and no --yes)",
+                    out.join("plan.json").display()
+                ));
+                return Ok(ExitStatus::Success);
+            }
+            eprint!("run {requests} requests on {} GPUs at concurrency {}? [y/N] ", plan.gpus, plan.total_concurrency);
+            let mut answer = String::new();
+            std::io::stdin().lock().read_line(&mut answer)?;
+            if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                ui::info("not running");
+                return Ok(ExitStatus::Success);
+            }
+        }
+
+        if in_process && args.tuning.resource.is_none() {
+            // The built-in resource scales like a provider's: give it the planned GPUs.
+            resize_sim(&target, plan.gpus).await?;
+        } else if args.tuning.resource.is_none() && plan.gpus != args.gpus {
+            ui::warn(format!(
+                "the plan needs {} GPUs but the sweep ran on {}; make sure the endpoint has them (or use --resource / --resource-on)",
+                plan.gpus, args.gpus
+            ));
+        }
+        run_settings.concurrency = plan.total_concurrency;
+        run_settings.gpus = plan.gpus;
+        let predicted = plan.expected_duration_s;
+        run_settings.plan = Some(plan);
+        let outcome = execute_on(&run_settings, &args.endpoint, &target, prepared, interrupt).await?;
+        if let Some(p) = predicted {
+            ui::info(format!(
+                "predicted {p:.1}s, achieved {:.1}s ({:+.1}%); {} RPM achieved",
+                outcome.wall_time_s,
+                (outcome.wall_time_s / p - 1.0) * 100.0,
+                ui::thousands(outcome.achieved_rpm)
+            ));
+        }
+        ui::info(format!("all artifacts in {}/", out.display()));
+        Ok(outcome.status)
+    }
+    .await;
+    target.close().await;
+    result
+}
+
+async fn resize_sim(target: &Target, gpus: u32) -> anyhow::Result<()> {
+    super::run::post_resource(target.endpoint.trim_end_matches('/'), None, &serde_json::json!({"gpus": gpus})).await?;
+    ui::info(format!("built-in simulator resized to {gpus} GPUs for the run"));
+    Ok(())
+}
