@@ -152,7 +152,13 @@ pub struct SimModelArgs {
 
 /// `sizeup sim`
 #[derive(Args, Debug)]
-#[command(after_help = "Examples:
+#[command(after_help = "Throughput (per GPU; n = sequences running on it = min(B, its share of C)):
+  RPM = 60000 * n / (prefill_ms_per_1k * P/1000 + T * (decode_step_ms + decode_step_ms_per_seq * n))
+  P prompt tokens and T output tokens per request; summed over the G GPUs. The router spreads C
+  requests evenly (least-loaded first), so n = min(B, C/G) when G divides C. Beyond G*B requests
+  queue: RPM stays flat and latency grows. Each request's time is scaled by U[1-jitter, 1+jitter].
+
+Examples:
   sizeup sim --gpus 2 --batch 8 --decode-step-ms 50 --default-max-tokens 1     # 9,600 RPM per GPU
   sizeup sim --gpus 2 --batch 4 --api-key k --fail-rate 0.05 --throttle-rate 0.05
   curl -s localhost:8000/v1/completions -H 'content-type: application/json' \\

@@ -1,7 +1,7 @@
 //! `sizeup auto`: sweep on a sample of the input, plan for the target rate, ask, run.
 //! Every artifact lands in one folder.
 
-use super::run::{execute_on, prepare, RunSettings};
+use super::run::{execute_on, open_output, validate_input, RunSettings};
 use super::sweep::{measure, Settings, Workload};
 use super::Target;
 use crate::cli::AutoArgs;
@@ -20,7 +20,6 @@ pub async fn run(args: AutoArgs, interrupt: Stop) -> anyhow::Result<ExitStatus> 
     if args.input.as_os_str() == "-" {
         return Err(usage_error("auto reads the input twice (sample, then run): give a file, not stdin", None));
     }
-    let requests = super::plan::count_requests(&args.input, format, args.endpoint.api)?;
     super::ensure_dir(&out)?;
     // Validate the whole input and open the output before any traffic.
     let mut run_settings = RunSettings {
@@ -35,7 +34,14 @@ pub async fn run(args: AutoArgs, interrupt: Stop) -> anyhow::Result<ExitStatus> 
         gpus: args.gpus,
         tuning: args.tuning.clone(),
     };
-    let prepared = prepare(&run_settings, args.endpoint.api)?;
+    let valid = validate_input(&run_settings, args.endpoint.api)?;
+    let requests = valid.unwrap_or(0);
+    if run_settings.output.exists() {
+        return Err(usage_error(
+            format!("{} already exists", run_settings.output.display()),
+            Some("choose a new --out folder (or continue that run with `sizeup run --resume`)".into()),
+        ));
+    }
 
     let in_process = args.endpoint.endpoint.is_none();
     let target = Target::open(&args.endpoint, &args.sim, args.gpus).await?;
@@ -61,7 +67,7 @@ pub async fn run(args: AutoArgs, interrupt: Stop) -> anyhow::Result<ExitStatus> 
         let plan = super::plan::make_plan(&swept.summary, &out, args.target_rpm, Some(requests), &args.slo, &args.plan)?;
         super::plan::write_plan(&plan, &out.join("plan.json"))?;
         let mut stdout = std::io::stdout().lock();
-        write!(stdout, "{}", crate::planner::explain(&plan))?;
+        writeln!(stdout, "{}", crate::planner::explain(&plan).trim_end())?;
         stdout.flush()?;
         drop(stdout);
 
@@ -95,6 +101,7 @@ pub async fn run(args: AutoArgs, interrupt: Stop) -> anyhow::Result<ExitStatus> 
         run_settings.gpus = plan.gpus;
         let predicted = plan.expected_duration_s;
         run_settings.plan = Some(plan);
+        let prepared = open_output(&run_settings, valid)?;
         let outcome = execute_on(&run_settings, &args.endpoint, &target, prepared, interrupt).await?;
         if let Some(p) = predicted {
             ui::info(format!(

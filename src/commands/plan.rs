@@ -123,7 +123,7 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitStatus> {
     if args.json {
         writeln!(stdout, "{}", serde_json::to_string_pretty(&plan)?)?;
     } else {
-        write!(stdout, "{}", planner::explain(&plan))?;
+        writeln!(stdout, "{}", planner::explain(&plan).trim_end())?;
     }
     stdout.flush()?;
     ui::info(format!("plan written to {}", args.out.display()));

@@ -309,34 +309,43 @@ pub struct Prepared {
 /// The first pass over the input (every bad line, nothing sent), the resume state and the
 /// output writer (which refuses to overwrite without --resume).
 pub fn prepare(s: &RunSettings, api: Api) -> anyhow::Result<Prepared> {
+    let estimate = validate_input(s, api)?;
+    open_output(s, estimate)
+}
+
+/// The first pass (streamed): every bad line is reported and nothing is sent, unless
+/// `--skip-invalid`. Returns the number of valid items. Stdin can be read only once, so there
+/// bad lines are found as they come (None).
+pub fn validate_input(s: &RunSettings, api: Api) -> anyhow::Result<Option<u64>> {
     validate_tuning(&s.tuning)?;
-    let stdin = s.input.as_os_str() == "-";
-    if !stdin && !s.input.exists() {
+    if s.input.as_os_str() == "-" {
+        return Ok(None);
+    }
+    if !s.input.exists() {
         return Err(usage_error(format!("--input {} does not exist", s.input.display()), None));
     }
-    let opts = ReadOptions::new(api);
-    // Stdin can be read only once, so there bad lines are found as they come.
-    let mut estimate = None;
-    if !stdin {
-        let report = batch::validate(&s.input, s.format, &opts, 20).map_err(|e| usage_error(e.to_string(), None))?;
-        if report.issue_count > 0 && !s.tuning.skip_invalid {
-            for issue in &report.issues {
-                ui::report_error(&anyhow::anyhow!("{issue}"));
-            }
-            let more = report.issue_count.saturating_sub(report.issues.len() as u64);
-            return Err(usage_error(
-                format!(
-                    "{}: {} invalid line{}{}; nothing was sent",
-                    s.input.display(),
-                    report.issue_count,
-                    if report.issue_count == 1 { "" } else { "s" },
-                    if more > 0 { format!(" ({more} more not shown)") } else { String::new() }
-                ),
-                Some("fix them, or pass --skip-invalid to send the rest and list the bad lines in the errors file".into()),
-            ));
+    let report = batch::validate(&s.input, s.format, &ReadOptions::new(api), 20).map_err(|e| usage_error(e.to_string(), None))?;
+    if report.issue_count > 0 && !s.tuning.skip_invalid {
+        for issue in &report.issues {
+            ui::report_error(&anyhow::anyhow!("{issue}"));
         }
-        estimate = Some(report.items);
+        let more = report.issue_count.saturating_sub(report.issues.len() as u64);
+        return Err(usage_error(
+            format!(
+                "{}: {} invalid line{}{}; nothing was sent",
+                s.input.display(),
+                report.issue_count,
+                if report.issue_count == 1 { "" } else { "s" },
+                if more > 0 { format!(" ({more} more not shown)") } else { String::new() }
+            ),
+            Some("fix them, or pass --skip-invalid to send the rest and list the bad lines in the errors file".into()),
+        ));
     }
+    Ok(Some(report.items))
+}
+
+/// Reads the resume state and opens the output (refusing to overwrite without --resume).
+pub fn open_output(s: &RunSettings, estimate: Option<u64>) -> anyhow::Result<Prepared> {
     let done = if s.resume && s.output.exists() {
         Some(batch::read_done(&s.output).map_err(|err| usage_error(format!("cannot resume from {}: {err}", s.output.display()), None))?)
     } else {

@@ -8,7 +8,7 @@ use crate::cli::{MeasureArgs, SloArgs, SweepArgs, WorkloadArgs};
 use crate::client::{build_body, prepare_body, Client, FailKind, MaxTokensField, Outcome};
 use crate::engine::{run_window, Slot, Source, Stop};
 use crate::report::{Format as ReportFormat, KneeRow, LevelRow, RequestRow, RequestsCsv, Summary};
-use crate::stats::ci::rate_ci;
+use crate::stats::ci::{closed_loop_floor, rate_ci};
 use crate::stats::knee::{knee, next_level, LevelPoint};
 use crate::stats::latency::{tpot_ms, LatencySet};
 use crate::ui::{self, usage_error, ExitStatus};
@@ -384,7 +384,7 @@ async fn measure_level(
                 let ok_ends: Vec<f64> = recs.iter().filter(|r| r.outcome.is_ok() && r.end >= w).map(|r| r.end).collect();
                 let measured = recs.iter().filter(|r| r.start >= w).count() as u64;
                 let est = rate_ci(&ok_ends, w, now, 0.95);
-                let width = est.map_or(f64::INFINITY, |e| e.ci.relative_half_width());
+                let width = est.map_or(f64::INFINITY, |e| e.ci.relative_half_width().max(closed_loop_floor(c, ok_ends.len())));
                 if now - last_progress >= 2.0 {
                     last_progress = now;
                     ui::info(format!(
@@ -445,7 +445,13 @@ fn summarize_level(c: u32, gpus: u32, recs: &[Rec], w: f64, end: f64, offset_ms:
     let failed = recs.iter().filter(|r| !r.outcome.is_ok() && r.end >= w && r.end < end).count() as u64;
     let est = rate_ci(&ok_ends, w, end, 0.95);
     let rpm = ok_ends.len() as f64 / window * 60.0;
-    let (low, high) = est.map_or((0.0, rpm * 2.0), |e| (e.ci.low.max(0.0), e.ci.high));
+    let (low, high) = match est {
+        Some(e) => {
+            let half = e.ci.half_width.max(rpm * closed_loop_floor(c, ok_ends.len()));
+            ((rpm - half).max(0.0), rpm + half)
+        }
+        None => (0.0, rpm * 2.0),
+    };
 
     let mut lat = LatencySet::default();
     let mut tokens_in_window = 0u64;

@@ -166,9 +166,32 @@ pub fn rate_ci(
     })
 }
 
+/// The narrowest honest relative half-width for a closed-loop throughput count: `n`
+/// completions counted in a window while `concurrency` requests were in flight.
+///
+/// Batch means of a very regular process (a deterministic server) can all be equal, which
+/// gives a zero-width t interval. But the window's edges cut through the requests in flight:
+/// each of the `concurrency` slots contributes one completion more or less depending on its
+/// phase, so with independent phases the count is uncertain by about `sqrt(concurrency)`.
+/// This floor keeps a short measurement from claiming precision it does not have.
+pub fn closed_loop_floor(concurrency: u32, n: usize) -> f64 {
+    if n == 0 {
+        return f64::INFINITY;
+    }
+    f64::from(concurrency).sqrt() / n as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn floor_shrinks_with_more_completions() {
+        assert_eq!(closed_loop_floor(16, 0), f64::INFINITY);
+        assert!((closed_loop_floor(16, 100) - 0.04).abs() < 1e-12);
+        assert!((closed_loop_floor(16, 400) - 0.01).abs() < 1e-12);
+        assert!((closed_loop_floor(1, 50) - 0.02).abs() < 1e-12);
+    }
     use proptest::prelude::*;
 
     fn close(a: f64, b: f64, tol: f64) -> bool {

@@ -1,0 +1,55 @@
+//! The command line itself: help, bad flags, exit codes, no panics.
+
+use crate::util::sizeup;
+
+#[test]
+fn help_for_every_command_teaches_with_examples() {
+    for cmd in ["sim", "sweep", "plan", "run", "auto"] {
+        let out = sizeup().args([cmd, "--help"]).output().unwrap();
+        assert!(out.status.success(), "{cmd} --help");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("Examples:"), "{cmd} --help has no examples:\n{text}");
+        assert!(text.contains("sizeup "), "{cmd}");
+    }
+    let out = sizeup().arg("--help").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("SIZEUP_API_KEY"));
+    // The formula a user checks a sweep against.
+    let out = sizeup().args(["sim", "--help"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("RPM = 60000 * n /"));
+}
+
+#[test]
+fn bad_flags_exit_2_with_a_hint() {
+    let cases: &[&[&str]] = &[
+        &["sweep", "--no-such-flag"],
+        &["sweep", "--concurrency", "1,x"],
+        &["sweep", "--ci-width", "2"],
+        &["sweep", "--warmup", "soon"],
+        &["sweep", "--fail-rate", "1.5"],
+        &["sweep", "--endpoint", "ftp://example"],
+        &["plan", "--target-rpm", "100"],
+        &["plan", "--sweep", "/nonexistent/sweep", "--target-rpm", "100"],
+        &["run", "--input", "/nonexistent/in.jsonl", "--concurrency", "2"],
+        &["run", "--input", "x.jsonl"],
+        &["auto", "--input", "/nonexistent/in.jsonl", "--target-rpm", "0"],
+        &["sim", "--addr", "not-an-address"],
+    ];
+    for args in cases {
+        let out = sizeup().args(*args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("error"), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}: stdout must carry data only");
+    }
+    // Our own errors carry a hint line.
+    let out = sizeup().args(["sweep", "--concurrency", "1,x"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("hint: give a list like --concurrency 1,2,4,8"));
+}
+
+#[test]
+fn version() {
+    let out = sizeup().arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("sizeup "));
+}
