@@ -152,7 +152,8 @@ pub struct SimModelArgs {
 
 /// `sizeup sim`
 #[derive(Args, Debug)]
-#[command(after_help = "Throughput (per GPU; n = sequences running on it = min(B, its share of C)):
+#[command(
+    after_help = "Throughput (per GPU; n = sequences running on it = min(B, its share of C)):
   RPM = 60000 * n / (prefill_ms_per_1k * P/1000 + T * (decode_step_ms + decode_step_ms_per_seq * n))
   P prompt tokens and T output tokens per request; summed over the G GPUs. The router spreads C
   requests evenly (least-loaded first), so n = min(B, C/G) when G divides C. Beyond G*B requests
@@ -167,7 +168,8 @@ Examples:
 
 Endpoints: POST /v1/completions, POST /v1/chat/completions (JSON or SSE with stream:true),
 POST / (forefront), GET /v1/models, GET /health, GET /metrics (Prometheus), GET|POST /resource.
-Tokens: a prompt has one token per whitespace-separated word; each output token is one word.")]
+Tokens: a prompt has one token per whitespace-separated word; each output token is one word."
+)]
 pub struct SimArgs {
     /// Address to listen on (loopback by default).
     #[arg(long, default_value = "127.0.0.1:8000")]

@@ -13,6 +13,7 @@ pub mod api;
 pub mod batch;
 pub mod cli;
 pub mod client;
+pub mod commands;
 pub mod engine;
 pub mod planner;
 pub mod report;
@@ -20,7 +21,6 @@ pub mod secret;
 pub mod sim;
 pub mod stats;
 pub mod ui;
-pub mod commands;
 
 use cli::{Cli, Command};
 use ui::ExitStatus;

@@ -213,14 +213,12 @@ fn validate(input: &PlanInput) -> Result<(), PlanError> {
 
 /// Whether a level meets every SLO that is set. NaN measurements fail.
 fn meets_slo(l: &SweepLevel, input: &PlanInput) -> bool {
-    let latency_ok = input
-        .max_latency_p95_ms
-        .map_or(true, |max| l.latency_p95_ms <= max);
+    let latency_ok = input.max_latency_p95_ms.is_none_or(|max| l.latency_p95_ms <= max);
     // A level without TTFT cannot show it meets a TTFT SLO.
     let ttft_ok = input
         .max_ttft_p95_ms
-        .map_or(true, |max| l.ttft_p95_ms.is_some_and(|t| t <= max));
-    let errors_ok = input.max_error_rate.map_or(true, |max| l.error_rate <= max);
+        .is_none_or(|max| l.ttft_p95_ms.is_some_and(|t| t <= max));
+    let errors_ok = input.max_error_rate.is_none_or(|max| l.error_rate <= max);
     latency_ok && ttft_ok && errors_ok
 }
 
@@ -242,11 +240,7 @@ fn slo_summary(input: &PlanInput) -> String {
 /// Picks the operating level: the highest RPM among SLO-meeting levels,
 /// then the lowest concurrency within [`NEAR_BEST`] of it.
 fn operating_level(input: &PlanInput) -> Result<&SweepLevel, PlanError> {
-    let ok: Vec<&SweepLevel> = input
-        .levels
-        .iter()
-        .filter(|l| meets_slo(l, input))
-        .collect();
+    let ok: Vec<&SweepLevel> = input.levels.iter().filter(|l| meets_slo(l, input)).collect();
     let Some(best_rpm) = ok.iter().map(|l| l.rpm).max_by(f64::total_cmp) else {
         let lowest_p95 = input
             .levels
@@ -269,11 +263,7 @@ fn operating_level(input: &PlanInput) -> Result<&SweepLevel, PlanError> {
         .iter()
         .filter(|l| l.rpm >= best_rpm * (1.0 - NEAR_BEST))
         // Lowest concurrency; on a repeated level, the higher RPM.
-        .min_by(|a, b| {
-            a.concurrency
-                .cmp(&b.concurrency)
-                .then(b.rpm.total_cmp(&a.rpm))
-        })
+        .min_by(|a, b| a.concurrency.cmp(&b.concurrency).then(b.rpm.total_cmp(&a.rpm)))
         .copied()
         // Non-empty: the best level itself passes the filter.
         .unwrap_or(ok[0]);
@@ -456,11 +446,7 @@ pub fn explain(plan: &Plan) -> String {
             let gpu_hours = f64::from(plan.gpus) * (d + plan.startup_s) / 3600.0;
             // The hourly price is not stored in the plan; recover it from the
             // cost so the line shows the full product.
-            let rate = if gpu_hours > 0.0 {
-                cost / gpu_hours
-            } else {
-                0.0
-            };
+            let rate = if gpu_hours > 0.0 { cost / gpu_hours } else { 0.0 };
             lines.push(format!(
                 "cost: {} x ({} s + {} s startup) / 3600 = {} GPU-hours x ${rate:.2} = ${}",
                 gpus_word(plan.gpus),
@@ -704,10 +690,7 @@ mod tests {
         assert_eq!(plan(&i).unwrap().cost_usd, Some(0.0));
         i.gpu_hour_cost = Some(2.5);
         i.startup_s = 0.0;
-        assert!(close(
-            plan(&i).unwrap().cost_usd.unwrap(),
-            375.0 / 3600.0 * 2.5
-        ));
+        assert!(close(plan(&i).unwrap().cost_usd.unwrap(), 375.0 / 3600.0 * 2.5));
     }
 
     #[test]
@@ -739,9 +722,7 @@ mod tests {
             ("--headroom", |i| i.headroom = f64::NAN),
             ("--sweep-gpus", |i| i.sweep_gpus = 0),
             ("--max-latency-p95-ms", |i| i.max_latency_p95_ms = Some(0.0)),
-            ("--max-latency-p95-ms", |i| {
-                i.max_latency_p95_ms = Some(f64::NAN)
-            }),
+            ("--max-latency-p95-ms", |i| i.max_latency_p95_ms = Some(f64::NAN)),
             ("--max-ttft-p95-ms", |i| i.max_ttft_p95_ms = Some(-1.0)),
             ("--max-error-rate", |i| i.max_error_rate = Some(1.5)),
             ("--max-error-rate", |i| i.max_error_rate = Some(-0.1)),
@@ -786,11 +767,7 @@ mod tests {
         assert!(lines[1].contains("8 per GPU") && lines[1].contains("= 32 total"));
         assert!(lines[2].contains("= 38,400 RPM"), "{}", lines[2]);
         assert!(lines[3].contains("60,000 requests") && lines[3].contains("93.75 s"));
-        assert!(
-            lines[4].contains("$2.50") && lines[4].contains("$0.59"),
-            "{}",
-            lines[4]
-        );
+        assert!(lines[4].contains("$2.50") && lines[4].contains("$0.59"), "{}", lines[4]);
         assert_eq!(
             lines[5],
             "sweep measured 2 GPUs; plan uses 4 (2.0x): assumes linear scaling across replicas"
@@ -805,8 +782,7 @@ mod tests {
         i.target_rpm = 5_000.0;
         // 5,500 / 9,600 = 0.57 -> 1.
         let text = explain(&plan(&i).unwrap());
-        assert!(text
-            .starts_with("1 GPU: 5,000 RPM target x 1.10 / 9,600 RPM per GPU (mean) = 0.57 -> 1"));
+        assert!(text.starts_with("1 GPU: 5,000 RPM target x 1.10 / 9,600 RPM per GPU (mean) = 0.57 -> 1"));
         assert!(!text.contains("duration") && !text.contains("cost"));
         assert!(text.contains("plan uses 1 (0.5x)"));
     }

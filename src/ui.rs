@@ -47,17 +47,32 @@ impl std::error::Error for UserError {}
 
 /// A usage or input error (exit 2): nothing was sent.
 pub fn usage_error(message: impl Into<String>, hint: impl Into<Option<String>>) -> anyhow::Error {
-    UserError { code: 2, message: message.into(), hint: hint.into() }.into()
+    UserError {
+        code: 2,
+        message: message.into(),
+        hint: hint.into(),
+    }
+    .into()
 }
 
 /// The endpoint cannot be used (exit 3).
 pub fn unusable_error(message: impl Into<String>, hint: impl Into<Option<String>>) -> anyhow::Error {
-    UserError { code: 3, message: message.into(), hint: hint.into() }.into()
+    UserError {
+        code: 3,
+        message: message.into(),
+        hint: hint.into(),
+    }
+    .into()
 }
 
 /// A goal is unmet (exit 1), e.g. a target rate unreachable within `--max-gpus`.
 pub fn unmet_error(message: impl Into<String>, hint: impl Into<Option<String>>) -> anyhow::Error {
-    UserError { code: 1, message: message.into(), hint: hint.into() }.into()
+    UserError {
+        code: 1,
+        message: message.into(),
+        hint: hint.into(),
+    }
+    .into()
 }
 
 /// The exit code for an error that reached `main`: the `UserError`'s own code, else 2.
@@ -128,7 +143,11 @@ pub fn report_error(err: &anyhow::Error) {
     for cause in err.chain().skip(1) {
         emit(&format!("  Caused by: {cause}"));
     }
-    if let Some(hint) = err.chain().find_map(|e| e.downcast_ref::<UserError>()).and_then(|u| u.hint.as_ref()) {
+    if let Some(hint) = err
+        .chain()
+        .find_map(|e| e.downcast_ref::<UserError>())
+        .and_then(|u| u.hint.as_ref())
+    {
         hint_line(hint);
     }
 }
@@ -187,7 +206,7 @@ mod tests {
         assert_eq!(exit_code_for(&unusable_error("x", None)), 3);
         assert_eq!(exit_code_for(&unmet_error("x", None)), 1);
         assert_eq!(exit_code_for(&anyhow::anyhow!("other")), 2);
-        let wrapped = anyhow::Error::from(usage_error("inner", None)).context("outer");
+        let wrapped = usage_error("inner", None).context("outer");
         assert_eq!(exit_code_for(&wrapped), 2);
     }
 }

@@ -1379,7 +1379,7 @@ mod tests {
             ..opts(Api::Chat)
         };
         let mut data = b"prompt\nok\n\"".to_vec();
-        data.extend(std::iter::repeat(b'x').take(300_000));
+        data.extend(std::iter::repeat_n(b'x', 300_000));
         let res = read_with(Format::Csv, o, &data);
         assert_eq!(ok_items(&res).len(), 1);
         let last = res.last().unwrap().as_ref().unwrap_err();

@@ -146,15 +146,19 @@ pub struct Client {
 /// Resolves `--endpoint` for an API: a base URL gets the API's path; a URL that already names
 /// a route is used as given.
 pub fn resolve_url(endpoint: &str, api: Api) -> Result<reqwest::Url, String> {
-    let url = reqwest::Url::parse(endpoint).map_err(|e| format!("invalid --endpoint `{}`: {e}", redact_url(endpoint)))?;
+    let url =
+        reqwest::Url::parse(endpoint).map_err(|e| format!("invalid --endpoint `{}`: {e}", redact_url(endpoint)))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("--endpoint must be an http:// or https:// URL, got `{}`", redact_url(endpoint)));
+        return Err(format!(
+            "--endpoint must be an http:// or https:// URL, got `{}`",
+            redact_url(endpoint)
+        ));
     }
     let path = url.path().trim_end_matches('/');
     if api == Api::Forefront || path.ends_with("/completions") {
         return Ok(url);
     }
-    let base = if path.ends_with("/v1") { &path[..path.len() - 3] } else { path };
+    let base = path.strip_suffix("/v1").unwrap_or(path);
     let mut out = url.clone();
     out.set_path(&format!("{base}{}", api.path()));
     Ok(out)
@@ -197,7 +201,12 @@ impl Client {
             .tcp_nodelay(true)
             .user_agent(concat!("sizeup/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Client { http, url, api_key: cfg.api_key.clone(), timeout: cfg.timeout })
+        Ok(Client {
+            http,
+            url,
+            api_key: cfg.api_key.clone(),
+            timeout: cfg.timeout,
+        })
     }
 
     pub fn url(&self) -> &reqwest::Url {
@@ -209,16 +218,22 @@ impl Client {
     pub async fn send(&self, body: Bytes, stream: bool, keep_body: bool) -> Outcome {
         let start = Instant::now();
         let mut first_token = None;
-        let result = match tokio::time::timeout(self.timeout, self.exchange(body, stream, keep_body, &mut first_token)).await {
-            Ok(r) => r,
-            Err(_) => Err(Failure {
-                kind: FailKind::Timeout,
-                message: format!("no complete answer within {}", humantime::format_duration(self.timeout)),
-                retry_after: None,
-                body: None,
-            }),
-        };
-        Outcome { start, first_token, end: Instant::now(), result }
+        let result =
+            match tokio::time::timeout(self.timeout, self.exchange(body, stream, keep_body, &mut first_token)).await {
+                Ok(r) => r,
+                Err(_) => Err(Failure {
+                    kind: FailKind::Timeout,
+                    message: format!("no complete answer within {}", humantime::format_duration(self.timeout)),
+                    retry_after: None,
+                    body: None,
+                }),
+            };
+        Outcome {
+            start,
+            first_token,
+            end: Instant::now(),
+            result,
+        }
     }
 
     async fn exchange(
@@ -228,7 +243,11 @@ impl Client {
         keep_body: bool,
         first_token: &mut Option<Instant>,
     ) -> Result<Success, Failure> {
-        let mut req = self.http.post(self.url.clone()).header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
+        let mut req = self
+            .http
+            .post(self.url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
         if let Some(key) = &self.api_key {
             req = req.bearer_auth(key.expose());
         }
@@ -240,16 +259,33 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         if !(200..300).contains(&status) {
-            let retry_after = resp.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+            let retry_after = resp
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_retry_after);
             let bytes = resp.bytes().await.unwrap_or_default();
             let body: Option<Value> = serde_json::from_slice(&bytes).ok();
-            let detail = body
-                .as_ref()
-                .and_then(error_message)
-                .unwrap_or_else(|| String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).trim().to_string());
-            let reason = reqwest::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
-            let message = if detail.is_empty() { format!("HTTP {status} {reason}") } else { format!("HTTP {status} {reason}: {detail}") };
-            return Err(Failure { kind: FailKind::Http(status), message, retry_after, body });
+            let detail = body.as_ref().and_then(error_message).unwrap_or_else(|| {
+                String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
+                    .trim()
+                    .to_string()
+            });
+            let reason = reqwest::StatusCode::from_u16(status)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("");
+            let message = if detail.is_empty() {
+                format!("HTTP {status} {reason}")
+            } else {
+                format!("HTTP {status} {reason}: {detail}")
+            };
+            return Err(Failure {
+                kind: FailKind::Http(status),
+                message,
+                retry_after,
+                body,
+            });
         }
         let is_sse = resp
             .headers()
@@ -266,7 +302,9 @@ impl Client {
                     Ok(None) => break,
                     Err(e) => return Err(transport_failure(e)),
                 };
-                decoder.push(&chunk, &mut events).map_err(|e| decode_failure(e.to_string()))?;
+                decoder
+                    .push(&chunk, &mut events)
+                    .map_err(|e| decode_failure(e.to_string()))?;
                 for ev in events.drain(..) {
                     acc.event(ev, first_token).map_err(decode_failure)?;
                 }
@@ -280,23 +318,47 @@ impl Client {
             if !acc.done {
                 decoder.finish().map_err(|e| decode_failure(e.to_string()))?;
                 if acc.finish_reason.is_none() {
-                    return Err(decode_failure("event stream ended without [DONE] or a finish_reason".into()));
+                    return Err(decode_failure(
+                        "event stream ended without [DONE] or a finish_reason".into(),
+                    ));
                 }
             }
             let (usage, body) = acc.into_parts();
-            return Ok(Success { status, usage, content_events: usage_events(&usage), body, request_id });
+            return Ok(Success {
+                status,
+                usage,
+                content_events: usage_events(&usage),
+                body,
+                request_id,
+            });
         }
         let bytes = resp.bytes().await.map_err(transport_failure)?;
-        let body: Value = serde_json::from_slice(&bytes).map_err(|e| decode_failure(format!("answer is not JSON: {e}")))?;
-        if let Some(msg) = body.get("error").filter(|e| !e.is_null()).and_then(|_| error_message(&body)) {
-            return Err(Failure { kind: FailKind::Decode, message: format!("error in a {status} answer: {msg}"), retry_after: None, body: Some(body) });
+        let body: Value =
+            serde_json::from_slice(&bytes).map_err(|e| decode_failure(format!("answer is not JSON: {e}")))?;
+        if let Some(msg) = body
+            .get("error")
+            .filter(|e| !e.is_null())
+            .and_then(|_| error_message(&body))
+        {
+            return Err(Failure {
+                kind: FailKind::Decode,
+                message: format!("error in a {status} answer: {msg}"),
+                retry_after: None,
+                body: Some(body),
+            });
         }
         let usage = usage_of(&body).unwrap_or_else(|| Usage {
             prompt_tokens: None,
             completion_tokens: answer_text(&body).map_or(0, |t| t.split_whitespace().count() as u64),
             estimated: true,
         });
-        Ok(Success { status, usage, content_events: 0, body: keep_body.then_some(body), request_id })
+        Ok(Success {
+            status,
+            usage,
+            content_events: 0,
+            body: keep_body.then_some(body),
+            request_id,
+        })
     }
 }
 
@@ -309,7 +371,12 @@ fn usage_events(u: &Usage) -> u64 {
 }
 
 fn decode_failure(message: String) -> Failure {
-    Failure { kind: FailKind::Decode, message, retry_after: None, body: None }
+    Failure {
+        kind: FailKind::Decode,
+        message,
+        retry_after: None,
+        body: None,
+    }
 }
 
 /// Classifies a transport error. The message is rebuilt from the error chain without the URL,
@@ -323,7 +390,10 @@ fn transport_failure(e: reqwest::Error) -> Failure {
         let text = err.to_string();
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
             use std::io::ErrorKind::*;
-            reset |= matches!(io.kind(), ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof);
+            reset |= matches!(
+                io.kind(),
+                ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+            );
         }
         if let Some(h) = err.downcast_ref::<hyper::Error>() {
             reset |= h.is_incomplete_message() || h.is_closed() || h.is_canceled();
@@ -342,7 +412,12 @@ fn transport_failure(e: reqwest::Error) -> Failure {
     } else {
         FailKind::Decode
     };
-    Failure { kind, message: chain.join(": "), retry_after: None, body: None }
+    Failure {
+        kind,
+        message: chain.join(": "),
+        retry_after: None,
+        body: None,
+    }
 }
 
 /// `Retry-After` as seconds or an HTTP date.
@@ -352,7 +427,10 @@ pub fn parse_retry_after(v: &str) -> Option<Duration> {
         return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(3600.0)));
     }
     let when = httpdate::parse_http_date(v).ok()?;
-    Some(when.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO))
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 /// The human part of an OpenAI-style error body (`{"error":{"message":...}}` or `{"error":"..."}`).
@@ -360,7 +438,11 @@ fn error_message(body: &Value) -> Option<String> {
     let e = body.get("error")?;
     let msg = match e {
         Value::String(s) => s.clone(),
-        Value::Object(o) => o.get("message").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| e.to_string()),
+        Value::Object(o) => o
+            .get("message")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| e.to_string()),
         other => other.to_string(),
     };
     Some(msg.chars().take(500).collect())
@@ -397,7 +479,16 @@ struct StreamAssembler {
 
 impl StreamAssembler {
     fn new(keep: bool) -> Self {
-        StreamAssembler { keep, text: String::new(), content_events: 0, usage: None, finish_reason: None, chat: false, first_chunk: None, done: false }
+        StreamAssembler {
+            keep,
+            text: String::new(),
+            content_events: 0,
+            usage: None,
+            finish_reason: None,
+            chat: false,
+            first_chunk: None,
+            done: false,
+        }
     }
 
     fn event(&mut self, ev: SseEvent, first_token: &mut Option<Instant>) -> Result<(), String> {
@@ -410,7 +501,10 @@ impl StreamAssembler {
         };
         let chunk: Value = serde_json::from_str(&data).map_err(|e| format!("stream event is not JSON: {e}"))?;
         if chunk.get("error").is_some_and(|e| !e.is_null()) {
-            return Err(format!("error event in stream: {}", error_message(&chunk).unwrap_or_default()));
+            return Err(format!(
+                "error event in stream: {}",
+                error_message(&chunk).unwrap_or_default()
+            ));
         }
         // Servers differ in where usage goes: OpenAI and llama.cpp's chat send a last chunk with
         // `choices: []`; llama.cpp's completions put it on the chunk with `finish_reason`.
@@ -445,7 +539,11 @@ impl StreamAssembler {
     }
 
     fn into_parts(self) -> (Usage, Option<Value>) {
-        let usage = self.usage.unwrap_or(Usage { prompt_tokens: None, completion_tokens: self.content_events, estimated: true });
+        let usage = self.usage.unwrap_or(Usage {
+            prompt_tokens: None,
+            completion_tokens: self.content_events,
+            estimated: true,
+        });
         let body = self.keep.then(|| {
             let first = self.first_chunk.unwrap_or(Value::Null);
             let finish = self.finish_reason.map_or(Value::Null, Value::String);
@@ -460,7 +558,14 @@ impl StreamAssembler {
                     out.insert(key.into(), v.clone());
                 }
             }
-            out.insert("object".into(), json!(if self.chat { "chat.completion" } else { "text_completion" }));
+            out.insert(
+                "object".into(),
+                json!(if self.chat {
+                    "chat.completion"
+                } else {
+                    "text_completion"
+                }),
+            );
             out.insert("choices".into(), json!([choice]));
             if let Some(u) = self.usage {
                 let mut uj = json!({"completion_tokens": u.completion_tokens});
@@ -477,7 +582,13 @@ impl StreamAssembler {
 }
 
 /// Builds a request body for `api` from a prompt (synthetic workloads, text and CSV inputs).
-pub fn build_body(api: Api, model: Option<&str>, prompt: &str, max_tokens: Option<u32>, field: MaxTokensField) -> Value {
+pub fn build_body(
+    api: Api,
+    model: Option<&str>,
+    prompt: &str,
+    max_tokens: Option<u32>,
+    field: MaxTokensField,
+) -> Value {
     let mut body = match api {
         Api::Chat => json!({"messages": [{"role": "user", "content": prompt}]}),
         Api::Completions | Api::Forefront => json!({"prompt": prompt}),
@@ -486,7 +597,11 @@ pub fn build_body(api: Api, model: Option<&str>, prompt: &str, max_tokens: Optio
         body["model"] = json!(m);
     }
     if let Some(n) = max_tokens {
-        let key = if api == Api::Forefront { "max_tokens" } else { field.key() };
+        let key = if api == Api::Forefront {
+            "max_tokens"
+        } else {
+            field.key()
+        };
         body[key] = json!(n);
     }
     body
@@ -518,11 +633,20 @@ pub fn wants_stream(body: &Value) -> bool {
 }
 
 /// `GET /v1/models`: the first model's id, for when `--model` is not given.
-pub async fn first_model(endpoint: &str, api_key: Option<&Secret>, timeout: Duration) -> Result<Option<String>, String> {
-    let Some(mut url) = base_url(endpoint) else { return Err("invalid endpoint URL".into()) };
+pub async fn first_model(
+    endpoint: &str,
+    api_key: Option<&Secret>,
+    timeout: Duration,
+) -> Result<Option<String>, String> {
+    let Some(mut url) = base_url(endpoint) else {
+        return Err("invalid endpoint URL".into());
+    };
     let path = format!("{}/v1/models", url.path().trim_end_matches('/'));
     url.set_path(&path);
-    let http = reqwest::Client::builder().timeout(timeout).build().map_err(|e| e.to_string())?;
+    let http = reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .map_err(|e| e.to_string())?;
     let mut req = http.get(url);
     if let Some(k) = api_key {
         req = req.bearer_auth(k.expose());
@@ -551,7 +675,10 @@ mod tests {
         assert_eq!(u("http://h:8000", Api::Completions), "http://h:8000/v1/completions");
         assert_eq!(u("http://h:8000/", Api::Chat), "http://h:8000/v1/chat/completions");
         assert_eq!(u("http://h:8000/v1", Api::Chat), "http://h:8000/v1/chat/completions");
-        assert_eq!(u("https://h/x/v1/chat/completions", Api::Chat), "https://h/x/v1/chat/completions");
+        assert_eq!(
+            u("https://h/x/v1/chat/completions", Api::Chat),
+            "https://h/x/v1/chat/completions"
+        );
         assert_eq!(u("https://h/api/run", Api::Forefront), "https://h/api/run");
         assert!(resolve_url("ftp://h", Api::Chat).is_err());
         assert!(resolve_url("not a url", Api::Chat).is_err());
@@ -581,8 +708,17 @@ mod tests {
     #[test]
     fn bodies() {
         let b = build_body(Api::Chat, Some("m"), "hi", Some(8), MaxTokensField::MaxTokens);
-        assert_eq!(b, json!({"messages":[{"role":"user","content":"hi"}],"model":"m","max_tokens":8}));
-        let b = build_body(Api::Completions, None, "hi", Some(8), MaxTokensField::MaxCompletionTokens);
+        assert_eq!(
+            b,
+            json!({"messages":[{"role":"user","content":"hi"}],"model":"m","max_tokens":8})
+        );
+        let b = build_body(
+            Api::Completions,
+            None,
+            "hi",
+            Some(8),
+            MaxTokensField::MaxCompletionTokens,
+        );
         assert_eq!(b, json!({"prompt":"hi","max_completion_tokens":8}));
         let mut b = json!({"prompt":"x","model":"given"});
         prepare_body(&mut b, Some("other"), Some(true));
@@ -595,21 +731,49 @@ mod tests {
         let mut t = None;
         // llama.cpp completions: usage on the finish chunk.
         let mut a = StreamAssembler::new(true);
-        a.event(SseEvent::Data(r#"{"choices":[{"text":" a","finish_reason":null}]}"#.into()), &mut t).unwrap();
+        a.event(
+            SseEvent::Data(r#"{"choices":[{"text":" a","finish_reason":null}]}"#.into()),
+            &mut t,
+        )
+        .unwrap();
         a.event(SseEvent::Data(r#"{"choices":[{"text":" b","finish_reason":"length"}],"usage":{"prompt_tokens":3,"completion_tokens":2}}"#.into()), &mut t).unwrap();
         a.event(SseEvent::Done, &mut t).unwrap();
         assert!(t.is_some());
         let (u, body) = a.into_parts();
-        assert_eq!(u, Usage { prompt_tokens: Some(3), completion_tokens: 2, estimated: false });
+        assert_eq!(
+            u,
+            Usage {
+                prompt_tokens: Some(3),
+                completion_tokens: 2,
+                estimated: false
+            }
+        );
         assert_eq!(body.unwrap()["choices"][0]["text"], " a b");
         // No usage at all: counted events, marked estimated.
         let mut a = StreamAssembler::new(false);
-        a.event(SseEvent::Data(r#"{"choices":[{"delta":{"role":"assistant","content":""}}]}"#.into()), &mut t).unwrap();
-        a.event(SseEvent::Data(r#"{"choices":[{"delta":{"content":"x"}}]}"#.into()), &mut t).unwrap();
+        a.event(
+            SseEvent::Data(r#"{"choices":[{"delta":{"role":"assistant","content":""}}]}"#.into()),
+            &mut t,
+        )
+        .unwrap();
+        a.event(
+            SseEvent::Data(r#"{"choices":[{"delta":{"content":"x"}}]}"#.into()),
+            &mut t,
+        )
+        .unwrap();
         let (u, _) = a.into_parts();
-        assert_eq!(u, Usage { prompt_tokens: None, completion_tokens: 1, estimated: true });
+        assert_eq!(
+            u,
+            Usage {
+                prompt_tokens: None,
+                completion_tokens: 1,
+                estimated: true
+            }
+        );
         let mut a = StreamAssembler::new(false);
         assert!(a.event(SseEvent::Data("not json".into()), &mut t).is_err());
-        assert!(a.event(SseEvent::Data(r#"{"error":{"message":"boom"}}"#.into()), &mut t).is_err());
+        assert!(a
+            .event(SseEvent::Data(r#"{"error":{"message":"boom"}}"#.into()), &mut t)
+            .is_err());
     }
 }

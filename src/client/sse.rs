@@ -100,7 +100,11 @@ impl SseDecoder {
                 self.has_data = false;
                 let mut data = std::mem::take(&mut self.data);
                 data.pop(); // the "\n" after the last data line
-                out.push(if data == "[DONE]" { SseEvent::Done } else { SseEvent::Data(data) });
+                out.push(if data == "[DONE]" {
+                    SseEvent::Done
+                } else {
+                    SseEvent::Data(data)
+                });
             }
             return Ok(());
         }
@@ -143,17 +147,28 @@ mod tests {
         let s = b"data: {\"a\":1}\n\n: keep-alive\n\ndata: two\ndata: lines\n\nevent: x\nid: 3\ndata:[DONE]\n\n";
         assert_eq!(
             decode(&[s]).unwrap(),
-            vec![SseEvent::Data("{\"a\":1}".into()), SseEvent::Data("two\nlines".into()), SseEvent::Done]
+            vec![
+                SseEvent::Data("{\"a\":1}".into()),
+                SseEvent::Data("two\nlines".into()),
+                SseEvent::Done
+            ]
         );
     }
 
     #[test]
     fn line_ends_of_every_kind() {
         let s = b"data: a\r\n\r\ndata: b\r\rdata: c\n\n";
-        let want = vec![SseEvent::Data("a".into()), SseEvent::Data("b".into()), SseEvent::Data("c".into())];
+        let want = vec![
+            SseEvent::Data("a".into()),
+            SseEvent::Data("b".into()),
+            SseEvent::Data("c".into()),
+        ];
         assert_eq!(decode(&[s]).unwrap(), want);
         // "\r" and "\n" of one line end split across chunks.
-        assert_eq!(decode(&[b"data: a\r", b"\n\r", b"\ndata: b\r\r", b"data: c\n\n"]).unwrap(), want);
+        assert_eq!(
+            decode(&[b"data: a\r", b"\n\r", b"\ndata: b\r\r", b"data: c\n\n"]).unwrap(),
+            want
+        );
     }
 
     #[test]
@@ -168,7 +183,10 @@ mod tests {
     fn multibyte_split() {
         let s = "data: héllo 🚀\n\n".as_bytes();
         for i in 0..s.len() {
-            assert_eq!(decode(&[&s[..i], &s[i..]]).unwrap(), vec![SseEvent::Data("héllo 🚀".into())]);
+            assert_eq!(
+                decode(&[&s[..i], &s[i..]]).unwrap(),
+                vec![SseEvent::Data("héllo 🚀".into())]
+            );
         }
     }
 

@@ -2,7 +2,7 @@
 //! Every artifact lands in one folder.
 
 use super::run::{execute_on, open_output, validate_input, RunSettings};
-use super::sweep::{measure, Settings, Workload};
+use super::sweep::{measure, BodySpec, Settings, Workload};
 use super::Target;
 use crate::cli::AutoArgs;
 use crate::engine::Stop;
@@ -12,13 +12,19 @@ use std::sync::Arc;
 
 pub async fn run(args: AutoArgs, interrupt: Stop) -> anyhow::Result<ExitStatus> {
     if !(args.target_rpm.is_finite() && args.target_rpm > 0.0) {
-        return Err(usage_error(format!("--target-rpm must be a positive number, got {}", args.target_rpm), None));
+        return Err(usage_error(
+            format!("--target-rpm must be a positive number, got {}", args.target_rpm),
+            None,
+        ));
     }
     let settings = Settings::from_args(&args.measure, &args.slo, args.gpus, args.endpoint.api)?;
     let out = args.out.clone().unwrap_or_else(super::default_report_dir);
     let format = super::sweep::parse_format(args.tuning.format.as_deref())?;
     if args.input.as_os_str() == "-" {
-        return Err(usage_error("auto reads the input twice (sample, then run): give a file, not stdin", None));
+        return Err(usage_error(
+            "auto reads the input twice (sample, then run): give a file, not stdin",
+            None,
+        ));
     }
     super::ensure_dir(&out)?;
     // Validate the whole input and open the output before any traffic.
@@ -48,16 +54,14 @@ pub async fn run(args: AutoArgs, interrupt: Stop) -> anyhow::Result<ExitStatus> 
     let result = async {
         let model = target.model(&args.endpoint).await?;
         let stream = !args.measure.no_stream && args.endpoint.api.streams();
-        let workload = Workload::sampled(
-            &args.input,
-            format,
-            args.endpoint.api,
-            args.sample,
-            args.tuning.max_tokens,
-            args.endpoint.max_tokens_field,
+        let spec = BodySpec {
+            api: args.endpoint.api,
+            max_tokens: args.tuning.max_tokens,
+            field: args.endpoint.max_tokens_field,
             stream,
             model,
-        )?;
+        };
+        let workload = Workload::sampled(&args.input, format, args.sample, spec)?;
         let client = Arc::new(target.client(&args.endpoint, super::sweep::max_level(&settings.levels))?);
         ui::info(format!("sweep: sampling {} requests of {}", args.sample.min(requests as usize), args.input.display()));
         let swept = measure(&settings, client, Arc::new(workload), &out, &target.display, interrupt.drain.clone()).await?;
@@ -120,7 +124,12 @@ pub async fn run(args: AutoArgs, interrupt: Stop) -> anyhow::Result<ExitStatus> 
 }
 
 async fn resize_sim(target: &Target, gpus: u32) -> anyhow::Result<()> {
-    super::run::post_resource(target.endpoint.trim_end_matches('/'), None, &serde_json::json!({"gpus": gpus})).await?;
+    super::run::post_resource(
+        target.endpoint.trim_end_matches('/'),
+        None,
+        &serde_json::json!({"gpus": gpus}),
+    )
+    .await?;
     ui::info(format!("built-in simulator resized to {gpus} GPUs for the run"));
     Ok(())
 }

@@ -33,15 +33,25 @@ pub fn sim_config(a: &SimModelArgs, gpus: u32) -> anyhow::Result<SimConfig> {
         ));
     }
     if !(0.0..1.0).contains(&a.jitter) {
-        return Err(usage_error(format!("--jitter must be in [0, 1), got {}", a.jitter), None));
+        return Err(usage_error(
+            format!("--jitter must be in [0, 1), got {}", a.jitter),
+            None,
+        ));
     }
-    for (v, flag) in [(a.fail_rate, "--fail-rate"), (a.throttle_rate, "--throttle-rate"), (a.reset_rate, "--reset-rate")] {
+    for (v, flag) in [
+        (a.fail_rate, "--fail-rate"),
+        (a.throttle_rate, "--throttle-rate"),
+        (a.reset_rate, "--reset-rate"),
+    ] {
         if !(0.0..=1.0).contains(&v) {
             return Err(usage_error(format!("{flag} must be in [0, 1], got {v}"), None));
         }
     }
     if a.fail_rate + a.throttle_rate + a.reset_rate > 1.0 + 1e-9 {
-        return Err(usage_error("--fail-rate + --throttle-rate + --reset-rate must not exceed 1", None));
+        return Err(usage_error(
+            "--fail-rate + --throttle-rate + --reset-rate must not exceed 1",
+            None,
+        ));
     }
     if a.batch == 0 || gpus == 0 {
         return Err(usage_error("--batch and --gpus must be at least 1", None));
@@ -86,12 +96,22 @@ impl Target {
     }
 
     /// Like [`Target::open`]; `start_off` starts an in-process simulator switched off.
-    pub async fn open_with(endpoint: &EndpointArgs, sim: &SimModelArgs, gpus: u32, start_off: bool) -> anyhow::Result<Target> {
+    pub async fn open_with(
+        endpoint: &EndpointArgs,
+        sim: &SimModelArgs,
+        gpus: u32,
+        start_off: bool,
+    ) -> anyhow::Result<Target> {
         let key = api_key_from_env();
         match &endpoint.endpoint {
             Some(url) => {
                 crate::client::resolve_url(url, endpoint.api).map_err(|e| usage_error(e, None))?;
-                Ok(Target { endpoint: url.clone(), display: crate::client::redact_url(url), sim: None, key })
+                Ok(Target {
+                    endpoint: url.clone(),
+                    display: crate::client::redact_url(url),
+                    sim: None,
+                    key,
+                })
             }
             None => {
                 let mut cfg = sim_config(sim, gpus)?;
@@ -106,7 +126,12 @@ impl Target {
                     sim.batch
                 ));
                 // The in-process simulator needs no key; never send a real one to it.
-                Ok(Target { endpoint: handle.url(), display: "built-in simulator".into(), sim: Some(handle), key: None })
+                Ok(Target {
+                    endpoint: handle.url(),
+                    display: "built-in simulator".into(),
+                    sim: Some(handle),
+                    key: None,
+                })
             }
         }
     }
@@ -130,7 +155,13 @@ impl Target {
         if e.api == crate::api::Api::Forefront {
             return Ok(None);
         }
-        match crate::client::first_model(&self.endpoint, self.key.as_ref().map(|(k, _)| k), e.connect_timeout.max(std::time::Duration::from_secs(10))).await {
+        match crate::client::first_model(
+            &self.endpoint,
+            self.key.as_ref().map(|(k, _)| k),
+            e.connect_timeout.max(std::time::Duration::from_secs(10)),
+        )
+        .await
+        {
             Ok(m) => Ok(m),
             Err(msg) if msg.starts_with("HTTP 401") || msg.starts_with("HTTP 403") => Err(ui::unusable_error(
                 format!("{} rejected the credentials: {msg}", self.display),
@@ -138,7 +169,10 @@ impl Target {
             )),
             Err(msg) => Err(ui::unusable_error(
                 format!("cannot reach {}: {msg}", self.display),
-                Some("check --endpoint and that the server is up; or leave --endpoint out to try the built-in simulator".into()),
+                Some(
+                    "check --endpoint and that the server is up; or leave --endpoint out to try the built-in simulator"
+                        .into(),
+                ),
             )),
         }
     }
@@ -160,16 +194,25 @@ impl Target {
 
 /// Checks SLO flags: positive finite limits, an error rate in [0, 1].
 pub fn validate_slo(s: &SloArgs) -> anyhow::Result<()> {
-    for (v, flag) in [(s.max_latency_p95_ms, "--max-latency-p95-ms"), (s.max_ttft_p95_ms, "--max-ttft-p95-ms")] {
+    for (v, flag) in [
+        (s.max_latency_p95_ms, "--max-latency-p95-ms"),
+        (s.max_ttft_p95_ms, "--max-ttft-p95-ms"),
+    ] {
         if let Some(v) = v {
             if !(v.is_finite() && v > 0.0) {
-                return Err(usage_error(format!("{flag} must be a positive number of ms, got {v}"), None));
+                return Err(usage_error(
+                    format!("{flag} must be a positive number of ms, got {v}"),
+                    None,
+                ));
             }
         }
     }
     if let Some(v) = s.max_error_rate {
         if !(0.0..=1.0).contains(&v) {
-            return Err(usage_error(format!("--max-error-rate must be in [0, 1], got {v}"), None));
+            return Err(usage_error(
+                format!("--max-error-rate must be in [0, 1], got {v}"),
+                None,
+            ));
         }
     }
     Ok(())

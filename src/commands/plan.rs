@@ -11,7 +11,11 @@ use std::path::Path;
 
 /// Reads `summary.json` of a sweep folder, with errors that name the file.
 pub fn read_sweep(dir: &Path) -> anyhow::Result<Summary> {
-    let path = if dir.is_dir() { dir.join("summary.json") } else { dir.to_path_buf() };
+    let path = if dir.is_dir() {
+        dir.join("summary.json")
+    } else {
+        dir.to_path_buf()
+    };
     let text = std::fs::read_to_string(&path).map_err(|e| {
         usage_error(
             format!("cannot read sweep summary {}: {e}", path.display()),
@@ -25,10 +29,16 @@ pub fn read_sweep(dir: &Path) -> anyhow::Result<Summary> {
         )
     })?;
     if summary.levels.is_empty() {
-        return Err(usage_error(format!("{}: the sweep has no measured levels", path.display()), None));
+        return Err(usage_error(
+            format!("{}: the sweep has no measured levels", path.display()),
+            None,
+        ));
     }
     if summary.gpus == 0 {
-        return Err(usage_error(format!("{}: \"gpus\" must be at least 1", path.display()), None));
+        return Err(usage_error(
+            format!("{}: \"gpus\" must be at least 1", path.display()),
+            None,
+        ));
     }
     Ok(summary)
 }
@@ -46,13 +56,23 @@ pub fn count_requests(path: &Path, format: Option<crate::batch::Format>, api: cr
         }
     }
     if bad > 0 {
-        ui::warn(format!("{}: {bad} invalid lines not counted (`sizeup run` lists them)", path.display()));
+        ui::warn(format!(
+            "{}: {bad} invalid lines not counted (`sizeup run` lists them)",
+            path.display()
+        ));
     }
     Ok(n)
 }
 
 /// Builds and checks the plan; errors carry the right exit code.
-pub fn make_plan(summary: &Summary, sweep: &Path, target_rpm: f64, requests: Option<u64>, slo: &SloArgs, t: &PlanTuning) -> anyhow::Result<Plan> {
+pub fn make_plan(
+    summary: &Summary,
+    sweep: &Path,
+    target_rpm: f64,
+    requests: Option<u64>,
+    slo: &SloArgs,
+    t: &PlanTuning,
+) -> anyhow::Result<Plan> {
     let input = PlanInput {
         levels: summary
             .levels
@@ -84,8 +104,15 @@ pub fn make_plan(summary: &Summary, sweep: &Path, target_rpm: f64, requests: Opt
     };
     let mut plan = planner::plan(&input).map_err(|e| match e {
         PlanError::Invalid(msg) => usage_error(msg, None),
-        PlanError::NoLevelMeetsSlo(msg) => unmet_error(msg, Some("relax the SLO flags, or sweep lower concurrency levels".into())),
-        PlanError::Unreachable { max_gpus, reachable_rpm, needed_gpus } => unmet_error(
+        PlanError::NoLevelMeetsSlo(msg) => unmet_error(
+            msg,
+            Some("relax the SLO flags, or sweep lower concurrency levels".into()),
+        ),
+        PlanError::Unreachable {
+            max_gpus,
+            reachable_rpm,
+            needed_gpus,
+        } => unmet_error(
             format!(
                 "{} RPM needs {needed_gpus} GPUs, more than --max-gpus {max_gpus}; {max_gpus} GPUs reach about {} RPM",
                 ui::thousands(target_rpm),
@@ -113,11 +140,22 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitStatus> {
     let requests = match (&args.input, args.requests) {
         (Some(path), _) => {
             let api = summary.api.parse().unwrap_or(crate::api::Api::Completions);
-            Some(count_requests(path, super::sweep::parse_format(args.format.as_deref())?, api)?)
+            Some(count_requests(
+                path,
+                super::sweep::parse_format(args.format.as_deref())?,
+                api,
+            )?)
         }
         (None, r) => r,
     };
-    let plan = make_plan(&summary, &args.sweep, args.target_rpm, requests, &args.slo, &args.tuning)?;
+    let plan = make_plan(
+        &summary,
+        &args.sweep,
+        args.target_rpm,
+        requests,
+        &args.slo,
+        &args.tuning,
+    )?;
     write_plan(&plan, &args.out)?;
     let mut stdout = std::io::stdout().lock();
     if args.json {

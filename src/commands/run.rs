@@ -81,7 +81,10 @@ impl Ord for JobBox {
 impl JobSource {
     fn retry_later(&self, job: Job, at: Instant) {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
-        self.retries.lock().expect("retry queue lock").push(Reverse((at, n, JobBox(job))));
+        self.retries
+            .lock()
+            .expect("retry queue lock")
+            .push(Reverse((at, n, JobBox(job))));
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
         self.changed.notify_waiters();
     }
@@ -108,7 +111,9 @@ impl Source for JobSource {
                 let mut q = self.retries.lock().expect("retry queue lock");
                 match q.peek() {
                     Some(Reverse((at, _, _))) if *at <= Instant::now() => {
-                        let Some(Reverse((_, _, JobBox(job)))) = q.pop() else { unreachable!("peeked") };
+                        let Some(Reverse((_, _, JobBox(job)))) = q.pop() else {
+                            unreachable!("peeked")
+                        };
                         self.in_flight.fetch_add(1, Ordering::SeqCst);
                         return Some(job);
                     }
@@ -148,7 +153,11 @@ impl Source for JobSource {
 /// What a worker reports for one attempt.
 enum Event {
     /// Final: succeeded, or failed for good.
-    Done { custom_id: String, outcome: Outcome, attempts: u32 },
+    Done {
+        custom_id: String,
+        outcome: Outcome,
+        attempts: u32,
+    },
     /// Failed, queued for another try.
     Retried,
     /// 401/403: the credentials are refused; nothing more must be sent.
@@ -157,8 +166,17 @@ enum Event {
 
 /// Messages from the reader thread to the collector.
 enum ReaderNote {
-    Invalid { line: u64, custom_id: Option<String>, message: String },
-    Done { read: u64, queued: u64, skipped_done: u64, other_shards: u64 },
+    Invalid {
+        line: u64,
+        custom_id: Option<String>,
+        message: String,
+    },
+    Done {
+        read: u64,
+        queued: u64,
+        skipped_done: u64,
+        other_shards: u64,
+    },
     Failed(String),
 }
 
@@ -200,10 +218,14 @@ pub fn parse_shard_flag(s: &str) -> anyhow::Result<(u64, u64)> {
     if s.trim() == "auto" {
         let get = |k: &str| std::env::var(k).ok().and_then(|v| v.trim().parse::<u64>().ok());
         let pair = match (get("JOB_COMPLETION_INDEX"), get("SLURM_ARRAY_TASK_ID")) {
-            (Some(k), _) => get("JOB_COMPLETION_COUNT").or_else(|| get("SIZEUP_SHARDS")).map(|n| (k, n)),
+            (Some(k), _) => get("JOB_COMPLETION_COUNT")
+                .or_else(|| get("SIZEUP_SHARDS"))
+                .map(|n| (k, n)),
             (None, Some(k)) => {
                 let min = get("SLURM_ARRAY_TASK_MIN").unwrap_or(0);
-                get("SLURM_ARRAY_TASK_COUNT").or_else(|| get("SIZEUP_SHARDS")).map(|n| (k.saturating_sub(min), n))
+                get("SLURM_ARRAY_TASK_COUNT")
+                    .or_else(|| get("SIZEUP_SHARDS"))
+                    .map(|n| (k.saturating_sub(min), n))
             }
             (None, None) => None,
         };
@@ -215,23 +237,39 @@ pub fn parse_shard_flag(s: &str) -> anyhow::Result<(u64, u64)> {
             )),
         };
     }
-    batch::parse_shard(s).map_err(|e| usage_error(format!("--shard: {e}"), Some("use K/N with 0 <= K < N, e.g. --shard 0/4".into())))
+    batch::parse_shard(s).map_err(|e| {
+        usage_error(
+            format!("--shard: {e}"),
+            Some("use K/N with 0 <= K < N, e.g. --shard 0/4".into()),
+        )
+    })
 }
 
 fn default_output(input: &Path) -> PathBuf {
     if input.as_os_str() == "-" {
         return PathBuf::from("stdin.output.jsonl");
     }
-    let stem = input.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "batch".into());
+    let stem = input
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_else(|| "batch".into());
     input.with_file_name(format!("{stem}.output.jsonl"))
 }
 
 pub fn read_plan(path: &Path) -> anyhow::Result<Plan> {
-    let text = std::fs::read_to_string(path).map_err(|e| usage_error(format!("cannot read plan {}: {e}", path.display()), None))?;
-    let plan: Plan = serde_json::from_str(&text)
-        .map_err(|e| usage_error(format!("{}:{}: not a sizeup plan: {e}", path.display(), e.line()), Some("make one with `sizeup plan`".into())))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| usage_error(format!("cannot read plan {}: {e}", path.display()), None))?;
+    let plan: Plan = serde_json::from_str(&text).map_err(|e| {
+        usage_error(
+            format!("{}:{}: not a sizeup plan: {e}", path.display(), e.line()),
+            Some("make one with `sizeup plan`".into()),
+        )
+    })?;
     if plan.total_concurrency == 0 {
-        return Err(usage_error(format!("{}: total_concurrency must be at least 1", path.display()), None));
+        return Err(usage_error(
+            format!("{}: total_concurrency must be at least 1", path.display()),
+            None,
+        ));
     }
     Ok(plan)
 }
@@ -246,7 +284,10 @@ impl RunSettings {
             (None, None) => return Err(usage_error("give --concurrency N or --plan plan.json", None)),
         };
         let output = a.output.clone().unwrap_or_else(|| default_output(&a.input));
-        let summary_path = a.summary.clone().unwrap_or_else(|| output.with_file_name("run-summary.json"));
+        let summary_path = a
+            .summary
+            .clone()
+            .unwrap_or_else(|| output.with_file_name("run-summary.json"));
         Ok(RunSettings {
             input: a.input.clone(),
             format: super::sweep::parse_format(a.tuning.format.as_deref())?,
@@ -265,7 +306,10 @@ impl RunSettings {
 fn validate_tuning(t: &RunTuning) -> anyhow::Result<()> {
     if let Some(r) = t.rate {
         if !(r.is_finite() && r > 0.0) {
-            return Err(usage_error(format!("--rate must be a positive number of requests per minute, got {r}"), None));
+            return Err(usage_error(
+                format!("--rate must be a positive number of requests per minute, got {r}"),
+                None,
+            ));
         }
     }
     if t.max_tokens == Some(0) {
@@ -276,7 +320,9 @@ fn validate_tuning(t: &RunTuning) -> anyhow::Result<()> {
 
 pub async fn run(args: RunArgs, interrupt: Stop) -> anyhow::Result<ExitStatus> {
     let settings = RunSettings::from_args(&args)?;
-    execute(settings, &args.endpoint, &args.sim, interrupt).await.map(|r| r.status)
+    execute(settings, &args.endpoint, &args.sim, interrupt)
+        .await
+        .map(|r| r.status)
 }
 
 /// What `execute` reports back to `auto`.
@@ -288,7 +334,12 @@ pub struct RunOutcome {
 }
 
 /// Runs the batch: validate, resume, switch the resource on, send, write, switch it off.
-pub async fn execute(s: RunSettings, e: &EndpointArgs, sim: &SimModelArgs, interrupt: Stop) -> anyhow::Result<RunOutcome> {
+pub async fn execute(
+    s: RunSettings,
+    e: &EndpointArgs,
+    sim: &SimModelArgs,
+    interrupt: Stop,
+) -> anyhow::Result<RunOutcome> {
     let prepared = prepare(&s, e.api)?;
     // With `--resource sim` and no endpoint, the in-process resource starts off, so the run
     // really switches it on (and off).
@@ -322,9 +373,13 @@ pub fn validate_input(s: &RunSettings, api: Api) -> anyhow::Result<Option<u64>> 
         return Ok(None);
     }
     if !s.input.exists() {
-        return Err(usage_error(format!("--input {} does not exist", s.input.display()), None));
+        return Err(usage_error(
+            format!("--input {} does not exist", s.input.display()),
+            None,
+        ));
     }
-    let report = batch::validate(&s.input, s.format, &ReadOptions::new(api), 20).map_err(|e| usage_error(e.to_string(), None))?;
+    let report = batch::validate(&s.input, s.format, &ReadOptions::new(api), 20)
+        .map_err(|e| usage_error(e.to_string(), None))?;
     if report.issue_count > 0 && !s.tuning.skip_invalid {
         for issue in &report.issues {
             ui::report_error(&anyhow::anyhow!("{issue}"));
@@ -336,7 +391,11 @@ pub fn validate_input(s: &RunSettings, api: Api) -> anyhow::Result<Option<u64>> 
                 s.input.display(),
                 report.issue_count,
                 if report.issue_count == 1 { "" } else { "s" },
-                if more > 0 { format!(" ({more} more not shown)") } else { String::new() }
+                if more > 0 {
+                    format!(" ({more} more not shown)")
+                } else {
+                    String::new()
+                }
             ),
             Some("fix them, or pass --skip-invalid to send the rest and list the bad lines in the errors file".into()),
         ));
@@ -347,7 +406,10 @@ pub fn validate_input(s: &RunSettings, api: Api) -> anyhow::Result<Option<u64>> 
 /// Reads the resume state and opens the output (refusing to overwrite without --resume).
 pub fn open_output(s: &RunSettings, estimate: Option<u64>) -> anyhow::Result<Prepared> {
     let done = if s.resume && s.output.exists() {
-        Some(batch::read_done(&s.output).map_err(|err| usage_error(format!("cannot resume from {}: {err}", s.output.display()), None))?)
+        Some(
+            batch::read_done(&s.output)
+                .map_err(|err| usage_error(format!("cannot resume from {}: {err}", s.output.display()), None))?,
+        )
     } else {
         None
     };
@@ -364,22 +426,51 @@ pub fn open_output(s: &RunSettings, estimate: Option<u64>) -> anyhow::Result<Pre
     })?;
     if let Some(state) = &done {
         if state.torn_tail {
-            ui::warn(format!("{}: ignored a torn last line (from a crash); its request will be sent again", s.output.display()));
+            ui::warn(format!(
+                "{}: ignored a torn last line (from a crash); its request will be sent again",
+                s.output.display()
+            ));
         }
-        ui::info(format!("resuming: {} requests already answered in {}", state.succeeded.len(), s.output.display()));
+        ui::info(format!(
+            "resuming: {} requests already answered in {}",
+            state.succeeded.len(),
+            s.output.display()
+        ));
     }
     Ok(Prepared { writer, done, estimate })
 }
 
 /// Switches the resource on, sends the batch, switches it off (also on failure and Ctrl-C).
-pub async fn execute_on(s: &RunSettings, e: &EndpointArgs, target: &Target, prepared: Prepared, interrupt: Stop) -> anyhow::Result<RunOutcome> {
-    let Prepared { mut writer, done, estimate } = prepared;
+pub async fn execute_on(
+    s: &RunSettings,
+    e: &EndpointArgs,
+    target: &Target,
+    prepared: Prepared,
+    interrupt: Stop,
+) -> anyhow::Result<RunOutcome> {
+    let Prepared {
+        mut writer,
+        done,
+        estimate,
+    } = prepared;
     let lifecycle = Lifecycle::new(&s.tuning, target)?;
     let result = async {
         lifecycle.on(s.gpus, s.tuning.ready_timeout).await?;
         let model = target.model(e).await?;
         let client = Arc::new(target.client(e, s.concurrency as usize)?);
-        send_all(s, e.api, e.max_tokens_field, model, client, &mut writer, done, estimate, target, interrupt).await
+        send_all(
+            s,
+            e.api,
+            e.max_tokens_field,
+            model,
+            client,
+            &mut writer,
+            done,
+            estimate,
+            target,
+            interrupt,
+        )
+        .await
     }
     .await;
     lifecycle.off().await;
@@ -428,7 +519,11 @@ async fn send_all(
                             let _ = note_tx.send(ReaderNote::Failed(issue.to_string()));
                             return;
                         }
-                        let _ = note_tx.send(ReaderNote::Invalid { line: issue.line, custom_id: None, message: issue.to_string() });
+                        let _ = note_tx.send(ReaderNote::Invalid {
+                            line: issue.line,
+                            custom_id: None,
+                            message: issue.to_string(),
+                        });
                         continue;
                     }
                 };
@@ -448,12 +543,25 @@ async fn send_all(
                 prepare_body(&mut body, model.as_deref(), None);
                 let stream = wants_stream(&body);
                 let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
-                if fresh_tx.send_blocking(Job { custom_id: item.custom_id, body, stream, attempt: 0 }).is_err() {
+                if fresh_tx
+                    .send_blocking(Job {
+                        custom_id: item.custom_id,
+                        body,
+                        stream,
+                        attempt: 0,
+                    })
+                    .is_err()
+                {
                     break; // the run stopped
                 }
                 queued += 1;
             }
-            let _ = note_tx.send(ReaderNote::Done { read, queued, skipped_done, other_shards: other });
+            let _ = note_tx.send(ReaderNote::Done {
+                read,
+                queued,
+                skipped_done,
+                other_shards: other,
+            });
         })
     };
 
@@ -464,20 +572,30 @@ async fn send_all(
         in_flight: AtomicUsize::new(0),
         changed: Notify::new(),
     });
-    let policy = RetryPolicy { retries: s.tuning.retries, base: s.tuning.retry_base, max: s.tuning.retry_max };
+    let policy = RetryPolicy {
+        retries: s.tuning.retries,
+        base: s.tuning.retry_base,
+        max: s.tuning.retry_max,
+    };
     let limiter = s.tuning.rate.map(|r| Arc::new(RateLimiter::new(r, 1)));
     let stop = Stop::new();
     let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
     let retries_used = Arc::new(AtomicU64::new(0));
     let window = {
-        let (source, client, stop_refused, retries_used) = (source.clone(), client.clone(), stop.clone(), retries_used.clone());
+        let (source, client, stop_refused, retries_used) =
+            (source.clone(), client.clone(), stop.clone(), retries_used.clone());
         let src = source.clone();
         tokio::spawn(run_window(
             s.concurrency as usize,
             source,
             move |job: Job, _slot: Slot| {
-                let (client, limiter, src, stop_refused, retries_used) =
-                    (client.clone(), limiter.clone(), src.clone(), stop_refused.clone(), retries_used.clone());
+                let (client, limiter, src, stop_refused, retries_used) = (
+                    client.clone(),
+                    limiter.clone(),
+                    src.clone(),
+                    stop_refused.clone(),
+                    retries_used.clone(),
+                );
                 async move {
                     if let Some(l) = &limiter {
                         l.acquire().await;
@@ -491,23 +609,40 @@ async fn send_all(
                     match &outcome.result {
                         Ok(_) => {
                             src.finished();
-                            Event::Done { custom_id: job.custom_id, outcome, attempts: job.attempt + 1 }
+                            Event::Done {
+                                custom_id: job.custom_id,
+                                outcome,
+                                attempts: job.attempt + 1,
+                            }
                         }
                         Err(f) if matches!(f.kind, FailKind::Http(401 | 403)) => {
                             stop_refused.drain.cancel();
                             src.finished();
-                            Event::Refused { custom_id: job.custom_id, outcome }
+                            Event::Refused {
+                                custom_id: job.custom_id,
+                                outcome,
+                            }
                         }
                         Err(f) if f.kind.retryable() && job.attempt < policy.retries => {
                             let u: f64 = rand::thread_rng().gen();
                             let wait = policy.delay(job.attempt + 1, u, f.retry_after);
                             retries_used.fetch_add(1, Ordering::Relaxed);
-                            src.retry_later(Job { attempt: job.attempt + 1, ..job }, Instant::now() + wait);
+                            src.retry_later(
+                                Job {
+                                    attempt: job.attempt + 1,
+                                    ..job
+                                },
+                                Instant::now() + wait,
+                            );
                             Event::Retried
                         }
                         Err(_) => {
                             src.finished();
-                            Event::Done { custom_id: job.custom_id, outcome, attempts: job.attempt + 1 }
+                            Event::Done {
+                                custom_id: job.custom_id,
+                                outcome,
+                                attempts: job.attempt + 1,
+                            }
                         }
                     }
                 }
@@ -518,7 +653,11 @@ async fn send_all(
     };
 
     let start = Instant::now();
-    let mut progress = Progress::new(estimate, s.concurrency, s.plan.as_ref().map(|p| p.expected_rpm).or(s.tuning.rate));
+    let mut progress = Progress::new(
+        estimate,
+        s.concurrency,
+        s.plan.as_ref().map(|p| p.expected_rpm).or(s.tuning.rate),
+    );
     let (mut ok, mut failed, mut retried_requests, mut skipped_invalid) = (0u64, 0u64, 0u64, 0u64);
     let mut reader_stats: Option<(u64, u64, u64, u64)> = None;
     let mut latency = Hist::new();
@@ -592,7 +731,13 @@ async fn send_all(
     fresh_close(&source);
     let _ = tokio::task::spawn_blocking(move || reader.join()).await;
     while let Ok(note) = note_rx.try_recv() {
-        if let ReaderNote::Done { read, queued, skipped_done, other_shards } = note {
+        if let ReaderNote::Done {
+            read,
+            queued,
+            skipped_done,
+            other_shards,
+        } = note
+        {
             reader_stats = Some((read, queued, skipped_done, other_shards));
         }
     }
@@ -602,7 +747,11 @@ async fn send_all(
     let (_, queued, skipped_done, other_shards) = reader_stats.unwrap_or((0, ok + failed, 0, 0));
     let not_finished = queued.saturating_sub(ok + failed) + source.waiting_retries() as u64;
     let achieved_rpm = ok as f64 / wall * 60.0;
-    let predicted = s.plan.as_ref().filter(|p| p.expected_rpm > 0.0).map(|p| queued as f64 / p.expected_rpm * 60.0);
+    let predicted = s
+        .plan
+        .as_ref()
+        .filter(|p| p.expected_rpm > 0.0)
+        .map(|p| queued as f64 / p.expected_rpm * 60.0);
     let summary = RunSummary {
         input: s.input.display().to_string(),
         output: s.output.display().to_string(),
@@ -643,11 +792,23 @@ async fn send_all(
         wall
     );
     if let Some(p) = predicted {
-        line.push_str(&format!(" (predicted {p:.1}s, achieved/predicted {:.2})", wall / p.max(1e-9)));
+        line.push_str(&format!(
+            " (predicted {p:.1}s, achieved/predicted {:.2})",
+            wall / p.max(1e-9)
+        ));
     }
     ui::info(line);
-    ui::info(format!("output: {}; summary: {}", s.output.display(), s.summary_path.display()));
-    let outcome = |status| RunOutcome { status, wall_time_s: wall, achieved_rpm, requests: queued };
+    ui::info(format!(
+        "output: {}; summary: {}",
+        s.output.display(),
+        s.summary_path.display()
+    ));
+    let outcome = |status| RunOutcome {
+        status,
+        wall_time_s: wall,
+        achieved_rpm,
+        requests: queued,
+    };
     if let Some(msg) = refused {
         return Err(ui::unusable_error(
             format!("the endpoint refused the credentials ({msg}); stopped sending"),
@@ -655,14 +816,20 @@ async fn send_all(
         ));
     }
     if let Some(msg) = input_error {
-        return Err(usage_error(msg, Some("fix the input; --resume continues where this run stopped".into())));
+        return Err(usage_error(
+            msg,
+            Some("fix the input; --resume continues where this run stopped".into()),
+        ));
     }
     if interrupted {
         ui::hint_line("run the same command with --resume to send the rest");
         return Ok(outcome(ExitStatus::Interrupted));
     }
     if failed > 0 || not_finished > 0 {
-        ui::hint_line(format!("failures are listed in {}; --resume retries them", writer.errors_path().display()));
+        ui::hint_line(format!(
+            "failures are listed in {}; --resume retries them",
+            writer.errors_path().display()
+        ));
         return Ok(outcome(ExitStatus::Failure));
     }
     Ok(outcome(ExitStatus::Success))
@@ -677,7 +844,13 @@ fn fresh_close(source: &JobSource) {
 /// The output line of a finished request.
 fn output_record(custom_id: String, outcome: &Outcome) -> OutputRecord {
     match &outcome.result {
-        Ok(ok) => OutputRecord { custom_id, status_code: Some(ok.status), request_id: ok.request_id.clone(), body: ok.body.clone(), error: None },
+        Ok(ok) => OutputRecord {
+            custom_id,
+            status_code: Some(ok.status),
+            request_id: ok.request_id.clone(),
+            body: ok.body.clone(),
+            error: None,
+        },
         Err(f) => {
             let status = match f.kind {
                 FailKind::Http(code) => Some(code),
@@ -687,7 +860,13 @@ fn output_record(custom_id: String, outcome: &Outcome) -> OutputRecord {
                 FailKind::Http(c) => format!("http_{c}"),
                 other => other.label(),
             };
-            OutputRecord { custom_id, status_code: status, request_id: None, body: f.body.clone(), error: Some((code, f.message.clone())) }
+            OutputRecord {
+                custom_id,
+                status_code: status,
+                request_id: None,
+                body: f.body.clone(),
+                error: Some((code, f.message.clone())),
+            }
         }
     }
 }
@@ -710,12 +889,24 @@ impl Progress {
         let bar = (ui::stderr_is_tty() && !ui::quiet()).then(|| {
             let bar = indicatif::ProgressBar::new(total.unwrap_or(0));
             bar.set_style(
-                indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg} ETA {eta}")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg} ETA {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
             bar
         });
-        Progress { bar, total, done: 0, failed: 0, retries: 0, planned_rpm, concurrency, last_line: 0.0, recent: Default::default() }
+        Progress {
+            bar,
+            total,
+            done: 0,
+            failed: 0,
+            retries: 0,
+            planned_rpm,
+            concurrency,
+            last_line: 0.0,
+            recent: Default::default(),
+        }
     }
 
     fn set_total(&mut self, total: u64) {
@@ -752,7 +943,9 @@ impl Progress {
     fn tick(&mut self, start: Instant, retries: u64) {
         self.retries = retries;
         let rpm = self.rpm_now();
-        let planned = self.planned_rpm.map_or(String::new(), |p| format!(" / {} planned", ui::thousands(p)));
+        let planned = self
+            .planned_rpm
+            .map_or(String::new(), |p| format!(" / {} planned", ui::thousands(p)));
         let msg = format!(
             "{} RPM{planned}, {} failed, {} retries, {} in flight max",
             ui::thousands(rpm),
@@ -789,8 +982,15 @@ impl Progress {
 enum Lifecycle {
     None,
     /// The simulated resource's API: POST /resource.
-    Sim { base: String, key: Option<crate::secret::Secret> },
-    Hooks { on: Option<String>, off: Option<String>, ready_url: Option<String> },
+    Sim {
+        base: String,
+        key: Option<crate::secret::Secret>,
+    },
+    Hooks {
+        on: Option<String>,
+        off: Option<String>,
+        ready_url: Option<String>,
+    },
 }
 
 impl Lifecycle {
@@ -799,10 +999,17 @@ impl Lifecycle {
             let base = crate::client::base_url(&target.endpoint)
                 .map(|u| u.to_string().trim_end_matches('/').to_string())
                 .ok_or_else(|| usage_error("--resource sim needs an http(s) endpoint", None))?;
-            return Ok(Lifecycle::Sim { base, key: target.key.as_ref().map(|(k, _)| k.clone()) });
+            return Ok(Lifecycle::Sim {
+                base,
+                key: target.key.as_ref().map(|(k, _)| k.clone()),
+            });
         }
         if t.resource_on.is_some() || t.resource_off.is_some() || t.ready_url.is_some() {
-            return Ok(Lifecycle::Hooks { on: t.resource_on.clone(), off: t.resource_off.clone(), ready_url: t.ready_url.clone() });
+            return Ok(Lifecycle::Hooks {
+                on: t.resource_on.clone(),
+                off: t.resource_off.clone(),
+                ready_url: t.ready_url.clone(),
+            });
         }
         Ok(Lifecycle::None)
     }
@@ -839,7 +1046,9 @@ impl Lifecycle {
             Lifecycle::Hooks { .. } => Ok(()),
         };
         if let Err(err) = result {
-            ui::warn(format!("could not switch the resource off: {err:#}; switch it off by hand to stop paying for it"));
+            ui::warn(format!(
+                "could not switch the resource off: {err:#}; switch it off by hand to stop paying for it"
+            ));
         }
     }
 }
@@ -854,7 +1063,10 @@ pub(super) async fn post_resource(base: &str, key: Option<&crate::secret::Secret
     if let Some(k) = key {
         req = req.bearer_auth(k.expose());
     }
-    let resp = req.send().await.map_err(|e| anyhow::anyhow!("POST /resource failed: {}", e.without_url()))?;
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("POST /resource failed: {}", e.without_url()))?;
     if !resp.status().is_success() {
         anyhow::bail!("POST /resource answered {}", resp.status());
     }
@@ -874,7 +1086,11 @@ async fn wait_ready(url: &str, timeout: Duration) -> anyhow::Result<()> {
         }
         if Instant::now() + delay > deadline {
             return Err(ui::unusable_error(
-                format!("{} did not answer 200 within {}", crate::client::redact_url(url), humantime::format_duration(timeout)),
+                format!(
+                    "{} did not answer 200 within {}",
+                    crate::client::redact_url(url),
+                    humantime::format_duration(timeout)
+                ),
                 Some("raise --ready-timeout, or check that the resource came up".into()),
             ));
         }

@@ -71,7 +71,10 @@ impl Settings {
             return Err(usage_error("--gpus must be at least 1", None));
         }
         if !(m.ci_width.is_finite() && m.ci_width > 0.0 && m.ci_width < 1.0) {
-            return Err(usage_error(format!("--ci-width must be in (0, 1), got {}", m.ci_width), None));
+            return Err(usage_error(
+                format!("--ci-width must be in (0, 1), got {}", m.ci_width),
+                None,
+            ));
         }
         if m.max_duration.is_zero() {
             return Err(usage_error("--max-duration must be longer than 0s", None));
@@ -90,6 +93,15 @@ impl Settings {
     }
 }
 
+/// How prompts become request bodies.
+pub struct BodySpec {
+    pub api: Api,
+    pub max_tokens: Option<u32>,
+    pub field: MaxTokensField,
+    pub stream: bool,
+    pub model: Option<String>,
+}
+
 /// The requests a sweep sends, ready-made bodies cycled in order.
 pub struct Workload {
     kind: Kind,
@@ -100,33 +112,71 @@ pub struct Workload {
 enum Kind {
     /// A prompt of N words; request i starts with its number so no two prompts share a prefix
     /// (a prefix cache would otherwise make the resource look faster than it is for real work).
-    Synthetic { api: Api, words: String, max_tokens: u32, field: MaxTokensField },
+    Synthetic {
+        api: Api,
+        words: String,
+        max_tokens: u32,
+        field: MaxTokensField,
+    },
     Sampled(Vec<Bytes>),
 }
 
 impl Workload {
-    pub fn synthetic(api: Api, prompt_tokens: u32, max_tokens: u32, field: MaxTokensField, stream: bool, model: Option<String>) -> Workload {
-        const WORDS: [&str; 8] = ["measure", "the", "throughput", "of", "this", "inference", "endpoint", "carefully"];
-        let words = (1..prompt_tokens.max(1)).map(|i| WORDS[i as usize % WORDS.len()]).collect::<Vec<_>>().join(" ");
-        Workload { kind: Kind::Synthetic { api, words, max_tokens, field }, stream, model }
-    }
-
-    /// Reads up to `sample` requests from a batch file (the same reader as `run`).
-    pub fn sampled(
-        path: &Path,
-        format: Option<Format>,
+    pub fn synthetic(
         api: Api,
-        sample: usize,
-        max_tokens: Option<u32>,
+        prompt_tokens: u32,
+        max_tokens: u32,
         field: MaxTokensField,
         stream: bool,
         model: Option<String>,
-    ) -> anyhow::Result<Workload> {
+    ) -> Workload {
+        const WORDS: [&str; 8] = [
+            "measure",
+            "the",
+            "throughput",
+            "of",
+            "this",
+            "inference",
+            "endpoint",
+            "carefully",
+        ];
+        let words = (1..prompt_tokens.max(1))
+            .map(|i| WORDS[i as usize % WORDS.len()])
+            .collect::<Vec<_>>()
+            .join(" ");
+        Workload {
+            kind: Kind::Synthetic {
+                api,
+                words,
+                max_tokens,
+                field,
+            },
+            stream,
+            model,
+        }
+    }
+
+    /// Reads up to `sample` requests from a batch file (the same reader as `run`); text and
+    /// CSV prompts become bodies as `spec` says.
+    pub fn sampled(path: &Path, format: Option<Format>, sample: usize, spec: BodySpec) -> anyhow::Result<Workload> {
+        let BodySpec {
+            api,
+            max_tokens,
+            field,
+            stream,
+            model,
+        } = spec;
         let reader = Reader::open(path, format, ReadOptions::new(api)).map_err(|e| usage_error(e.to_string(), None))?;
         let mut bodies = Vec::new();
         for item in reader {
             let item = item.map_err(|issue| {
-                usage_error(issue.to_string(), Some("fix the line, or check the file with `sizeup run --input FILE` which lists every bad line".into()))
+                usage_error(
+                    issue.to_string(),
+                    Some(
+                        "fix the line, or check the file with `sizeup run --input FILE` which lists every bad line"
+                            .into(),
+                    ),
+                )
             })?;
             let mut body = match item.body {
                 Payload::Body(v) => v,
@@ -139,16 +189,32 @@ impl Workload {
             }
         }
         if bodies.is_empty() {
-            return Err(usage_error(format!("{} holds no requests to sample", path.display()), None));
+            return Err(usage_error(
+                format!("{} holds no requests to sample", path.display()),
+                None,
+            ));
         }
-        Ok(Workload { kind: Kind::Sampled(bodies), stream, model })
+        Ok(Workload {
+            kind: Kind::Sampled(bodies),
+            stream,
+            model,
+        })
     }
 
     fn body(&self, i: u64) -> Bytes {
         match &self.kind {
             Kind::Sampled(b) => b[(i % b.len() as u64) as usize].clone(),
-            Kind::Synthetic { api, words, max_tokens, field } => {
-                let prompt = if words.is_empty() { i.to_string() } else { format!("{i} {words}") };
+            Kind::Synthetic {
+                api,
+                words,
+                max_tokens,
+                field,
+            } => {
+                let prompt = if words.is_empty() {
+                    i.to_string()
+                } else {
+                    format!("{i} {words}")
+                };
                 let mut body: Value = build_body(*api, self.model.as_deref(), &prompt, Some(*max_tokens), *field);
                 prepare_body(&mut body, None, Some(self.stream));
                 Bytes::from(body.to_string())
@@ -195,7 +261,8 @@ pub async fn measure(
 ) -> anyhow::Result<SweepResult> {
     super::ensure_dir(out)?;
     let requests_path = out.join("requests.csv");
-    let file = std::fs::File::create(&requests_path).map_err(|e| usage_error(format!("cannot write {}: {e}", requests_path.display()), None))?;
+    let file = std::fs::File::create(&requests_path)
+        .map_err(|e| usage_error(format!("cannot write {}: {e}", requests_path.display()), None))?;
     let mut requests_csv = RequestsCsv::new(std::io::BufWriter::new(file))?;
     let mut summary = Summary {
         endpoint: endpoint_display.to_string(),
@@ -235,7 +302,9 @@ pub async fn measure(
         }
         let Some(row) = level.row else {
             if summary.levels.is_empty() {
-                return Err(level.unusable.unwrap_or_else(|| ui::unusable_error("no request succeeded", None)));
+                return Err(level
+                    .unusable
+                    .unwrap_or_else(|| ui::unusable_error("no request succeeded", None)));
             }
             break;
         };
@@ -245,7 +314,12 @@ pub async fn measure(
         requests_csv.flush()?;
         summary.tokens_estimated |= level.tokens_estimated;
         let slo_ok = meets_slo(&row, &s.slo);
-        points.push(LevelPoint { concurrency: c, rpm: row.rpm, half_width: (row.rpm_ci_high - row.rpm_ci_low) / 2.0, slo_ok });
+        points.push(LevelPoint {
+            concurrency: c,
+            rpm: row.rpm,
+            half_width: (row.rpm_ci_high - row.rpm_ci_low) / 2.0,
+            slo_ok,
+        });
         if row.client_limited {
             ui::warn(format!(
                 "level {c}: sizeup itself was slow to start requests (client-limited); the figures may understate the resource. Try fewer levels at once, a release build, or a less busy machine."
@@ -259,7 +333,11 @@ pub async fn measure(
             row.latency_p95_ms,
             row.requests_ok,
             row.requests_failed,
-            if level.ci_met { "" } else { "  (CI wider than --ci-width: hit --max-duration)" }
+            if level.ci_met {
+                ""
+            } else {
+                "  (CI wider than --ci-width: hit --max-duration)"
+            }
         ));
         summary.ci_met.push(level.ci_met);
         summary.levels.push(row);
@@ -275,7 +353,9 @@ pub async fn measure(
 
 fn meets_slo(row: &LevelRow, slo: &SloArgs) -> bool {
     slo.max_latency_p95_ms.is_none_or(|m| row.latency_p95_ms <= m)
-        && slo.max_ttft_p95_ms.is_none_or(|m| row.ttft_p95_ms.is_some_and(|t| t <= m))
+        && slo
+            .max_ttft_p95_ms
+            .is_none_or(|m| row.ttft_p95_ms.is_some_and(|t| t <= m))
         && slo.max_error_rate.is_none_or(|m| row.error_rate <= m)
 }
 
@@ -330,7 +410,10 @@ async fn measure_level(
     let offset_ms = (level_start - sweep_start).as_secs_f64() * 1000.0;
     let stop = Stop::new();
     let (tx, mut rx) = mpsc::unbounded_channel::<Rec>();
-    let source = Arc::new(Requests { workload: workload.clone(), next: AtomicU64::new(0) });
+    let source = Arc::new(Requests {
+        workload: workload.clone(),
+        next: AtomicU64::new(0),
+    });
     let stream = workload.stream;
     let cl = client.clone();
     let window = tokio::spawn(run_window(
@@ -341,7 +424,12 @@ async fn measure_level(
             async move {
                 let outcome = cl.send(body, stream, false).await;
                 let since = |t: Instant| (t - level_start).as_secs_f64();
-                Rec { start: since(outcome.start), end: since(outcome.end), sched_delay: slot.sched_delay.as_secs_f64(), outcome }
+                Rec {
+                    start: since(outcome.start),
+                    end: since(outcome.end),
+                    sched_delay: slot.sched_delay.as_secs_f64(),
+                    outcome,
+                }
             }
         },
         tx,
@@ -410,39 +498,78 @@ async fn measure_level(
     stop.drain.cancel();
     stop.abandon.cancel();
     let _ = window.await;
-    let empty = LevelResult { row: None, requests: Vec::new(), ci_met, interrupted, tokens_estimated: false, unusable: None };
+    let empty = LevelResult {
+        row: None,
+        requests: Vec::new(),
+        ci_met,
+        interrupted,
+        tokens_estimated: false,
+        unusable: None,
+    };
     if let Some(err) = unusable {
-        return LevelResult { unusable: Some(err), ..empty };
+        return LevelResult {
+            unusable: Some(err),
+            ..empty
+        };
     }
     let Some(w) = warm_end else {
         if recs.is_empty() || !recs.iter().any(|r| r.outcome.is_ok()) {
-            let err = if recs.is_empty() { None } else { Some(unusable_reason(&recs)) };
+            let err = if recs.is_empty() {
+                None
+            } else {
+                Some(unusable_reason(&recs))
+            };
             return LevelResult { unusable: err, ..empty };
         }
         // Interrupted during warm-up: nothing measured at this level.
         return empty;
     };
     let (row, requests, estimated) = summarize_level(c, s.gpus, &recs, w, end, offset_ms);
-    LevelResult { row: Some(row), requests, ci_met, interrupted, tokens_estimated: estimated, unusable: None }
+    LevelResult {
+        row: Some(row),
+        requests,
+        ci_met,
+        interrupted,
+        tokens_estimated: estimated,
+        unusable: None,
+    }
 }
 
 /// Exit 3 with the reason every warm-up request failed.
 fn unusable_reason(recs: &[Rec]) -> anyhow::Error {
     let first = recs.iter().find_map(|r| r.outcome.result.as_ref().err());
-    let Some(f) = first else { return ui::unusable_error("no request finished", None) };
+    let Some(f) = first else {
+        return ui::unusable_error("no request finished", None);
+    };
     let hint = match f.kind {
         FailKind::Http(401 | 403) => "check the API key: sizeup reads SIZEUP_API_KEY, else OPENAI_API_KEY".to_string(),
-        FailKind::Http(404) => "check --endpoint, --api and --model (GET /v1/models lists the served models)".to_string(),
+        FailKind::Http(404) => {
+            "check --endpoint, --api and --model (GET /v1/models lists the served models)".to_string()
+        }
         FailKind::Connect => "is the server up? check --endpoint".to_string(),
         _ => "every warm-up request failed; check the endpoint's logs".to_string(),
     };
     ui::unusable_error(format!("every warm-up request failed: {}", f.message), Some(hint))
 }
 
-fn summarize_level(c: u32, gpus: u32, recs: &[Rec], w: f64, end: f64, offset_ms: f64) -> (LevelRow, Vec<RequestRow>, bool) {
+fn summarize_level(
+    c: u32,
+    gpus: u32,
+    recs: &[Rec],
+    w: f64,
+    end: f64,
+    offset_ms: f64,
+) -> (LevelRow, Vec<RequestRow>, bool) {
     let window = (end - w).max(f64::MIN_POSITIVE);
-    let ok_ends: Vec<f64> = recs.iter().filter(|r| r.outcome.is_ok() && r.end >= w && r.end < end).map(|r| r.end).collect();
-    let failed = recs.iter().filter(|r| !r.outcome.is_ok() && r.end >= w && r.end < end).count() as u64;
+    let ok_ends: Vec<f64> = recs
+        .iter()
+        .filter(|r| r.outcome.is_ok() && r.end >= w && r.end < end)
+        .map(|r| r.end)
+        .collect();
+    let failed = recs
+        .iter()
+        .filter(|r| !r.outcome.is_ok() && r.end >= w && r.end < end)
+        .count() as u64;
     let est = rate_ci(&ok_ends, w, end, 0.95);
     let rpm = ok_ends.len() as f64 / window * 60.0;
     let (low, high) = match est {
@@ -462,7 +589,10 @@ fn summarize_level(c: u32, gpus: u32, recs: &[Rec], w: f64, end: f64, offset_ms:
     let mut rows = Vec::new();
     for r in recs {
         let e2e_ms = (r.end - r.start) * 1000.0;
-        let ttft_ms = r.outcome.first_token.map(|t| (t - r.outcome.start).as_secs_f64() * 1000.0);
+        let ttft_ms = r
+            .outcome
+            .first_token
+            .map(|t| (t - r.outcome.start).as_secs_f64() * 1000.0);
         if let Ok(ok) = &r.outcome.result {
             if r.end >= w && r.end < end {
                 tokens_in_window += ok.usage.completion_tokens;
@@ -484,7 +614,12 @@ fn summarize_level(c: u32, gpus: u32, recs: &[Rec], w: f64, end: f64, offset_ms:
                         lat.tpot.record_ms(tp);
                     }
                 }
-                ("ok".to_string(), String::new(), ok.usage.prompt_tokens, Some(ok.usage.completion_tokens))
+                (
+                    "ok".to_string(),
+                    String::new(),
+                    ok.usage.prompt_tokens,
+                    Some(ok.usage.completion_tokens),
+                )
             }
             Err(f) => (f.kind.label(), f.message.clone(), None, None),
         };
@@ -504,7 +639,11 @@ fn summarize_level(c: u32, gpus: u32, recs: &[Rec], w: f64, end: f64, offset_ms:
     // starting, against the latency it measures. Above 5% (and 1 ms), the client, not the
     // resource, is limiting.
     let mean_sched = if measured > 0 { sched / measured as f64 } else { 0.0 };
-    let mean_latency = if measured > 0 { latency_sum / measured as f64 } else { 0.0 };
+    let mean_latency = if measured > 0 {
+        latency_sum / measured as f64
+    } else {
+        0.0
+    };
     let client_limited = mean_sched > 0.001 && mean_sched > 0.05 * mean_latency;
     let total = ok_ends.len() as u64 + failed;
     let row = LevelRow {
@@ -531,18 +670,43 @@ fn summarize_level(c: u32, gpus: u32, recs: &[Rec], w: f64, end: f64, offset_ms:
 }
 
 /// Builds the workload from the sweep flags.
-pub fn workload_from(w: &WorkloadArgs, api: Api, field: MaxTokensField, stream: bool, model: Option<String>) -> anyhow::Result<Workload> {
+pub fn workload_from(
+    w: &WorkloadArgs,
+    api: Api,
+    field: MaxTokensField,
+    stream: bool,
+    model: Option<String>,
+) -> anyhow::Result<Workload> {
     match &w.input {
         Some(path) => {
             let format = parse_format(w.format.as_deref())?;
-            Workload::sampled(path, format, api, w.sample, Some(w.max_tokens), field, stream, model)
+            Workload::sampled(
+                path,
+                format,
+                w.sample,
+                BodySpec {
+                    api,
+                    max_tokens: Some(w.max_tokens),
+                    field,
+                    stream,
+                    model,
+                },
+            )
         }
-        None => Ok(Workload::synthetic(api, w.prompt_tokens, w.max_tokens, field, stream, model)),
+        None => Ok(Workload::synthetic(
+            api,
+            w.prompt_tokens,
+            w.max_tokens,
+            field,
+            stream,
+            model,
+        )),
     }
 }
 
 pub fn parse_format(s: Option<&str>) -> anyhow::Result<Option<Format>> {
-    s.map(|f| f.parse::<Format>().map_err(|e| usage_error(e.to_string(), None))).transpose()
+    s.map(|f| f.parse::<Format>().map_err(|e| usage_error(e.to_string(), None)))
+        .transpose()
 }
 
 pub async fn run(args: SweepArgs, interrupt: CancellationToken) -> anyhow::Result<ExitStatus> {
@@ -558,7 +722,13 @@ pub async fn run(args: SweepArgs, interrupt: CancellationToken) -> anyhow::Resul
     let target = Target::open(&args.endpoint, &args.sim, args.gpus).await?;
     let result = async {
         let model = target.model(&args.endpoint).await?;
-        let workload = Arc::new(workload_from(&args.workload, args.endpoint.api, args.endpoint.max_tokens_field, stream, model)?);
+        let workload = Arc::new(workload_from(
+            &args.workload,
+            args.endpoint.api,
+            args.endpoint.max_tokens_field,
+            stream,
+            model,
+        )?);
         let client = Arc::new(target.client(&args.endpoint, max_level(&settings.levels))?);
         measure(&settings, client, workload, &out, &target.display, interrupt).await
     }
@@ -601,7 +771,14 @@ mod tests {
 
     #[test]
     fn synthetic_prompts_are_unique_and_sized() {
-        let w = Workload::synthetic(Api::Completions, 5, 3, MaxTokensField::MaxTokens, true, Some("m".into()));
+        let w = Workload::synthetic(
+            Api::Completions,
+            5,
+            3,
+            MaxTokensField::MaxTokens,
+            true,
+            Some("m".into()),
+        );
         let a: Value = serde_json::from_slice(&w.body(0)).unwrap();
         let b: Value = serde_json::from_slice(&w.body(1)).unwrap();
         assert_ne!(a["prompt"], b["prompt"]);

@@ -78,7 +78,10 @@ pub async fn run_window<S, F, Fut, R>(
                     item = source.next() => item,
                 };
                 let Some(item) = item else { break };
-                let slot = Slot { worker, sched_delay: Instant::now() - freed };
+                let slot = Slot {
+                    worker,
+                    sched_delay: Instant::now() - freed,
+                };
                 let result = tokio::select! {
                     biased;
                     _ = stop.abandon.cancelled() => break,
@@ -93,6 +96,21 @@ pub async fn run_window<S, F, Fut, R>(
     }
     drop(results);
     while workers.join_next().await.is_some() {}
+}
+
+/// The first Ctrl-C cancels `drain` (finish what is in flight), the second `abandon`.
+pub fn watch_ctrl_c() -> Stop {
+    let stop = Stop::new();
+    let s = stop.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            s.drain.cancel();
+            if tokio::signal::ctrl_c().await.is_ok() {
+                s.abandon.cancel();
+            }
+        }
+    });
+    stop
 }
 
 #[cfg(test)]
@@ -118,7 +136,10 @@ mod tests {
         let in_flight = Arc::new(AtomicUsize::new(0));
         let peak = Arc::new(AtomicUsize::new(0));
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let source = Arc::new(Counter { next: AtomicU64::new(0), total: 100 });
+        let source = Arc::new(Counter {
+            next: AtomicU64::new(0),
+            total: 100,
+        });
         let (f, p) = (in_flight.clone(), peak.clone());
         let start = Instant::now();
         run_window(
@@ -155,17 +176,26 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn drain_and_abandon() {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let source = Arc::new(Counter { next: AtomicU64::new(0), total: u64::MAX });
+        let source = Arc::new(Counter {
+            next: AtomicU64::new(0),
+            total: u64::MAX,
+        });
         let stop = Stop::new();
         let s2 = stop.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(55)).await;
             s2.drain.cancel();
         });
-        run_window(2, source, |i: u64, _| async move {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            i
-        }, tx, stop)
+        run_window(
+            2,
+            source,
+            |i: u64, _| async move {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                i
+            },
+            tx,
+            stop,
+        )
         .await;
         let mut n = 0;
         while rx.recv().await.is_some() {
@@ -175,7 +205,10 @@ mod tests {
         assert_eq!(n, 12);
 
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let source = Arc::new(Counter { next: AtomicU64::new(0), total: u64::MAX });
+        let source = Arc::new(Counter {
+            next: AtomicU64::new(0),
+            total: u64::MAX,
+        });
         let stop = Stop::new();
         let s2 = stop.clone();
         tokio::spawn(async move {
@@ -183,10 +216,16 @@ mod tests {
             s2.drain.cancel();
             s2.abandon.cancel();
         });
-        run_window(2, source, |i: u64, _| async move {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            i
-        }, tx, stop)
+        run_window(
+            2,
+            source,
+            |i: u64, _| async move {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                i
+            },
+            tx,
+            stop,
+        )
         .await;
         let mut n = 0;
         while rx.recv().await.is_some() {
@@ -194,19 +233,4 @@ mod tests {
         }
         assert_eq!(n, 10, "abandoned requests are not reported");
     }
-}
-
-/// The first Ctrl-C cancels `drain` (finish what is in flight), the second `abandon`.
-pub fn watch_ctrl_c() -> Stop {
-    let stop = Stop::new();
-    let s = stop.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            s.drain.cancel();
-            if tokio::signal::ctrl_c().await.is_ok() {
-                s.abandon.cancel();
-            }
-        }
-    });
-    stop
 }

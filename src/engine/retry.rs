@@ -16,7 +16,9 @@ impl RetryPolicy {
     /// `u` in [0, 1) and the server's Retry-After. Full jitter spreads retries of requests
     /// that failed together, so they do not return as one wave.
     pub fn delay(&self, attempt: u32, u: f64, retry_after: Option<Duration>) -> Duration {
-        let exp = self.base.saturating_mul(1u32.checked_shl(attempt.saturating_sub(1).min(20)).unwrap_or(u32::MAX));
+        let exp = self
+            .base
+            .saturating_mul(1u32.checked_shl(attempt.saturating_sub(1).min(20)).unwrap_or(u32::MAX));
         let cap = exp.min(self.max);
         let jittered = cap.mul_f64(u.clamp(0.0, 1.0));
         match retry_after {
@@ -32,7 +34,11 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_caps() {
-        let p = RetryPolicy { retries: 5, base: Duration::from_millis(100), max: Duration::from_secs(1) };
+        let p = RetryPolicy {
+            retries: 5,
+            base: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+        };
         assert_eq!(p.delay(1, 0.999_999, None).as_millis(), 99);
         assert_eq!(p.delay(3, 0.5, None), Duration::from_millis(200));
         assert_eq!(p.delay(10, 0.5, None), Duration::from_millis(500));

@@ -77,12 +77,7 @@ pub fn student_t_ci(samples: &[f64], confidence: f64) -> Option<MeanCi> {
 /// Events outside the window (including one exactly at `end`, and any NaN)
 /// are ignored. Returns an empty vector when `batches` is 0 or the window is
 /// empty, reversed or not finite.
-pub fn batch_means_per_minute(
-    event_times_s: &[f64],
-    start: f64,
-    end: f64,
-    batches: usize,
-) -> Vec<f64> {
+pub fn batch_means_per_minute(event_times_s: &[f64], start: f64, end: f64, batches: usize) -> Vec<f64> {
     if batches == 0 || !start.is_finite() || !end.is_finite() || end <= start {
         return Vec::new();
     }
@@ -97,10 +92,7 @@ pub fn batch_means_per_minute(
             counts[idx] += 1;
         }
     }
-    counts
-        .into_iter()
-        .map(|c| c as f64 / width * 60.0)
-        .collect()
+    counts.into_iter().map(|c| c as f64 / width * 60.0).collect()
 }
 
 /// How many sub-windows to use for `events` events: at least 5, at most 30,
@@ -137,19 +129,11 @@ pub struct RateEstimate {
 /// not finite, it holds no events (a zero-width interval around zero would
 /// claim certainty that was never observed), fewer than 5 batches are
 /// possible, or `confidence` is not in (0, 1).
-pub fn rate_ci(
-    event_times_s: &[f64],
-    start: f64,
-    end: f64,
-    confidence: f64,
-) -> Option<RateEstimate> {
+pub fn rate_ci(event_times_s: &[f64], start: f64, end: f64, confidence: f64) -> Option<RateEstimate> {
     if !start.is_finite() || !end.is_finite() || end <= start {
         return None;
     }
-    let count = event_times_s
-        .iter()
-        .filter(|&&t| start <= t && t < end)
-        .count();
+    let count = event_times_s.iter().filter(|&&t| start <= t && t < end).count();
     if count == 0 {
         return None;
     }
@@ -335,11 +319,7 @@ mod tests {
         assert_eq!(r.batches, 5);
         assert!(close(r.per_minute, 60.0, 1e-9));
         assert!(close(r.ci.mean, 60.0, 1e-9));
-        assert!(
-            close(r.ci.half_width, 10.535873, 1e-4),
-            "{}",
-            r.ci.half_width
-        );
+        assert!(close(r.ci.half_width, 10.535873, 1e-4), "{}", r.ci.half_width);
     }
 
     #[test]

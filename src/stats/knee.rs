@@ -70,11 +70,7 @@ fn best_ok(levels: &[LevelPoint]) -> Option<&LevelPoint> {
     levels
         .iter()
         .filter(|l| l.slo_ok && l.rpm.is_finite())
-        .min_by(|a, b| {
-            b.rpm
-                .total_cmp(&a.rpm)
-                .then(a.concurrency.cmp(&b.concurrency))
-        })
+        .min_by(|a, b| b.rpm.total_cmp(&a.rpm).then(a.concurrency.cmp(&b.concurrency)))
 }
 
 /// The knee: among SLO-meeting levels, `best` = the one with max rpm; knee =
@@ -95,12 +91,9 @@ pub fn knee(levels: &[LevelPoint]) -> Option<Knee> {
         // `best` is indistinguishable from itself unless its half-width is
         // NaN; fall back to it rather than report no knee.
         .unwrap_or(best);
-    let slo_blocks_growth = levels.iter().any(|l| {
-        !l.slo_ok
-            && l.concurrency > at.concurrency
-            && l.rpm > best.rpm
-            && !indistinguishable(l, best)
-    });
+    let slo_blocks_growth = levels
+        .iter()
+        .any(|l| !l.slo_ok && l.concurrency > at.concurrency && l.rpm > best.rpm && !indistinguishable(l, best));
     Some(Knee {
         concurrency: at.concurrency,
         rpm: at.rpm,
@@ -236,10 +229,7 @@ mod tests {
         let mut measured: Vec<LevelPoint> = Vec::new();
         while let Some(c) = next_level(&measured, max) {
             assert!(c >= 1 && c <= max, "out of range: {c}");
-            assert!(
-                measured.iter().all(|l| l.concurrency != c),
-                "re-measured {c}"
-            );
+            assert!(measured.iter().all(|l| l.concurrency != c), "re-measured {c}");
             assert!(measured.len() < 1000, "search did not terminate");
             measured.push(measure(c));
         }
@@ -276,10 +266,7 @@ mod tests {
     #[test]
     fn knee_empty_or_no_slo() {
         assert_eq!(knee(&[]), None);
-        assert_eq!(
-            knee(&[lp(1, 10.0, 1.0, false), lp(2, 20.0, 1.0, false)]),
-            None
-        );
+        assert_eq!(knee(&[lp(1, 10.0, 1.0, false), lp(2, 20.0, 1.0, false)]), None);
     }
 
     #[test]

@@ -4,17 +4,11 @@
 use hdrhistogram::Histogram;
 
 /// One histogram per latency kind of a concurrency level.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct LatencySet {
     pub e2e: Hist,
     pub ttft: Hist,
     pub tpot: Hist,
-}
-
-impl Default for LatencySet {
-    fn default() -> Self {
-        LatencySet { e2e: Hist::new(), ttft: Hist::new(), tpot: Hist::new() }
-    }
 }
 
 /// A histogram of durations.

@@ -2,7 +2,16 @@
 
 use crate::util::{batch_file, read_json, sizeup};
 
-const SIM: [&str; 8] = ["--batch", "4", "--decode-step-ms", "5", "--decode-step-ms-per-seq", "0", "--prefill-ms-per-1k", "0"];
+const SIM: [&str; 8] = [
+    "--batch",
+    "4",
+    "--decode-step-ms",
+    "5",
+    "--decode-step-ms-per-seq",
+    "0",
+    "--prefill-ms-per-1k",
+    "0",
+];
 
 #[test]
 fn sweep_plan_run_in_one_command() {
@@ -12,7 +21,18 @@ fn sweep_plan_run_in_one_command() {
     let assert = sizeup()
         .args(["auto", "--yes", "--input"])
         .arg(&input)
-        .args(["--target-rpm", "6000", "--concurrency", "1,2,4,8", "--warmup", "300ms", "--max-duration", "3s", "--ci-width", "0.05"])
+        .args([
+            "--target-rpm",
+            "6000",
+            "--concurrency",
+            "1,2,4,8",
+            "--warmup",
+            "300ms",
+            "--max-duration",
+            "3s",
+            "--ci-width",
+            "0.05",
+        ])
         .args(["--min-requests", "30", "--sample", "50", "--out"])
         .arg(&out)
         .args(SIM)
@@ -20,7 +40,15 @@ fn sweep_plan_run_in_one_command() {
         .success();
     let stdout = String::from_utf8_lossy(&assert.get_output().stdout).to_string();
     assert!(stdout.contains("GPUs:"), "the plan is printed: {stdout}");
-    for f in ["summary.json", "levels.csv", "requests.csv", "throughput.svg", "plan.json", "output.jsonl", "run-summary.json"] {
+    for f in [
+        "summary.json",
+        "levels.csv",
+        "requests.csv",
+        "throughput.svg",
+        "plan.json",
+        "output.jsonl",
+        "run-summary.json",
+    ] {
         assert!(out.join(f).exists(), "{f} missing");
     }
     let plan = read_json(&out.join("plan.json"));
@@ -31,7 +59,10 @@ fn sweep_plan_run_in_one_command() {
     assert_eq!(run["requests_ok"], 600);
     let predicted = run["predicted_duration_s"].as_f64().unwrap();
     let achieved = run["achieved_duration_s"].as_f64().unwrap();
-    assert!((achieved / predicted - 1.0).abs() < 0.25, "predicted {predicted:.2}s, achieved {achieved:.2}s");
+    assert!(
+        (achieved / predicted - 1.0).abs() < 0.25,
+        "predicted {predicted:.2}s, achieved {achieved:.2}s"
+    );
     let lines = std::fs::read_to_string(out.join("output.jsonl")).unwrap();
     assert_eq!(lines.lines().count(), 600);
 }
@@ -44,13 +75,28 @@ fn without_a_terminal_or_yes_it_stops_after_the_plan() {
     sizeup()
         .args(["auto", "--input"])
         .arg(&input)
-        .args(["--target-rpm", "1000", "--concurrency", "1,2", "--warmup", "200ms", "--max-duration", "2s", "--min-requests", "20", "--out"])
+        .args([
+            "--target-rpm",
+            "1000",
+            "--concurrency",
+            "1,2",
+            "--warmup",
+            "200ms",
+            "--max-duration",
+            "2s",
+            "--min-requests",
+            "20",
+            "--out",
+        ])
         .arg(&out)
         .args(SIM)
         .assert()
         .success();
     assert!(out.join("plan.json").exists());
-    assert!(!out.join("run-summary.json").exists(), "nothing may run without consent");
+    assert!(
+        !out.join("run-summary.json").exists(),
+        "nothing may run without consent"
+    );
     let output = out.join("output.jsonl");
     assert!(!output.exists() || std::fs::read_to_string(&output).unwrap().is_empty());
 }

@@ -37,17 +37,41 @@ fn issue_example_four_gpus_eight_each_94_seconds() {
     let assert = sizeup()
         .args(["plan", "--sweep"])
         .arg(&sweep)
-        .args(["--target-rpm", "30000", "--requests", "60000", "--gpu-hour-cost", "2.5", "--out"])
+        .args([
+            "--target-rpm",
+            "30000",
+            "--requests",
+            "60000",
+            "--gpu-hour-cost",
+            "2.5",
+            "--out",
+        ])
         .arg(&out)
         .assert()
         .success();
     let stdout = String::from_utf8_lossy(&assert.get_output().stdout).to_string();
-    assert!(stdout.contains("4 GPUs: 30,000 RPM target x 1.10 / 9,500 RPM per GPU (95% CI low) = 3.47 -> 4"), "{stdout}");
+    assert!(
+        stdout.contains("4 GPUs: 30,000 RPM target x 1.10 / 9,500 RPM per GPU (95% CI low) = 3.47 -> 4"),
+        "{stdout}"
+    );
     assert!(stdout.contains("assumes linear scaling"), "{stdout}");
     let plan = read_json(&out);
     // Exactly the contract's fields (extensions may follow).
-    for key in ["target_rpm", "gpus", "concurrency_per_gpu", "total_concurrency", "rpm_per_gpu", "rpm_per_gpu_low",
-                "expected_rpm", "expected_latency_p95_ms", "headroom", "requests", "expected_duration_s", "cost_usd", "sweep"] {
+    for key in [
+        "target_rpm",
+        "gpus",
+        "concurrency_per_gpu",
+        "total_concurrency",
+        "rpm_per_gpu",
+        "rpm_per_gpu_low",
+        "expected_rpm",
+        "expected_latency_p95_ms",
+        "headroom",
+        "requests",
+        "expected_duration_s",
+        "cost_usd",
+        "sweep",
+    ] {
         assert!(plan.get(key).is_some(), "plan.json lacks {key}");
     }
     assert_eq!(plan["gpus"], 4);
@@ -119,21 +143,45 @@ fn bad_plan_inputs_exit_2() {
         vec!["--target-rpm", "100", "--max-error-rate", "2"],
         vec!["--target-rpm", "100", "--gpu-hour-cost", "-1", "--requests", "5"],
     ] {
-        let out = sizeup().args(["plan", "--sweep"]).arg(&sweep).args(&args).arg("--out").arg(tmp.path().join("x.json")).output().unwrap();
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = sizeup()
+            .args(["plan", "--sweep"])
+            .arg(&sweep)
+            .args(&args)
+            .arg("--out")
+            .arg(tmp.path().join("x.json"))
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     // An edited summary: the error names the file and line.
     let broken = tmp.path().join("broken");
     std::fs::create_dir_all(&broken).unwrap();
-    std::fs::write(broken.join("summary.json"), "{\n  \"endpoint\": \"x\",\n  \"gpus\": \"two\"\n}\n").unwrap();
-    let out = sizeup().args(["plan", "--target-rpm", "100", "--sweep"]).arg(&broken).output().unwrap();
+    std::fs::write(
+        broken.join("summary.json"),
+        "{\n  \"endpoint\": \"x\",\n  \"gpus\": \"two\"\n}\n",
+    )
+    .unwrap();
+    let out = sizeup()
+        .args(["plan", "--target-rpm", "100", "--sweep"])
+        .arg(&broken)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("summary.json:3"), "{err}");
     // A folder without summary.json.
     let empty = tmp.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    let out = sizeup().args(["plan", "--target-rpm", "100", "--sweep"]).arg(&empty).output().unwrap();
+    let out = sizeup()
+        .args(["plan", "--target-rpm", "100", "--sweep"])
+        .arg(&empty)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("summary.json"));
 }

@@ -23,7 +23,16 @@ async fn sweep_finds_knee(gpus: usize, batch: usize, step_ms: f64, jitter: f64) 
     let output = tokio::task::spawn_blocking(move || {
         sizeup()
             .args(["sweep", "--json", "--endpoint", &url, "--gpus", &gpus.to_string()])
-            .args(["--warmup", "300ms", "--max-duration", "5s", "--min-requests", "40", "--ci-width", "0.03"])
+            .args([
+                "--warmup",
+                "300ms",
+                "--max-duration",
+                "5s",
+                "--min-requests",
+                "40",
+                "--ci-width",
+                "0.03",
+            ])
             .args(["--prompt-tokens", "4", "--max-tokens", &TOKENS.to_string(), "--out"])
             .arg(&out2)
             .output()
@@ -37,13 +46,20 @@ async fn sweep_finds_knee(gpus: usize, batch: usize, step_ms: f64, jitter: f64) 
     let summary: serde_json::Value = serde_json::from_slice(&output.stdout).expect("--json prints summary.json");
     assert_eq!(summary, read_json(&out.join("summary.json")));
     let gb = (gpus * batch) as u64;
-    assert_eq!(summary["knee"]["concurrency"].as_u64(), Some(gb), "{stderr}\n{summary:#}");
+    assert_eq!(
+        summary["knee"]["concurrency"].as_u64(),
+        Some(gb),
+        "{stderr}\n{summary:#}"
+    );
     assert_eq!(summary["knee"]["limited_by"], "saturation");
     assert_eq!(summary["batch_size_per_gpu"].as_f64(), Some(batch as f64));
     let formula = expected_rpm(&params, gpus, gpus * batch, 4, TOKENS) / gpus as f64;
     let measured = summary["knee"]["rpm_per_gpu"].as_f64().unwrap();
     // ±15% here; the tight ±5% check lives in the benchmark.
-    assert!((measured / formula - 1.0).abs() < 0.15, "measured {measured:.0} RPM/GPU vs formula {formula:.0}");
+    assert!(
+        (measured / formula - 1.0).abs() < 0.15,
+        "measured {measured:.0} RPM/GPU vs formula {formula:.0}"
+    );
     let levels = summary["levels"].as_array().unwrap();
     for l in levels {
         assert!(l["rpm_ci_low"].as_f64().unwrap() <= l["rpm"].as_f64().unwrap());
@@ -61,7 +77,10 @@ async fn sweep_finds_knee(gpus: usize, batch: usize, step_ms: f64, jitter: f64) 
     assert_eq!(levels_csv.lines().count(), levels.len() + 1);
     let requests_csv = std::fs::read_to_string(out.join("requests.csv")).unwrap();
     let mut lines = requests_csv.lines();
-    assert_eq!(lines.next().unwrap(), "concurrency,start_ms,latency_ms,ttft_ms,prompt_tokens,output_tokens,status,error");
+    assert_eq!(
+        lines.next().unwrap(),
+        "concurrency,start_ms,latency_ms,ttft_ms,prompt_tokens,output_tokens,status,error"
+    );
     let row: Vec<&str> = lines.next().unwrap().split(',').collect();
     assert_eq!(row[4], "4", "prompt tokens from usage");
     assert_eq!(row[5], TOKENS.to_string(), "output tokens from usage");
@@ -84,7 +103,18 @@ async fn knee_at_five_for_one_gpu_of_five_with_jitter() {
 async fn unusable_endpoint_exits_3() {
     // Refused connection.
     let out = tokio::task::spawn_blocking(|| {
-        sizeup().args(["sweep", "--endpoint", "http://127.0.0.1:1", "--model", "m", "--concurrency", "1"]).output().unwrap()
+        sizeup()
+            .args([
+                "sweep",
+                "--endpoint",
+                "http://127.0.0.1:1",
+                "--model",
+                "m",
+                "--concurrency",
+                "1",
+            ])
+            .output()
+            .unwrap()
     })
     .await
     .unwrap();
@@ -97,7 +127,17 @@ async fn unusable_endpoint_exits_3() {
     let out = tokio::task::spawn_blocking(move || {
         sizeup()
             .env("SIZEUP_API_KEY", "wrong-key-123")
-            .args(["sweep", "--endpoint", &url, "--concurrency", "1", "--warmup", "100ms", "--model", "sizeup-sim"])
+            .args([
+                "sweep",
+                "--endpoint",
+                &url,
+                "--concurrency",
+                "1",
+                "--warmup",
+                "100ms",
+                "--model",
+                "sizeup-sim",
+            ])
             .output()
             .unwrap()
     })

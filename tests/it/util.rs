@@ -8,7 +8,12 @@ use std::time::Duration;
 pub fn fast_sim(gpus: usize, batch: usize, step_ms: f64, jitter: f64) -> SimConfig {
     SimConfig {
         gpus,
-        params: GpuParams { batch, prefill_ms_per_1k: 0.0, decode_step_ms: step_ms, decode_step_ms_per_seq: 0.0 },
+        params: GpuParams {
+            batch,
+            prefill_ms_per_1k: 0.0,
+            decode_step_ms: step_ms,
+            decode_step_ms_per_seq: 0.0,
+        },
         jitter,
         default_max_tokens: 4,
         retry_after: Duration::from_secs(1),
@@ -18,7 +23,9 @@ pub fn fast_sim(gpus: usize, batch: usize, step_ms: f64, jitter: f64) -> SimConf
 
 pub fn sizeup() -> assert_cmd::Command {
     let mut cmd = assert_cmd::Command::cargo_bin("sizeup").expect("binary built");
-    cmd.env_remove("SIZEUP_API_KEY").env_remove("OPENAI_API_KEY").env("NO_COLOR", "1");
+    cmd.env_remove("SIZEUP_API_KEY")
+        .env_remove("OPENAI_API_KEY")
+        .env("NO_COLOR", "1");
     cmd
 }
 
