@@ -92,6 +92,10 @@ pub struct EndpointArgs {
     /// Limit for one whole request, from send to its last byte.
     #[arg(long, value_parser = parse_duration, default_value = "300s")]
     pub timeout: Duration,
+    /// Limit from sending a request to its answer's headers (default: only --timeout).
+    /// Streaming servers send headers at once, so this catches a stuck server early.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub first_byte_timeout: Option<Duration>,
     /// Limit for opening a connection (TCP and TLS).
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub connect_timeout: Duration,

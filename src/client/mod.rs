@@ -42,6 +42,9 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Whole request, from send to the last byte of the answer.
     pub timeout: Duration,
+    /// From send to the answer's status line and headers (a streaming server sends them at
+    /// once; a non-streaming one only when the answer is ready). None: only `timeout` applies.
+    pub first_byte_timeout: Option<Duration>,
     /// Idle keep-alive connections kept per host: the concurrency, so no request waits for a
     /// new TCP (and TLS) handshake after warm-up.
     pub pool: usize,
@@ -141,7 +144,11 @@ pub struct Client {
     url: reqwest::Url,
     api_key: Option<Secret>,
     timeout: Duration,
+    first_byte_timeout: Option<Duration>,
 }
+
+/// Largest answer body accepted; a bigger one is a decode failure, not an out-of-memory.
+pub const MAX_BODY: usize = 64 * 1024 * 1024;
 
 /// Resolves `--endpoint` for an API: a base URL gets the API's path; a URL that already names
 /// a route is used as given.
@@ -206,6 +213,7 @@ impl Client {
             url,
             api_key: cfg.api_key.clone(),
             timeout: cfg.timeout,
+            first_byte_timeout: cfg.first_byte_timeout,
         })
     }
 
@@ -251,7 +259,21 @@ impl Client {
         if let Some(key) = &self.api_key {
             req = req.bearer_auth(key.expose());
         }
-        let mut resp = req.send().await.map_err(transport_failure)?;
+        let mut resp = match self.first_byte_timeout {
+            None => req.send().await.map_err(transport_failure)?,
+            Some(limit) => tokio::time::timeout(limit, req.send())
+                .await
+                .map_err(|_| Failure {
+                    kind: FailKind::Timeout,
+                    message: format!(
+                        "no answer headers within {} (--first-byte-timeout)",
+                        humantime::format_duration(limit)
+                    ),
+                    retry_after: None,
+                    body: None,
+                })?
+                .map_err(transport_failure)?,
+        };
         let status = resp.status().as_u16();
         let request_id = resp
             .headers()
@@ -332,7 +354,13 @@ impl Client {
                 request_id,
             });
         }
-        let bytes = resp.bytes().await.map_err(transport_failure)?;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(transport_failure)? {
+            if bytes.len() + chunk.len() > MAX_BODY {
+                return Err(decode_failure(format!("answer larger than {} MiB", MAX_BODY >> 20)));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
         let body: Value =
             serde_json::from_slice(&bytes).map_err(|e| decode_failure(format!("answer is not JSON: {e}")))?;
         if let Some(msg) = body

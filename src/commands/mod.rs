@@ -143,12 +143,41 @@ impl Target {
             api_key: self.key.as_ref().map(|(k, _)| k.clone()),
             connect_timeout: e.connect_timeout,
             timeout: e.timeout,
+            first_byte_timeout: e.first_byte_timeout,
             pool,
         })
     }
 
+    /// Fails fast (exit 3) when nothing listens at the endpoint, before any request is built.
+    pub async fn check_reachable(&self, e: &EndpointArgs) -> anyhow::Result<()> {
+        let Ok(url) = reqwest::Url::parse(&self.endpoint) else {
+            return Ok(());
+        };
+        let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+            return Ok(());
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        match tokio::time::timeout(e.connect_timeout, tokio::net::TcpStream::connect((host.as_str(), port))).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(err)) => Err(ui::unusable_error(
+                format!("cannot connect to {}: {err}", self.display),
+                Some("is the server up? check --endpoint (or leave it out to use the built-in simulator)".into()),
+            )),
+            Err(_) => Err(ui::unusable_error(
+                format!(
+                    "cannot connect to {} within {}",
+                    self.display,
+                    humantime::format_duration(e.connect_timeout)
+                ),
+                Some("check --endpoint and the network, or raise --connect-timeout".into()),
+            )),
+        }
+    }
+
     /// `--model`, else the first model the endpoint lists (None when it lists none).
+    /// Checks first that the endpoint is reachable at all.
     pub async fn model(&self, e: &EndpointArgs) -> anyhow::Result<Option<String>> {
+        self.check_reachable(e).await?;
         if let Some(m) = &e.model {
             return Ok(Some(m.clone()));
         }

@@ -93,10 +93,6 @@ impl JobSource {
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
         self.changed.notify_waiters();
     }
-
-    fn waiting_retries(&self) -> usize {
-        self.retries.lock().expect("retry queue lock").len()
-    }
 }
 
 impl Source for JobSource {
@@ -745,7 +741,8 @@ async fn send_all(
 
     let wall = (last_finish - start).as_secs_f64().max(1e-9);
     let (_, queued, skipped_done, other_shards) = reader_stats.unwrap_or((0, ok + failed, 0, 0));
-    let not_finished = queued.saturating_sub(ok + failed) + source.waiting_retries() as u64;
+    // Jobs waiting in the retry queue are among these: queued but never final.
+    let not_finished = queued.saturating_sub(ok + failed);
     let achieved_rpm = ok as f64 / wall * 60.0;
     let predicted = s
         .plan

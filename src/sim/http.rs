@@ -201,7 +201,7 @@ impl AppState {
     fn unavailable(&self) -> Option<Response> {
         let (message, retry) = match self.power() {
             Power::On => return None,
-            Power::Off => ("resource is off", 5),
+            Power::Off => ("resource is off", 1),
             Power::Starting(until) => (
                 "resource is starting",
                 until.saturating_duration_since(Instant::now()).as_secs() + 1,

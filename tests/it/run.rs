@@ -1690,8 +1690,6 @@ async fn server_errors_exhaust_retries_then_fail() {
 // ---------------------------------------------------------------------------------------------
 
 #[test]
-#[ignore = "bug? PRODUCT.md lists `connection refused` under exit 3 (endpoint unusable); with --model \
-            (no GET /v1/models probe) run retries every request and exits 1"]
 fn endpoint_refusing_every_connection_is_unusable() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
