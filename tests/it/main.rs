@@ -1,9 +1,12 @@
 //! One integration test binary (ripgrep-style): every module links once.
 
 mod auto;
+mod bad_input;
 mod cli;
+mod faults;
 mod plan;
 mod run;
+mod secrets;
 mod sim;
 mod sweep;
 mod util;
