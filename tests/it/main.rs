@@ -3,6 +3,7 @@
 mod auto;
 mod bad_input;
 mod cli;
+mod crash;
 mod faults;
 mod plan;
 mod run;

@@ -1,0 +1,88 @@
+//! Crash safety at several moments: SIGKILL a run early, midway and late (with faults on, so
+//! retries are pending when it dies), resume each time, and check the final output is complete,
+//! without duplicates, and that at most the in-flight requests were sent twice.
+
+use crate::util::{batch_file, fast_sim};
+use sizeup::sim::SimHandle;
+use std::collections::HashMap;
+use std::time::Duration;
+
+const N: usize = 300;
+const CONCURRENCY: usize = 8;
+
+async fn answered_ok(url: &str) -> u64 {
+    let text = reqwest::get(format!("{url}/metrics")).await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("sizeup_sim_requests_total{outcome=\"ok\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+fn lines(path: &std::path::Path) -> usize {
+    std::fs::read_to_string(path).map(|t| t.lines().count()).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_several_points_then_resume() {
+    let mut cfg = fast_sim(1, CONCURRENCY, 10.0, 0.3);
+    cfg.fail_rate = 0.05;
+    cfg.reset_rate = 0.03;
+    let sim = SimHandle::start(cfg).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let input = batch_file(tmp.path(), N, 3);
+    let output = tmp.path().join("out.jsonl");
+    let run = |resume: bool| {
+        let mut cmd = tokio::process::Command::new(assert_cmd::cargo::cargo_bin("sizeup"));
+        cmd.env_remove("SIZEUP_API_KEY").env_remove("OPENAI_API_KEY");
+        cmd.args(["run", "--quiet", "--endpoint", &sim.url(), "--concurrency", &CONCURRENCY.to_string()])
+            .args(["--retry-base", "20ms", "--retry-max", "100ms", "--retries", "10", "--input"])
+            .arg(&input)
+            .arg("--output")
+            .arg(&output)
+            .arg("--summary")
+            .arg(tmp.path().join("summary.json"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true);
+        if resume {
+            cmd.arg("--resume");
+        }
+        cmd
+    };
+    let mut kills = 0u64;
+    // Kill when the output reaches these line counts (early, midway, late).
+    for (i, at) in [1usize, 120, 240].into_iter().enumerate() {
+        let mut child = run(i > 0).spawn().unwrap();
+        let mut reached = false;
+        for _ in 0..1500 {
+            if lines(&output) >= at {
+                reached = true;
+                break;
+            }
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(reached, "the run ended before line {at}");
+        child.start_kill().unwrap();
+        let _ = child.wait().await;
+        kills += 1;
+    }
+    let status = run(true).status().await.unwrap();
+    assert_eq!(status.code(), Some(0));
+
+    let mut ok: HashMap<String, usize> = HashMap::new();
+    for line in std::fs::read_to_string(&output).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("whole lines only");
+        if v["error"].is_null() && v["response"]["status_code"] == 200 {
+            *ok.entry(v["custom_id"].as_str().unwrap().to_string()).or_default() += 1;
+        }
+    }
+    assert_eq!(ok.len(), N, "every request answered");
+    assert!(ok.values().all(|c| *c == 1), "no custom_id answered twice in the output");
+    // Each kill can lose at most the requests in flight; those are the only ones sent twice.
+    let served = answered_ok(&sim.url()).await;
+    assert!(served >= N as u64 && served <= N as u64 + kills * CONCURRENCY as u64, "server answered {served}");
+    sim.shutdown().await;
+}
