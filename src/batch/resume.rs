@@ -267,6 +267,12 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(64))]
 
         #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            // Either a state or an error naming the line; never a panic.
+            let _ = read_done_from(std::io::Cursor::new(bytes), "fuzz.jsonl");
+        }
+
+        #[test]
         fn written_records_round_trip(
             recs in proptest::collection::vec(("[a-e]{1,2}", prop_oneof![Just(200u16), Just(204), Just(429), Just(500)], any::<bool>()), 0..40),
             torn in proptest::option::of("[ -~]{0,30}"),
