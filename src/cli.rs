@@ -480,6 +480,11 @@ pub struct AutoArgs {
     /// Run without asking.
     #[arg(long, short)]
     pub yes: bool,
+    /// Before the batch, re-measure one level at the planned GPUs and concurrency, to check the
+    /// linear-scaling assumption (when the resource can be resized: the built-in simulator or
+    /// --resource).
+    #[arg(long)]
+    pub verify: bool,
     #[command(flatten)]
     pub measure: MeasureArgs,
     #[command(flatten)]

@@ -1,8 +1,8 @@
 //! `sizeup auto`: sweep on a sample of the input, plan for the target rate, ask, run.
 //! Every artifact lands in one folder.
 
-use super::run::{execute_on, open_output, validate_input, RunSettings};
-use super::sweep::{measure, BodySpec, Settings, Workload};
+use super::run::{execute_on, open_output, validate_input, Lifecycle, RunSettings};
+use super::sweep::{measure, BodySpec, Levels, Settings, Workload};
 use super::Target;
 use crate::cli::AutoArgs;
 use crate::engine::Stop;
@@ -51,7 +51,13 @@ pub async fn run(args: AutoArgs, interrupt: Stop) -> anyhow::Result<ExitStatus> 
 
     let in_process = args.endpoint.endpoint.is_none();
     let target = Target::open(&args.endpoint, &args.sim, args.gpus).await?;
+    // With --resource, the resource is on for the sweep (at the sweep's GPUs), resized to the
+    // plan's for the run, and off at the end whatever happens.
+    let lifecycle = Lifecycle::new(&args.tuning, &target)?;
+    // `run` switches the resource off itself once it has started.
+    let mut run_started = false;
     let result = async {
+        lifecycle.on(args.gpus, args.tuning.ready_timeout).await?;
         let model = target.model(&args.endpoint).await?;
         let stream = !args.measure.no_stream && args.endpoint.api.streams();
         let spec = BodySpec {
@@ -92,10 +98,22 @@ pub async fn run(args: AutoArgs, interrupt: Stop) -> anyhow::Result<ExitStatus> 
             }
         }
 
+        let resizable = in_process || args.tuning.resource.is_some();
         if in_process && args.tuning.resource.is_none() {
             // The built-in resource scales like a provider's: give it the planned GPUs.
             resize_sim(&target, plan.gpus).await?;
-        } else if args.tuning.resource.is_none() && plan.gpus != args.gpus {
+        }
+        if args.verify {
+            if resizable {
+                if args.tuning.resource.is_some() {
+                    lifecycle.on(plan.gpus, args.tuning.ready_timeout).await?;
+                }
+                verify(&settings, &target, &args, &plan, &out, &interrupt).await?;
+            } else {
+                ui::warn("--verify needs a resizable resource (the built-in simulator or --resource); skipped");
+            }
+        }
+        if args.tuning.resource.is_none() && !in_process && plan.gpus != args.gpus {
             ui::warn(format!(
                 "the plan needs {} GPUs but the sweep ran on {}; make sure the endpoint has them (or use --resource / --resource-on)",
                 plan.gpus, args.gpus
@@ -106,6 +124,7 @@ pub async fn run(args: AutoArgs, interrupt: Stop) -> anyhow::Result<ExitStatus> 
         let predicted = plan.expected_duration_s;
         run_settings.plan = Some(plan);
         let prepared = open_output(&run_settings, valid)?;
+        run_started = true;
         let outcome = execute_on(&run_settings, &args.endpoint, &target, prepared, interrupt).await?;
         if let Some(p) = predicted {
             ui::info(format!(
@@ -119,8 +138,68 @@ pub async fn run(args: AutoArgs, interrupt: Stop) -> anyhow::Result<ExitStatus> 
         Ok(outcome.status)
     }
     .await;
+    if !run_started {
+        lifecycle.off().await;
+    }
     target.close().await;
     result
+}
+
+/// Measures one level at the planned size and compares it with the plan's expected RPM.
+async fn verify(
+    settings: &Settings,
+    target: &Target,
+    args: &AutoArgs,
+    plan: &crate::planner::Plan,
+    out: &std::path::Path,
+    interrupt: &Stop,
+) -> anyhow::Result<()> {
+    let mut s = settings.clone();
+    s.gpus = plan.gpus;
+    s.levels = Levels::List(vec![plan.total_concurrency]);
+    let stream = !args.measure.no_stream && args.endpoint.api.streams();
+    let spec = BodySpec {
+        api: args.endpoint.api,
+        max_tokens: args.tuning.max_tokens,
+        field: args.endpoint.max_tokens_field,
+        stream,
+        model: target.model(&args.endpoint).await?,
+    };
+    let format = super::sweep::parse_format(args.tuning.format.as_deref())?;
+    let workload = Workload::sampled(&args.input, format, args.sample, spec)?;
+    let client = Arc::new(target.client(&args.endpoint, plan.total_concurrency as usize)?);
+    ui::info(format!(
+        "verify: measuring concurrency {} on {} GPUs",
+        plan.total_concurrency, plan.gpus
+    ));
+    let dir = out.join("verify");
+    let r = measure(
+        &s,
+        client,
+        Arc::new(workload),
+        &dir,
+        &target.display,
+        interrupt.drain.clone(),
+    )
+    .await?;
+    if let Some(level) = r.summary.levels.first() {
+        let ratio = level.rpm / plan.expected_rpm;
+        ui::info(format!(
+            "verify: measured {} RPM at the planned size vs {} expected ({:+.1}%){}",
+            ui::thousands(level.rpm),
+            ui::thousands(plan.expected_rpm),
+            (ratio - 1.0) * 100.0,
+            if ratio < 0.9 {
+                ": replicas do not scale linearly here; plan with a sweep at this size"
+            } else {
+                ""
+            }
+        ));
+        if ratio < 0.9 {
+            ui::warn("the verified rate is more than 10% below the plan; the run will take longer than predicted");
+        }
+    }
+    Ok(())
 }
 
 async fn resize_sim(target: &Target, gpus: u32) -> anyhow::Result<()> {

@@ -976,7 +976,7 @@ impl Progress {
 }
 
 /// Switching the resource on before the batch and off after it.
-enum Lifecycle {
+pub(super) enum Lifecycle {
     None,
     /// The simulated resource's API: POST /resource.
     Sim {
@@ -991,7 +991,7 @@ enum Lifecycle {
 }
 
 impl Lifecycle {
-    fn new(t: &RunTuning, target: &Target) -> anyhow::Result<Lifecycle> {
+    pub(super) fn new(t: &RunTuning, target: &Target) -> anyhow::Result<Lifecycle> {
         if t.resource.is_some() {
             let base = crate::client::base_url(&target.endpoint)
                 .map(|u| u.to_string().trim_end_matches('/').to_string())
@@ -1011,7 +1011,7 @@ impl Lifecycle {
         Ok(Lifecycle::None)
     }
 
-    async fn on(&self, gpus: u32, ready_timeout: Duration) -> anyhow::Result<()> {
+    pub(super) async fn on(&self, gpus: u32, ready_timeout: Duration) -> anyhow::Result<()> {
         match self {
             Lifecycle::None => Ok(()),
             Lifecycle::Sim { base, key } => {
@@ -1032,7 +1032,7 @@ impl Lifecycle {
     }
 
     /// Best effort: a failure to switch off is reported, never hidden, never fatal.
-    async fn off(&self) {
+    pub(super) async fn off(&self) {
         let result = match self {
             Lifecycle::None => Ok(()),
             Lifecycle::Sim { base, key } => {

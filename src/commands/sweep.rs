@@ -348,6 +348,11 @@ pub async fn measure(
         }
     }
     requests_csv.finish()?;
+    if summary.tokens_estimated {
+        ui::warn(
+            "the endpoint sent no `usage` with its answers: token figures count streamed chunks and are estimates (tokens_estimated in summary.json)",
+        );
+    }
     Ok(SweepResult { summary, interrupted })
 }
 
@@ -475,13 +480,18 @@ async fn measure_level(
                 let width = est.map_or(f64::INFINITY, |e| e.ci.relative_half_width().max(closed_loop_floor(c, ok_ends.len())));
                 if now - last_progress >= 2.0 {
                     last_progress = now;
+                    // A CI narrows like 1/sqrt(time): the time left to reach the target width.
+                    let elapsed = now - w;
+                    let left = (elapsed * (width / s.ci_width).powi(2) - elapsed)
+                        .clamp(0.0, (s.max_duration.as_secs_f64() - elapsed).max(0.0));
                     ui::info(format!(
-                        "  level {c}: {:.0}s, {} measured, {} RPM ±{:.1}% (target ±{:.1}%)",
-                        now - w,
+                        "  level {c}: {:.0}s, {} measured, {} RPM ±{:.1}% (target ±{:.1}%), ETA {:.0}s",
+                        elapsed,
                         measured,
                         est.map_or("-".into(), |e| ui::thousands(e.per_minute)),
                         if width.is_finite() { width * 100.0 } else { f64::NAN },
-                        s.ci_width * 100.0
+                        s.ci_width * 100.0,
+                        if left.is_finite() { left } else { s.max_duration.as_secs_f64() - elapsed }
                     ));
                 }
                 if width <= s.ci_width && measured >= s.min_requests && ok_ends.len() as u64 >= s.min_requests {

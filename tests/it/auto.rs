@@ -19,7 +19,7 @@ fn sweep_plan_run_in_one_command() {
     let input = batch_file(tmp.path(), 600, 8);
     let out = tmp.path().join("job");
     let assert = sizeup()
-        .args(["auto", "--yes", "--input"])
+        .args(["auto", "--yes", "--verify", "--input"])
         .arg(&input)
         .args([
             "--target-rpm",
@@ -39,7 +39,13 @@ fn sweep_plan_run_in_one_command() {
         .assert()
         .success();
     let stdout = String::from_utf8_lossy(&assert.get_output().stdout).to_string();
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
     assert!(stdout.contains("GPUs:"), "the plan is printed: {stdout}");
+    // --verify re-measured the planned size (2 GPUs, concurrency 8) on the resized simulator.
+    assert!(stderr.contains("verify: measured"), "{stderr}");
+    let verify = read_json(&out.join("verify/summary.json"));
+    assert_eq!(verify["levels"][0]["concurrency"], 8);
+    assert_eq!(verify["gpus"], 2);
     for f in [
         "summary.json",
         "levels.csv",
@@ -99,4 +105,90 @@ fn without_a_terminal_or_yes_it_stops_after_the_plan() {
     );
     let output = out.join("output.jsonl");
     assert!(!output.exists() || std::fs::read_to_string(&output).unwrap().is_empty());
+}
+
+#[test]
+fn run_switches_the_resource_on_and_off() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = batch_file(tmp.path(), 40, 2);
+    // The built-in resource starts off with --resource sim: run must switch it on first.
+    let assert = sizeup()
+        .args([
+            "run",
+            "--resource",
+            "sim",
+            "--gpus",
+            "2",
+            "--concurrency",
+            "4",
+            "--input",
+        ])
+        .arg(&input)
+        .arg("--output")
+        .arg(tmp.path().join("a.jsonl"))
+        .args(SIM)
+        .assert()
+        .success();
+    let err = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    assert!(
+        err.contains("switching the resource on with 2 GPUs") && err.contains("switching the resource off"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("a.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        40
+    );
+
+    // Hooks: {gpus} substituted; the off hook runs even when the run fails (here the endpoint
+    // refuses connections).
+    let log = tmp.path().join("hooks.log");
+    let on = format!("echo on {{gpus}} >> {}", log.display());
+    let off = format!("echo off >> {}", log.display());
+    sizeup()
+        .args([
+            "run",
+            "--gpus",
+            "3",
+            "--concurrency",
+            "4",
+            "--resource-on",
+            &on,
+            "--resource-off",
+            &off,
+            "--input",
+        ])
+        .arg(&input)
+        .arg("--output")
+        .arg(tmp.path().join("b.jsonl"))
+        .args(SIM)
+        .assert()
+        .success();
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "on 3\noff\n");
+    let out = sizeup()
+        .args([
+            "run",
+            "--endpoint",
+            "http://127.0.0.1:1",
+            "--model",
+            "m",
+            "--concurrency",
+            "2",
+            "--resource-on",
+            &on,
+        ])
+        .args(["--resource-off", &off, "--input"])
+        .arg(&input)
+        .arg("--output")
+        .arg(tmp.path().join("c.jsonl"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "on 3\noff\non 1\noff\n",
+        "switched off after a failure too"
+    );
 }

@@ -11,7 +11,12 @@ const N: usize = 300;
 const CONCURRENCY: usize = 8;
 
 async fn answered_ok(url: &str) -> u64 {
-    let text = reqwest::get(format!("{url}/metrics")).await.unwrap().text().await.unwrap();
+    let text = reqwest::get(format!("{url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     text.lines()
         .find_map(|l| l.strip_prefix("sizeup_sim_requests_total{outcome=\"ok\"} "))
         .and_then(|v| v.parse().ok())
@@ -34,16 +39,31 @@ async fn kill_9_at_several_points_then_resume() {
     let run = |resume: bool| {
         let mut cmd = tokio::process::Command::new(assert_cmd::cargo::cargo_bin("sizeup"));
         cmd.env_remove("SIZEUP_API_KEY").env_remove("OPENAI_API_KEY");
-        cmd.args(["run", "--quiet", "--endpoint", &sim.url(), "--concurrency", &CONCURRENCY.to_string()])
-            .args(["--retry-base", "20ms", "--retry-max", "100ms", "--retries", "10", "--input"])
-            .arg(&input)
-            .arg("--output")
-            .arg(&output)
-            .arg("--summary")
-            .arg(tmp.path().join("summary.json"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true);
+        cmd.args([
+            "run",
+            "--quiet",
+            "--endpoint",
+            &sim.url(),
+            "--concurrency",
+            &CONCURRENCY.to_string(),
+        ])
+        .args([
+            "--retry-base",
+            "20ms",
+            "--retry-max",
+            "100ms",
+            "--retries",
+            "10",
+            "--input",
+        ])
+        .arg(&input)
+        .arg("--output")
+        .arg(&output)
+        .arg("--summary")
+        .arg(tmp.path().join("summary.json"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
         if resume {
             cmd.arg("--resume");
         }
@@ -80,9 +100,15 @@ async fn kill_9_at_several_points_then_resume() {
         }
     }
     assert_eq!(ok.len(), N, "every request answered");
-    assert!(ok.values().all(|c| *c == 1), "no custom_id answered twice in the output");
+    assert!(
+        ok.values().all(|c| *c == 1),
+        "no custom_id answered twice in the output"
+    );
     // Each kill can lose at most the requests in flight; those are the only ones sent twice.
     let served = answered_ok(&sim.url()).await;
-    assert!(served >= N as u64 && served <= N as u64 + kills * CONCURRENCY as u64, "server answered {served}");
+    assert!(
+        served >= N as u64 && served <= N as u64 + kills * CONCURRENCY as u64,
+        "server answered {served}"
+    );
     sim.shutdown().await;
 }
