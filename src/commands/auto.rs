@@ -67,10 +67,10 @@ pub async fn run(args: AutoArgs, interrupt: Stop) -> anyhow::Result<ExitStatus> 
             stream,
             model,
         };
-        let workload = Workload::sampled(&args.input, format, args.sample, spec)?;
+        let workload = Arc::new(Workload::sampled(&args.input, format, args.sample, spec)?);
         let client = Arc::new(target.client(&args.endpoint, super::sweep::max_level(&settings.levels))?);
         ui::info(format!("sweep: sampling {} requests of {}", args.sample.min(requests as usize), args.input.display()));
-        let swept = measure(&settings, client, Arc::new(workload), &out, &target.display, interrupt.drain.clone()).await?;
+        let swept = measure(&settings, client, workload.clone(), &out, &target.display, interrupt.drain.clone()).await?;
         if swept.interrupted {
             return Ok(ExitStatus::Interrupted);
         }
@@ -108,7 +108,7 @@ pub async fn run(args: AutoArgs, interrupt: Stop) -> anyhow::Result<ExitStatus> 
                 if args.tuning.resource.is_some() {
                     lifecycle.on(plan.gpus, args.tuning.ready_timeout).await?;
                 }
-                verify(&settings, &target, &args, &plan, &out, &interrupt).await?;
+                verify(&settings, &target, &args, workload.clone(), &plan, &out, &interrupt).await?;
             } else {
                 ui::warn("--verify needs a resizable resource (the built-in simulator or --resource); skipped");
             }
@@ -150,6 +150,7 @@ async fn verify(
     settings: &Settings,
     target: &Target,
     args: &AutoArgs,
+    workload: Arc<Workload>,
     plan: &crate::planner::Plan,
     out: &std::path::Path,
     interrupt: &Stop,
@@ -157,31 +158,13 @@ async fn verify(
     let mut s = settings.clone();
     s.gpus = plan.gpus;
     s.levels = Levels::List(vec![plan.total_concurrency]);
-    let stream = !args.measure.no_stream && args.endpoint.api.streams();
-    let spec = BodySpec {
-        api: args.endpoint.api,
-        max_tokens: args.tuning.max_tokens,
-        field: args.endpoint.max_tokens_field,
-        stream,
-        model: target.model(&args.endpoint).await?,
-    };
-    let format = super::sweep::parse_format(args.tuning.format.as_deref())?;
-    let workload = Workload::sampled(&args.input, format, args.sample, spec)?;
     let client = Arc::new(target.client(&args.endpoint, plan.total_concurrency as usize)?);
     ui::info(format!(
         "verify: measuring concurrency {} on {} GPUs",
         plan.total_concurrency, plan.gpus
     ));
     let dir = out.join("verify");
-    let r = measure(
-        &s,
-        client,
-        Arc::new(workload),
-        &dir,
-        &target.display,
-        interrupt.drain.clone(),
-    )
-    .await?;
+    let r = measure(&s, client, workload, &dir, &target.display, interrupt.drain.clone()).await?;
     if let Some(level) = r.summary.levels.first() {
         let ratio = level.rpm / plan.expected_rpm;
         ui::info(format!(

@@ -2,26 +2,13 @@
 //! anything is sent, without a panic. Bad server answers are recorded as decode failures and the
 //! run goes on.
 
-use crate::util::{fast_sim, sizeup};
+use crate::util::{fast_sim, sim_metric, sizeup};
 use sizeup::sim::SimHandle;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 fn bad(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/bad").join(name)
-}
-
-async fn sim_requests(url: &str) -> f64 {
-    let text = reqwest::get(format!("{url}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with("sizeup_sim_requests_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,7 +65,7 @@ async fn every_bad_file_exits_2_naming_file_and_line_and_sends_nothing() {
         );
     }
     assert_eq!(
-        sim_requests(&sim.url()).await,
+        sim_metric(&sim.url(), "sizeup_sim_requests_total{").await,
         0.0,
         "nothing may be sent for a bad input"
     );

@@ -2,26 +2,13 @@
 //! retries are pending when it dies), resume each time, and check the final output is complete,
 //! without duplicates, and that at most the in-flight requests were sent twice.
 
-use crate::util::{batch_file, fast_sim};
+use crate::util::{batch_file, fast_sim, sim_metric};
 use sizeup::sim::SimHandle;
 use std::collections::HashMap;
 use std::time::Duration;
 
 const N: usize = 300;
 const CONCURRENCY: usize = 8;
-
-async fn answered_ok(url: &str) -> u64 {
-    let text = reqwest::get(format!("{url}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("sizeup_sim_requests_total{outcome=\"ok\"} "))
-        .and_then(|v| v.parse().ok())
-        .unwrap()
-}
 
 fn lines(path: &std::path::Path) -> usize {
     std::fs::read_to_string(path).map(|t| t.lines().count()).unwrap_or(0)
@@ -105,7 +92,7 @@ async fn kill_9_at_several_points_then_resume() {
         "no custom_id answered twice in the output"
     );
     // Each kill can lose at most the requests in flight; those are the only ones sent twice.
-    let served = answered_ok(&sim.url()).await;
+    let served = sim_metric(&sim.url(), "sizeup_sim_requests_total{outcome=\"ok\"}").await as u64;
     assert!(
         served >= N as u64 && served <= N as u64 + kills * CONCURRENCY as u64,
         "server answered {served}"
