@@ -419,7 +419,8 @@ run-summary.json beside the output.")]
 pub struct RunArgs {
     #[command(flatten)]
     pub endpoint: EndpointArgs,
-    /// The batch to run (- for stdin).
+    /// The batch to run (- for stdin). A file is checked whole before anything is sent; stdin
+    /// can be read only once, so there the run stops at the first bad line.
     #[arg(long)]
     pub input: PathBuf,
     /// Output JSONL (default <input stem>.output.jsonl beside the input).

@@ -725,7 +725,11 @@ async fn send_all(
     }
     let _ = window.await;
     fresh_close(&source);
-    let _ = tokio::task::spawn_blocking(move || reader.join()).await;
+    if !interrupted && refused.is_none() && input_error.is_none() {
+        // The reader has sent everything (the window only ends when its channel is closed and
+        // drained). After a stop it may be blocked reading stdin: leave it; the process ends.
+        let _ = tokio::task::spawn_blocking(move || reader.join()).await;
+    }
     while let Ok(note) = note_rx.try_recv() {
         if let ReaderNote::Done {
             read,
