@@ -33,14 +33,19 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         return commands::plan::run(args);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // The command runs as a task on the worker threads, not on this thread inside
+    // `block_on`: a collector polled here would need a cross-thread wake-up per event.
     runtime.block_on(async move {
         let interrupt = engine::watch_ctrl_c();
-        match cli.command {
-            Command::Sim(a) => commands::sim::run(a).await,
-            Command::Sweep(a) => commands::sweep::run(a, interrupt.drain.clone()).await,
-            Command::Run(a) => commands::run::run(a, interrupt).await,
-            Command::Auto(a) => commands::auto::run(a, interrupt).await,
-            Command::Plan(_) => unreachable!("handled above"),
-        }
+        let task = tokio::spawn(async move {
+            match cli.command {
+                Command::Sim(a) => commands::sim::run(a).await,
+                Command::Sweep(a) => commands::sweep::run(a, interrupt.drain.clone()).await,
+                Command::Run(a) => commands::run::run(a, interrupt).await,
+                Command::Auto(a) => commands::auto::run(a, interrupt).await,
+                Command::Plan(_) => unreachable!("handled above"),
+            }
+        });
+        task.await.map_err(|e| anyhow::anyhow!("internal error: {e}"))?
     })
 }

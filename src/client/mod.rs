@@ -9,6 +9,7 @@ use crate::secret::Secret;
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 use sse::{SseDecoder, SseEvent};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -145,7 +146,24 @@ pub struct Client {
     api_key: Option<Secret>,
     timeout: Duration,
     first_byte_timeout: Option<Duration>,
+    /// Learned: the server closes a connection after each streamed answer without saying so
+    /// (llama.cpp's llama-server does: its SSE answers advertise keep-alive, then the socket is
+    /// closed). From then on streamed requests ask for `Connection: close`, so none is sent on
+    /// a connection the server has already dropped.
+    closes_after_stream: AtomicBool,
+    /// Complete streamed answers so far: until one came, no pooled connection can have been
+    /// left closed by a stream, and a closed connection is an ordinary `Reset`.
+    streamed_answers: AtomicU64,
+    /// Requests sent again at once because a kept-alive connection turned out closed before
+    /// any answer byte (see [`Client::stale_retries`]).
+    stale_retries: AtomicU64,
+    /// Most such retries this client makes; beyond it a closed connection is a `Reset` failure
+    /// like any other, so a server that really drops requests is never hidden.
+    stale_retry_budget: u64,
 }
+
+/// Attempts of one request when kept-alive connections turn out to be closed.
+const STALE_ATTEMPTS: u32 = 3;
 
 /// Largest answer body accepted; a bigger one is a decode failure, not an out-of-memory.
 pub const MAX_BODY: usize = 64 * 1024 * 1024;
@@ -214,6 +232,10 @@ impl Client {
             api_key: cfg.api_key.clone(),
             timeout: cfg.timeout,
             first_byte_timeout: cfg.first_byte_timeout,
+            closes_after_stream: AtomicBool::new(false),
+            streamed_answers: AtomicU64::new(0),
+            stale_retries: AtomicU64::new(0),
+            stale_retry_budget: 2 * cfg.pool.max(1) as u64 + 4,
         })
     }
 
@@ -221,21 +243,78 @@ impl Client {
         &self.url
     }
 
+    /// Requests that were sent again, at once, because the kept-alive connection they went
+    /// out on had been closed by the server after a streamed answer, before any byte of this
+    /// answer (the server never read them). Not failures; counted so a report can show them.
+    pub fn stale_retries(&self) -> u64 {
+        self.stale_retries.load(Ordering::Relaxed)
+    }
+
+    /// Whether this client has learned that the server closes connections after streamed
+    /// answers (and so sends streamed requests with `Connection: close`).
+    pub fn closes_after_stream(&self) -> bool {
+        self.closes_after_stream.load(Ordering::Relaxed)
+    }
+
     /// Sends one request body and reads the whole answer (a stream when the body asks for
     /// one). `keep_body` keeps the answer for output files.
+    ///
+    /// llama.cpp's server closes the connection after every streamed answer without saying
+    /// `Connection: close`, so the next request on that kept-alive connection meets a closed
+    /// socket. Once this client has had a streamed answer, a request that fails that way
+    /// (reset before any answer header) is sent again at once on a fresh connection, and later
+    /// streamed requests ask for `Connection: close`. At most `2 x pool + 4` such retries per
+    /// client, so a server that really drops requests still shows; see [`Client::stale_retries`].
     pub async fn send(&self, body: Bytes, stream: bool, keep_body: bool) -> Outcome {
         let start = Instant::now();
         let mut first_token = None;
-        let result =
-            match tokio::time::timeout(self.timeout, self.exchange(body, stream, keep_body, &mut first_token)).await {
-                Ok(r) => r,
-                Err(_) => Err(Failure {
-                    kind: FailKind::Timeout,
-                    message: format!("no complete answer within {}", humantime::format_duration(self.timeout)),
-                    retry_after: None,
-                    body: None,
-                }),
-            };
+        let attempts = async {
+            let mut attempt = 1;
+            loop {
+                let mut answered = false;
+                let close = stream && self.closes_after_stream.load(Ordering::Relaxed);
+                let r = self
+                    .exchange(body.clone(), stream, keep_body, close, &mut first_token, &mut answered)
+                    .await;
+                match r {
+                    Ok(ok) => {
+                        if stream {
+                            self.streamed_answers.fetch_add(1, Ordering::Relaxed);
+                        }
+                        return Ok(ok);
+                    }
+                    Err(f)
+                        if !answered
+                            && f.kind == FailKind::Reset
+                            && attempt < STALE_ATTEMPTS
+                            && self.streamed_answers.load(Ordering::Relaxed) > 0 =>
+                    {
+                        if self.stale_retries.load(Ordering::Relaxed) >= self.stale_retry_budget {
+                            return Err(f);
+                        }
+                        self.stale_retries.fetch_add(1, Ordering::Relaxed);
+                        if !self.closes_after_stream.swap(true, Ordering::Relaxed) {
+                            crate::ui::info(format!(
+                                "note: {} closed a kept-alive connection after a streamed answer; streamed requests now use a fresh connection each (Connection: close)",
+                                redact_url(self.url.as_str())
+                            ));
+                        }
+                        attempt += 1;
+                        first_token = None;
+                    }
+                    r => return r,
+                }
+            }
+        };
+        let result = match tokio::time::timeout(self.timeout, attempts).await {
+            Ok(r) => r,
+            Err(_) => Err(Failure {
+                kind: FailKind::Timeout,
+                message: format!("no complete answer within {}", humantime::format_duration(self.timeout)),
+                retry_after: None,
+                body: None,
+            }),
+        };
         Outcome {
             start,
             first_token,
@@ -244,18 +323,24 @@ impl Client {
         }
     }
 
+    /// One attempt. `answered` is set once the answer's status line and headers arrived.
     async fn exchange(
         &self,
         body: Bytes,
         stream: bool,
         keep_body: bool,
+        close: bool,
         first_token: &mut Option<Instant>,
+        answered: &mut bool,
     ) -> Result<Success, Failure> {
         let mut req = self
             .http
             .post(self.url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body);
+        if close {
+            req = req.header(reqwest::header::CONNECTION, "close");
+        }
         if let Some(key) = &self.api_key {
             req = req.bearer_auth(key.expose());
         }
@@ -274,6 +359,7 @@ impl Client {
                 })?
                 .map_err(transport_failure)?,
         };
+        *answered = true;
         let status = resp.status().as_u16();
         let request_id = resp
             .headers()
@@ -328,7 +414,7 @@ impl Client {
                     .push(&chunk, &mut events)
                     .map_err(|e| decode_failure(e.to_string()))?;
                 for ev in events.drain(..) {
-                    acc.event(ev, first_token).map_err(decode_failure)?;
+                    acc.event(ev, first_token)?;
                 }
                 if acc.done {
                     // Read the (empty) rest of the body, so the connection goes back to the
@@ -369,7 +455,7 @@ impl Client {
             .and_then(|_| error_message(&body))
         {
             return Err(Failure {
-                kind: FailKind::Decode,
+                kind: error_kind(&body),
                 message: format!("error in a {status} answer: {msg}"),
                 retry_after: None,
                 body: Some(body),
@@ -461,26 +547,78 @@ pub fn parse_retry_after(v: &str) -> Option<Duration> {
     )
 }
 
-/// The human part of an OpenAI-style error body (`{"error":{"message":...}}` or `{"error":"..."}`).
+/// The human part of an error body, in the shapes servers send:
+/// OpenAI and llama.cpp `{"error":{"message","type","code"}}`, vLLM and SGLang
+/// `{"object":"error","message","type","code"}` (or wrapped in `error`), TGI
+/// `{"error":"...","error_type":"..."}`, FastAPI `{"detail":...}`. The error type leads when
+/// the message does not already name it, so a report's `error` column reads e.g.
+/// `exceed_context_size_error: request (1530 tokens) exceeds the available context size ...`.
 fn error_message(body: &Value) -> Option<String> {
-    let e = body.get("error")?;
-    let msg = match e {
+    let text = |v: &Value| match v {
         Value::String(s) => s.clone(),
-        Value::Object(o) => o
-            .get("message")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .unwrap_or_else(|| e.to_string()),
         other => other.to_string(),
     };
-    Some(msg.chars().take(500).collect())
+    let (msg, kind) = match body.get("error").filter(|e| !e.is_null()) {
+        Some(Value::Object(o)) => (
+            o.get("message").map_or_else(|| text(&body["error"]), text),
+            o.get("type").or_else(|| body.get("error_type")),
+        ),
+        Some(e) => (text(e), body.get("error_type").or_else(|| body.get("type"))),
+        None => match (body.get("message"), body.get("detail")) {
+            (Some(m), _) if !m.is_null() => (text(m), body.get("type")),
+            (_, Some(d)) if !d.is_null() => (text(d), None),
+            _ => return None,
+        },
+    };
+    let kind = kind
+        .and_then(Value::as_str)
+        .filter(|k| !k.is_empty() && !msg.contains(k));
+    let full = match kind {
+        Some(k) => format!("{k}: {msg}"),
+        None => msg,
+    };
+    Some(full.chars().take(500).collect())
 }
 
+/// The class of an error that arrived inside a 2xx answer (a JSON body or a stream event):
+/// the HTTP status the error names (`error.code`, `code`, or TGI's `error.http_status_code`,
+/// 400..599), else a decode failure. So a mid-stream 500 is retried like any 500, a 400 is not.
+fn error_kind(body: &Value) -> FailKind {
+    let code = ["/error/code", "/code", "/error/http_status_code"]
+        .iter()
+        .filter_map(|p| body.pointer(p))
+        .find_map(|c| c.as_u64().or_else(|| c.as_str()?.parse().ok()));
+    match code {
+        Some(c) if (400..600).contains(&c) => FailKind::Http(c as u16),
+        _ => FailKind::Decode,
+    }
+}
+
+/// Token counts from `usage`, else from llama.cpp's `timings` (sent on the last chunk of a
+/// stream even when usage is not asked for: `predicted_n` generated tokens, `prompt_n` +
+/// `cache_n` prompt tokens; exact, not estimates).
 fn usage_of(v: &Value) -> Option<Usage> {
+    reported_usage(v).or_else(|| timings_usage(v))
+}
+
+fn reported_usage(v: &Value) -> Option<Usage> {
     let u = v.get("usage").filter(|u| u.is_object())?;
     Some(Usage {
         prompt_tokens: u.get("prompt_tokens").and_then(Value::as_u64),
         completion_tokens: u.get("completion_tokens").and_then(Value::as_u64)?,
+        estimated: false,
+    })
+}
+
+fn timings_usage(v: &Value) -> Option<Usage> {
+    let t = v.get("timings").filter(|t| t.is_object())?;
+    let prompt = t
+        .get("prompt_n")
+        .and_then(Value::as_u64)
+        .map(|p| p + t.get("cache_n").and_then(Value::as_u64).unwrap_or(0));
+    Some(Usage {
+        prompt_tokens: prompt,
+        completion_tokens: t.get("predicted_n").and_then(Value::as_u64)?,
         estimated: false,
     })
 }
@@ -499,6 +637,8 @@ struct StreamAssembler {
     text: String,
     content_events: u64,
     usage: Option<Usage>,
+    /// From llama.cpp's `timings`, used only when no `usage` came.
+    timings_usage: Option<Usage>,
     finish_reason: Option<String>,
     chat: bool,
     first_chunk: Option<Value>,
@@ -512,6 +652,7 @@ impl StreamAssembler {
             text: String::new(),
             content_events: 0,
             usage: None,
+            timings_usage: None,
             finish_reason: None,
             chat: false,
             first_chunk: None,
@@ -519,7 +660,7 @@ impl StreamAssembler {
         }
     }
 
-    fn event(&mut self, ev: SseEvent, first_token: &mut Option<Instant>) -> Result<(), String> {
+    fn event(&mut self, ev: SseEvent, first_token: &mut Option<Instant>) -> Result<(), Failure> {
         let data = match ev {
             SseEvent::Done => {
                 self.done = true;
@@ -527,17 +668,26 @@ impl StreamAssembler {
             }
             SseEvent::Data(d) => d,
         };
-        let chunk: Value = serde_json::from_str(&data).map_err(|e| format!("stream event is not JSON: {e}"))?;
-        if chunk.get("error").is_some_and(|e| !e.is_null()) {
-            return Err(format!(
-                "error event in stream: {}",
-                error_message(&chunk).unwrap_or_default()
-            ));
+        let chunk: Value =
+            serde_json::from_str(&data).map_err(|e| decode_failure(format!("stream event is not JSON: {e}")))?;
+        // An error after the 200 status line (vLLM, SGLang, TGI, OpenAI send one as an event).
+        let is_error = chunk.get("error").is_some_and(|e| !e.is_null())
+            || chunk.get("object").and_then(Value::as_str) == Some("error");
+        if is_error {
+            return Err(Failure {
+                kind: error_kind(&chunk),
+                message: format!("error event in stream: {}", error_message(&chunk).unwrap_or_default()),
+                retry_after: None,
+                body: Some(chunk),
+            });
         }
-        // Servers differ in where usage goes: OpenAI and llama.cpp's chat send a last chunk with
-        // `choices: []`; llama.cpp's completions put it on the chunk with `finish_reason`.
-        if let Some(u) = usage_of(&chunk) {
+        // Servers differ in where usage goes: OpenAI, vLLM and llama.cpp's chat send a last
+        // chunk with `choices: []`; llama.cpp's completions put it on the chunk with
+        // `finish_reason`; TGI on the finish chunk too. llama.cpp also sends `timings`.
+        if let Some(u) = reported_usage(&chunk) {
             self.usage = Some(u);
+        } else if let Some(u) = timings_usage(&chunk) {
+            self.timings_usage = Some(u);
         }
         if let Some(choice) = chunk.pointer("/choices/0") {
             let content = choice.get("text").and_then(Value::as_str).or_else(|| {
@@ -567,7 +717,8 @@ impl StreamAssembler {
     }
 
     fn into_parts(self) -> (Usage, Option<Value>) {
-        let usage = self.usage.unwrap_or(Usage {
+        let counted = self.usage.or(self.timings_usage);
+        let usage = counted.unwrap_or(Usage {
             prompt_tokens: None,
             completion_tokens: self.content_events,
             estimated: true,
@@ -595,7 +746,7 @@ impl StreamAssembler {
                 }),
             );
             out.insert("choices".into(), json!([choice]));
-            if let Some(u) = self.usage {
+            if let Some(u) = counted {
                 let mut uj = json!({"completion_tokens": u.completion_tokens});
                 if let Some(p) = u.prompt_tokens {
                     uj["prompt_tokens"] = json!(p);
@@ -689,7 +840,11 @@ pub async fn first_model(
         return Ok(None);
     }
     let bytes = resp.bytes().await.map_err(|e| transport_failure(e).message)?;
-    let v: Value = serde_json::from_slice(&bytes).map_err(|e| format!("/v1/models answer is not JSON: {e}"))?;
+    // A server whose unknown routes answer 200 with a web page (a UI's catch-all) has no
+    // models list either: go on without a model field, the server picks its own.
+    let Ok(v) = serde_json::from_slice::<Value>(&bytes) else {
+        return Ok(None);
+    };
     Ok(v.pointer("/data/0/id").and_then(Value::as_str).map(str::to_string))
 }
 
@@ -752,6 +907,46 @@ mod tests {
         prepare_body(&mut b, Some("other"), Some(true));
         assert_eq!(b["model"], "given");
         assert_eq!(b["stream_options"]["include_usage"], true);
+    }
+
+    #[test]
+    fn error_bodies_of_every_shape() {
+        let m = |v: Value| error_message(&v);
+        assert_eq!(
+            m(json!({"error":{"code":400,"message":"too long","type":"exceed_context_size_error"}})).as_deref(),
+            Some("exceed_context_size_error: too long")
+        );
+        assert_eq!(
+            m(json!({"object":"error","message":"bad","type":"BadRequestError","code":400})).as_deref(),
+            Some("BadRequestError: bad")
+        );
+        assert_eq!(
+            m(json!({"error":"Input validation error: x","error_type":"validation"})).as_deref(),
+            Some("Input validation error: x")
+        );
+        assert_eq!(m(json!({"detail":"Not Found"})).as_deref(), Some("Not Found"));
+        assert_eq!(m(json!({"error":null,"choices":[]})), None);
+        assert_eq!(error_kind(&json!({"error":{"code":500}})), FailKind::Http(500));
+        assert_eq!(
+            error_kind(&json!({"error":{"http_status_code":422}})),
+            FailKind::Http(422)
+        );
+        assert_eq!(
+            error_kind(&json!({"error":{"code":"context_length_exceeded"}})),
+            FailKind::Decode
+        );
+        // llama.cpp's timings stand in for usage; usage wins when both came.
+        let t = json!({"timings":{"prompt_n":3,"cache_n":29,"predicted_n":8}});
+        assert_eq!(
+            usage_of(&t),
+            Some(Usage {
+                prompt_tokens: Some(32),
+                completion_tokens: 8,
+                estimated: false
+            })
+        );
+        let both = json!({"usage":{"prompt_tokens":32,"completion_tokens":7},"timings":{"predicted_n":8}});
+        assert_eq!(usage_of(&both).map(|u| u.completion_tokens), Some(7));
     }
 
     #[test]

@@ -76,10 +76,11 @@ pub async fn run(args: AutoArgs, interrupt: Stop) -> anyhow::Result<ExitStatus> 
         }
         let plan = super::plan::make_plan(&swept.summary, &out, args.target_rpm, Some(requests), &args.slo, &args.plan)?;
         super::plan::write_plan(&plan, &out.join("plan.json"))?;
-        let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "{}", crate::planner::explain(&plan).trim_end())?;
-        stdout.flush()?;
-        drop(stdout);
+        {
+            let mut stdout = std::io::stdout().lock();
+            writeln!(stdout, "{}", crate::planner::explain(&plan).trim_end())?;
+            stdout.flush()?;
+        }
 
         if !args.yes {
             if !std::io::stdin().is_terminal() {

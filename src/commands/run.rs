@@ -18,7 +18,7 @@ use rand::Rng;
 use serde::Serialize;
 use serde_json::Value;
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -48,15 +48,23 @@ struct Job {
     attempt: u32,
 }
 
-/// The workers' shared source: fresh items from the reader thread, and failed ones waiting
-/// for their retry time. It ends only when the reader is done, no retry waits, and no job is
-/// in flight (a job in flight may still come back for a retry).
+/// The workers' shared source: fresh jobs from the reader thread (in chunks, so the reader
+/// wakes once per chunk rather than once per job), and failed ones waiting for their retry
+/// time. It ends only when the reader is done, no retry waits, and no job is in flight (a job
+/// in flight may still come back for a retry).
 struct JobSource {
-    fresh: async_channel::Receiver<Job>,
-    retries: Mutex<BinaryHeap<Reverse<(Instant, u64, JobBox)>>>,
-    seq: AtomicU64,
+    fresh: async_channel::Receiver<Vec<Job>>,
+    queue: Mutex<Queue>,
     in_flight: AtomicUsize,
     changed: Notify,
+}
+
+#[derive(Default)]
+struct Queue {
+    /// Jobs of the chunks taken from the reader, in input order.
+    ready: VecDeque<Job>,
+    retries: BinaryHeap<Reverse<(Instant, u64, JobBox)>>,
+    seq: u64,
 }
 
 /// Orders retries by time only.
@@ -78,19 +86,59 @@ impl Ord for JobBox {
     }
 }
 
+enum Take {
+    Job(Job),
+    /// Nothing ready; the next retry is due then (None: no retry waits).
+    Wait(Option<Instant>),
+    /// Nothing ready, no retry waits, nothing in flight.
+    Idle,
+}
+
 impl JobSource {
+    fn new(fresh: async_channel::Receiver<Vec<Job>>) -> JobSource {
+        JobSource { fresh, queue: Mutex::new(Queue::default()), in_flight: AtomicUsize::new(0), changed: Notify::new() }
+    }
+
     fn retry_later(&self, job: Job, at: Instant) {
-        let n = self.seq.fetch_add(1, Ordering::Relaxed);
-        self.retries
-            .lock()
-            .expect("retry queue lock")
-            .push(Reverse((at, n, JobBox(job))));
+        {
+            let mut q = self.queue.lock().expect("job queue lock");
+            let n = q.seq;
+            q.seq += 1;
+            q.retries.push(Reverse((at, n, JobBox(job))));
+        }
+        // After the push: whoever sees in_flight drop also sees the retry.
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
         self.changed.notify_waiters();
     }
 
     fn finished(&self) {
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if self.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            // Idle workers wait for this to decide whether the work is over.
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// A due retry first (it has waited longest), then the next fresh job.
+    fn take(&self) -> Take {
+        let mut q = self.queue.lock().expect("job queue lock");
+        let due = q.retries.peek().map(|Reverse((at, _, _))| *at);
+        let job = match due {
+            Some(at) if at <= Instant::now() => q.retries.pop().map(|Reverse((_, _, JobBox(job)))| job),
+            _ => q.ready.pop_front(),
+        };
+        match job {
+            Some(job) => {
+                self.in_flight.fetch_add(1, Ordering::SeqCst);
+                Take::Job(job)
+            }
+            None if due.is_none() && self.in_flight.load(Ordering::SeqCst) == 0 => Take::Idle,
+            None => Take::Wait(due),
+        }
+    }
+
+    fn add_chunk(&self, chunk: Vec<Job>) {
+        self.queue.lock().expect("job queue lock").ready.extend(chunk);
+        // Other idle workers wait on the channel or on this: a chunk holds work for them too.
         self.changed.notify_waiters();
     }
 }
@@ -103,28 +151,18 @@ impl Source for JobSource {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            let due = {
-                let mut q = self.retries.lock().expect("retry queue lock");
-                match q.peek() {
-                    Some(Reverse((at, _, _))) if *at <= Instant::now() => {
-                        let Some(Reverse((_, _, JobBox(job)))) = q.pop() else {
-                            unreachable!("peeked")
-                        };
-                        self.in_flight.fetch_add(1, Ordering::SeqCst);
-                        return Some(job);
-                    }
-                    Some(Reverse((at, _, _))) => Some(*at),
-                    None => None,
-                }
+            let due = match self.take() {
+                Take::Job(job) => return Some(job),
+                Take::Wait(due) => due,
+                Take::Idle => None,
             };
             match self.fresh.try_recv() {
-                Ok(job) => {
-                    self.in_flight.fetch_add(1, Ordering::SeqCst);
-                    return Some(job);
+                Ok(chunk) => {
+                    self.add_chunk(chunk);
+                    continue;
                 }
                 Err(async_channel::TryRecvError::Closed) => {
-                    if due.is_none() && self.in_flight.load(Ordering::SeqCst) == 0 {
-                        // Wake the other idle workers so they end too.
+                    if matches!(self.take_idle(), Some(true)) {
                         self.changed.notify_waiters();
                         return None;
                     }
@@ -133,16 +171,23 @@ impl Source for JobSource {
             }
             let sleep_to = due.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
-                job = self.fresh.recv(), if !self.fresh.is_closed() || !self.fresh.is_empty() => {
-                    if let Ok(job) = job {
-                        self.in_flight.fetch_add(1, Ordering::SeqCst);
-                        return Some(job);
+                chunk = self.fresh.recv(), if !self.fresh.is_closed() || !self.fresh.is_empty() => {
+                    if let Ok(chunk) = chunk {
+                        self.add_chunk(chunk);
                     }
                 }
                 _ = tokio::time::sleep_until(sleep_to) => {}
                 _ = &mut changed => {}
             }
         }
+    }
+}
+
+impl JobSource {
+    /// With the reader done: Some(true) when no job is ready, waiting or in flight.
+    fn take_idle(&self) -> Option<bool> {
+        let q = self.queue.lock().expect("job queue lock");
+        Some(q.ready.is_empty() && q.retries.is_empty() && self.in_flight.load(Ordering::SeqCst) == 0)
     }
 }
 
@@ -487,7 +532,9 @@ async fn send_all(
     interrupt: Stop,
 ) -> anyhow::Result<RunOutcome> {
     let started_at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-    let (fresh_tx, fresh_rx) = async_channel::bounded::<Job>(4096);
+    // Up to 16 chunks of CHUNK jobs wait for the workers: memory stays flat in input size.
+    const CHUNK: usize = 256;
+    let (fresh_tx, fresh_rx) = async_channel::bounded::<Vec<Job>>(16);
     let (note_tx, mut note_rx) = mpsc::unbounded_channel::<ReaderNote>();
     let stdin = s.input.as_os_str() == "-";
 
@@ -495,7 +542,9 @@ async fn send_all(
     // flat however large the input is.
     let reader = {
         let (input, format, shard, max_tokens) = (s.input.clone(), s.format, s.shard, s.tuning.max_tokens);
-        let opts = ReadOptions::new(api);
+        // The first pass checked a file for duplicate ids already; stdin had no first pass, and
+        // with --skip-invalid the duplicates it found must be skipped here too.
+        let opts = ReadOptions { check_duplicates: stdin || s.tuning.skip_invalid, ..ReadOptions::new(api) };
         let model = model.clone();
         let stop_on_invalid = !s.tuning.skip_invalid;
         std::thread::spawn(move || {
@@ -507,6 +556,7 @@ async fn send_all(
                 }
             };
             let (mut read, mut queued, mut skipped_done, mut other) = (0u64, 0u64, 0u64, 0u64);
+            let mut chunk = Vec::with_capacity(CHUNK);
             for item in reader {
                 let item: Item = match item {
                     Ok(i) => i,
@@ -539,18 +589,14 @@ async fn send_all(
                 prepare_body(&mut body, model.as_deref(), None);
                 let stream = wants_stream(&body);
                 let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
-                if fresh_tx
-                    .send_blocking(Job {
-                        custom_id: item.custom_id,
-                        body,
-                        stream,
-                        attempt: 0,
-                    })
-                    .is_err()
-                {
+                chunk.push(Job { custom_id: item.custom_id, body, stream, attempt: 0 });
+                queued += 1;
+                if chunk.len() >= CHUNK && fresh_tx.send_blocking(std::mem::take(&mut chunk)).is_err() {
                     break; // the run stopped
                 }
-                queued += 1;
+            }
+            if !chunk.is_empty() {
+                let _ = fresh_tx.send_blocking(chunk);
             }
             let _ = note_tx.send(ReaderNote::Done {
                 read,
@@ -561,13 +607,7 @@ async fn send_all(
         })
     };
 
-    let source = Arc::new(JobSource {
-        fresh: fresh_rx,
-        retries: Mutex::new(BinaryHeap::new()),
-        seq: AtomicU64::new(0),
-        in_flight: AtomicUsize::new(0),
-        changed: Notify::new(),
-    });
+    let source = Arc::new(JobSource::new(fresh_rx));
     let policy = RetryPolicy {
         retries: s.tuning.retries,
         base: s.tuning.retry_base,
@@ -663,37 +703,45 @@ async fn send_all(
     let mut last_finish = start;
     let mut ticker = tokio::time::interval(Duration::from_millis(500));
     let mut events_open = true;
+    let mut events = Vec::with_capacity(256);
     let mut notes_open = true;
     while events_open {
         tokio::select! {
-            ev = rx.recv() => match ev {
-                None => events_open = false,
-                Some(Event::Retried) => progress.retries = retries_used.load(Ordering::Relaxed),
-                Some(Event::Done { custom_id, outcome, attempts }) => {
-                    last_finish = Instant::now();
-                    if attempts > 1 {
-                        retried_requests += 1;
-                    }
-                    let rec = output_record(custom_id, &outcome);
-                    writer.write_result(&rec).map_err(|err| anyhow::anyhow!("cannot write {}: {err}", s.output.display()))?;
-                    if outcome.is_ok() {
-                        ok += 1;
-                        latency.record_ms(outcome.latency().as_secs_f64() * 1000.0);
-                    } else {
-                        failed += 1;
-                    }
-                    progress.update(ok, failed);
+            // Every event that arrived meanwhile, in one wake-up.
+            n = rx.recv_many(&mut events, 256) => {
+                if n == 0 {
+                    events_open = false;
                 }
-                Some(Event::Refused { custom_id, outcome }) => {
-                    failed += 1;
-                    let msg = outcome.result.as_ref().err().map(|f| f.message.clone()).unwrap_or_default();
-                    writer.write_result(&output_record(custom_id, &outcome)).map_err(|err| anyhow::anyhow!("cannot write {}: {err}", s.output.display()))?;
-                    if refused.is_none() {
-                        refused = Some(msg);
-                        fresh_close(&source);
+                for ev in events.drain(..) {
+                    match ev {
+                        Event::Retried => progress.retries = retries_used.load(Ordering::Relaxed),
+                        Event::Done { custom_id, outcome, attempts } => {
+                            last_finish = Instant::now();
+                            if attempts > 1 {
+                                retried_requests += 1;
+                            }
+                            let rec = output_record(custom_id, &outcome);
+                            writer.write_result(&rec).map_err(|err| anyhow::anyhow!("cannot write {}: {err}", s.output.display()))?;
+                            if outcome.is_ok() {
+                                ok += 1;
+                                latency.record_ms(outcome.latency().as_secs_f64() * 1000.0);
+                            } else {
+                                failed += 1;
+                            }
+                        }
+                        Event::Refused { custom_id, outcome } => {
+                            failed += 1;
+                            let msg = outcome.result.as_ref().err().map(|f| f.message.clone()).unwrap_or_default();
+                            writer.write_result(&output_record(custom_id, &outcome)).map_err(|err| anyhow::anyhow!("cannot write {}: {err}", s.output.display()))?;
+                            if refused.is_none() {
+                                refused = Some(msg);
+                                fresh_close(&source);
+                            }
+                        }
                     }
                 }
-            },
+                progress.update(ok, failed);
+            }
             note = note_rx.recv(), if notes_open => match note {
                 None => notes_open = false,
                 Some(ReaderNote::Invalid { line, custom_id, message }) => {
