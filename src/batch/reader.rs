@@ -342,8 +342,9 @@ pub struct Reader {
     /// (not the file size); accepted as the price of catching duplicates,
     /// which would otherwise make results and resume ambiguous. Only filled for
     /// formats whose ids come from the file (openai-batch, csv `custom_id`).
-    /// 128-bit digests of the ids seen, with their line: 24 bytes an id however long it is.
-    seen: HashMap<u128, u64>,
+    /// 128-bit digests of the ids seen, with their line (saturating at u32::MAX): 24 bytes an
+    /// id however long it is. `[u64; 2]` rather than `u128` keeps entries 8-byte aligned.
+    seen: HashMap<[u64; 2], u32>,
     check_duplicates: bool,
     done: bool,
 }
@@ -351,7 +352,7 @@ pub struct Reader {
 /// A 128-bit digest of a custom_id: two SipHash passes with different prefixes. Two distinct
 /// ids collide with probability about n^2 / 2^129 (1e-26 for a million ids), so the set
 /// detects duplicates as a set of strings would, in a fraction of the memory.
-fn id_key(id: &str) -> u128 {
+fn id_key(id: &str) -> [u64; 2] {
     use std::hash::{Hash, Hasher};
     let half = |salt: u8| {
         let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -359,7 +360,7 @@ fn id_key(id: &str) -> u128 {
         id.hash(&mut h);
         h.finish()
     };
-    (u128::from(half(0)) << 64) | u128::from(half(1))
+    [half(0), half(1)]
 }
 
 enum Inner {
@@ -498,7 +499,7 @@ impl Reader {
         match self.seen.entry(id_key(id)) {
             Entry::Occupied(e) => Err(format!("duplicate custom_id {} (first on line {})", quote(id), e.get())),
             Entry::Vacant(v) => {
-                v.insert(line);
+                v.insert(u32::try_from(line).unwrap_or(u32::MAX));
                 Ok(())
             }
         }
