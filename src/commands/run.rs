@@ -96,7 +96,12 @@ enum Take {
 
 impl JobSource {
     fn new(fresh: async_channel::Receiver<Vec<Job>>) -> JobSource {
-        JobSource { fresh, queue: Mutex::new(Queue::default()), in_flight: AtomicUsize::new(0), changed: Notify::new() }
+        JobSource {
+            fresh,
+            queue: Mutex::new(Queue::default()),
+            in_flight: AtomicUsize::new(0),
+            changed: Notify::new(),
+        }
     }
 
     fn retry_later(&self, job: Job, at: Instant) {
@@ -544,7 +549,10 @@ async fn send_all(
         let (input, format, shard, max_tokens) = (s.input.clone(), s.format, s.shard, s.tuning.max_tokens);
         // The first pass checked a file for duplicate ids already; stdin had no first pass, and
         // with --skip-invalid the duplicates it found must be skipped here too.
-        let opts = ReadOptions { check_duplicates: stdin || s.tuning.skip_invalid, ..ReadOptions::new(api) };
+        let opts = ReadOptions {
+            check_duplicates: stdin || s.tuning.skip_invalid,
+            ..ReadOptions::new(api)
+        };
         let model = model.clone();
         let stop_on_invalid = !s.tuning.skip_invalid;
         std::thread::spawn(move || {
@@ -589,7 +597,12 @@ async fn send_all(
                 prepare_body(&mut body, model.as_deref(), None);
                 let stream = wants_stream(&body);
                 let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
-                chunk.push(Job { custom_id: item.custom_id, body, stream, attempt: 0 });
+                chunk.push(Job {
+                    custom_id: item.custom_id,
+                    body,
+                    stream,
+                    attempt: 0,
+                });
                 queued += 1;
                 if chunk.len() >= CHUNK && fresh_tx.send_blocking(std::mem::take(&mut chunk)).is_err() {
                     break; // the run stopped

@@ -6,6 +6,7 @@ mod cli;
 mod crash;
 mod faults;
 mod plan;
+mod real;
 mod run;
 mod secrets;
 mod sim;
