@@ -105,6 +105,9 @@ pub struct BodySpec {
 /// The requests a sweep sends, ready-made bodies cycled in order.
 pub struct Workload {
     kind: Kind,
+    /// The next request number, continued across levels: a level never re-sends the prompts
+    /// of the one before, which a server's prefix cache would answer faster than new work.
+    next: AtomicU64,
     pub stream: bool,
     pub model: Option<String>,
 }
@@ -151,6 +154,7 @@ impl Workload {
                 max_tokens,
                 field,
             },
+            next: AtomicU64::new(0),
             stream,
             model,
         }
@@ -196,6 +200,7 @@ impl Workload {
         }
         Ok(Workload {
             kind: Kind::Sampled(bodies),
+            next: AtomicU64::new(0),
             stream,
             model,
         })
@@ -225,13 +230,12 @@ impl Workload {
 
 struct Requests {
     workload: Arc<Workload>,
-    next: AtomicU64,
 }
 
 impl Source for Requests {
     type Item = Bytes;
     async fn next(&self) -> Option<Bytes> {
-        Some(self.workload.body(self.next.fetch_add(1, Ordering::Relaxed)))
+        Some(self.workload.body(self.workload.next.fetch_add(1, Ordering::Relaxed)))
     }
 }
 
@@ -415,10 +419,7 @@ async fn measure_level(
     let offset_ms = (level_start - sweep_start).as_secs_f64() * 1000.0;
     let stop = Stop::new();
     let (tx, mut rx) = mpsc::unbounded_channel::<Rec>();
-    let source = Arc::new(Requests {
-        workload: workload.clone(),
-        next: AtomicU64::new(0),
-    });
+    let source = Arc::new(Requests { workload: workload.clone() });
     let stream = workload.stream;
     let cl = client.clone();
     let window = tokio::spawn(run_window(
