@@ -16,12 +16,12 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::resume::truncate_torn_tail;
 
 /// The outcome of one request, as handed to [`OutputWriter::write_result`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct OutputRecord {
     /// The item's id from the input.
     pub custom_id: String,
@@ -30,7 +30,7 @@ pub struct OutputRecord {
     /// The server's request id (e.g. `x-request-id`), if any.
     pub request_id: Option<String>,
     /// The response body (success or error body), if any.
-    pub body: Option<Value>,
+    pub body: Option<Box<RawValue>>,
     /// `(code, message)` when the request failed without a usable response
     /// (timeout, connection error, ...) or the caller classifies it as failed.
     pub error: Option<(String, String)>,
@@ -62,7 +62,7 @@ struct Line<'a> {
 struct ResponseOut<'a> {
     status_code: Option<u16>,
     request_id: Option<&'a str>,
-    body: Option<&'a Value>,
+    body: Option<&'a RawValue>,
 }
 
 #[derive(Serialize)]
@@ -156,7 +156,7 @@ impl OutputWriter {
             Some(ResponseOut {
                 status_code: rec.status_code,
                 request_id: rec.request_id.as_deref(),
-                body: rec.body.as_ref(),
+                body: rec.body.as_deref(),
             })
         } else {
             None
@@ -244,14 +244,18 @@ fn already_exists(path: &Path) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
+
+    fn raw(v: Value) -> Box<RawValue> {
+        serde_json::value::to_raw_value(&v).expect("serializable")
+    }
 
     fn ok(id: &str) -> OutputRecord {
         OutputRecord {
             custom_id: id.into(),
             status_code: Some(200),
             request_id: Some("req_1".into()),
-            body: Some(json!({"choices": []})),
+            body: Some(raw(json!({"choices": []}))),
             error: None,
         }
     }
@@ -284,7 +288,7 @@ mod tests {
         w.write_result(&failed("b"))?;
         let mut http_err = ok("c");
         http_err.status_code = Some(429);
-        http_err.body = Some(json!({"error": {"message": "slow down"}}));
+        http_err.body = Some(raw(json!({"error": {"message": "slow down"}})));
         w.write_result(&http_err)?;
 
         let main = lines(&out);

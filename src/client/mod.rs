@@ -7,6 +7,7 @@ pub mod sse;
 use crate::api::Api;
 use crate::secret::Secret;
 use bytes::Bytes;
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 use sse::{SseDecoder, SseEvent};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -116,7 +117,7 @@ pub struct Success {
     pub content_events: u64,
     /// The answer as one JSON body (a stream assembled into the non-streamed shape); only kept
     /// when asked for, since a sweep throws bodies away.
-    pub body: Option<Value>,
+    pub body: Option<Box<RawValue>>,
     pub request_id: Option<String>,
 }
 
@@ -436,7 +437,7 @@ impl Client {
                 status,
                 usage,
                 content_events: usage_events(&usage),
-                body,
+                body: body.and_then(|v| serde_json::value::to_raw_value(&v).ok()),
                 request_id,
             });
         }
@@ -446,6 +447,36 @@ impl Client {
                 return Err(decode_failure(format!("answer larger than {} MiB", MAX_BODY >> 20)));
             }
             bytes.extend_from_slice(&chunk);
+        }
+        // The common answer (usage, no error) is read through a small typed view and kept as
+        // the bytes it came in: no JSON tree is built, cloned or re-serialized per request.
+        if let Ok(Peek {
+            usage:
+                Some(PeekUsage {
+                    prompt_tokens,
+                    completion_tokens: Some(completion),
+                }),
+            error: None,
+        }) = serde_json::from_slice::<Peek>(&bytes)
+        {
+            let body = if keep_body {
+                let text = String::from_utf8(bytes).map_err(|_| decode_failure("answer is not UTF-8".into()))?;
+                Some(RawValue::from_string(text).map_err(|e| decode_failure(format!("answer is not JSON: {e}")))?)
+            } else {
+                None
+            };
+            let usage = Usage {
+                prompt_tokens,
+                completion_tokens: completion,
+                estimated: false,
+            };
+            return Ok(Success {
+                status,
+                usage,
+                content_events: 0,
+                body,
+                request_id,
+            });
         }
         let body: Value =
             serde_json::from_slice(&bytes).map_err(|e| decode_failure(format!("answer is not JSON: {e}")))?;
@@ -470,7 +501,11 @@ impl Client {
             status,
             usage,
             content_events: 0,
-            body: keep_body.then_some(body),
+            body: if keep_body {
+                serde_json::value::to_raw_value(&body).ok()
+            } else {
+                None
+            },
             request_id,
         })
     }
@@ -597,6 +632,23 @@ fn error_kind(body: &Value) -> FailKind {
 /// Token counts from `usage`, else from llama.cpp's `timings` (sent on the last chunk of a
 /// stream even when usage is not asked for: `predicted_n` generated tokens, `prompt_n` +
 /// `cache_n` prompt tokens; exact, not estimates).
+/// What the fast path reads of an answer; every other field is skipped unparsed.
+#[derive(serde::Deserialize)]
+struct Peek {
+    #[serde(default)]
+    usage: Option<PeekUsage>,
+    #[serde(default)]
+    error: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(serde::Deserialize)]
+struct PeekUsage {
+    #[serde(default)]
+    prompt_tokens: Option<u64>,
+    #[serde(default)]
+    completion_tokens: Option<u64>,
+}
+
 fn usage_of(v: &Value) -> Option<Usage> {
     reported_usage(v).or_else(|| timings_usage(v))
 }

@@ -733,19 +733,19 @@ async fn send_all(
                             if attempts > 1 {
                                 retried_requests += 1;
                             }
-                            let rec = output_record(custom_id, &outcome);
-                            writer.write_result(&rec).map_err(|err| anyhow::anyhow!("cannot write {}: {err}", s.output.display()))?;
                             if outcome.is_ok() {
                                 ok += 1;
                                 latency.record_ms(outcome.latency().as_secs_f64() * 1000.0);
                             } else {
                                 failed += 1;
                             }
+                            let rec = output_record(custom_id, outcome);
+                            writer.write_result(&rec).map_err(|err| anyhow::anyhow!("cannot write {}: {err}", s.output.display()))?;
                         }
                         Event::Refused { custom_id, outcome } => {
                             failed += 1;
                             let msg = outcome.result.as_ref().err().map(|f| f.message.clone()).unwrap_or_default();
-                            writer.write_result(&output_record(custom_id, &outcome)).map_err(|err| anyhow::anyhow!("cannot write {}: {err}", s.output.display()))?;
+                            writer.write_result(&output_record(custom_id, outcome)).map_err(|err| anyhow::anyhow!("cannot write {}: {err}", s.output.display()))?;
                             if refused.is_none() {
                                 refused = Some(msg);
                                 fresh_close(&source);
@@ -904,13 +904,13 @@ fn fresh_close(source: &JobSource) {
 }
 
 /// The output line of a finished request.
-fn output_record(custom_id: String, outcome: &Outcome) -> OutputRecord {
-    match &outcome.result {
+fn output_record(custom_id: String, outcome: Outcome) -> OutputRecord {
+    match outcome.result {
         Ok(ok) => OutputRecord {
             custom_id,
             status_code: Some(ok.status),
-            request_id: ok.request_id.clone(),
-            body: ok.body.clone(),
+            request_id: ok.request_id,
+            body: ok.body,
             error: None,
         },
         Err(f) => {
@@ -926,8 +926,8 @@ fn output_record(custom_id: String, outcome: &Outcome) -> OutputRecord {
                 custom_id,
                 status_code: status,
                 request_id: None,
-                body: f.body.clone(),
-                error: Some((code, f.message.clone())),
+                body: f.body.as_ref().and_then(|b| serde_json::value::to_raw_value(b).ok()),
+                error: Some((code, f.message)),
             }
         }
     }

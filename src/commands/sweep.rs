@@ -419,7 +419,9 @@ async fn measure_level(
     let offset_ms = (level_start - sweep_start).as_secs_f64() * 1000.0;
     let stop = Stop::new();
     let (tx, mut rx) = mpsc::unbounded_channel::<Rec>();
-    let source = Arc::new(Requests { workload: workload.clone() });
+    let source = Arc::new(Requests {
+        workload: workload.clone(),
+    });
     let stream = workload.stream;
     let cl = client.clone();
     let window = tokio::spawn(run_window(

@@ -248,7 +248,9 @@ fn mismatches(e: &Value, o: &Outcome) -> Vec<String> {
                 ok.usage.prompt_tokens, x["prompt_tokens"]
             ));
         }
-        let body = ok.body.as_ref().expect("kept body");
+        let body: Value =
+            serde_json::from_str(ok.body.as_ref().expect("kept body").get()).expect("the kept body is JSON");
+        let body = &body;
         let text = body
             .pointer("/choices/0/message/content")
             .or_else(|| body.pointer("/choices/0/text"))
