@@ -15,9 +15,9 @@
 //! - `SIZEUP_BENCH_ONLY=makespan,ceiling,memory,sizing,auto,capacity`: a subset (same output
 //!   rule as quick).
 //! - `SIZEUP_BENCH_OUT=PATH`: where to write the markdown.
-//! - `SIZEUP_BENCH_N` (makespan requests, 2000), `SIZEUP_BENCH_CEILING_N` (30000),
+//! - `SIZEUP_BENCH_N` (makespan requests, 2000), `SIZEUP_BENCH_CEILING_N` (60000),
 //!   `SIZEUP_BENCH_MEM_LINES` (`200000,1000000`), `SIZEUP_BENCH_STREAMS` (10000),
-//!   `SIZEUP_BENCH_REPEATS` (client-ceiling repetitions, best kept: 2).
+//!   `SIZEUP_BENCH_REPEATS` (client-ceiling repetitions, best kept: 3).
 //! - `SIZEUP_BENCH_OHA=PATH`: the `oha` binary; else `oha` on PATH, else
 //!   `$SIZEUP_BENCH_CACHE/bin/oha` (default cache `~/.cache/sizeup-bench`). Install it with
 //!   `cargo install oha --locked --root ~/.cache/sizeup-bench` (a long build), or set
@@ -138,10 +138,10 @@ impl Config {
             only,
             out,
             makespan_n: env_num("SIZEUP_BENCH_N", if quick { 480 } else { 2000 }),
-            ceiling_n: env_num("SIZEUP_BENCH_CEILING_N", if quick { 6000 } else { 30_000 }),
+            ceiling_n: env_num("SIZEUP_BENCH_CEILING_N", if quick { 20_000 } else { 60_000 }),
             mem_lines,
             streams: env_num("SIZEUP_BENCH_STREAMS", if quick { 2000 } else { 10_000 }),
-            repeats: env_num("SIZEUP_BENCH_REPEATS", if quick { 1 } else { 2 }).max(1),
+            repeats: env_num("SIZEUP_BENCH_REPEATS", if quick { 1 } else { 3 }).max(1),
         }
     }
 
@@ -502,7 +502,10 @@ impl Bench {
 
     fn row(&mut self, figure: &str, measured: String, reference: String, ratio: String, target: &str, m: Met) {
         let load = load1();
-        eprintln!("e2e:   {figure}: {measured} | {reference} | {ratio} | {target} | {} | load {load:.2}", m.cell());
+        eprintln!(
+            "e2e:   {figure}: {measured} | {reference} | {ratio} | {target} | {} | load {load:.2}",
+            m.cell()
+        );
         self.rows.push(Row {
             figure: figure.into(),
             measured,
@@ -611,7 +614,9 @@ impl Bench {
             .and_then(|p| cmd_line(p.to_str()?, &["--version"]))
             .unwrap_or_default();
         for c in [64usize, 256] {
-            let (mut best_s, mut best_o): (Option<(f64, f64, f64)>, Option<(f64, f64)>) = (None, None);
+            // (rate, CPU µs per request, simulator CPU µs per request) and (rate, CPU µs per request).
+            let mut best_s: Option<(f64, f64, f64)> = None;
+            let mut best_o: Option<(f64, f64)> = None;
             for _ in 0..self.cfg.repeats {
                 // One simulator for both clients of a repetition: same server, same settings.
                 let sim = self.sim(&args)?;
@@ -645,7 +650,7 @@ impl Bench {
                         &format!("Client ceiling, zero-service sim, `sizeup run -c {c}`"),
                         format!("{} req/s, {cpu_us:.0} µs CPU/req", fmt_int(rate)),
                         format!("oha {} req/s, {ocpu:.0} µs CPU/req", fmt_int(orate)),
-                        format!("{:.0}%", ratio * 100.0),
+                        format!("{:.1}%", ratio * 100.0),
                         ">= 90% of oha",
                         met(ratio >= 0.90),
                     );
@@ -703,7 +708,10 @@ impl Bench {
             .and_then(Value::as_f64)
             .ok_or_else(|| anyhow!("no summary.requestsPerSec in oha's JSON"))?;
         let success = v.pointer("/summary/successRate").and_then(Value::as_f64).unwrap_or(0.0);
-        let ok200 = v.pointer("/statusCodeDistribution/200").and_then(Value::as_u64).unwrap_or(0);
+        let ok200 = v
+            .pointer("/statusCodeDistribution/200")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
         if success < 1.0 || ok200 != n as u64 {
             bail!("oha: success rate {success}, {ok200} of {n} answered 200");
         }
@@ -733,7 +741,10 @@ impl Bench {
             let flat = peaks.first().map_or(1.0, |first| stats.peak_rss_mib / first);
             let is_first = peaks.len() == 1;
             self.row(
-                &format!("Peak RSS of `sizeup run -c 256`, {} lines ({size_mib:.0} MiB input)", fmt_int(n as f64)),
+                &format!(
+                    "Peak RSS of `sizeup run -c 256`, {} lines ({size_mib:.0} MiB input)",
+                    fmt_int(n as f64)
+                ),
                 format!("{:.1} MiB", stats.peak_rss_mib),
                 if is_first {
                     "100 MiB".into()
@@ -773,7 +784,7 @@ impl Bench {
     // 4. Sizing accuracy: sweep against the formula, and auto's prediction
 
     fn sizing(&mut self) -> Result<()> {
-        let step = 25.0;
+        let step = 50.0;
         for (g, b, jitter) in [(2usize, 8usize, 0.0f64), (1, 5, 0.5), (3, 4, 0.0)] {
             let sim = self.sim(&sim_args(g, b, step, jitter, 1))?;
             let out = self.path("sweep");
@@ -781,7 +792,16 @@ impl Bench {
             let mut cmd = Command::new(EXE);
             cmd.args(["--quiet", "sweep", "--endpoint", &sim.url, "--gpus", &g.to_string()])
                 .args(["--concurrency", "auto", "--max-concurrency", &(4 * g * b).to_string()])
-                .args(["--warmup", "1s", "--max-duration", "20s", "--prompt-tokens", "8", "--max-tokens", "1"])
+                .args([
+                    "--warmup",
+                    "1s",
+                    "--max-duration",
+                    "20s",
+                    "--prompt-tokens",
+                    "8",
+                    "--max-tokens",
+                    "1",
+                ])
                 .arg("--out")
                 .arg(&out)
                 .env("NO_COLOR", "1")
@@ -797,7 +817,10 @@ impl Bench {
             }
             let s: Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json"))?)?;
             let knee_c = s.pointer("/knee/concurrency").and_then(Value::as_u64).unwrap_or(0) as usize;
-            let knee_rpm_gpu = s.pointer("/knee/rpm_per_gpu").and_then(Value::as_f64).unwrap_or(f64::NAN);
+            let knee_rpm_gpu = s
+                .pointer("/knee/rpm_per_gpu")
+                .and_then(Value::as_f64)
+                .unwrap_or(f64::NAN);
             let levels: Vec<String> = s["levels"]
                 .as_array()
                 .map(|l| {
@@ -859,7 +882,15 @@ impl Bench {
         let mut cmd = Command::new(EXE);
         cmd.args(["--quiet", "auto", "--input"])
             .arg(&input)
-            .args(["--target-rpm", "20000", "--yes", "--warmup", "1s", "--max-concurrency", "16"])
+            .args([
+                "--target-rpm",
+                "20000",
+                "--yes",
+                "--warmup",
+                "1s",
+                "--max-concurrency",
+                "16",
+            ])
             .arg("--out")
             .arg(&out)
             .env("NO_COLOR", "1")
@@ -873,7 +904,9 @@ impl Bench {
             bail!("auto exited with {} (log {})", stats.status, log.display());
         }
         let s: Value = serde_json::from_str(&std::fs::read_to_string(out.join("run-summary.json"))?)?;
-        let predicted = s["predicted_duration_s"].as_f64().ok_or_else(|| anyhow!("no predicted_duration_s"))?;
+        let predicted = s["predicted_duration_s"]
+            .as_f64()
+            .ok_or_else(|| anyhow!("no predicted_duration_s"))?;
         let achieved = s["achieved_duration_s"].as_f64().unwrap_or(f64::NAN);
         let err = achieved / predicted - 1.0;
         self.row(
@@ -909,16 +942,21 @@ impl Bench {
             (r, t.elapsed().as_secs_f64())
         });
         let report = report?;
-        let max_in_flight = self.rt.block_on(sim_metric(&url, "sizeup_sim_requests_in_flight_max"))?;
+        let max_in_flight = self
+            .rt
+            .block_on(sim_metric(&url, "sizeup_sim_requests_in_flight_max"))?;
         drop(sim);
         let all_ok = report.complete == streams && max_in_flight as usize >= streams;
         let limits = nofile_limits().map_or("?".into(), |(s, h)| format!("{s}/{h}"));
         self.row(
-            &format!("Sim capacity: {} concurrent streams ({gpus}x{batch}, {tokens} tokens)", fmt_int(streams as f64)),
+            &format!(
+                "Sim capacity: {} concurrent streams ({gpus}x{batch}, {tokens} tokens)",
+                fmt_int(streams as f64)
+            ),
             format!(
                 "{} complete, {} at once",
                 fmt_int(report.complete as f64),
-                fmt_int(max_in_flight as f64)
+                fmt_int(max_in_flight)
             ),
             format!("{} opened", fmt_int(streams as f64)),
             format!("{:.0}%", report.complete as f64 / streams as f64 * 100.0),
@@ -948,9 +986,24 @@ impl Bench {
     fn finish(&mut self, took: Duration) {
         let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
         let date = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-        let commit = cmd_line("git", &["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "--short", "HEAD"]).unwrap_or_default();
-        let dirty = cmd_line("git", &["-C", env!("CARGO_MANIFEST_DIR"), "status", "--porcelain", "--", "src", "Cargo.toml"])
-            .is_some_and(|s| !s.is_empty());
+        let commit = cmd_line(
+            "git",
+            &["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "--short", "HEAD"],
+        )
+        .unwrap_or_default();
+        let dirty = cmd_line(
+            "git",
+            &[
+                "-C",
+                env!("CARGO_MANIFEST_DIR"),
+                "status",
+                "--porcelain",
+                "--",
+                "src",
+                "Cargo.toml",
+            ],
+        )
+        .is_some_and(|s| !s.is_empty());
         let cpu = std::fs::read_to_string("/proc/cpuinfo")
             .ok()
             .and_then(|s| {
@@ -969,15 +1022,26 @@ impl Bench {
              measured against its reference in the same run; the load column is the 1-minute \
              load average when the figure was taken (other work shares this machine). Timing \
              figures are reports, not pass/fail tests.\n",
-            if self.cfg.quick { " (SIZEUP_BENCH_QUICK=1: reduced sizes)" } else { "" },
+            if self.cfg.quick {
+                " (SIZEUP_BENCH_QUICK=1: reduced sizes)"
+            } else {
+                ""
+            },
             self.load_start,
             loadavg(),
             took.as_secs_f64(),
             env!("CARGO_PKG_VERSION"),
-            if commit.is_empty() { String::new() } else { format!(" at {commit}") },
+            if commit.is_empty() {
+                String::new()
+            } else {
+                format!(" at {commit}")
+            },
             if dirty { " with uncommitted changes in src/" } else { "" },
         );
-        let _ = writeln!(md, "| Figure | Measured | Reference (same run) | Ratio | Target | Status | Load |");
+        let _ = writeln!(
+            md,
+            "| Figure | Measured | Reference (same run) | Ratio | Target | Status | Load |"
+        );
         let _ = writeln!(md, "| --- | --- | --- | --- | --- | --- | --- |");
         for r in &self.rows {
             let _ = writeln!(
@@ -1017,13 +1081,12 @@ async fn waves(base: &str, n: usize, wave: usize) -> Result<f64> {
     let start = Instant::now();
     let mut sent = 0usize;
     while sent < n {
+        let end = (sent + wave).min(n);
         let mut set = tokio::task::JoinSet::new();
-        for i in sent..(sent + wave).min(n) {
+        for i in sent..end {
             let (http, url) = (http.clone(), url.clone());
             set.spawn(async move {
-                let body = format!(
-                    r#"{{"prompt":"say hello to number {i}","max_tokens":1,"model":"sizeup-sim"}}"#
-                );
+                let body = format!(r#"{{"prompt":"say hello to number {i}","max_tokens":1,"model":"sizeup-sim"}}"#);
                 let r = http
                     .post(&url)
                     .header("content-type", "application/json")
@@ -1035,8 +1098,8 @@ async fn waves(base: &str, n: usize, wave: usize) -> Result<f64> {
                 anyhow::ensure!(status.is_success(), "HTTP {status}");
                 Ok::<_, anyhow::Error>(())
             });
-            sent += 1;
         }
+        sent = end;
         while let Some(r) = set.join_next().await {
             r??;
         }

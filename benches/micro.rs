@@ -102,7 +102,7 @@ fn bench_sse(c: &mut Criterion) {
         });
     }
     // What the client does per event on top of decoding: parse each chunk as JSON.
-    g.bench_function("per_event+json_parse", |b| {
+    g.bench_function("whole+value_parse", |b| {
         let mut out = Vec::with_capacity(512);
         b.iter(|| {
             let mut d = SseDecoder::new();
@@ -116,6 +116,102 @@ fn bench_sse(c: &mut Criterion) {
                 }
             }
             black_box(n)
+        })
+    });
+    // For comparison (not sizeup code): the same events parsed into a borrowed typed struct
+    // that skips the fields the client never reads, instead of a full `serde_json::Value`.
+    g.bench_function("whole+typed_parse(reference)", |b| {
+        let mut out = Vec::with_capacity(512);
+        b.iter(|| {
+            let mut d = SseDecoder::new();
+            out.clear();
+            d.push(black_box(&stream), &mut out).expect("valid stream");
+            let mut n = 0usize;
+            for ev in out.drain(..) {
+                if let SseEvent::Data(s) = ev {
+                    let v: Chunk = serde_json::from_str(&s).expect("json chunk");
+                    n += v.choices.first().map_or(0, |c| {
+                        let content = c.delta.as_ref().is_some_and(|d| d.content.is_some()) || c.text.is_some();
+                        usize::from(content) + usize::from(c.finish_reason.is_some())
+                    });
+                    n += v.usage.map_or(0, |u| u.completion_tokens as usize & 1);
+                }
+            }
+            black_box(n)
+        })
+    });
+    g.finish();
+}
+
+#[derive(serde::Deserialize)]
+struct Chunk<'a> {
+    #[serde(borrow, default)]
+    choices: Vec<ChunkChoice<'a>>,
+    usage: Option<ChunkUsage>,
+}
+
+#[derive(serde::Deserialize)]
+struct ChunkChoice<'a> {
+    #[serde(borrow)]
+    delta: Option<ChunkDelta<'a>>,
+    #[serde(borrow)]
+    text: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    finish_reason: Option<std::borrow::Cow<'a, str>>,
+}
+
+#[derive(serde::Deserialize)]
+struct ChunkDelta<'a> {
+    #[serde(borrow)]
+    content: Option<std::borrow::Cow<'a, str>>,
+}
+
+#[derive(serde::Deserialize)]
+struct ChunkUsage {
+    completion_tokens: u64,
+}
+
+/// What `sizeup run` does with a non-streamed answer today (parse it into a `Value`, clone it
+/// into the output record, serialize it into the output line), against a reference that reads
+/// only `usage` and `error` with a typed struct and copies the answer's bytes as they came.
+fn bench_response(c: &mut Criterion) {
+    let answer = json!({
+        "id": "cmpl-sim-1234", "object": "text_completion", "created": 1_732_640_000u64, "model": "sizeup-sim",
+        "choices": [{"index": 0, "text": words(64, 1), "logprobs": null, "finish_reason": "length"}],
+        "usage": {"prompt_tokens": 40, "completion_tokens": 64, "total_tokens": 104}
+    })
+    .to_string()
+    .into_bytes();
+    let mut g = c.benchmark_group("response_body");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("value_parse+clone+serialize", |b| {
+        let mut line = Vec::with_capacity(4096);
+        b.iter(|| {
+            let v: Value = serde_json::from_slice(black_box(&answer)).expect("json");
+            let tokens = v.pointer("/usage/completion_tokens").and_then(Value::as_u64);
+            let kept = v.clone();
+            drop(v);
+            line.clear();
+            serde_json::to_writer(&mut line, &json!({"id": "batch_req_1", "custom_id": "req-1", "response": {"status_code": 200, "request_id": null, "body": kept}, "error": null})).expect("serialize");
+            black_box((tokens, line.len()))
+        })
+    });
+    g.bench_function("typed_peek+raw_copy(reference)", |b| {
+        #[derive(serde::Deserialize)]
+        struct Peek {
+            usage: Option<ChunkUsage>,
+            error: Option<serde::de::IgnoredAny>,
+        }
+        let mut line = Vec::with_capacity(4096);
+        b.iter(|| {
+            let p: Peek = serde_json::from_slice(black_box(&answer)).expect("json");
+            line.clear();
+            line.extend_from_slice(
+                br#"{"id":"batch_req_1","custom_id":"req-1","response":{"status_code":200,"request_id":null,"body":"#,
+            );
+            line.extend_from_slice(&answer);
+            line.extend_from_slice(br#"},"error":null}"#);
+            black_box((p.usage.map(|u| u.completion_tokens), p.error.is_some(), line.len()))
         })
     });
     g.finish();
@@ -172,8 +268,9 @@ fn bench_hist(c: &mut Criterion) {
             }
         })
     });
-    g.bench_function("new", |b| b.iter(|| black_box(Hist::new())));
     g.finish();
+    // One per latency kind and level: the allocation a sweep pays per histogram.
+    c.bench_function("hist/new", |b| b.iter(|| black_box(Hist::new())));
 }
 
 const LINES: usize = 20_000;
@@ -246,7 +343,8 @@ fn bench_writer(c: &mut Criterion) {
         custom_id: "req-0001234".into(),
         status_code: Some(200),
         request_id: Some("req-abc".into()),
-        body: Some(body),
+        // Deserialized into whatever the record keeps (a JSON tree or the raw answer text).
+        body: Some(serde_json::from_str(&body.to_string()).expect("json body")),
         error: None,
     };
     let mut g = c.benchmark_group("write_output");
@@ -273,6 +371,6 @@ fn bench_writer(c: &mut Criterion) {
 criterion_group! {
     name = micro;
     config = config();
-    targets = bench_sse, bench_body, bench_hist, bench_reader, bench_writer
+    targets = bench_sse, bench_body, bench_response, bench_hist, bench_reader, bench_writer
 }
 criterion_main!(micro);
