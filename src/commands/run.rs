@@ -90,8 +90,6 @@ enum Take {
     Job(Job),
     /// Nothing ready; the next retry is due then (None: no retry waits).
     Wait(Option<Instant>),
-    /// Nothing ready, no retry waits, nothing in flight.
-    Idle,
 }
 
 impl JobSource {
@@ -136,9 +134,15 @@ impl JobSource {
                 self.in_flight.fetch_add(1, Ordering::SeqCst);
                 Take::Job(job)
             }
-            None if due.is_none() && self.in_flight.load(Ordering::SeqCst) == 0 => Take::Idle,
             None => Take::Wait(due),
         }
+    }
+
+    /// With the reader done: true when no job is ready, waiting or in flight. Read under the
+    /// queue lock, so a retry queued just before its job left `in_flight` is seen.
+    fn all_done(&self) -> bool {
+        let q = self.queue.lock().expect("job queue lock");
+        q.ready.is_empty() && q.retries.is_empty() && self.in_flight.load(Ordering::SeqCst) == 0
     }
 
     fn add_chunk(&self, chunk: Vec<Job>) {
@@ -159,7 +163,6 @@ impl Source for JobSource {
             let due = match self.take() {
                 Take::Job(job) => return Some(job),
                 Take::Wait(due) => due,
-                Take::Idle => None,
             };
             match self.fresh.try_recv() {
                 Ok(chunk) => {
@@ -167,7 +170,7 @@ impl Source for JobSource {
                     continue;
                 }
                 Err(async_channel::TryRecvError::Closed) => {
-                    if matches!(self.take_idle(), Some(true)) {
+                    if self.all_done() {
                         self.changed.notify_waiters();
                         return None;
                     }
@@ -185,14 +188,6 @@ impl Source for JobSource {
                 _ = &mut changed => {}
             }
         }
-    }
-}
-
-impl JobSource {
-    /// With the reader done: Some(true) when no job is ready, waiting or in flight.
-    fn take_idle(&self) -> Option<bool> {
-        let q = self.queue.lock().expect("job queue lock");
-        Some(q.ready.is_empty() && q.retries.is_empty() && self.in_flight.load(Ordering::SeqCst) == 0)
     }
 }
 
