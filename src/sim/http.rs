@@ -174,8 +174,12 @@ impl AppState {
         headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|given| given == key.expose())
+            // The auth scheme is case-insensitive (RFC 7235); the credentials are not.
+            .and_then(|v| {
+                v.split_once(' ')
+                    .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            })
+            .is_some_and(|(_, given)| given == key.expose())
     }
 
     fn unauthorized(&self) -> Response {
@@ -607,14 +611,22 @@ async fn resource_post(State(s): State<Arc<AppState>>, headers: HeaderMap, body:
     let Ok(req) = serde_json::from_slice::<Value>(&body) else {
         return bad("body must be JSON like {\"state\":\"on\",\"gpus\":4}");
     };
-    if let Some(g) = req.get("gpus").filter(|v| !v.is_null()) {
-        match g.as_u64() {
-            Some(n @ 1..=1024) => s.cluster.resize(n as usize),
+    // Check the whole request before changing anything: a bad field leaves the resource as it was.
+    let gpus = match req.get("gpus").filter(|v| !v.is_null()) {
+        None => None,
+        Some(g) => match g.as_u64() {
+            Some(n @ 1..=1024) => Some(n as usize),
             _ => return bad("gpus must be an integer from 1 to 1024"),
-        }
+        },
+    };
+    let state = req.get("state").and_then(Value::as_str);
+    if !matches!(state, None | Some("on" | "off")) {
+        return bad("state must be \"on\" or \"off\"");
     }
-    match req.get("state").and_then(Value::as_str) {
-        None => {}
+    if let Some(n) = gpus {
+        s.cluster.resize(n);
+    }
+    match state {
         Some("on") => {
             let mut p = s.power.lock().expect("power lock poisoned");
             if matches!(*p, Power::Off) {
@@ -629,7 +641,7 @@ async fn resource_post(State(s): State<Arc<AppState>>, headers: HeaderMap, body:
             *s.power.lock().expect("power lock poisoned") = Power::Off;
             s.cluster.abort_all();
         }
-        Some(_) => return bad("state must be \"on\" or \"off\""),
+        _ => {}
     }
     json_ok(&power_json(&s))
 }

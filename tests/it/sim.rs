@@ -341,6 +341,9 @@ async fn api_key_is_required() {
     assert_eq!(r.status(), 401, "switching off needs the key");
     // ... and it stayed on.
     assert_eq!(send(Some("Bearer k")).await.unwrap().status(), 200);
+    // The scheme is case-insensitive (RFC 7235); the key is not.
+    assert_eq!(send(Some("bearer k")).await.unwrap().status(), 200);
+    assert_eq!(send(Some("BEARER K")).await.unwrap().status(), 401);
 
     // No key needed for health and metrics.
     assert_eq!(c.get(format!("{}/health", h.url())).send().await.unwrap().status(), 200);
@@ -349,7 +352,7 @@ async fn api_key_is_required() {
         metric(&m, "sizeup_sim_requests_total{outcome=\"unauthorized_401\"}") >= 6.0,
         "{m}"
     );
-    assert_eq!(metric(&m, "sizeup_sim_requests_total{outcome=\"ok\"}"), 2.0, "{m}");
+    assert_eq!(metric(&m, "sizeup_sim_requests_total{outcome=\"ok\"}"), 3.0, "{m}");
     h.shutdown().await;
 }
 
@@ -425,6 +428,19 @@ async fn resource_lifecycle() {
     assert_eq!(bad.status(), 400);
     let bad = post_json(&c, format!("{}/resource", h.url()), &json!({"gpus": 0})).await;
     assert_eq!(bad.status(), 400);
+    // A request with one bad field changes nothing.
+    let bad = post_json(
+        &c,
+        format!("{}/resource", h.url()),
+        &json!({"gpus": 3, "state": "bogus"}),
+    )
+    .await;
+    assert_eq!(bad.status(), 400);
+    assert_eq!(
+        resource(&c, &h, None).await["gpus"],
+        1,
+        "gpus unchanged by a rejected request"
+    );
 
     // Switching off aborts a request that is running: it ends with 503, not a hang or a 200.
     let long = {
