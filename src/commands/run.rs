@@ -232,6 +232,9 @@ struct RunSummary {
     requests_retried: u64,
     /// Retry attempts in all.
     retries: u64,
+    /// Streamed requests re-sent at once because the server had silently closed the kept-alive
+    /// connection they went out on (llama.cpp does after every stream); never answered twice.
+    stale_connection_resends: u64,
     skipped_already_done: u64,
     skipped_invalid: u64,
     skipped_other_shards: u64,
@@ -817,6 +820,7 @@ async fn send_all(
         requests_failed: failed,
         requests_retried: retried_requests,
         retries: retries_used.load(Ordering::Relaxed),
+        stale_connection_resends: client.stale_retries(),
         skipped_already_done: skipped_done,
         skipped_invalid,
         skipped_other_shards: other_shards,
