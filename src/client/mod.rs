@@ -432,11 +432,12 @@ impl Client {
                     ));
                 }
             }
+            let content_events = acc.content_events;
             let (usage, body) = acc.into_parts();
             return Ok(Success {
                 status,
                 usage,
-                content_events: usage_events(&usage),
+                content_events,
                 body: body.and_then(|v| serde_json::value::to_raw_value(&v).ok()),
                 request_id,
             });
@@ -508,14 +509,6 @@ impl Client {
             },
             request_id,
         })
-    }
-}
-
-fn usage_events(u: &Usage) -> u64 {
-    if u.estimated {
-        u.completion_tokens
-    } else {
-        0
     }
 }
 

@@ -70,7 +70,7 @@ pub async fn run(args: AutoArgs, interrupt: Stop) -> anyhow::Result<ExitStatus> 
         let workload = Arc::new(Workload::sampled(&args.input, format, args.sample, spec)?);
         let client = Arc::new(target.client(&args.endpoint, super::sweep::max_level(&settings.levels))?);
         ui::info(format!("sweep: sampling {} requests of {}", args.sample.min(requests as usize), args.input.display()));
-        let swept = measure(&settings, client, workload.clone(), &out, &target.display, interrupt.drain.clone()).await?;
+        let swept = measure(&settings, client, workload.clone(), &out, &target, interrupt.drain.clone()).await?;
         if swept.interrupted {
             return Ok(ExitStatus::Interrupted);
         }
@@ -165,7 +165,7 @@ async fn verify(
         plan.total_concurrency, plan.gpus
     ));
     let dir = out.join("verify");
-    let r = measure(&s, client, workload, &dir, &target.display, interrupt.drain.clone()).await?;
+    let r = measure(&s, client, workload, &dir, target, interrupt.drain.clone()).await?;
     if let Some(level) = r.summary.levels.first() {
         let ratio = level.rpm / plan.expected_rpm;
         ui::info(format!(

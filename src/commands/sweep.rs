@@ -260,7 +260,7 @@ pub async fn measure(
     client: Arc<Client>,
     workload: Arc<Workload>,
     out: &Path,
-    endpoint_display: &str,
+    target: &Target,
     interrupt: CancellationToken,
 ) -> anyhow::Result<SweepResult> {
     super::ensure_dir(out)?;
@@ -269,7 +269,7 @@ pub async fn measure(
         .map_err(|e| usage_error(format!("cannot write {}: {e}", requests_path.display()), None))?;
     let mut requests_csv = RequestsCsv::new(std::io::BufWriter::new(file))?;
     let mut summary = Summary {
-        endpoint: endpoint_display.to_string(),
+        endpoint: target.display.clone(),
         model: workload.model.clone().unwrap_or_default(),
         gpus: s.gpus,
         levels: Vec::new(),
@@ -286,6 +286,7 @@ pub async fn measure(
     };
     let mut points: Vec<LevelPoint> = Vec::new();
     let sweep_start = Instant::now();
+    let key_hint = target.key_hint();
     let mut interrupted = false;
     let mut next_index = 0usize;
     loop {
@@ -300,7 +301,7 @@ pub async fn measure(
             },
         };
         next_index += 1;
-        let level = measure_level(s, c, &client, &workload, sweep_start, &interrupt).await;
+        let level = measure_level(s, c, &client, &workload, sweep_start, &interrupt, &key_hint).await;
         if level.interrupted {
             interrupted = true;
         }
@@ -414,6 +415,7 @@ async fn measure_level(
     workload: &Arc<Workload>,
     sweep_start: Instant,
     interrupt: &CancellationToken,
+    key_hint: &str,
 ) -> LevelResult {
     let level_start = Instant::now();
     let offset_ms = (level_start - sweep_start).as_secs_f64() * 1000.0;
@@ -468,7 +470,7 @@ async fn measure_level(
                 let Some(w) = warm_end else {
                     if now >= s.warmup.as_secs_f64() && recs.len() >= c as usize {
                         if !recs.iter().any(|r| r.outcome.is_ok()) {
-                            unusable = Some(unusable_reason(&recs));
+                            unusable = Some(unusable_reason(&recs, key_hint));
                             break;
                         }
                         warm_end = Some(now);
@@ -530,7 +532,7 @@ async fn measure_level(
             let err = if recs.is_empty() {
                 None
             } else {
-                Some(unusable_reason(&recs))
+                Some(unusable_reason(&recs, key_hint))
             };
             return LevelResult { unusable: err, ..empty };
         }
@@ -548,14 +550,15 @@ async fn measure_level(
     }
 }
 
-/// Exit 3 with the reason every warm-up request failed.
-fn unusable_reason(recs: &[Rec]) -> anyhow::Error {
+/// Exit 3 with the reason every warm-up request failed; `key_hint` names the credential
+/// variable that was used (see [`Target::key_hint`]).
+fn unusable_reason(recs: &[Rec], key_hint: &str) -> anyhow::Error {
     let first = recs.iter().find_map(|r| r.outcome.result.as_ref().err());
     let Some(f) = first else {
         return ui::unusable_error("no request finished", None);
     };
     let hint = match f.kind {
-        FailKind::Http(401 | 403) => "check the API key: sizeup reads SIZEUP_API_KEY, else OPENAI_API_KEY".to_string(),
+        FailKind::Http(401 | 403) => key_hint.to_string(),
         FailKind::Http(404) => {
             "check --endpoint, --api and --model (GET /v1/models lists the served models)".to_string()
         }
@@ -743,7 +746,7 @@ pub async fn run(args: SweepArgs, interrupt: CancellationToken) -> anyhow::Resul
             model,
         )?);
         let client = Arc::new(target.client(&args.endpoint, max_level(&settings.levels))?);
-        measure(&settings, client, workload, &out, &target.display, interrupt).await
+        measure(&settings, client, workload, &out, &target, interrupt).await
     }
     .await;
     target.close().await;

@@ -173,64 +173,44 @@ mod tests {
         assert!(took <= Duration::from_millis(460), "{took:?}");
     }
 
+    /// Two slots of 10 ms items, stopped at 55 ms; returns how many results were reported.
+    async fn stopped_at_55ms(abandon: bool) -> usize {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let source = Arc::new(Counter {
+            next: AtomicU64::new(0),
+            total: u64::MAX,
+        });
+        let stop = Stop::new();
+        let s2 = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(55)).await;
+            s2.drain.cancel();
+            if abandon {
+                s2.abandon.cancel();
+            }
+        });
+        run_window(
+            2,
+            source,
+            |i: u64, _| async move {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                i
+            },
+            tx,
+            stop,
+        )
+        .await;
+        let mut n = 0;
+        while rx.recv().await.is_some() {
+            n += 1;
+        }
+        n
+    }
+
     #[tokio::test(start_paused = true)]
     async fn drain_and_abandon() {
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let source = Arc::new(Counter {
-            next: AtomicU64::new(0),
-            total: u64::MAX,
-        });
-        let stop = Stop::new();
-        let s2 = stop.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(55)).await;
-            s2.drain.cancel();
-        });
-        run_window(
-            2,
-            source,
-            |i: u64, _| async move {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                i
-            },
-            tx,
-            stop,
-        )
-        .await;
-        let mut n = 0;
-        while rx.recv().await.is_some() {
-            n += 1;
-        }
         // Draining lets the two in flight at 55 ms finish (at 60 ms): 6 rounds of 2.
-        assert_eq!(n, 12);
-
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let source = Arc::new(Counter {
-            next: AtomicU64::new(0),
-            total: u64::MAX,
-        });
-        let stop = Stop::new();
-        let s2 = stop.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(55)).await;
-            s2.drain.cancel();
-            s2.abandon.cancel();
-        });
-        run_window(
-            2,
-            source,
-            |i: u64, _| async move {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                i
-            },
-            tx,
-            stop,
-        )
-        .await;
-        let mut n = 0;
-        while rx.recv().await.is_some() {
-            n += 1;
-        }
-        assert_eq!(n, 10, "abandoned requests are not reported");
+        assert_eq!(stopped_at_55ms(false).await, 12);
+        assert_eq!(stopped_at_55ms(true).await, 10, "abandoned requests are not reported");
     }
 }
