@@ -5,6 +5,9 @@
 //! - [`sim`]: the built-in simulated GPU resource (server).
 //! - [`client`]: request bodies, SSE decoding, one [`client::Outcome`] per request.
 //! - [`engine`]: the closed-loop sliding window, rate limiting, shutdown.
+//! - [`measure`]: the sweep's measuring loop and workloads; [`job`]: the batch pipeline
+//!   (queue, feed, attempt decision, tally) behind `run` and `auto`.
+//! - [`target`]: the endpoint or in-process simulator; [`resource`]: switching it on and off.
 //! - [`stats`], [`planner`], [`report`]: pure computation and exporters (no network, no clock).
 //! - [`batch`]: batch input readers, output writer, resume state.
 //! - [`ui`]: everything a person reads on stderr.
@@ -15,11 +18,16 @@ pub mod cli;
 pub mod client;
 pub mod commands;
 pub mod engine;
+pub mod files;
+pub mod job;
+pub mod measure;
 pub mod planner;
 pub mod report;
+pub mod resource;
 pub mod secret;
 pub mod sim;
 pub mod stats;
+pub mod target;
 pub mod ui;
 
 use cli::{Cli, Command};

@@ -1,11 +1,12 @@
 //! `sizeup auto`: sweep on a sample of the input, plan for the target rate, ask, run.
 //! Every artifact lands in one folder.
 
-use super::run::{execute_on, open_output, validate_input, Lifecycle, RunSettings};
-use super::sweep::{measure, BodySpec, Levels, Settings, Workload};
-use super::Target;
 use crate::cli::AutoArgs;
 use crate::engine::Stop;
+use crate::job::{open_output, run_on, validate_input, RunSettings};
+use crate::measure::{max_level, measure, BodySpec, Levels, Settings, Workload};
+use crate::resource::Lifecycle;
+use crate::target::Target;
 use crate::ui::{self, usage_error, ExitStatus};
 use std::io::{BufRead, IsTerminal, Write};
 use std::sync::Arc;
@@ -68,7 +69,7 @@ pub async fn run(args: AutoArgs, interrupt: Stop) -> anyhow::Result<ExitStatus> 
             model,
         };
         let workload = Arc::new(Workload::sampled(&args.input, format, args.sample, spec)?);
-        let client = Arc::new(target.client(&args.endpoint, super::sweep::max_level(&settings.levels))?);
+        let client = Arc::new(target.client(&args.endpoint, max_level(&settings.levels))?);
         ui::info(format!("sweep: sampling {} requests of {}", args.sample.min(requests as usize), args.input.display()));
         let swept = measure(&settings, client, workload.clone(), &out, &target, interrupt.drain.clone()).await?;
         if swept.interrupted {
@@ -126,7 +127,7 @@ pub async fn run(args: AutoArgs, interrupt: Stop) -> anyhow::Result<ExitStatus> 
         run_settings.plan = Some(plan);
         let prepared = open_output(&run_settings, valid)?;
         run_started = true;
-        let outcome = execute_on(&run_settings, &args.endpoint, &target, prepared, interrupt).await?;
+        let outcome = run_on(&run_settings, &args.endpoint, &target, prepared, interrupt).await?;
         if let Some(p) = predicted {
             ui::info(format!(
                 "predicted {p:.1}s, achieved {:.1}s ({:+.1}%); {} RPM achieved",
@@ -187,7 +188,7 @@ async fn verify(
 }
 
 async fn resize_sim(target: &Target, gpus: u32) -> anyhow::Result<()> {
-    super::run::post_resource(
+    crate::resource::post_resource(
         target.endpoint.trim_end_matches('/'),
         None,
         &serde_json::json!({"gpus": gpus}),

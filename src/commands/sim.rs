@@ -6,7 +6,7 @@ use crate::ui::{self, usage_error, ExitStatus};
 use tokio_util::sync::CancellationToken;
 
 pub async fn run(args: SimArgs) -> anyhow::Result<ExitStatus> {
-    let mut cfg = super::sim_config(&args.model_args, args.gpus)?;
+    let mut cfg = crate::target::sim_config(&args.model_args, args.gpus)?;
     cfg.model = args.model.clone();
     cfg.api_key = args.api_key.clone().map(Secret::new);
     cfg.start_off = args.start_off;

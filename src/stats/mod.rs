@@ -3,3 +3,4 @@
 pub mod ci;
 pub mod knee;
 pub mod latency;
+pub mod level;

@@ -1,0 +1,126 @@
+//! The feed: a thread that streams the input, skips what is done or in another shard, builds
+//! request bodies and hands them to the workers in chunks over a bounded channel, so memory
+//! stays flat whatever the input's size and the workers wake once per chunk, not per job.
+
+use super::queue::Job;
+use super::tally::FeedCounts;
+use crate::api::Api;
+use crate::batch::{self, Format, Item, Payload, ReadOptions, Reader, ResumeState};
+use crate::client::{build_body, prepare_body, wants_stream, MaxTokensField};
+use bytes::Bytes;
+use std::path::PathBuf;
+use tokio::sync::mpsc;
+
+/// Jobs per chunk; up to [`CHUNKS_QUEUED`] chunks wait for the workers.
+pub const CHUNK: usize = 256;
+pub const CHUNKS_QUEUED: usize = 16;
+
+/// What the feed tells the collector besides the jobs.
+#[derive(Debug)]
+pub enum FeedNote {
+    /// A bad line skipped (with `--skip-invalid`, or found late on stdin).
+    Invalid {
+        line: u64,
+        custom_id: Option<String>,
+        message: String,
+    },
+    /// The whole input is read.
+    Done(FeedCounts),
+    /// The input cannot be read on (or a bad line on stdin without `--skip-invalid`).
+    Failed(String),
+}
+
+/// How the feed turns input items into request bodies, and which it keeps.
+pub struct FeedSpec {
+    pub input: PathBuf,
+    pub format: Option<Format>,
+    pub api: Api,
+    pub field: MaxTokensField,
+    pub model: Option<String>,
+    pub max_tokens: Option<u32>,
+    pub shard: Option<(u64, u64)>,
+    /// Ids already answered (`--resume`).
+    pub done: Option<ResumeState>,
+    /// The first pass checked a file for duplicate ids already; stdin had no first pass, and
+    /// with --skip-invalid the duplicates it found must be skipped here too.
+    pub check_duplicates: bool,
+    /// A bad line ends the run (stdin without `--skip-invalid`, where no first pass ran).
+    pub stop_on_invalid: bool,
+}
+
+/// Starts the feed thread. It ends when the input is read or the job channel is closed.
+pub fn spawn(
+    spec: FeedSpec,
+    jobs: async_channel::Sender<Vec<Job>>,
+    notes: mpsc::UnboundedSender<FeedNote>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || feed(spec, jobs, notes))
+}
+
+fn feed(spec: FeedSpec, jobs: async_channel::Sender<Vec<Job>>, notes: mpsc::UnboundedSender<FeedNote>) {
+    let opts = ReadOptions {
+        check_duplicates: spec.check_duplicates,
+        ..ReadOptions::new(spec.api)
+    };
+    let reader = match Reader::open(&spec.input, spec.format, opts) {
+        Ok(r) => r,
+        Err(err) => {
+            let _ = notes.send(FeedNote::Failed(err.to_string()));
+            return;
+        }
+    };
+    let mut counts = FeedCounts::default();
+    let mut chunk = Vec::with_capacity(CHUNK);
+    for item in reader {
+        let item: Item = match item {
+            Ok(i) => i,
+            Err(issue) => {
+                if issue.fatal || spec.stop_on_invalid {
+                    let _ = notes.send(FeedNote::Failed(issue.to_string()));
+                    return;
+                }
+                let _ = notes.send(FeedNote::Invalid {
+                    line: issue.line,
+                    custom_id: None,
+                    message: issue.to_string(),
+                });
+                continue;
+            }
+        };
+        counts.read += 1;
+        if !batch::in_shard(item.index, spec.shard) {
+            counts.other_shards += 1;
+            continue;
+        }
+        if spec.done.as_ref().is_some_and(|d| d.is_done(&item.custom_id)) {
+            counts.skipped_done += 1;
+            continue;
+        }
+        chunk.push(job_of(item, &spec));
+        counts.queued += 1;
+        if chunk.len() >= CHUNK && jobs.send_blocking(std::mem::take(&mut chunk)).is_err() {
+            break; // the run stopped
+        }
+    }
+    if !chunk.is_empty() {
+        let _ = jobs.send_blocking(chunk);
+    }
+    let _ = notes.send(FeedNote::Done(counts));
+}
+
+/// The request body of an input item, as the endpoint will receive it.
+fn job_of(item: Item, spec: &FeedSpec) -> Job {
+    let model = spec.model.as_deref();
+    let mut body = match item.body {
+        Payload::Body(v) => v,
+        Payload::Prompt { prompt, .. } => build_body(spec.api, model, &prompt, spec.max_tokens, spec.field),
+    };
+    prepare_body(&mut body, model, None);
+    let stream = wants_stream(&body);
+    Job {
+        custom_id: item.custom_id,
+        body: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
+        stream,
+        attempt: 0,
+    }
+}

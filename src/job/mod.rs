@@ -1,0 +1,569 @@
+//! The batch pipeline behind `run` and `auto`: validate the input, open the output (the resume
+//! journal), then feed -> queue -> the engine's window -> one decision per attempt -> tally and
+//! output. Exactly-once lives here: each input line ends with exactly one final output record;
+//! a retry goes back to the queue, never to the output.
+//!
+//! - [`queue`]: ready jobs and the retry schedule (the engine's [`Source`](crate::engine::Source)).
+//! - [`feed`]: the reader thread that turns input lines into request bodies.
+//! - [`attempt`]: the pure verdict on one attempt (done, retry after D, stop).
+//! - [`tally`]: counts, output records, run-summary.json. [`progress`]: stderr progress.
+
+pub mod attempt;
+pub mod feed;
+pub mod progress;
+pub mod queue;
+pub mod tally;
+
+use crate::api::Api;
+use crate::batch::{self, Format, OutputWriter, ReadOptions};
+use crate::cli::{EndpointArgs, RunTuning};
+use crate::client::{Client, MaxTokensField, Outcome};
+use crate::engine::rate::RateLimiter;
+use crate::engine::retry::RetryPolicy;
+use crate::engine::{run_window, Slot, Stop};
+use crate::planner::Plan;
+use crate::resource::Lifecycle;
+use crate::target::Target;
+use crate::ui::{self, usage_error, ExitStatus};
+use attempt::Decision;
+use feed::{FeedNote, FeedSpec};
+use progress::Progress;
+use queue::{Job, JobSource};
+use rand::Rng;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tally::{RunSummary, Tally};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// Everything a run needs, validated.
+pub struct RunSettings {
+    pub input: PathBuf,
+    pub format: Option<Format>,
+    pub output: PathBuf,
+    pub summary_path: PathBuf,
+    pub concurrency: u32,
+    pub plan: Option<Plan>,
+    pub resume: bool,
+    pub shard: Option<(u64, u64)>,
+    pub gpus: u32,
+    pub tuning: RunTuning,
+}
+
+/// What a run reports back to its caller (`run` or `auto`).
+pub struct RunOutcome {
+    pub status: ExitStatus,
+    pub wall_time_s: f64,
+    pub achieved_rpm: f64,
+    pub requests: u64,
+}
+
+pub fn validate_tuning(t: &RunTuning) -> anyhow::Result<()> {
+    if let Some(r) = t.rate {
+        if !(r.is_finite() && r > 0.0) {
+            return Err(usage_error(
+                format!("--rate must be a positive number of requests per minute, got {r}"),
+                None,
+            ));
+        }
+    }
+    if t.max_tokens == Some(0) {
+        return Err(usage_error("--max-tokens must be at least 1", None));
+    }
+    Ok(())
+}
+
+/// Validation and output state, before any network traffic.
+pub struct Prepared {
+    writer: OutputWriter,
+    done: Option<batch::ResumeState>,
+    estimate: Option<u64>,
+}
+
+/// The first pass over the input (every bad line, nothing sent), the resume state and the
+/// output writer (which refuses to overwrite without --resume).
+pub fn prepare(s: &RunSettings, api: Api) -> anyhow::Result<Prepared> {
+    let estimate = validate_input(s, api)?;
+    open_output(s, estimate)
+}
+
+/// The first pass (streamed): every bad line is reported and nothing is sent, unless
+/// `--skip-invalid`. Returns the number of valid items. Stdin can be read only once, so there
+/// bad lines are found as they come (None).
+pub fn validate_input(s: &RunSettings, api: Api) -> anyhow::Result<Option<u64>> {
+    validate_tuning(&s.tuning)?;
+    if s.input.as_os_str() == "-" {
+        return Ok(None);
+    }
+    if !s.input.exists() {
+        return Err(usage_error(
+            format!("--input {} does not exist", s.input.display()),
+            None,
+        ));
+    }
+    let report = batch::validate(&s.input, s.format, &ReadOptions::new(api), 20)
+        .map_err(|e| usage_error(e.to_string(), None))?;
+    if report.issue_count > 0 && !s.tuning.skip_invalid {
+        for issue in &report.issues {
+            ui::report_error(&anyhow::anyhow!("{issue}"));
+        }
+        let more = report.issue_count.saturating_sub(report.issues.len() as u64);
+        return Err(usage_error(
+            format!(
+                "{}: {} invalid line{}{}; nothing was sent",
+                s.input.display(),
+                report.issue_count,
+                if report.issue_count == 1 { "" } else { "s" },
+                if more > 0 {
+                    format!(" ({more} more not shown)")
+                } else {
+                    String::new()
+                }
+            ),
+            Some("fix them, or pass --skip-invalid to send the rest and list the bad lines in the errors file".into()),
+        ));
+    }
+    Ok(Some(report.items))
+}
+
+/// Reads the resume state and opens the output (refusing to overwrite without --resume).
+pub fn open_output(s: &RunSettings, estimate: Option<u64>) -> anyhow::Result<Prepared> {
+    let done = if s.resume && s.output.exists() {
+        Some(
+            batch::read_done(&s.output)
+                .map_err(|err| usage_error(format!("cannot resume from {}: {err}", s.output.display()), None))?,
+        )
+    } else {
+        None
+    };
+    let writer = match &done {
+        Some(state) => OutputWriter::resume(&s.output, state.lines),
+        None => OutputWriter::create(&s.output),
+    }
+    .map_err(|err| {
+        let exists = err.kind() == std::io::ErrorKind::AlreadyExists;
+        usage_error(
+            format!("cannot write output {}: {err}", s.output.display()),
+            exists.then(|| "pass --resume to continue that run, or choose another --output".to_string()),
+        )
+    })?;
+    if let Some(state) = &done {
+        if state.torn_tail {
+            ui::warn(format!(
+                "{}: ignored a torn last line (from a crash); its request will be sent again",
+                s.output.display()
+            ));
+        }
+        ui::info(format!(
+            "resuming: {} requests already answered in {}",
+            state.succeeded.len(),
+            s.output.display()
+        ));
+    }
+    Ok(Prepared { writer, done, estimate })
+}
+
+/// Switches the resource on, sends the batch, switches it off (also on failure and Ctrl-C).
+pub async fn run_on(
+    s: &RunSettings,
+    e: &EndpointArgs,
+    target: &Target,
+    prepared: Prepared,
+    interrupt: Stop,
+) -> anyhow::Result<RunOutcome> {
+    let lifecycle = Lifecycle::new(&s.tuning, target)?;
+    let result = async {
+        lifecycle.on(s.gpus, s.tuning.ready_timeout).await?;
+        let model = target.model(e).await?;
+        let batch = Batch {
+            settings: s,
+            api: e.api,
+            field: e.max_tokens_field,
+            model,
+            client: Arc::new(target.client(e, s.concurrency as usize)?),
+            key_hint: target.key_hint(),
+        };
+        send_batch(batch, prepared, interrupt).await
+    }
+    .await;
+    lifecycle.off().await;
+    result
+}
+
+/// A batch ready to send: settings, how bodies are built, and the client.
+pub struct Batch<'a> {
+    pub settings: &'a RunSettings,
+    pub api: Api,
+    pub field: MaxTokensField,
+    pub model: Option<String>,
+    pub client: Arc<Client>,
+    /// Names the credential variable when the endpoint refuses the key.
+    pub key_hint: String,
+}
+
+/// What a worker reports for one attempt.
+enum Event {
+    /// Final: succeeded, or failed for good.
+    Done {
+        custom_id: String,
+        outcome: Outcome,
+        attempts: u32,
+    },
+    /// Failed, queued for another try; or not sent because the run is stopping.
+    Retried,
+    /// 401/403: the credentials are refused; nothing more must be sent.
+    Refused { custom_id: String, outcome: Outcome },
+}
+
+/// Sends every queued line of the input through a window of `concurrency` workers and writes
+/// each final outcome; returns when all are answered or the run stops.
+pub async fn send_batch(b: Batch<'_>, prepared: Prepared, interrupt: Stop) -> anyhow::Result<RunOutcome> {
+    let s = b.settings;
+    let Prepared { writer, done, estimate } = prepared;
+    let started_at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let (jobs_tx, jobs_rx) = async_channel::bounded::<Vec<Job>>(feed::CHUNKS_QUEUED);
+    let (note_tx, note_rx) = mpsc::unbounded_channel::<FeedNote>();
+    let stdin = s.input.as_os_str() == "-";
+    // The feed runs on its own thread: file I/O blocks, and the bounded channel keeps memory
+    // flat however large the input is.
+    let reader = feed::spawn(
+        FeedSpec {
+            input: s.input.clone(),
+            format: s.format,
+            api: b.api,
+            field: b.field,
+            model: b.model.clone(),
+            max_tokens: s.tuning.max_tokens,
+            shard: s.shard,
+            done,
+            check_duplicates: stdin || s.tuning.skip_invalid,
+            stop_on_invalid: stdin && !s.tuning.skip_invalid,
+        },
+        jobs_tx,
+        note_tx,
+    );
+    let source = Arc::new(JobSource::new(jobs_rx));
+    let stop = Stop::new();
+    let (tx, rx) = mpsc::unbounded_channel::<Event>();
+    let retries_used = Arc::new(AtomicU64::new(0));
+    let worker = Worker {
+        client: b.client.clone(),
+        limiter: s.tuning.rate.map(|r| Arc::new(RateLimiter::new(r, 1))),
+        source: source.clone(),
+        stop: stop.clone(),
+        retries_used: retries_used.clone(),
+        policy: RetryPolicy {
+            retries: s.tuning.retries,
+            base: s.tuning.retry_base,
+            max: s.tuning.retry_max,
+        },
+    };
+    let window = tokio::spawn(run_window(
+        s.concurrency as usize,
+        source.clone(),
+        move |job: Job, _slot: Slot| worker.clone().attempt(job),
+        tx,
+        stop.clone(),
+    ));
+
+    let start = Instant::now();
+    let planned_rpm = s.plan.as_ref().map(|p| p.expected_rpm).or(s.tuning.rate);
+    let mut c = Collector {
+        tally: Tally::new(start),
+        writer,
+        output: s.output.clone(),
+        progress: Progress::new(estimate, s.concurrency, planned_rpm),
+        source,
+        stop,
+        refused: None,
+        input_error: None,
+        interrupted: false,
+    };
+    c.collect(rx, note_rx, &interrupt, &retries_used).await?;
+    let _ = window.await;
+    c.source.close_feed();
+    if !c.interrupted && c.refused.is_none() && c.input_error.is_none() {
+        // The feed has sent everything (the window only ends when its channel is closed and
+        // drained). After a stop it may be blocked reading stdin: leave it; the process ends.
+        let _ = tokio::task::spawn_blocking(move || reader.join()).await;
+    }
+    c.progress.finish();
+    c.finish(s, &b, started_at, retries_used.load(Ordering::Relaxed))
+}
+
+/// One worker's view: how it sends an attempt and where a failed one goes.
+#[derive(Clone)]
+struct Worker {
+    client: Arc<Client>,
+    limiter: Option<Arc<RateLimiter>>,
+    source: Arc<JobSource>,
+    /// Drained when the credentials are refused: jobs still waiting are not sent.
+    stop: Stop,
+    retries_used: Arc<AtomicU64>,
+    policy: RetryPolicy,
+}
+
+impl Worker {
+    async fn attempt(self, job: Job) -> Event {
+        if let Some(l) = &self.limiter {
+            l.acquire().await;
+        }
+        if self.stop.drain.is_cancelled() {
+            // Credentials were refused while this job waited: do not send it.
+            self.source.finished();
+            return Event::Retried;
+        }
+        let outcome = self.client.send(job.body.clone(), job.stream, true).await;
+        let failure = outcome.result.as_ref().err().map(|f| (f.kind, f.retry_after));
+        let u: f64 = rand::thread_rng().gen();
+        match attempt::decide(failure, job.attempt, &self.policy, u) {
+            Decision::Done => {
+                self.source.finished();
+                Event::Done {
+                    custom_id: job.custom_id,
+                    outcome,
+                    attempts: job.attempt + 1,
+                }
+            }
+            Decision::Stop => {
+                self.stop.drain.cancel();
+                self.source.finished();
+                Event::Refused {
+                    custom_id: job.custom_id,
+                    outcome,
+                }
+            }
+            Decision::Retry(wait) => {
+                self.retries_used.fetch_add(1, Ordering::Relaxed);
+                let again = Job {
+                    attempt: job.attempt + 1,
+                    ..job
+                };
+                self.source.retry_later(again, Instant::now() + wait);
+                Event::Retried
+            }
+        }
+    }
+}
+
+/// The one place outcomes become output lines and counts.
+struct Collector {
+    tally: Tally,
+    writer: OutputWriter,
+    output: PathBuf,
+    progress: Progress,
+    source: Arc<JobSource>,
+    stop: Stop,
+    refused: Option<String>,
+    input_error: Option<String>,
+    interrupted: bool,
+}
+
+impl Collector {
+    async fn collect(
+        &mut self,
+        mut rx: mpsc::UnboundedReceiver<Event>,
+        mut notes: mpsc::UnboundedReceiver<FeedNote>,
+        interrupt: &Stop,
+        retries_used: &AtomicU64,
+    ) -> anyhow::Result<()> {
+        let mut ticker = tokio::time::interval(Duration::from_millis(500));
+        let mut events = Vec::with_capacity(256);
+        let mut notes_open = true;
+        loop {
+            tokio::select! {
+                // Every event that arrived meanwhile, in one wake-up.
+                n = rx.recv_many(&mut events, 256) => {
+                    if n == 0 {
+                        break;
+                    }
+                    for ev in events.drain(..) {
+                        self.on_event(ev, retries_used)?;
+                    }
+                    self.progress.update(self.tally.ok, self.tally.failed);
+                }
+                note = notes.recv(), if notes_open => match note {
+                    None => notes_open = false,
+                    Some(note) => self.on_note(note)?,
+                },
+                _ = interrupt.drain.cancelled(), if !self.interrupted => {
+                    self.interrupted = true;
+                    ui::info("interrupted: finishing the requests in flight (Ctrl-C again abandons them)");
+                    self.source.close_feed();
+                    self.stop.drain.cancel();
+                }
+                _ = interrupt.abandon.cancelled(), if self.interrupted && !self.stop.abandon.is_cancelled() => {
+                    self.stop.abandon.cancel();
+                }
+                _ = ticker.tick() => self.progress.tick(self.tally.start, retries_used.load(Ordering::Relaxed)),
+            }
+        }
+        // Notes that came after the last event (the feed's final counts).
+        while let Ok(note) = notes.try_recv() {
+            if let FeedNote::Done(counts) = note {
+                self.tally.feed = Some(counts);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_event(&mut self, ev: Event, retries_used: &AtomicU64) -> anyhow::Result<()> {
+        match ev {
+            Event::Retried => self.progress.retries = retries_used.load(Ordering::Relaxed),
+            Event::Done {
+                custom_id,
+                outcome,
+                attempts,
+            } => {
+                let rec = self.tally.finish(custom_id, outcome, attempts);
+                self.write(&rec)?;
+            }
+            Event::Refused { custom_id, outcome } => {
+                let msg = outcome
+                    .result
+                    .as_ref()
+                    .err()
+                    .map(|f| f.message.clone())
+                    .unwrap_or_default();
+                let rec = self.tally.finish(custom_id, outcome, 1);
+                self.write(&rec)?;
+                if self.refused.is_none() {
+                    self.refused = Some(msg);
+                    self.source.close_feed();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_note(&mut self, note: FeedNote) -> anyhow::Result<()> {
+        match note {
+            FeedNote::Invalid {
+                line,
+                custom_id,
+                message,
+            } => {
+                self.tally.skipped_invalid += 1;
+                ui::warn(format!("skipped invalid line: {message}"));
+                self.writer
+                    .write_invalid(line, custom_id.as_deref(), &message)
+                    .map_err(|err| anyhow::anyhow!("cannot write errors file: {err}"))?;
+            }
+            FeedNote::Failed(message) => {
+                self.input_error = Some(message);
+                self.source.close_feed();
+                self.stop.drain.cancel();
+            }
+            FeedNote::Done(counts) => {
+                self.tally.feed = Some(counts);
+                self.progress.set_total(counts.queued);
+            }
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, rec: &batch::OutputRecord) -> anyhow::Result<()> {
+        self.writer
+            .write_result(rec)
+            .map_err(|err| anyhow::anyhow!("cannot write {}: {err}", self.output.display()))
+    }
+
+    /// Writes run-summary.json, prints the last lines, and picks the outcome.
+    fn finish(self, s: &RunSettings, b: &Batch<'_>, started_at: String, retries: u64) -> anyhow::Result<RunOutcome> {
+        let t = &self.tally;
+        let wall = t.wall_s();
+        let queued = t.queued();
+        let not_finished = t.not_finished();
+        let achieved_rpm = t.achieved_rpm();
+        let feed = t.feed.unwrap_or_default();
+        let predicted = s
+            .plan
+            .as_ref()
+            .filter(|p| p.expected_rpm > 0.0)
+            .map(|p| queued as f64 / p.expected_rpm * 60.0);
+        let summary = RunSummary {
+            input: s.input.display().to_string(),
+            output: s.output.display().to_string(),
+            requests_total: queued,
+            requests_ok: t.ok,
+            requests_failed: t.failed,
+            requests_retried: t.retried_requests,
+            retries,
+            stale_connection_resends: b.client.stale_retries(),
+            skipped_already_done: feed.skipped_done,
+            skipped_invalid: t.skipped_invalid,
+            skipped_other_shards: feed.other_shards,
+            not_finished,
+            concurrency: s.concurrency,
+            planned_rpm: s.plan.as_ref().map(|p| p.expected_rpm).or(s.tuning.rate),
+            achieved_rpm,
+            wall_time_s: wall,
+            predicted_duration_s: predicted,
+            achieved_duration_s: wall,
+            latency_p50_ms: t.latency.quantile_ms(0.5),
+            latency_p90_ms: t.latency.quantile_ms(0.9),
+            latency_p95_ms: t.latency.quantile_ms(0.95),
+            latency_p99_ms: t.latency.quantile_ms(0.99),
+            interrupted: self.interrupted,
+            stopped_reason: self.refused.clone().or(self.input_error.clone()),
+            started_at,
+            sizeup_version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        if let Some(dir) = s.summary_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            crate::files::ensure_dir(dir)?;
+        }
+        std::fs::write(&s.summary_path, serde_json::to_string_pretty(&summary)? + "\n")
+            .map_err(|err| anyhow::anyhow!("cannot write {}: {err}", s.summary_path.display()))?;
+
+        let mut line = format!(
+            "done: {} ok, {} failed, {retries} retries, {not_finished} not finished, {} RPM over {wall:.1}s",
+            t.ok,
+            t.failed,
+            ui::thousands(achieved_rpm),
+        );
+        if let Some(p) = predicted {
+            line.push_str(&format!(
+                " (predicted {p:.1}s, achieved/predicted {:.2})",
+                wall / p.max(1e-9)
+            ));
+        }
+        ui::info(line);
+        ui::info(format!(
+            "output: {}; summary: {}",
+            s.output.display(),
+            s.summary_path.display()
+        ));
+        let outcome = |status| RunOutcome {
+            status,
+            wall_time_s: wall,
+            achieved_rpm,
+            requests: queued,
+        };
+        if let Some(msg) = self.refused {
+            return Err(ui::unusable_error(
+                format!("the endpoint refused the credentials ({msg}); stopped sending"),
+                Some(b.key_hint.clone()),
+            ));
+        }
+        if let Some(msg) = self.input_error {
+            return Err(usage_error(
+                msg,
+                Some("fix the input; --resume continues where this run stopped".into()),
+            ));
+        }
+        if self.interrupted {
+            ui::hint_line("run the same command with --resume to send the rest");
+            return Ok(outcome(ExitStatus::Interrupted));
+        }
+        if t.failed > 0 || not_finished > 0 {
+            ui::hint_line(format!(
+                "failures are listed in {}; --resume retries them",
+                self.writer.errors_path().display()
+            ));
+            return Ok(outcome(ExitStatus::Failure));
+        }
+        Ok(outcome(ExitStatus::Success))
+    }
+}

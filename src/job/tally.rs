@@ -1,0 +1,140 @@
+//! The run's counts as outcomes arrive, and the run-summary.json they become.
+
+use crate::batch::OutputRecord;
+use crate::client::{FailKind, Outcome};
+use crate::stats::latency::Hist;
+use serde::Serialize;
+use tokio::time::Instant;
+
+/// What the feed reports when it has read the whole input.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FeedCounts {
+    pub read: u64,
+    pub queued: u64,
+    pub skipped_done: u64,
+    pub other_shards: u64,
+}
+
+/// Running counts of one run.
+pub struct Tally {
+    pub ok: u64,
+    pub failed: u64,
+    /// Requests that needed at least one retry.
+    pub retried_requests: u64,
+    pub skipped_invalid: u64,
+    pub latency: Hist,
+    pub start: Instant,
+    pub last_finish: Instant,
+    pub feed: Option<FeedCounts>,
+}
+
+impl Tally {
+    pub fn new(start: Instant) -> Tally {
+        Tally {
+            ok: 0,
+            failed: 0,
+            retried_requests: 0,
+            skipped_invalid: 0,
+            latency: Hist::new(),
+            start,
+            last_finish: start,
+            feed: None,
+        }
+    }
+
+    /// Counts a final outcome and turns it into its output line.
+    pub fn finish(&mut self, custom_id: String, outcome: Outcome, attempts: u32) -> OutputRecord {
+        self.last_finish = Instant::now();
+        if attempts > 1 {
+            self.retried_requests += 1;
+        }
+        if outcome.is_ok() {
+            self.ok += 1;
+            self.latency.record_ms(outcome.latency().as_secs_f64() * 1000.0);
+        } else {
+            self.failed += 1;
+        }
+        output_record(custom_id, outcome)
+    }
+
+    /// Seconds from the start to the last final answer.
+    pub fn wall_s(&self) -> f64 {
+        (self.last_finish - self.start).as_secs_f64().max(1e-9)
+    }
+
+    /// Queued requests that never got a final answer (interrupted, stopped, or waiting for a
+    /// retry when the run ended): `--resume` sends them.
+    pub fn not_finished(&self) -> u64 {
+        self.queued().saturating_sub(self.ok + self.failed)
+    }
+
+    pub fn queued(&self) -> u64 {
+        self.feed.map_or(self.ok + self.failed, |f| f.queued)
+    }
+
+    pub fn achieved_rpm(&self) -> f64 {
+        self.ok as f64 / self.wall_s() * 60.0
+    }
+}
+
+/// run-summary.json.
+#[derive(Serialize)]
+pub struct RunSummary {
+    pub input: String,
+    pub output: String,
+    pub requests_total: u64,
+    pub requests_ok: u64,
+    pub requests_failed: u64,
+    /// Requests that needed at least one retry.
+    pub requests_retried: u64,
+    /// Retry attempts in all.
+    pub retries: u64,
+    /// Streamed requests re-sent at once because the server had silently closed the kept-alive
+    /// connection they went out on (llama.cpp does after every stream); never answered twice.
+    pub stale_connection_resends: u64,
+    pub skipped_already_done: u64,
+    pub skipped_invalid: u64,
+    pub skipped_other_shards: u64,
+    /// Requests not finished (interrupted or stopped): `--resume` sends them.
+    pub not_finished: u64,
+    pub concurrency: u32,
+    pub planned_rpm: Option<f64>,
+    pub achieved_rpm: f64,
+    pub wall_time_s: f64,
+    pub predicted_duration_s: Option<f64>,
+    pub achieved_duration_s: f64,
+    pub latency_p50_ms: Option<f64>,
+    pub latency_p90_ms: Option<f64>,
+    pub latency_p95_ms: Option<f64>,
+    pub latency_p99_ms: Option<f64>,
+    pub interrupted: bool,
+    pub stopped_reason: Option<String>,
+    pub started_at: String,
+    pub sizeup_version: String,
+}
+
+/// The output line of a finished request.
+pub fn output_record(custom_id: String, outcome: Outcome) -> OutputRecord {
+    match outcome.result {
+        Ok(ok) => OutputRecord {
+            custom_id,
+            status_code: Some(ok.status),
+            request_id: ok.request_id,
+            body: ok.body,
+            error: None,
+        },
+        Err(f) => {
+            let (status, code) = match f.kind {
+                FailKind::Http(c) => (Some(c), format!("http_{c}")),
+                other => (None, other.label()),
+            };
+            OutputRecord {
+                custom_id,
+                status_code: status,
+                request_id: None,
+                body: f.body.as_ref().and_then(|b| serde_json::value::to_raw_value(b).ok()),
+                error: Some((code, f.message)),
+            }
+        }
+    }
+}

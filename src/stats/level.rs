@@ -1,0 +1,154 @@
+//! One level's statistics from its finished requests: RPM with its confidence interval,
+//! latency percentiles, token rates, error rate and the client's self-check.
+
+use super::ci::{closed_loop_floor, rate_ci};
+use super::latency::{tpot_ms, Hist, LatencySet};
+use crate::report::{LevelRow, RequestRow};
+
+/// One finished request of a level, times in seconds from the level's start.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    pub start: f64,
+    pub end: f64,
+    /// The engine's delay between a slot freeing and this request starting.
+    pub sched_delay: f64,
+    /// Time to first token in ms (streamed answers only).
+    pub ttft_ms: Option<f64>,
+    pub result: SampleResult,
+}
+
+#[derive(Clone, Debug)]
+pub enum SampleResult {
+    Ok {
+        prompt_tokens: Option<u64>,
+        completion_tokens: u64,
+        /// No `usage` came back: the token count is an estimate.
+        estimated: bool,
+    },
+    /// `label`: the status column (an HTTP code or a transport failure's word).
+    Failed { label: String, message: String },
+}
+
+impl Sample {
+    pub fn is_ok(&self) -> bool {
+        matches!(self.result, SampleResult::Ok { .. })
+    }
+}
+
+/// The level row, one request row per measured request, and whether token counts are estimates.
+/// `w`: end of the warm-up; `end`: end of the level; `offset_ms`: the level's start within the
+/// sweep (for the requests' `start_ms`).
+pub fn summarize_level(
+    c: u32,
+    gpus: u32,
+    recs: &[Sample],
+    w: f64,
+    end: f64,
+    offset_ms: f64,
+) -> (LevelRow, Vec<RequestRow>, bool) {
+    let window = (end - w).max(f64::MIN_POSITIVE);
+    let ok_ends: Vec<f64> = recs
+        .iter()
+        .filter(|r| r.is_ok() && r.end >= w && r.end < end)
+        .map(|r| r.end)
+        .collect();
+    let failed = recs.iter().filter(|r| !r.is_ok() && r.end >= w && r.end < end).count() as u64;
+    let est = rate_ci(&ok_ends, w, end, 0.95);
+    let rpm = ok_ends.len() as f64 / window * 60.0;
+    let (low, high) = match est {
+        Some(e) => {
+            let half = e.ci.half_width.max(rpm * closed_loop_floor(c, ok_ends.len()));
+            ((rpm - half).max(0.0), rpm + half)
+        }
+        None => (0.0, rpm * 2.0),
+    };
+
+    let mut lat = LatencySet::default();
+    let mut tokens_in_window = 0u64;
+    let mut estimated = false;
+    let mut sched = 0.0;
+    let mut latency_sum = 0.0;
+    let mut measured = 0usize;
+    let mut rows = Vec::new();
+    for r in recs {
+        let e2e_ms = (r.end - r.start) * 1000.0;
+        let ttft_ms = r.ttft_ms;
+        if let SampleResult::Ok { completion_tokens, .. } = r.result {
+            if r.end >= w && r.end < end {
+                tokens_in_window += completion_tokens;
+            }
+        }
+        if r.start < w {
+            continue;
+        }
+        measured += 1;
+        sched += r.sched_delay;
+        latency_sum += r.end - r.start;
+        let (status, error, prompt_tokens, output_tokens) = match &r.result {
+            SampleResult::Ok {
+                prompt_tokens,
+                completion_tokens,
+                estimated: est,
+            } => {
+                estimated |= *est;
+                lat.e2e.record_ms(e2e_ms);
+                if let Some(t) = ttft_ms {
+                    lat.ttft.record_ms(t);
+                    if let Some(tp) = tpot_ms(e2e_ms, t, *completion_tokens) {
+                        lat.tpot.record_ms(tp);
+                    }
+                }
+                (
+                    "ok".to_string(),
+                    String::new(),
+                    *prompt_tokens,
+                    Some(*completion_tokens),
+                )
+            }
+            SampleResult::Failed { label, message } => (label.clone(), message.clone(), None, None),
+        };
+        rows.push(RequestRow {
+            concurrency: c,
+            start_ms: offset_ms + r.start * 1000.0,
+            latency_ms: e2e_ms,
+            ttft_ms,
+            prompt_tokens,
+            output_tokens,
+            status,
+            error,
+        });
+    }
+    let q = |h: &Hist, p: f64| h.quantile_ms(p);
+    // Client self-check: the engine's own gap between a slot freeing and its next request
+    // starting, against the latency it measures. Above 5% (and 1 ms), the client, not the
+    // resource, is limiting.
+    let mean_sched = if measured > 0 { sched / measured as f64 } else { 0.0 };
+    let mean_latency = if measured > 0 {
+        latency_sum / measured as f64
+    } else {
+        0.0
+    };
+    let client_limited = mean_sched > 0.001 && mean_sched > 0.05 * mean_latency;
+    let total = ok_ends.len() as u64 + failed;
+    let row = LevelRow {
+        concurrency: c,
+        duration_s: window,
+        requests_ok: ok_ends.len() as u64,
+        requests_failed: failed,
+        rpm,
+        rpm_ci_low: low,
+        rpm_ci_high: high,
+        rpm_per_gpu: rpm / f64::from(gpus),
+        latency_p50_ms: q(&lat.e2e, 0.5).unwrap_or(f64::NAN),
+        latency_p90_ms: q(&lat.e2e, 0.9).unwrap_or(f64::NAN),
+        latency_p95_ms: q(&lat.e2e, 0.95).unwrap_or(f64::NAN),
+        latency_p99_ms: q(&lat.e2e, 0.99).unwrap_or(f64::NAN),
+        ttft_p50_ms: q(&lat.ttft, 0.5),
+        ttft_p95_ms: q(&lat.ttft, 0.95),
+        tpot_p50_ms: q(&lat.tpot, 0.5),
+        output_tokens_per_s: tokens_in_window as f64 / window,
+        error_rate: if total > 0 { failed as f64 / total as f64 } else { 0.0 },
+        client_limited,
+    };
+    (row, rows, estimated)
+}

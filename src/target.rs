@@ -1,0 +1,215 @@
+//! The endpoint a command talks to: the user's, or the built-in simulator started in this
+//! process; with the API key, the client settings and the reachability check.
+
+use crate::cli::{EndpointArgs, SimModelArgs};
+use crate::client::{Client, ClientConfig};
+use crate::secret::{api_key_from_env, Secret};
+use crate::sim::{gpu::GpuParams, SimConfig, SimHandle};
+use crate::ui::{self, usage_error};
+
+/// Validates the simulated resource's flags into a [`SimConfig`].
+pub fn sim_config(a: &SimModelArgs, gpus: u32) -> anyhow::Result<SimConfig> {
+    let finite_nonneg = |v: f64, flag: &str| -> anyhow::Result<()> {
+        if v.is_finite() && v >= 0.0 {
+            Ok(())
+        } else {
+            Err(usage_error(format!("{flag} must be a number >= 0, got {v}"), None))
+        }
+    };
+    finite_nonneg(a.prefill_ms_per_1k, "--prefill-ms-per-1k")?;
+    finite_nonneg(a.decode_step_ms, "--decode-step-ms")?;
+    finite_nonneg(a.decode_step_ms_per_seq, "--decode-step-ms-per-seq")?;
+    if a.decode_step_ms + a.decode_step_ms_per_seq <= 0.0 {
+        return Err(usage_error(
+            "--decode-step-ms and --decode-step-ms-per-seq are both 0: the simulated GPU would be infinitely fast",
+            Some("give --decode-step-ms a positive value, e.g. 5".into()),
+        ));
+    }
+    if !(0.0..1.0).contains(&a.jitter) {
+        return Err(usage_error(
+            format!("--jitter must be in [0, 1), got {}", a.jitter),
+            None,
+        ));
+    }
+    for (v, flag) in [
+        (a.fail_rate, "--fail-rate"),
+        (a.throttle_rate, "--throttle-rate"),
+        (a.reset_rate, "--reset-rate"),
+    ] {
+        if !(0.0..=1.0).contains(&v) {
+            return Err(usage_error(format!("{flag} must be in [0, 1], got {v}"), None));
+        }
+    }
+    if a.fail_rate + a.throttle_rate + a.reset_rate > 1.0 + 1e-9 {
+        return Err(usage_error(
+            "--fail-rate + --throttle-rate + --reset-rate must not exceed 1",
+            None,
+        ));
+    }
+    if a.batch == 0 || gpus == 0 {
+        return Err(usage_error("--batch and --gpus must be at least 1", None));
+    }
+    if a.default_max_tokens == 0 {
+        return Err(usage_error("--default-max-tokens must be at least 1", None));
+    }
+    Ok(SimConfig {
+        gpus: gpus as usize,
+        params: GpuParams {
+            batch: a.batch as usize,
+            prefill_ms_per_1k: a.prefill_ms_per_1k,
+            decode_step_ms: a.decode_step_ms,
+            decode_step_ms_per_seq: a.decode_step_ms_per_seq,
+        },
+        jitter: a.jitter,
+        seed: a.seed,
+        default_max_tokens: a.default_max_tokens,
+        fail_rate: a.fail_rate,
+        throttle_rate: a.throttle_rate,
+        reset_rate: a.reset_rate,
+        retry_after: a.retry_after,
+        start_delay: a.start_delay,
+        ..SimConfig::default()
+    })
+}
+
+/// The endpoint a command talks to: the user's, or a simulator started in this process.
+pub struct Target {
+    pub endpoint: String,
+    /// What reports show: the endpoint without credentials, or "built-in simulator".
+    pub display: String,
+    pub sim: Option<SimHandle>,
+    /// The API key and the variable it came from.
+    pub key: Option<(Secret, &'static str)>,
+}
+
+impl Target {
+    /// With no `--endpoint`, starts the simulated resource on a free loopback port.
+    pub async fn open(endpoint: &EndpointArgs, sim: &SimModelArgs, gpus: u32) -> anyhow::Result<Target> {
+        Target::open_with(endpoint, sim, gpus, false).await
+    }
+
+    /// Like [`Target::open`]; `start_off` starts an in-process simulator switched off.
+    pub async fn open_with(
+        endpoint: &EndpointArgs,
+        sim: &SimModelArgs,
+        gpus: u32,
+        start_off: bool,
+    ) -> anyhow::Result<Target> {
+        let key = api_key_from_env();
+        match &endpoint.endpoint {
+            Some(url) => {
+                crate::client::resolve_url(url, endpoint.api).map_err(|e| usage_error(e, None))?;
+                Ok(Target {
+                    endpoint: url.clone(),
+                    display: crate::client::redact_url(url),
+                    sim: None,
+                    key,
+                })
+            }
+            None => {
+                let mut cfg = sim_config(sim, gpus)?;
+                if let Some(m) = &endpoint.model {
+                    cfg.model = m.clone();
+                }
+                cfg.start_off = start_off;
+                let handle = SimHandle::start(cfg).await?;
+                ui::info(format!(
+                    "note: no --endpoint: using the built-in simulated resource at {} ({gpus} GPU x {} slots)",
+                    handle.url(),
+                    sim.batch
+                ));
+                // The in-process simulator needs no key; never send a real one to it.
+                Ok(Target {
+                    endpoint: handle.url(),
+                    display: "built-in simulator".into(),
+                    sim: Some(handle),
+                    key: None,
+                })
+            }
+        }
+    }
+
+    pub fn client(&self, e: &EndpointArgs, pool: usize) -> anyhow::Result<Client> {
+        Client::new(&ClientConfig {
+            endpoint: self.endpoint.clone(),
+            api: e.api,
+            api_key: self.key.as_ref().map(|(k, _)| k.clone()),
+            connect_timeout: e.connect_timeout,
+            timeout: e.timeout,
+            first_byte_timeout: e.first_byte_timeout,
+            pool,
+        })
+    }
+
+    /// Fails fast (exit 3) when nothing listens at the endpoint, before any request is built.
+    pub async fn check_reachable(&self, e: &EndpointArgs) -> anyhow::Result<()> {
+        let Ok(url) = reqwest::Url::parse(&self.endpoint) else {
+            return Ok(());
+        };
+        let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+            return Ok(());
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        match tokio::time::timeout(e.connect_timeout, tokio::net::TcpStream::connect((host.as_str(), port))).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(err)) => Err(ui::unusable_error(
+                format!("cannot connect to {}: {err}", self.display),
+                Some("is the server up? check --endpoint (or leave it out to use the built-in simulator)".into()),
+            )),
+            Err(_) => Err(ui::unusable_error(
+                format!(
+                    "cannot connect to {} within {}",
+                    self.display,
+                    humantime::format_duration(e.connect_timeout)
+                ),
+                Some("check --endpoint and the network, or raise --connect-timeout".into()),
+            )),
+        }
+    }
+
+    /// `--model`, else the first model the endpoint lists (None when it lists none).
+    /// Checks first that the endpoint is reachable at all.
+    pub async fn model(&self, e: &EndpointArgs) -> anyhow::Result<Option<String>> {
+        self.check_reachable(e).await?;
+        if let Some(m) = &e.model {
+            return Ok(Some(m.clone()));
+        }
+        if e.api == crate::api::Api::Forefront {
+            return Ok(None);
+        }
+        match crate::client::first_model(
+            &self.endpoint,
+            self.key.as_ref().map(|(k, _)| k),
+            e.connect_timeout.max(std::time::Duration::from_secs(10)),
+        )
+        .await
+        {
+            Ok(m) => Ok(m),
+            Err(msg) if msg.starts_with("HTTP 401") || msg.starts_with("HTTP 403") => Err(ui::unusable_error(
+                format!("{} rejected the credentials: {msg}", self.display),
+                Some(self.key_hint()),
+            )),
+            Err(msg) => Err(ui::unusable_error(
+                format!("cannot reach {}: {msg}", self.display),
+                Some(
+                    "check --endpoint and that the server is up; or leave --endpoint out to try the built-in simulator"
+                        .into(),
+                ),
+            )),
+        }
+    }
+
+    /// Names the variable the key came from, never its value.
+    pub fn key_hint(&self) -> String {
+        match &self.key {
+            Some((_, var)) => format!("the API key came from ${var}; check that it is valid for this endpoint"),
+            None => "no API key was sent: set SIZEUP_API_KEY (or OPENAI_API_KEY)".into(),
+        }
+    }
+
+    pub async fn close(self) {
+        if let Some(sim) = self.sim {
+            sim.shutdown().await;
+        }
+    }
+}
