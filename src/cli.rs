@@ -103,6 +103,11 @@ pub struct EndpointArgs {
     /// read max_tokens; OpenAI's newer chat models want max_completion_tokens.
     #[arg(long, value_enum, default_value_t = MaxTokensField::MaxTokens)]
     pub max_tokens_field: MaxTokensField,
+    /// Stop when the last N finished requests all failed with the same answer that no retry
+    /// changes (same status and error type: a wrong model name, a rejected field), instead of
+    /// sending the whole job to fail the same way; exit 3. 0 never stops.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub stop_after_failures: u32,
 }
 
 /// The simulated resource's shape: used by `sizeup sim` and by every command run without

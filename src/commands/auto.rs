@@ -18,7 +18,7 @@ pub async fn run(args: AutoArgs, interrupt: Stop) -> anyhow::Result<ExitStatus> 
             None,
         ));
     }
-    let settings = Settings::from_args(&args.measure, &args.slo, args.gpus, args.endpoint.api)?;
+    let settings = Settings::from_args(&args.measure, &args.slo, args.gpus, &args.endpoint)?;
     let out = args.out.clone().unwrap_or_else(super::default_report_dir);
     let format = super::sweep::parse_format(args.tuning.format.as_deref())?;
     if args.input.as_os_str() == "-" {
@@ -38,6 +38,7 @@ pub async fn run(args: AutoArgs, interrupt: Stop) -> anyhow::Result<ExitStatus> 
         plan: None,
         resume: false,
         shard: None,
+        share: None,
         gpus: args.gpus,
         tuning: args.tuning.clone(),
     };

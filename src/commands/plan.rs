@@ -77,6 +77,8 @@ pub fn make_plan(
         levels: summary
             .levels
             .iter()
+            // A level without data (too few requests finished) says nothing about capacity.
+            .filter(|l| l.rpm.is_finite())
             .map(|l| SweepLevel {
                 concurrency: l.concurrency,
                 rpm: l.rpm,

@@ -3,10 +3,10 @@
 use crate::batch;
 use crate::cli::RunArgs;
 use crate::engine::Stop;
-use crate::job::{self, RunSettings};
+use crate::job::{self, RunSettings, ShardShare};
 use crate::planner::Plan;
 use crate::target::Target;
-use crate::ui::{usage_error, ExitStatus};
+use crate::ui::{self, usage_error, ExitStatus};
 use std::path::{Path, PathBuf};
 
 pub async fn run(args: RunArgs, interrupt: Stop) -> anyhow::Result<ExitStatus> {
@@ -92,6 +92,40 @@ pub fn settings_from_args(a: &RunArgs) -> anyhow::Result<RunSettings> {
         (None, Some(p)) => p.total_concurrency,
         (None, None) => return Err(usage_error("give --concurrency N or --plan plan.json", None)),
     };
+    let shard = a.shard.as_deref().map(parse_shard_flag).transpose()?;
+    // A plan's concurrency and a --rate are the whole job's: each shard takes its share. An
+    // explicit --concurrency is this process's own.
+    let share = shard.and_then(|(k, n)| {
+        let total = match (a.concurrency, &plan) {
+            (None, Some(p)) => Some(p.total_concurrency),
+            _ => None,
+        };
+        match total {
+            Some(t) => Some(ShardShare::new(k, n, t, a.tuning.rate)),
+            None => a.tuning.rate.map(|_| ShardShare {
+                concurrency,
+                total_concurrency: concurrency.saturating_mul(n as u32),
+                ..ShardShare::new(k, n, concurrency, a.tuning.rate)
+            }),
+        }
+    });
+    let concurrency = match (share, a.concurrency) {
+        (Some(sh), None) => sh.concurrency,
+        _ => concurrency,
+    };
+    if let Some(sh) = share {
+        let rate = sh.rate_rpm.map_or(String::new(), |r| format!(", rate {r:.0} RPM"));
+        ui::info(format!(
+            "shard {}/{}: concurrency {} of the job's {}{rate}",
+            sh.index, sh.count, concurrency, sh.total_concurrency
+        ));
+        if u64::from(sh.total_concurrency) < sh.count {
+            ui::warn(format!(
+                "{} shards share a concurrency of {}: each keeps 1 in flight, {} in all",
+                sh.count, sh.total_concurrency, sh.count
+            ));
+        }
+    }
     let output = a.output.clone().unwrap_or_else(|| default_output(&a.input));
     let summary_path = a
         .summary
@@ -106,7 +140,8 @@ pub fn settings_from_args(a: &RunArgs) -> anyhow::Result<RunSettings> {
         gpus: a.gpus.or(plan.as_ref().map(|p| p.gpus)).unwrap_or(1),
         plan,
         resume: a.resume,
-        shard: a.shard.as_deref().map(parse_shard_flag).transpose()?,
+        shard,
+        share,
         tuning: a.tuning.clone(),
     })
 }

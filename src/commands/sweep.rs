@@ -17,7 +17,7 @@ pub fn parse_format(s: Option<&str>) -> anyhow::Result<Option<Format>> {
 }
 
 pub async fn run(args: SweepArgs, interrupt: CancellationToken) -> anyhow::Result<ExitStatus> {
-    let settings = Settings::from_args(&args.measure, &args.slo, args.gpus, args.endpoint.api)?;
+    let settings = Settings::from_args(&args.measure, &args.slo, args.gpus, &args.endpoint)?;
     let stream = !args.measure.no_stream && args.endpoint.api.streams();
     let out: PathBuf = args.out.clone().unwrap_or_else(super::default_report_dir);
     // Input problems surface before any traffic.

@@ -17,7 +17,7 @@ pub mod tally;
 use crate::api::Api;
 use crate::batch::{self, Format, OutputWriter, ReadOptions};
 use crate::cli::{EndpointArgs, RunTuning};
-use crate::client::{Client, MaxTokensField, Outcome};
+use crate::client::{Client, FailKind, MaxTokensField, Outcome};
 use crate::engine::rate::RateLimiter;
 use crate::engine::retry::RetryPolicy;
 use crate::engine::{run_window, Slot, Stop};
@@ -49,7 +49,59 @@ pub struct RunSettings {
     pub resume: bool,
     pub shard: Option<(u64, u64)>,
     pub gpus: u32,
+    /// With `--shard` and a plan or `--rate`: this shard's part of the job's settings.
+    pub share: Option<ShardShare>,
     pub tuning: RunTuning,
+}
+
+/// One shard's part of a plan: shards of one job share its concurrency (and rate) instead of
+/// each taking the whole, which would put N times the planned requests in flight.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct ShardShare {
+    pub index: u64,
+    pub count: u64,
+    /// This shard's requests in flight.
+    pub concurrency: u32,
+    /// The whole job's (the plan's `total_concurrency`).
+    pub total_concurrency: u32,
+    /// This shard's part of `--rate`, requests per minute.
+    pub rate_rpm: Option<f64>,
+}
+
+impl ShardShare {
+    /// Shard `index` of `count` takes `total / count`, the first `total % count` shards one
+    /// more, so the shares sum to the total; never less than 1.
+    pub fn new(index: u64, count: u64, total_concurrency: u32, rate: Option<f64>) -> ShardShare {
+        let n = count.max(1);
+        let base = u64::from(total_concurrency) / n;
+        let extra = u64::from(index < u64::from(total_concurrency) % n);
+        ShardShare {
+            index,
+            count: n,
+            concurrency: (base + extra).max(1) as u32,
+            total_concurrency,
+            rate_rpm: rate.map(|r| r / n as f64),
+        }
+    }
+}
+
+impl RunSettings {
+    /// The rate the run is expected to reach: the plan's (this shard's part of it), else `--rate`.
+    pub fn planned_rpm(&self) -> Option<f64> {
+        let rate = self.share.map_or(self.tuning.rate, |sh| sh.rate_rpm);
+        match (&self.plan, self.share) {
+            (Some(p), Some(sh)) if sh.total_concurrency > 0 => {
+                Some(p.expected_rpm * f64::from(sh.concurrency) / f64::from(sh.total_concurrency))
+            }
+            (Some(p), _) => Some(p.expected_rpm),
+            (None, _) => rate,
+        }
+    }
+
+    /// The send-rate cap for this process.
+    pub fn rate(&self) -> Option<f64> {
+        self.share.map_or(self.tuning.rate, |sh| sh.rate_rpm)
+    }
 }
 
 /// What a run reports back to its caller (`run` or `auto`).
@@ -184,6 +236,7 @@ pub async fn run_on(
             model,
             client: Arc::new(target.client(e, s.concurrency as usize)?),
             key_hint: target.key_hint(),
+            stop_after_failures: e.stop_after_failures,
         };
         send_batch(batch, prepared, interrupt).await
     }
@@ -201,6 +254,8 @@ pub struct Batch<'a> {
     pub client: Arc<Client>,
     /// Names the credential variable when the endpoint refuses the key.
     pub key_hint: String,
+    /// `--stop-after-failures`: see [`attempt::Streak`].
+    pub stop_after_failures: u32,
 }
 
 /// What a worker reports for one attempt.
@@ -250,7 +305,7 @@ pub async fn send_batch(b: Batch<'_>, prepared: Prepared, interrupt: Stop) -> an
     let retries_used = Arc::new(AtomicU64::new(0));
     let worker = Worker {
         client: b.client.clone(),
-        limiter: s.tuning.rate.map(|r| Arc::new(RateLimiter::new(r, 1))),
+        limiter: s.rate().map(|r| Arc::new(RateLimiter::new(r, 1))),
         source: source.clone(),
         stop: stop.clone(),
         retries_used: retries_used.clone(),
@@ -269,7 +324,7 @@ pub async fn send_batch(b: Batch<'_>, prepared: Prepared, interrupt: Stop) -> an
     ));
 
     let start = Instant::now();
-    let planned_rpm = s.plan.as_ref().map(|p| p.expected_rpm).or(s.tuning.rate);
+    let planned_rpm = s.planned_rpm();
     let mut c = Collector {
         tally: Tally::new(start),
         writer,
@@ -280,6 +335,8 @@ pub async fn send_batch(b: Batch<'_>, prepared: Prepared, interrupt: Stop) -> an
         refused: None,
         input_error: None,
         interrupted: false,
+        streak: attempt::Streak::new(b.stop_after_failures),
+        systematic: None,
     };
     c.collect(rx, note_rx, &interrupt, &retries_used).await?;
     let _ = window.await;
@@ -359,6 +416,9 @@ struct Collector {
     refused: Option<String>,
     input_error: Option<String>,
     interrupted: bool,
+    streak: attempt::Streak,
+    /// Set when the streak stopped the run: the status and message every answer repeated.
+    systematic: Option<(Option<u16>, String)>,
 }
 
 impl Collector {
@@ -417,6 +477,18 @@ impl Collector {
                 outcome,
                 attempts,
             } => {
+                let failure = outcome.result.as_ref().err();
+                if self.streak.record(failure.map(|f| (f.kind, f.body.as_ref()))) && self.systematic.is_none() {
+                    let f = failure.expect("a streak is made of failures");
+                    let status = match f.kind {
+                        FailKind::Http(code) => Some(code),
+                        _ => None,
+                    };
+                    self.systematic = Some((status, f.message.clone()));
+                    // Start nothing new; the requests in flight finish and are written.
+                    self.source.close_feed();
+                    self.stop.drain.cancel();
+                }
                 let rec = self.tally.finish(custom_id, outcome, attempts);
                 self.write(&rec)?;
             }
@@ -481,8 +553,9 @@ impl Collector {
         let predicted = s
             .plan
             .as_ref()
-            .filter(|p| p.expected_rpm > 0.0)
-            .map(|p| queued as f64 / p.expected_rpm * 60.0);
+            .and(s.planned_rpm())
+            .filter(|rpm| *rpm > 0.0)
+            .map(|rpm| queued as f64 / rpm * 60.0);
         let summary = RunSummary {
             input: s.input.display().to_string(),
             output: s.output.display().to_string(),
@@ -497,7 +570,8 @@ impl Collector {
             skipped_other_shards: feed.other_shards,
             not_finished,
             concurrency: s.concurrency,
-            planned_rpm: s.plan.as_ref().map(|p| p.expected_rpm).or(s.tuning.rate),
+            planned_rpm: s.planned_rpm(),
+            shard: s.share,
             achieved_rpm,
             wall_time_s: wall,
             predicted_duration_s: predicted,
@@ -507,15 +581,20 @@ impl Collector {
             latency_p95_ms: t.latency.quantile_ms(0.95),
             latency_p99_ms: t.latency.quantile_ms(0.99),
             interrupted: self.interrupted,
-            stopped_reason: self.refused.clone().or(self.input_error.clone()),
+            stopped_reason: self.refused.clone().or(self.input_error.clone()).or(self
+                .systematic
+                .as_ref()
+                .map(|(_, m)| format!("systematic failure: {m}"))),
             started_at,
             sizeup_version: env!("CARGO_PKG_VERSION").to_string(),
         };
         if let Some(dir) = s.summary_path.parent().filter(|d| !d.as_os_str().is_empty()) {
             crate::files::ensure_dir(dir)?;
         }
-        std::fs::write(&s.summary_path, serde_json::to_string_pretty(&summary)? + "\n")
-            .map_err(|err| anyhow::anyhow!("cannot write {}: {err}", s.summary_path.display()))?;
+        crate::files::write_whole(
+            &s.summary_path,
+            (serde_json::to_string_pretty(&summary)? + "\n").as_bytes(),
+        )?;
 
         let mut line = format!(
             "done: {} ok, {} failed, {retries} retries, {not_finished} not finished, {} RPM over {wall:.1}s",
@@ -547,6 +626,15 @@ impl Collector {
                 Some(b.key_hint.clone()),
             ));
         }
+        if let Some((status, msg)) = self.systematic {
+            return Err(ui::unusable_error(
+                format!(
+                    "stopped: the last {} finished requests all failed the same way: {msg}",
+                    self.streak.len()
+                ),
+                Some(attempt::streak_hint(status)),
+            ));
+        }
         if let Some(msg) = self.input_error {
             return Err(usage_error(
                 msg,
@@ -565,5 +653,22 @@ impl Collector {
             return Ok(outcome(ExitStatus::Failure));
         }
         Ok(outcome(ExitStatus::Success))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ShardShare;
+
+    #[test]
+    fn shard_shares_sum_to_the_plan() {
+        for (total, n) in [(16u32, 4u64), (17, 4), (3, 2), (64, 7), (1, 1)] {
+            let shares: Vec<u32> = (0..n).map(|k| ShardShare::new(k, n, total, None).concurrency).collect();
+            assert_eq!(shares.iter().sum::<u32>(), total, "{total} over {n}: {shares:?}");
+            assert!(shares.iter().max().unwrap() - shares.iter().min().unwrap() <= 1);
+        }
+        // More shards than slots: each still sends (at least 1).
+        assert_eq!(ShardShare::new(4, 5, 3, None).concurrency, 1);
+        assert_eq!(ShardShare::new(1, 4, 16, Some(6000.0)).rate_rpm, Some(1500.0));
     }
 }

@@ -5,13 +5,13 @@
 pub mod workload;
 
 use crate::api::Api;
-use crate::cli::{MeasureArgs, SloArgs};
+use crate::cli::{EndpointArgs, MeasureArgs, SloArgs};
 use crate::client::{Client, FailKind, Outcome};
 use crate::engine::{run_window, Slot, Stop};
 use crate::report::{Format as ReportFormat, KneeRow, LevelRow, RequestRow, RequestsCsv, Summary};
 use crate::stats::ci::{closed_loop_floor, rate_ci};
 use crate::stats::knee::{knee, next_level, LevelPoint};
-use crate::stats::level::{summarize_level, Sample, SampleResult};
+use crate::stats::level::{summarize_level, Sample, SampleResult, MIN_OK};
 use crate::target::Target;
 use crate::ui::{self, usage_error};
 use bytes::Bytes;
@@ -63,10 +63,12 @@ pub struct Settings {
     pub max_duration: Duration,
     pub slo: SloArgs,
     pub api: Api,
+    /// `--stop-after-failures`: a level stops (exit 3) on a failure every answer repeats.
+    pub stop_after_failures: u32,
 }
 
 impl Settings {
-    pub fn from_args(m: &MeasureArgs, slo: &SloArgs, gpus: u32, api: Api) -> anyhow::Result<Settings> {
+    pub fn from_args(m: &MeasureArgs, slo: &SloArgs, gpus: u32, e: &EndpointArgs) -> anyhow::Result<Settings> {
         if gpus == 0 {
             return Err(usage_error("--gpus must be at least 1", None));
         }
@@ -88,7 +90,8 @@ impl Settings {
             min_requests: m.min_requests,
             max_duration: m.max_duration,
             slo: slo.clone(),
-            api,
+            api: e.api,
+            stop_after_failures: e.stop_after_failures,
         })
     }
 }
@@ -185,6 +188,11 @@ pub async fn measure(
         if level.interrupted {
             interrupted = true;
         }
+        if level.systematic {
+            if let Some(err) = level.unusable {
+                return Err(err);
+            }
+        }
         let Some(row) = level.row else {
             if summary.levels.is_empty() {
                 return Err(level
@@ -198,6 +206,20 @@ pub async fn measure(
         }
         requests_csv.flush()?;
         summary.tokens_estimated |= level.tokens_estimated;
+        if !row.rpm.is_finite() {
+            ui::warn(format!(
+                "level {c}: no data: {} requests finished within --max-duration {} (at least {MIN_OK} needed); one request takes longer than that: raise --max-duration (e.g. 10m) or lower max_tokens",
+                row.requests_ok,
+                humantime::format_duration(s.max_duration)
+            ));
+            // Kept in the reports with empty RPM fields; left out of the knee and the plan.
+            // Higher levels only take longer, so the sweep ends here.
+            summary.ci_met.push(false);
+            summary.levels.push(row);
+            finish_summary(&mut summary, &points, s.gpus);
+            write_reports(&summary, out)?;
+            break;
+        }
         let slo_ok = meets_slo(&row, &s.slo);
         points.push(LevelPoint {
             concurrency: c,
@@ -233,6 +255,12 @@ pub async fn measure(
         }
     }
     requests_csv.finish()?;
+    if !interrupted && !summary.levels.iter().any(|l| l.rpm.is_finite()) {
+        return Err(ui::unmet_error(
+            format!("no level had data: fewer than {MIN_OK} requests finished within --max-duration at every level measured"),
+            Some("raise --max-duration (one request takes longer than it), or lower max_tokens".into()),
+        ));
+    }
     if summary.tokens_estimated {
         ui::warn(
             "the endpoint sent no `usage` with its answers: token figures count streamed chunks and are estimates (tokens_estimated in summary.json)",
@@ -283,6 +311,8 @@ struct LevelResult {
     interrupted: bool,
     tokens_estimated: bool,
     unusable: Option<anyhow::Error>,
+    /// `unusable` is a failure every answer repeated: the sweep stops whatever it measured.
+    systematic: bool,
 }
 
 async fn measure_level(
@@ -322,18 +352,34 @@ async fn measure_level(
     ));
 
     let mut recs: Vec<Rec> = Vec::new();
+    let mut streak = crate::job::attempt::Streak::new(s.stop_after_failures);
+    let mut systematic = false;
     let mut warm_end: Option<f64> = None;
     let mut ci_met = false;
     let mut interrupted = false;
     let mut unusable = None;
     let mut ticker = tokio::time::interval(Duration::from_millis(100));
     let mut last_progress = 0.0;
-    // A level with no completions at all cannot run forever.
-    let hard_limit = s.warmup.as_secs_f64() + s.max_duration.as_secs_f64() + 30.0;
+    // A level whose warm-up never ends (requests slower than --max-duration) stops here.
+    let hard_limit = s.warmup.as_secs_f64() + s.max_duration.as_secs_f64();
     loop {
         tokio::select! {
             rec = rx.recv() => match rec {
-                Some(r) => recs.push(r),
+                Some(r) => {
+                    let failure = r.outcome.result.as_ref().err();
+                    if streak.record(failure.map(|f| (f.kind, f.body.as_ref()))) {
+                        let f = failure.expect("a streak is made of failures");
+                        let status = match f.kind { FailKind::Http(code) => Some(code), _ => None };
+                        unusable = Some(ui::unusable_error(
+                            format!("stopped at level {c}: the last {} requests all failed the same way: {}", streak.len(), f.message),
+                            Some(crate::job::attempt::streak_hint(status)),
+                        ));
+                        systematic = true;
+                        recs.push(r);
+                        break;
+                    }
+                    recs.push(r);
+                }
                 None => break,
             },
             _ = interrupt.cancelled() => {
@@ -395,6 +441,7 @@ async fn measure_level(
         interrupted,
         tokens_estimated: false,
         unusable: None,
+        systematic,
     };
     if let Some(err) = unusable {
         return LevelResult {
@@ -402,19 +449,36 @@ async fn measure_level(
             ..empty
         };
     }
-    let Some(w) = warm_end else {
-        if recs.is_empty() || !recs.iter().any(|r| r.outcome.is_ok()) {
-            let err = if recs.is_empty() {
-                None
-            } else {
-                Some(unusable_reason(&recs, key_hint))
-            };
-            return LevelResult { unusable: err, ..empty };
-        }
-        // Interrupted during warm-up: nothing measured at this level.
-        return empty;
-    };
     let samples: Vec<Sample> = recs.iter().map(Rec::sample).collect();
+    let Some(w) = warm_end else {
+        if interrupted {
+            // Interrupted during warm-up: nothing measured at this level.
+            return empty;
+        }
+        if !recs.is_empty() && !recs.iter().any(|r| r.outcome.is_ok()) {
+            return LevelResult {
+                unusable: Some(unusable_reason(&recs, key_hint)),
+                ..empty
+            };
+        }
+        // The warm-up never ended within --max-duration: too few requests finished for a
+        // rate. The row keeps the counts and latencies, with empty RPM fields.
+        let (mut row, requests, estimated) = summarize_level(c, s.gpus, &samples, 0.0, end, offset_ms);
+        for v in [
+            &mut row.rpm,
+            &mut row.rpm_ci_low,
+            &mut row.rpm_ci_high,
+            &mut row.rpm_per_gpu,
+        ] {
+            *v = f64::NAN;
+        }
+        return LevelResult {
+            row: Some(row),
+            requests,
+            tokens_estimated: estimated,
+            ..empty
+        };
+    };
     let (row, requests, estimated) = summarize_level(c, s.gpus, &samples, w, end, offset_ms);
     LevelResult {
         row: Some(row),
@@ -423,6 +487,7 @@ async fn measure_level(
         interrupted,
         tokens_estimated: estimated,
         unusable: None,
+        systematic,
     }
 }
 

@@ -5,6 +5,9 @@ use super::ci::{closed_loop_floor, rate_ci};
 use super::latency::{tpot_ms, Hist, LatencySet};
 use crate::report::{LevelRow, RequestRow};
 
+/// Fewer successful requests than this in a level's window give no RPM (empty fields).
+pub const MIN_OK: usize = 5;
+
 /// One finished request of a level, times in seconds from the level's start.
 #[derive(Clone, Debug)]
 pub struct Sample {
@@ -54,8 +57,14 @@ pub fn summarize_level(
         .collect();
     let failed = recs.iter().filter(|r| !r.is_ok() && r.end >= w && r.end < end).count() as u64;
     let est = rate_ci(&ok_ends, w, end, 0.95);
-    let rpm = ok_ends.len() as f64 / window * 60.0;
+    let rpm = if ok_ends.len() >= MIN_OK {
+        ok_ends.len() as f64 / window * 60.0
+    } else {
+        // Too few to be a rate: empty cells, not a misleading 0 or a rate from 2 requests.
+        f64::NAN
+    };
     let (low, high) = match est {
+        _ if rpm.is_nan() => (f64::NAN, f64::NAN),
         Some(e) => {
             let half = e.ci.half_width.max(rpm * closed_loop_floor(c, ok_ends.len()));
             ((rpm - half).max(0.0), rpm + half)

@@ -5,6 +5,7 @@ mod bad_input;
 mod cli;
 mod crash;
 mod faults;
+mod first_try;
 mod plan;
 mod real;
 mod run;

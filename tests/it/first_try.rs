@@ -1,0 +1,264 @@
+//! A user's first try with their own batch file: shards that share a plan, the API taken from
+//! the file, any model on the simulator, embeddings, and an early stop on a failure that every
+//! answer repeats.
+
+use crate::util::{batch_file, fast_sim, read_json, sim_metric};
+use serde_json::json;
+use sizeup::sim::SimHandle;
+use std::collections::BTreeMap;
+
+/// A plan.json as `sizeup plan` writes it, with `total_concurrency` requests in flight.
+fn plan_file(dir: &std::path::Path, gpus: u32, per_gpu: u32, rpm_per_gpu: f64) -> std::path::PathBuf {
+    let plan = json!({
+        "target_rpm": rpm_per_gpu * f64::from(gpus), "gpus": gpus, "concurrency_per_gpu": per_gpu,
+        "total_concurrency": gpus * per_gpu, "rpm_per_gpu": rpm_per_gpu, "rpm_per_gpu_low": rpm_per_gpu,
+        "expected_rpm": rpm_per_gpu * f64::from(gpus), "expected_latency_p95_ms": 50.0, "headroom": 0.0,
+        "requests": null, "expected_duration_s": null, "cost_usd": null, "sweep": "", "sweep_gpus": gpus,
+        "chosen_concurrency": gpus * per_gpu, "estimate": "mean", "startup_s": 0.0
+    });
+    let path = dir.join("plan.json");
+    std::fs::write(&path, plan.to_string()).unwrap();
+    path
+}
+
+/// A simulator that serves only `model` and answers others 404, as vLLM does.
+fn strict_sim(model: &str) -> sizeup::sim::SimConfig {
+    sizeup::sim::SimConfig {
+        model: model.to_string(),
+        ..fast_sim(1, 8, 1.0, 0.0)
+    }
+}
+
+/// `sizeup` as a child the async tests can await.
+fn tokio_sizeup() -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(assert_cmd::cargo::cargo_bin("sizeup"));
+    c.env_remove("SIZEUP_API_KEY")
+        .env_remove("OPENAI_API_KEY")
+        .env("NO_COLOR", "1");
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_share_the_plans_concurrency() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = batch_file(dir.path(), 400, 4);
+    let plan = plan_file(dir.path(), 2, 8, 6000.0);
+    // 2 GPUs x 16 slots: the server itself would take 32, so only the client limits in-flight.
+    let sim = SimHandle::start(fast_sim(2, 16, 5.0, 0.0)).await.unwrap();
+    let url = sim.url();
+    let mut children = Vec::new();
+    for k in 0..4 {
+        // Each shard in its own folder, as on separate pods: run-summary.json goes beside.
+        let shard_dir = dir.path().join(format!("shard-{k}"));
+        std::fs::create_dir(&shard_dir).unwrap();
+        let out = shard_dir.join("out.jsonl");
+        let mut cmd = tokio_sizeup();
+        cmd.args(["run", "--endpoint", &url, "--input"])
+            .arg(&input)
+            .args(["--plan"])
+            .arg(&plan)
+            .args(["--shard", &format!("{k}/4"), "--output"])
+            .arg(&out);
+        children.push((k, out, cmd.output()));
+    }
+    let mut ids = BTreeMap::new();
+    for (k, out, child) in children {
+        let o = child.await.unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(0), "shard {k}: {stderr}");
+        assert!(
+            stderr.contains(&format!("shard {k}/4: concurrency 4 of the job's 16")),
+            "{stderr}"
+        );
+        let summary = read_json(&out.with_file_name("run-summary.json"));
+        assert_eq!(summary["shard"]["total_concurrency"], 16, "{summary:#}");
+        assert_eq!(summary["shard"]["concurrency"], 4, "{summary:#}");
+        assert_eq!(summary["concurrency"], 4, "{summary:#}");
+        for line in std::fs::read_to_string(&out).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            *ids.entry(v["custom_id"].as_str().unwrap().to_string()).or_insert(0) += 1;
+        }
+    }
+    let peak = sim_metric(&url, "sizeup_sim_requests_in_flight_max").await;
+    sim.shutdown().await;
+    assert!(
+        peak <= 16.0,
+        "the four shards held {peak} in flight together; the plan says 16"
+    );
+    assert!(
+        peak >= 8.0,
+        "the shards barely overlapped ({peak}): the test did not test"
+    );
+    assert_eq!(ids.len(), 400, "outputs together are the whole job");
+    assert!(ids.values().all(|&n| n == 1), "a line answered twice");
+}
+
+/// `n` chat lines of an OpenAI Batch file naming `model`.
+fn chat_file(path: &std::path::Path, n: usize, model: &str) {
+    let mut text = String::new();
+    for i in 0..n {
+        text.push_str(&format!(
+            "{{\"custom_id\":\"r{i}\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":{{\"model\":\"{model}\",\"messages\":[{{\"role\":\"user\",\"content\":\"hello {i}\"}}],\"max_tokens\":2}}}}\n"
+        ));
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_model_stops_early_and_resume_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("job.jsonl");
+    chat_file(&input, 5000, "wrong-model");
+    let sim = SimHandle::start(strict_sim("served-model")).await.unwrap();
+    let url = sim.url();
+    let out = dir.path().join("out.jsonl");
+    let run = |input: &std::path::Path, resume: bool| {
+        let mut c = tokio_sizeup();
+        c.args([
+            "run",
+            "--endpoint",
+            &url,
+            "--api",
+            "chat",
+            "--concurrency",
+            "8",
+            "--input",
+        ])
+        .arg(input)
+        .arg("--output")
+        .arg(&out);
+        if resume {
+            c.arg("--resume");
+        }
+        c.output()
+    };
+    let o = run(&input, false).await.unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{stderr}");
+    assert_eq!(
+        stderr.matches("all failed the same way").count(),
+        1,
+        "the error once: {stderr}"
+    );
+    assert!(stderr.contains("model name"), "a hint names the fix: {stderr}");
+    let sent = sim_metric(&url, "sizeup_sim_requests_total").await;
+    assert!(sent <= 20.0 + 8.0, "sent {sent} requests; at most N + concurrency");
+    let written = std::fs::read_to_string(&out).unwrap().lines().count();
+    assert_eq!(written as f64, sent, "every request sent has its output line");
+    let summary = read_json(&dir.path().join("run-summary.json"));
+    assert!(
+        summary["stopped_reason"].as_str().unwrap().contains("systematic"),
+        "{summary:#}"
+    );
+
+    // Fixed file, same ids: --resume sends the rest and retries the failures.
+    chat_file(&input, 5000, "served-model");
+    let o = run(&input, true).await.unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    sim.shutdown().await;
+    let mut ok = BTreeMap::new();
+    for line in std::fs::read_to_string(&out).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if v["response"]["status_code"] == 200 {
+            *ok.entry(v["custom_id"].as_str().unwrap().to_string()).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(ok.len(), 5000);
+    assert!(ok.values().all(|&n| n == 1));
+}
+
+#[test]
+fn levels_without_data_are_empty_and_left_out_of_knee_and_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("sweep");
+    // One slot, 100 ms per request: level 1 finishes ~10 a second; level 32 queues, and its
+    // warm-up (32 answers) cannot end within the 1 s --max-duration.
+    let o = crate::util::sizeup()
+        .args([
+            "sweep",
+            "--concurrency",
+            "1,32",
+            "--warmup",
+            "0s",
+            "--max-duration",
+            "1s",
+        ])
+        .args([
+            "--min-requests",
+            "5",
+            "--ci-width",
+            "0.9",
+            "--batch",
+            "1",
+            "--decode-step-ms",
+            "25",
+        ])
+        .args([
+            "--decode-step-ms-per-seq",
+            "0",
+            "--prefill-ms-per-1k",
+            "0",
+            "--max-tokens",
+            "4",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("level 32: no data") && stderr.contains("--max-duration"),
+        "{stderr}"
+    );
+    let csv = std::fs::read_to_string(out.join("levels.csv")).unwrap();
+    let row32: Vec<&str> = csv
+        .lines()
+        .find(|l| l.starts_with("32,"))
+        .expect("level 32 row")
+        .split(',')
+        .collect();
+    assert_eq!(
+        &row32[4..8],
+        ["", "", "", ""],
+        "rpm, CI and per-GPU empty, not 0: {csv}"
+    );
+    let summary = read_json(&out.join("summary.json"));
+    assert_eq!(summary["knee"]["concurrency"], 1, "{summary:#}");
+    assert!(summary["levels"][1]["rpm"].is_null(), "{summary:#}");
+    let plan = crate::util::sizeup()
+        .args(["plan", "--target-rpm", "100", "--sweep"])
+        .arg(&out)
+        .arg("--out")
+        .arg(dir.path().join("plan.json"))
+        .output()
+        .unwrap();
+    assert_eq!(plan.status.code(), Some(0), "{}", String::from_utf8_lossy(&plan.stderr));
+    let p = read_json(&dir.path().join("plan.json"));
+    assert_eq!(p["chosen_concurrency"], 1, "{p:#}");
+}
+
+#[test]
+fn no_level_with_data_exits_1_and_names_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    // 2 s per request against a 1 s --max-duration.
+    let o = crate::util::sizeup()
+        .args([
+            "sweep",
+            "--concurrency",
+            "1",
+            "--warmup",
+            "0s",
+            "--max-duration",
+            "1s",
+            "--batch",
+            "1",
+        ])
+        .args(["--decode-step-ms", "500", "--max-tokens", "4", "--out"])
+        .arg(dir.path().join("s"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("raise --max-duration"), "{stderr}");
+}
