@@ -11,6 +11,8 @@ pub enum Api {
     Completions,
     /// OpenAI `/v1/chat/completions`: `{"messages": [...]}`.
     Chat,
+    /// OpenAI `/v1/embeddings`: `{"input": string or list}`; a prefill-only request.
+    Embeddings,
     /// The provider shape of the batching guide: POST `{prompt, max_tokens}` to the endpoint
     /// itself, answer `{"result":[{"completion": ...}]}`.
     Forefront,
@@ -18,13 +20,14 @@ pub enum Api {
 
 impl Api {
     /// All variants, in the order help texts list them.
-    pub const ALL: [Api; 3] = [Api::Completions, Api::Chat, Api::Forefront];
+    pub const ALL: [Api; 4] = [Api::Completions, Api::Chat, Api::Embeddings, Api::Forefront];
 
     /// The path appended to a base URL; forefront posts to the URL as given.
     pub fn path(self) -> &'static str {
         match self {
             Api::Completions => "/v1/completions",
             Api::Chat => "/v1/chat/completions",
+            Api::Embeddings => "/v1/embeddings",
             Api::Forefront => "",
         }
     }
@@ -33,13 +36,14 @@ impl Api {
         match self {
             Api::Completions => "completions",
             Api::Chat => "chat",
+            Api::Embeddings => "embeddings",
             Api::Forefront => "forefront",
         }
     }
 
     /// Whether the API streams tokens (server-sent events) when asked.
     pub fn streams(self) -> bool {
-        self != Api::Forefront
+        matches!(self, Api::Completions | Api::Chat)
     }
 }
 
@@ -56,6 +60,6 @@ impl std::str::FromStr for Api {
         Api::ALL
             .into_iter()
             .find(|a| a.name().eq_ignore_ascii_case(s.trim()))
-            .ok_or_else(|| format!("unknown API `{s}`; expected completions, chat or forefront"))
+            .ok_or_else(|| format!("unknown API `{s}`; expected completions, chat, embeddings or forefront"))
     }
 }

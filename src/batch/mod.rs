@@ -9,10 +9,12 @@
 //!    succeeded and [`OutputWriter::resume`] appends after them; otherwise
 //!    [`OutputWriter::create`] refuses to overwrite an existing output.
 
+pub mod detect;
 pub mod reader;
 pub mod resume;
 pub mod writer;
 
+pub use detect::{detect_api, detect_api_in, Detected};
 pub use reader::{
     in_shard, parse_shard, validate, validate_reader, Api, FileError, Format, Issue, Item, ParseNameError, Payload,
     ReadOptions, Reader, ValidationReport, DEFAULT_MAX_LINE_BYTES,

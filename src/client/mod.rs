@@ -451,15 +451,13 @@ impl Client {
         }
         // The common answer (usage, no error) is read through a small typed view and kept as
         // the bytes it came in: no JSON tree is built, cloned or re-serialized per request.
-        if let Ok(Peek {
-            usage:
-                Some(PeekUsage {
-                    prompt_tokens,
-                    completion_tokens: Some(completion),
-                }),
-            error: None,
-        }) = serde_json::from_slice::<Peek>(&bytes)
-        {
+        let peeked = serde_json::from_slice::<Peek>(&bytes)
+            .ok()
+            .filter(|p| p.error.is_none())
+            .and_then(|p| p.usage)
+            // An embedding's usage has prompt tokens only: it generates none.
+            .and_then(|u| Some((u.prompt_tokens, u.completion_tokens.or(u.prompt_tokens.map(|_| 0))?)));
+        if let Some((prompt_tokens, completion)) = peeked {
             let body = if keep_body {
                 let text = String::from_utf8(bytes).map_err(|_| decode_failure("answer is not UTF-8".into()))?;
                 Some(RawValue::from_string(text).map_err(|e| decode_failure(format!("answer is not JSON: {e}")))?)
@@ -650,7 +648,11 @@ fn reported_usage(v: &Value) -> Option<Usage> {
     let u = v.get("usage").filter(|u| u.is_object())?;
     Some(Usage {
         prompt_tokens: u.get("prompt_tokens").and_then(Value::as_u64),
-        completion_tokens: u.get("completion_tokens").and_then(Value::as_u64)?,
+        // An embedding's usage has prompt tokens only: it generates none.
+        completion_tokens: u
+            .get("completion_tokens")
+            .and_then(Value::as_u64)
+            .or_else(|| u.get("prompt_tokens").and_then(Value::as_u64).map(|_| 0))?,
         estimated: false,
     })
 }
@@ -816,11 +818,12 @@ pub fn build_body(
     let mut body = match api {
         Api::Chat => json!({"messages": [{"role": "user", "content": prompt}]}),
         Api::Completions | Api::Forefront => json!({"prompt": prompt}),
+        Api::Embeddings => json!({"input": prompt}),
     };
     if let Some(m) = model {
         body["model"] = json!(m);
     }
-    if let Some(n) = max_tokens {
+    if let Some(n) = max_tokens.filter(|_| api != Api::Embeddings) {
         let key = if api == Api::Forefront {
             "max_tokens"
         } else {

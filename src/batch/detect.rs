@@ -1,0 +1,190 @@
+//! Which API a batch file speaks, from the file itself: an OpenAI Batch line's `url`, else the
+//! body's shape (`messages`, `prompt`, `input`). One endpoint per file, as OpenAI's Batch API
+//! requires: lines that disagree are named.
+
+use super::reader::{Api, Format};
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+
+/// What the file says.
+#[derive(Debug, PartialEq)]
+pub enum Detected {
+    /// Every line that names an API names this one.
+    One(Api),
+    /// Nothing names an API (text or CSV prompts, or bodies of no known shape).
+    Unknown,
+}
+
+/// The fields of a line that tell its API; everything else is skipped unparsed.
+#[derive(Deserialize)]
+struct Probe {
+    url: Option<String>,
+    body: Option<Shape>,
+    messages: Option<IgnoredAny>,
+    prompt: Option<IgnoredAny>,
+    input: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct Shape {
+    messages: Option<IgnoredAny>,
+    prompt: Option<IgnoredAny>,
+    input: Option<IgnoredAny>,
+}
+
+/// The API an OpenAI Batch `url` names (`/v1/chat/completions`, `/v1/completions`,
+/// `/v1/embeddings`, with or without a prefix or query).
+pub fn api_of_url(url: &str) -> Option<Api> {
+    let path = url.split(['?', '#']).next().unwrap_or(url).trim_end_matches('/');
+    if path.ends_with("/chat/completions") {
+        Some(Api::Chat)
+    } else if path.ends_with("/completions") {
+        Some(Api::Completions)
+    } else if path.ends_with("/embeddings") {
+        Some(Api::Embeddings)
+    } else {
+        None
+    }
+}
+
+fn api_of_shape(messages: bool, prompt: bool, input: bool) -> Option<Api> {
+    match (messages, prompt, input) {
+        (true, _, _) => Some(Api::Chat),
+        (false, true, _) => Some(Api::Completions),
+        (false, false, true) => Some(Api::Embeddings),
+        _ => None,
+    }
+}
+
+fn api_of_line(line: &[u8]) -> Option<Api> {
+    let p: Probe = serde_json::from_slice(line).ok()?;
+    if let Some(api) = p.url.as_deref().and_then(api_of_url) {
+        return Some(api);
+    }
+    match p.body {
+        Some(b) => api_of_shape(b.messages.is_some(), b.prompt.is_some(), b.input.is_some()),
+        None => api_of_shape(p.messages.is_some(), p.prompt.is_some(), p.input.is_some()),
+    }
+}
+
+/// Lines per API, the first few of each, for the error that names them.
+const NAMED: usize = 5;
+
+/// Reads a JSONL-shaped input once and returns the API its lines name. `Err` names the lines
+/// when they disagree. Text and CSV prompts name none.
+pub fn detect_api(src: impl Read, format: Format) -> Result<Detected, String> {
+    if matches!(format, Format::Csv | Format::Text) {
+        return Ok(Detected::Unknown);
+    }
+    // (api, how many lines, the first few line numbers)
+    let mut seen: Vec<(Api, u64, Vec<u64>)> = Vec::new();
+    let mut reader = BufReader::with_capacity(256 * 1024, src);
+    let mut buf = Vec::new();
+    let mut line_no = 0u64;
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) => break,
+            Ok(_) => {}
+            // The reader proper reports unreadable input with its line.
+            Err(_) => break,
+        }
+        line_no += 1;
+        let Some(api) = api_of_line(&buf) else { continue };
+        match seen.iter_mut().find(|(a, _, _)| *a == api) {
+            Some((_, n, lines)) => {
+                *n += 1;
+                if lines.len() < NAMED {
+                    lines.push(line_no);
+                }
+            }
+            None => seen.push((api, 1, vec![line_no])),
+        }
+    }
+    match seen.len() {
+        0 => Ok(Detected::Unknown),
+        1 => Ok(Detected::One(seen[0].0)),
+        _ => {
+            seen.sort_by_key(|(_, n, _)| std::cmp::Reverse(*n));
+            let parts: Vec<String> = seen
+                .iter()
+                .map(|(api, n, lines)| {
+                    let list: Vec<String> = lines.iter().map(u64::to_string).collect();
+                    let more = if *n > lines.len() as u64 { ", ..." } else { "" };
+                    format!("{n} line(s) for {} (lines {}{more})", api.path(), list.join(", "))
+                })
+                .collect();
+            Err(format!(
+                "the input mixes APIs: {}; one file must use one endpoint (as OpenAI's Batch API requires)",
+                parts.join("; ")
+            ))
+        }
+    }
+}
+
+/// [`detect_api`] on a file; the format detected as the reader would.
+pub fn detect_api_in(path: &Path, format: Option<Format>) -> Result<Detected, String> {
+    let mut file = std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let mut head = vec![0u8; 64 * 1024];
+    let n = read_up_to(&mut file, &mut head).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    head.truncate(n);
+    let format = format.unwrap_or_else(|| Format::detect(path, &head));
+    detect_api(std::io::Cursor::new(head).chain(file), format)
+}
+
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn detect(text: &str) -> Result<Detected, String> {
+        detect_api(text.as_bytes(), Format::OpenaiBatch)
+    }
+
+    #[test]
+    fn url_then_shape() {
+        let chat =
+            r#"{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{"model":"m","messages":[]}}"#;
+        assert_eq!(detect(&format!("{chat}\n{chat}\n")), Ok(Detected::One(Api::Chat)));
+        let emb = r#"{"custom_id":"a","url":"/v1/embeddings","body":{"input":"x"}}"#;
+        assert_eq!(detect(emb), Ok(Detected::One(Api::Embeddings)));
+        // No url: the body's shape; plain JSONL bodies too.
+        assert_eq!(
+            detect(r#"{"custom_id":"a","body":{"prompt":"x"}}"#),
+            Ok(Detected::One(Api::Completions))
+        );
+        assert_eq!(
+            detect_api(r#"{"input":["a","b"]}"#.as_bytes(), Format::Jsonl),
+            Ok(Detected::One(Api::Embeddings))
+        );
+        assert_eq!(detect_api("hello\n".as_bytes(), Format::Text), Ok(Detected::Unknown));
+        assert_eq!(detect("{}\n\nnot json\n"), Ok(Detected::Unknown));
+        assert_eq!(api_of_url("https://x/openai/v1/chat/completions?v=1"), Some(Api::Chat));
+        assert_eq!(api_of_url("/v1/forefront"), None);
+    }
+
+    #[test]
+    fn mixed_lines_are_named() {
+        let chat = r#"{"custom_id":"a","url":"/v1/chat/completions","body":{"messages":[]}}"#;
+        let comp = r#"{"custom_id":"b","url":"/v1/completions","body":{"prompt":"x"}}"#;
+        let text = [chat, chat, comp, chat].join("\n");
+        let err = detect(&text).unwrap_err();
+        assert!(
+            err.contains("3 line(s) for /v1/chat/completions (lines 1, 2, 4)"),
+            "{err}"
+        );
+        assert!(err.contains("1 line(s) for /v1/completions (lines 3)"), "{err}");
+    }
+}
