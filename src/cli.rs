@@ -1,8 +1,8 @@
 //! The command line: clap derive structs whose doc comments are the `--help` text.
 //! Raw flags only; `commands::*` validate them into settings.
 
-use crate::api::Api;
-use crate::client::MaxTokensField;
+use crate::api::{Api, MaxTokensField};
+use crate::ui::ColorChoice;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -38,13 +38,6 @@ pub struct Cli {
     /// When to colour stderr: auto (a terminal without NO_COLOR), always, never.
     #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum ColorChoice {
-    Auto,
-    Always,
-    Never,
 }
 
 #[derive(Subcommand, Debug)]

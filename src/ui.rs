@@ -90,18 +90,27 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
     })
 }
 
+/// `--color`: when stderr gets ANSI colour. Lives here, beside the code that colours, so the
+/// command line depends on `ui` and not the other way round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
 static QUIET: AtomicBool = AtomicBool::new(false);
 /// 0 = auto, 1 = always, 2 = never.
 static COLOR: AtomicU8 = AtomicU8::new(0);
 
 /// Set once from the command line, before any message is printed.
-pub fn configure(quiet: bool, color: crate::cli::ColorChoice) {
+pub fn configure(quiet: bool, color: ColorChoice) {
     QUIET.store(quiet, Ordering::Relaxed);
     COLOR.store(
         match color {
-            crate::cli::ColorChoice::Auto => 0,
-            crate::cli::ColorChoice::Always => 1,
-            crate::cli::ColorChoice::Never => 2,
+            ColorChoice::Auto => 0,
+            ColorChoice::Always => 1,
+            ColorChoice::Never => 2,
         },
         Ordering::Relaxed,
     );
