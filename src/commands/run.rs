@@ -334,7 +334,7 @@ impl RunSettings {
             .unwrap_or_else(|| output.with_file_name("run-summary.json"));
         Ok(RunSettings {
             input: a.input.clone(),
-            format: super::sweep::parse_format(a.tuning.format.as_deref())?,
+            format: a.tuning.format,
             output,
             summary_path,
             concurrency,

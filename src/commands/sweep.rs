@@ -695,7 +695,7 @@ pub fn workload_from(
 ) -> anyhow::Result<Workload> {
     match &w.input {
         Some(path) => {
-            let format = parse_format(w.format.as_deref())?;
+            let format = w.format;
             Workload::sampled(
                 path,
                 format,
@@ -718,11 +718,6 @@ pub fn workload_from(
             model,
         )),
     }
-}
-
-pub fn parse_format(s: Option<&str>) -> anyhow::Result<Option<Format>> {
-    s.map(|f| f.parse::<Format>().map_err(|e| usage_error(e.to_string(), None)))
-        .transpose()
 }
 
 pub async fn run(args: SweepArgs, interrupt: CancellationToken) -> anyhow::Result<ExitStatus> {
