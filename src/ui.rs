@@ -176,38 +176,13 @@ pub fn info(msg: impl AsRef<str>) {
     }
 }
 
-/// `1234567.8` -> `1,234,568`: RPM figures people read at a glance.
-pub fn thousands(v: f64) -> String {
-    if !v.is_finite() {
-        return format!("{v}");
-    }
-    let n = v.round().abs() as u64;
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, ch) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    if v.round() < 0.0 {
-        out.insert(0, '-');
-    }
-    out
-}
+/// RPM figures in messages read as they do in the tables (one formatter; see
+/// [`crate::report::fmt`]).
+pub use crate::report::fmt::thousands;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn thousands_separators() {
-        assert_eq!(thousands(0.0), "0");
-        assert_eq!(thousands(999.4), "999");
-        assert_eq!(thousands(1000.0), "1,000");
-        assert_eq!(thousands(1234567.8), "1,234,568");
-        assert_eq!(thousands(-30000.0), "-30,000");
-    }
 
     #[test]
     fn exit_codes_follow_the_error() {
