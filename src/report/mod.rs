@@ -17,7 +17,7 @@ pub mod json;
 pub mod svg;
 pub mod table;
 
-pub use self::csv::{LevelsCsv, LevelsCsvWriter, RequestsCsv, LEVELS_HEADER, REQUESTS_HEADER};
+pub use self::csv::{CsvRow, CsvWriter, LevelsCsv, LevelsCsvWriter, RequestsCsv, LEVELS_HEADER, REQUESTS_HEADER};
 pub use self::json::JsonExporter;
 pub use self::svg::SvgExporter;
 pub use self::table::TableExporter;
