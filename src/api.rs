@@ -1,5 +1,6 @@
-//! The request protocols sizeup speaks. Shared by the client (building and parsing bodies),
-//! the batch reader (validating input lines) and the command line.
+//! The request protocols sizeup speaks (the wire vocabulary). Shared by the client (building
+//! and parsing bodies), the batch reader (validating input lines) and the command line, which
+//! is why it sits below all three and imports none of them.
 
 use std::fmt;
 
@@ -61,5 +62,25 @@ impl std::str::FromStr for Api {
             .into_iter()
             .find(|a| a.name().eq_ignore_ascii_case(s.trim()))
             .ok_or_else(|| format!("unknown API `{s}`; expected completions, chat, embeddings or forefront"))
+    }
+}
+
+/// Which field carries the output-token limit. OpenAI's chat API renamed `max_tokens` to
+/// `max_completion_tokens`; most self-hosted servers (vLLM, llama.cpp, TGI) read `max_tokens`
+/// and silently ignore the other, which would make every request run to the model's limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum MaxTokensField {
+    #[value(name = "max_tokens")]
+    MaxTokens,
+    #[value(name = "max_completion_tokens")]
+    MaxCompletionTokens,
+}
+
+impl MaxTokensField {
+    pub fn key(self) -> &'static str {
+        match self {
+            MaxTokensField::MaxTokens => "max_tokens",
+            MaxTokensField::MaxCompletionTokens => "max_completion_tokens",
+        }
     }
 }

@@ -1,10 +1,12 @@
 //! The command line: clap derive structs whose doc comments are the `--help` text.
 //! Raw flags only; `commands::*` validate them into settings.
 
-use crate::api::Api;
-use crate::client::MaxTokensField;
+use crate::api::{Api, MaxTokensField};
+use crate::batch::Format as InputFormat;
+use crate::ui::ColorChoice;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 const EXAMPLES: &str = "\
@@ -38,13 +40,6 @@ pub struct Cli {
     /// When to colour stderr: auto (a terminal without NO_COLOR), always, never.
     #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum ColorChoice {
-    Auto,
-    Always,
-    Never,
 }
 
 #[derive(Subcommand, Debug)]
@@ -283,8 +278,8 @@ pub struct WorkloadArgs {
     #[arg(long)]
     pub input: Option<PathBuf>,
     /// Force the input format instead of detecting it.
-    #[arg(long, value_name = "openai-batch|jsonl|csv|text")]
-    pub format: Option<String>,
+    #[arg(long, value_name = "openai-batch|jsonl|csv|text", value_parser = InputFormat::from_str)]
+    pub format: Option<InputFormat>,
     /// Requests read from --input to sample from.
     #[arg(long, default_value_t = 200)]
     pub sample: usize,
@@ -345,8 +340,8 @@ pub struct PlanArgs {
     #[arg(long)]
     pub input: Option<PathBuf>,
     /// Force the input format instead of detecting it.
-    #[arg(long, value_name = "openai-batch|jsonl|csv|text")]
-    pub format: Option<String>,
+    #[arg(long, value_name = "openai-batch|jsonl|csv|text", value_parser = InputFormat::from_str)]
+    pub format: Option<InputFormat>,
     #[command(flatten)]
     pub slo: SloArgs,
     #[command(flatten)]
@@ -364,8 +359,8 @@ pub struct PlanArgs {
 #[command(next_help_heading = "Running")]
 pub struct RunTuning {
     /// Force the input format instead of detecting it.
-    #[arg(long, value_name = "openai-batch|jsonl|csv|text")]
-    pub format: Option<String>,
+    #[arg(long, value_name = "openai-batch|jsonl|csv|text", value_parser = InputFormat::from_str)]
+    pub format: Option<InputFormat>,
     /// Cap the send rate (requests per minute, token bucket).
     #[arg(long, value_name = "RPM")]
     pub rate: Option<f64>,
@@ -511,6 +506,18 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn input_format_is_typed_by_clap() {
+        let run = |f: &str| Cli::try_parse_from(["sizeup", "run", "--input", "x", "--concurrency", "1", "--format", f]);
+        match run("CSV").unwrap().command {
+            Command::Run(a) => assert_eq!(a.tuning.format, Some(InputFormat::Csv)),
+            other => panic!("{other:?}"),
+        }
+        let err = run("yaml").unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+        assert_eq!(err.exit_code(), 2);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! Pure arithmetic on the sweep results; the command layer does all I/O and
 //! fills in [`Plan::sweep`].
 
+use crate::report::fmt::grouped;
 use serde::{Deserialize, Serialize};
 
 /// One concurrency level of a finished sweep, as the planner needs it.
@@ -347,31 +348,6 @@ pub fn plan(input: &PlanInput) -> Result<Plan, PlanError> {
     })
 }
 
-/// Formats `x` with `decimals` places and comma thousands separators.
-fn thousands(x: f64, decimals: usize) -> String {
-    let s = format!("{:.*}", decimals, x.abs());
-    let (int, frac) = match s.split_once('.') {
-        Some((i, f)) => (i, Some(f)),
-        None => (s.as_str(), None),
-    };
-    let mut out = String::new();
-    for (i, ch) in int.chars().enumerate() {
-        if i > 0 && (int.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    if let Some(f) = frac {
-        out.push('.');
-        out.push_str(f);
-    }
-    // `-0` would read oddly; only negate values that print non-zero.
-    if x < 0.0 && out.chars().any(|c| c.is_ascii_digit() && c != '0') {
-        out.insert(0, '-');
-    }
-    out
-}
-
 /// "1 GPU" / "4 GPUs".
 fn gpus_word(n: u32) -> String {
     if n == 1 {
@@ -413,8 +389,8 @@ pub fn explain(plan: &Plan) -> String {
         format!(
             "{}: {} RPM target x {factor:.2} / {} RPM per GPU ({label}) = {quotient:.2} -> {}",
             gpus_word(plan.gpus),
-            thousands(plan.target_rpm, 0),
-            thousands(per_gpu, 0),
+            grouped(plan.target_rpm, 0),
+            grouped(per_gpu, 0),
             plan.gpus
         ),
         format!(
@@ -428,19 +404,19 @@ pub fn explain(plan: &Plan) -> String {
         format!(
             "expected: {} x {} RPM per GPU (mean) = {} RPM, p95 latency {} ms",
             gpus_word(plan.gpus),
-            thousands(plan.rpm_per_gpu, 0),
-            thousands(plan.expected_rpm, 0),
-            thousands(plan.expected_latency_p95_ms, 0)
+            grouped(plan.rpm_per_gpu, 0),
+            grouped(plan.expected_rpm, 0),
+            grouped(plan.expected_latency_p95_ms, 0)
         ),
     ];
     if let (Some(r), Some(d)) = (plan.requests, plan.expected_duration_s) {
         lines.push(format!(
             "duration: {} requests / {} RPM x 60 = {} s ({}), plus {} s startup",
-            thousands(r as f64, 0),
-            thousands(plan.expected_rpm, 0),
-            thousands(d, 2),
+            grouped(r as f64, 0),
+            grouped(plan.expected_rpm, 0),
+            grouped(d, 2),
             human_duration(d),
-            thousands(plan.startup_s, 0)
+            grouped(plan.startup_s, 0)
         ));
         if let Some(cost) = plan.cost_usd {
             let gpu_hours = f64::from(plan.gpus) * (d + plan.startup_s) / 3600.0;
@@ -450,10 +426,10 @@ pub fn explain(plan: &Plan) -> String {
             lines.push(format!(
                 "cost: {} x ({} s + {} s startup) / 3600 = {} GPU-hours x ${rate:.2} = ${}",
                 gpus_word(plan.gpus),
-                thousands(d, 2),
-                thousands(plan.startup_s, 0),
-                thousands(gpu_hours, 3),
-                thousands(cost, 2)
+                grouped(d, 2),
+                grouped(plan.startup_s, 0),
+                grouped(gpu_hours, 3),
+                grouped(cost, 2)
             ));
         }
     }
@@ -788,13 +764,7 @@ mod tests {
     }
 
     #[test]
-    fn thousands_formatting() {
-        assert_eq!(thousands(0.0, 0), "0");
-        assert_eq!(thousands(999.0, 0), "999");
-        assert_eq!(thousands(1_000.0, 0), "1,000");
-        assert_eq!(thousands(1_234_567.891, 2), "1,234,567.89");
-        assert_eq!(thousands(-1_234.0, 0), "-1,234");
-        assert_eq!(thousands(-0.001, 0), "0");
+    fn human_durations() {
         assert_eq!(human_duration(93.75), "1m 34s");
         assert_eq!(human_duration(7_500.0), "2h 05m");
     }

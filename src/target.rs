@@ -2,7 +2,7 @@
 //! process; with the API key, the client settings and the reachability check.
 
 use crate::cli::{EndpointArgs, SimModelArgs};
-use crate::client::{Client, ClientConfig};
+use crate::client::{Client, ClientConfig, ClientError};
 use crate::secret::{api_key_from_env, Secret};
 use crate::sim::{gpu::GpuParams, SimConfig, SimHandle};
 use crate::ui::{self, usage_error};
@@ -98,7 +98,7 @@ impl Target {
         let key = api_key_from_env();
         match &endpoint.endpoint {
             Some(url) => {
-                crate::client::resolve_url(url, endpoint.api).map_err(|e| usage_error(e, None))?;
+                crate::client::resolve_url(url, endpoint.api).map_err(|e| usage_error(e.to_string(), None))?;
                 Ok(Target {
                     endpoint: url.clone(),
                     display: crate::client::redact_url(url),
@@ -129,8 +129,11 @@ impl Target {
         }
     }
 
+    /// A client for this endpoint. Tells the person, once, when the client learns that the
+    /// server closes connections after streamed answers (llama.cpp), since from then on streamed
+    /// requests pay a new connection each.
     pub fn client(&self, e: &EndpointArgs, pool: usize) -> anyhow::Result<Client> {
-        Client::new(&ClientConfig {
+        let client = Client::new(&ClientConfig {
             endpoint: self.endpoint.clone(),
             api: e.api,
             api_key: self.key.as_ref().map(|(k, _)| k.clone()),
@@ -139,6 +142,22 @@ impl Target {
             first_byte_timeout: e.first_byte_timeout,
             pool,
         })
+        .map_err(|err| match err {
+            // As `?` on the builder's error always did: its own message and causes, exit 2.
+            ClientError::Build(b) => anyhow::Error::from(b),
+            other => usage_error(other.to_string(), None),
+        })?;
+        let learned = client.learned_closes_after_stream();
+        let url = crate::client::redact_url(client.url().as_str());
+        // Ends with the client: `learned` resolves to false when it is dropped.
+        tokio::spawn(async move {
+            if learned.await {
+                ui::info(format!(
+                    "note: {url} closed a kept-alive connection after a streamed answer; streamed requests now use a fresh connection each (Connection: close)"
+                ));
+            }
+        });
+        Ok(client)
     }
 
     /// Fails fast (exit 3) when nothing listens at the endpoint, before any request is built.
@@ -185,12 +204,12 @@ impl Target {
         .await
         {
             Ok(m) => Ok(m),
-            Err(msg) if msg.starts_with("HTTP 401") || msg.starts_with("HTTP 403") => Err(ui::unusable_error(
-                format!("{} rejected the credentials: {msg}", self.display),
+            Err(err @ ClientError::Rejected { .. }) => Err(ui::unusable_error(
+                format!("{} rejected the credentials: {err}", self.display),
                 Some(self.key_hint()),
             )),
-            Err(msg) => Err(ui::unusable_error(
-                format!("cannot reach {}: {msg}", self.display),
+            Err(err) => Err(ui::unusable_error(
+                format!("cannot reach {}: {err}", self.display),
                 Some(
                     "check --endpoint and that the server is up; or leave --endpoint out to try the built-in simulator"
                         .into(),

@@ -90,18 +90,27 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
     })
 }
 
+/// `--color`: when stderr gets ANSI colour. Lives here, beside the code that colours, so the
+/// command line depends on `ui` and not the other way round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
 static QUIET: AtomicBool = AtomicBool::new(false);
 /// 0 = auto, 1 = always, 2 = never.
 static COLOR: AtomicU8 = AtomicU8::new(0);
 
 /// Set once from the command line, before any message is printed.
-pub fn configure(quiet: bool, color: crate::cli::ColorChoice) {
+pub fn configure(quiet: bool, color: ColorChoice) {
     QUIET.store(quiet, Ordering::Relaxed);
     COLOR.store(
         match color {
-            crate::cli::ColorChoice::Auto => 0,
-            crate::cli::ColorChoice::Always => 1,
-            crate::cli::ColorChoice::Never => 2,
+            ColorChoice::Auto => 0,
+            ColorChoice::Always => 1,
+            ColorChoice::Never => 2,
         },
         Ordering::Relaxed,
     );
@@ -167,38 +176,13 @@ pub fn info(msg: impl AsRef<str>) {
     }
 }
 
-/// `1234567.8` -> `1,234,568`: RPM figures people read at a glance.
-pub fn thousands(v: f64) -> String {
-    if !v.is_finite() {
-        return format!("{v}");
-    }
-    let n = v.round().abs() as u64;
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, ch) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    if v.round() < 0.0 {
-        out.insert(0, '-');
-    }
-    out
-}
+/// RPM figures in messages read as they do in the tables (one formatter; see
+/// [`crate::report::fmt`]).
+pub use crate::report::fmt::thousands;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn thousands_separators() {
-        assert_eq!(thousands(0.0), "0");
-        assert_eq!(thousands(999.4), "999");
-        assert_eq!(thousands(1000.0), "1,000");
-        assert_eq!(thousands(1234567.8), "1,234,568");
-        assert_eq!(thousands(-30000.0), "-30,000");
-    }
 
     #[test]
     fn exit_codes_follow_the_error() {

@@ -5,6 +5,8 @@
 pub mod sse;
 
 use crate::api::Api;
+// Re-exported: the commands and benches build bodies with it through the client's API.
+pub use crate::api::MaxTokensField;
 use crate::secret::Secret;
 use bytes::Bytes;
 use serde_json::value::RawValue;
@@ -12,26 +14,25 @@ use serde_json::{json, Map, Value};
 use sse::{SseDecoder, SseEvent};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
-/// Which field carries the output-token limit. OpenAI's chat API renamed `max_tokens` to
-/// `max_completion_tokens`; most self-hosted servers (vLLM, llama.cpp, TGI) read `max_tokens`
-/// and silently ignore the other, which would make every request run to the model's limit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum MaxTokensField {
-    #[value(name = "max_tokens")]
-    MaxTokens,
-    #[value(name = "max_completion_tokens")]
-    MaxCompletionTokens,
-}
-
-impl MaxTokensField {
-    pub fn key(self) -> &'static str {
-        match self {
-            MaxTokensField::MaxTokens => "max_tokens",
-            MaxTokensField::MaxCompletionTokens => "max_completion_tokens",
-        }
-    }
+/// Why a client could not be built or the models list not be read. The client only reports;
+/// the commands decide what a person reads and which exit code follows.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// `--endpoint` is not an http(s) URL; the message names it, credentials redacted.
+    #[error("{0}")]
+    Endpoint(String),
+    /// The HTTP client could not be set up (TLS backend).
+    #[error(transparent)]
+    Build(#[from] reqwest::Error),
+    /// The server refused the credentials (401 or 403).
+    #[error("HTTP {status} from /v1/models")]
+    Rejected { status: u16 },
+    /// No answer: connection refused, timeout, a cut body. The message is free of secrets.
+    #[error("{0}")]
+    Transport(String),
 }
 
 /// Settings for one client.
@@ -152,6 +153,10 @@ pub struct Client {
     /// closed). From then on streamed requests ask for `Connection: close`, so none is sent on
     /// a connection the server has already dropped.
     closes_after_stream: AtomicBool,
+    /// Set with `closes_after_stream`, for whoever waits on it (see
+    /// [`Client::learned_closes_after_stream`]): the notice a person reads is the command's to
+    /// print. The atomic above stays the flag every streamed request reads, lock-free.
+    learned_close: watch::Sender<bool>,
     /// Complete streamed answers so far: until one came, no pooled connection can have been
     /// left closed by a stream, and a closed connection is an ordinary `Reset`.
     streamed_answers: AtomicU64,
@@ -171,14 +176,14 @@ pub const MAX_BODY: usize = 64 * 1024 * 1024;
 
 /// Resolves `--endpoint` for an API: a base URL gets the API's path; a URL that already names
 /// a route is used as given.
-pub fn resolve_url(endpoint: &str, api: Api) -> Result<reqwest::Url, String> {
-    let url =
-        reqwest::Url::parse(endpoint).map_err(|e| format!("invalid --endpoint `{}`: {e}", redact_url(endpoint)))?;
+pub fn resolve_url(endpoint: &str, api: Api) -> Result<reqwest::Url, ClientError> {
+    let url = reqwest::Url::parse(endpoint)
+        .map_err(|e| ClientError::Endpoint(format!("invalid --endpoint `{}`: {e}", redact_url(endpoint))))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!(
+        return Err(ClientError::Endpoint(format!(
             "--endpoint must be an http:// or https:// URL, got `{}`",
             redact_url(endpoint)
-        ));
+        )));
     }
     let path = url.path().trim_end_matches('/');
     if api == Api::Forefront || path.ends_with("/completions") {
@@ -219,8 +224,8 @@ pub fn base_url(endpoint: &str) -> Option<reqwest::Url> {
 }
 
 impl Client {
-    pub fn new(cfg: &ClientConfig) -> anyhow::Result<Client> {
-        let url = resolve_url(&cfg.endpoint, cfg.api).map_err(|e| crate::ui::usage_error(e, None))?;
+    pub fn new(cfg: &ClientConfig) -> Result<Client, ClientError> {
+        let url = resolve_url(&cfg.endpoint, cfg.api)?;
         let http = reqwest::Client::builder()
             .connect_timeout(cfg.connect_timeout)
             .pool_max_idle_per_host(cfg.pool.max(1))
@@ -234,6 +239,7 @@ impl Client {
             timeout: cfg.timeout,
             first_byte_timeout: cfg.first_byte_timeout,
             closes_after_stream: AtomicBool::new(false),
+            learned_close: watch::Sender::new(false),
             streamed_answers: AtomicU64::new(0),
             stale_retries: AtomicU64::new(0),
             stale_retry_budget: 2 * cfg.pool.max(1) as u64 + 4,
@@ -255,6 +261,14 @@ impl Client {
     /// answers (and so sends streamed requests with `Connection: close`).
     pub fn closes_after_stream(&self) -> bool {
         self.closes_after_stream.load(Ordering::Relaxed)
+    }
+
+    /// Resolves to true the moment this client learns that the server closes connections after
+    /// streamed answers (at once if it already has), or to false once the client is dropped
+    /// without having learned it. Owns what it needs, so it can be awaited on a spawned task.
+    pub fn learned_closes_after_stream(&self) -> impl std::future::Future<Output = bool> + Send + 'static {
+        let mut rx = self.learned_close.subscribe();
+        async move { rx.wait_for(|learned| *learned).await.is_ok() }
     }
 
     /// Sends one request body and reads the whole answer (a stream when the body asks for
@@ -295,10 +309,7 @@ impl Client {
                         }
                         self.stale_retries.fetch_add(1, Ordering::Relaxed);
                         if !self.closes_after_stream.swap(true, Ordering::Relaxed) {
-                            crate::ui::info(format!(
-                                "note: {} closed a kept-alive connection after a streamed answer; streamed requests now use a fresh connection each (Connection: close)",
-                                redact_url(self.url.as_str())
-                            ));
+                            self.learned_close.send_replace(true);
                         }
                         attempt += 1;
                         first_token = None;
@@ -864,30 +875,35 @@ pub async fn first_model(
     endpoint: &str,
     api_key: Option<&Secret>,
     timeout: Duration,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, ClientError> {
     let Some(mut url) = base_url(endpoint) else {
-        return Err("invalid endpoint URL".into());
+        return Err(ClientError::Endpoint("invalid endpoint URL".into()));
     };
     let path = format!("{}/v1/models", url.path().trim_end_matches('/'));
     url.set_path(&path);
-    let http = reqwest::Client::builder()
-        .timeout(timeout)
-        .build()
-        .map_err(|e| e.to_string())?;
+    let http = reqwest::Client::builder().timeout(timeout).build()?;
     let mut req = http.get(url);
     if let Some(k) = api_key {
         req = req.bearer_auth(k.expose());
     }
-    let resp = req.send().await.map_err(|e| transport_failure(e).message)?;
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| ClientError::Transport(transport_failure(e).message))?;
     let status = resp.status();
     if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
-        return Err(format!("HTTP {} from /v1/models", status.as_u16()));
+        return Err(ClientError::Rejected {
+            status: status.as_u16(),
+        });
     }
     if !status.is_success() {
         // Servers without a models route: go on without a model field.
         return Ok(None);
     }
-    let bytes = resp.bytes().await.map_err(|e| transport_failure(e).message)?;
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| ClientError::Transport(transport_failure(e).message))?;
     // A server whose unknown routes answer 200 with a web page (a UI's catch-all) has no
     // models list either: go on without a model field, the server picks its own.
     let Ok(v) = serde_json::from_slice::<Value>(&bytes) else {

@@ -20,7 +20,7 @@ pub async fn run(args: AutoArgs, interrupt: Stop) -> anyhow::Result<ExitStatus> 
     }
     let settings = Settings::from_args(&args.measure, &args.slo, args.gpus, &args.endpoint)?;
     let out = args.out.clone().unwrap_or_else(super::default_report_dir);
-    let format = super::sweep::parse_format(args.tuning.format.as_deref())?;
+    let format = args.tuning.format;
     if args.input.as_os_str() == "-" {
         return Err(usage_error(
             "auto reads the input twice (sample, then run): give a file, not stdin",

@@ -142,11 +142,7 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitStatus> {
     let requests = match (&args.input, args.requests) {
         (Some(path), _) => {
             let api = summary.api.parse().unwrap_or(crate::api::Api::Completions);
-            Some(count_requests(
-                path,
-                super::sweep::parse_format(args.format.as_deref())?,
-                api,
-            )?)
+            Some(count_requests(path, args.format, api)?)
         }
         (None, r) => r,
     };

@@ -133,7 +133,7 @@ pub fn settings_from_args(a: &RunArgs) -> anyhow::Result<RunSettings> {
         .unwrap_or_else(|| output.with_file_name("run-summary.json"));
     Ok(RunSettings {
         input: a.input.clone(),
-        format: super::sweep::parse_format(a.tuning.format.as_deref())?,
+        format: a.tuning.format,
         output,
         summary_path,
         concurrency,

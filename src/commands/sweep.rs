@@ -1,6 +1,5 @@
 //! `sizeup sweep`: flags -> measurement settings -> [`crate::measure`] -> reports on stdout.
 
-use crate::batch::Format;
 use crate::cli::SweepArgs;
 use crate::measure::{max_level, measure, workload_from, Settings};
 use crate::report::Format as ReportFormat;
@@ -10,11 +9,6 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
-
-pub fn parse_format(s: Option<&str>) -> anyhow::Result<Option<Format>> {
-    s.map(|f| f.parse::<Format>().map_err(|e| usage_error(e.to_string(), None)))
-        .transpose()
-}
 
 pub async fn run(args: SweepArgs, interrupt: CancellationToken) -> anyhow::Result<ExitStatus> {
     let settings = Settings::from_args(&args.measure, &args.slo, args.gpus, &args.endpoint)?;

@@ -5,7 +5,6 @@ use crate::api::Api;
 use crate::batch::{Format, Payload, ReadOptions, Reader};
 use crate::cli::WorkloadArgs;
 use crate::client::{build_body, prepare_body, MaxTokensField};
-use crate::commands::sweep::parse_format;
 use crate::engine::Source;
 use crate::ui::usage_error;
 use bytes::Bytes;
@@ -178,7 +177,7 @@ pub fn workload_from(
 ) -> anyhow::Result<Workload> {
     match &w.input {
         Some(path) => {
-            let format = parse_format(w.format.as_deref())?;
+            let format = w.format;
             Workload::sampled(
                 path,
                 format,

@@ -8,6 +8,7 @@
 
 use super::{Exporter, LevelRow, RequestRow, Summary};
 use std::io::Write;
+use std::marker::PhantomData;
 
 /// Header of `levels.csv`; the field names of [`LevelRow`], in order.
 pub const LEVELS_HEADER: [&str; 18] = [
@@ -77,59 +78,92 @@ fn opt_int(value: Option<u64>) -> String {
     value.map(|v| v.to_string()).unwrap_or_default()
 }
 
-fn level_record(r: &LevelRow) -> [String; 18] {
-    [
-        r.concurrency.to_string(),
-        num(r.duration_s, SECS),
-        r.requests_ok.to_string(),
-        r.requests_failed.to_string(),
-        num(r.rpm, RPM),
-        num(r.rpm_ci_low, RPM),
-        num(r.rpm_ci_high, RPM),
-        num(r.rpm_per_gpu, RPM),
-        num(r.latency_p50_ms, MS),
-        num(r.latency_p90_ms, MS),
-        num(r.latency_p95_ms, MS),
-        num(r.latency_p99_ms, MS),
-        opt_num(r.ttft_p50_ms, MS),
-        opt_num(r.ttft_p95_ms, MS),
-        opt_num(r.tpot_p50_ms, MS),
-        num(r.output_tokens_per_s, TOKENS_PER_S),
-        num(r.error_rate, FRACTION),
-        r.client_limited.to_string(),
-    ]
+/// A row type of one of the CSV files: the file's name, its header and the row's cells.
+/// Both files are written by the one [`CsvWriter`].
+pub trait CsvRow {
+    /// For error messages.
+    const FILE: &'static str;
+    /// The field names, in order; the user contract (see the tests below).
+    const HEADER: &'static [&'static str];
+    type Record: IntoIterator<Item = String>;
+    fn record(&self) -> Self::Record;
 }
 
-fn request_record(r: &RequestRow) -> [String; 8] {
-    [
-        r.concurrency.to_string(),
-        num(r.start_ms, MS),
-        num(r.latency_ms, MS),
-        opt_num(r.ttft_ms, MS),
-        opt_int(r.prompt_tokens),
-        opt_int(r.output_tokens),
-        r.status.clone(),
-        r.error.clone(),
-    ]
+impl CsvRow for LevelRow {
+    const FILE: &'static str = "levels.csv";
+    const HEADER: &'static [&'static str] = &LEVELS_HEADER;
+    type Record = [String; 18];
+
+    fn record(&self) -> [String; 18] {
+        [
+            self.concurrency.to_string(),
+            num(self.duration_s, SECS),
+            self.requests_ok.to_string(),
+            self.requests_failed.to_string(),
+            num(self.rpm, RPM),
+            num(self.rpm_ci_low, RPM),
+            num(self.rpm_ci_high, RPM),
+            num(self.rpm_per_gpu, RPM),
+            num(self.latency_p50_ms, MS),
+            num(self.latency_p90_ms, MS),
+            num(self.latency_p95_ms, MS),
+            num(self.latency_p99_ms, MS),
+            opt_num(self.ttft_p50_ms, MS),
+            opt_num(self.ttft_p95_ms, MS),
+            opt_num(self.tpot_p50_ms, MS),
+            num(self.output_tokens_per_s, TOKENS_PER_S),
+            num(self.error_rate, FRACTION),
+            self.client_limited.to_string(),
+        ]
+    }
 }
 
-/// Streaming writer for `levels.csv`. The header is written on creation, so a
-/// sweep with no finished level still yields a well-formed file.
-pub struct LevelsCsvWriter<W: Write> {
+impl CsvRow for RequestRow {
+    const FILE: &'static str = "requests.csv";
+    const HEADER: &'static [&'static str] = &REQUESTS_HEADER;
+    type Record = [String; 8];
+
+    fn record(&self) -> [String; 8] {
+        [
+            self.concurrency.to_string(),
+            num(self.start_ms, MS),
+            num(self.latency_ms, MS),
+            opt_num(self.ttft_ms, MS),
+            opt_int(self.prompt_tokens),
+            opt_int(self.output_tokens),
+            self.status.clone(),
+            self.error.clone(),
+        ]
+    }
+}
+
+/// Streaming CSV writer for one row type. The header is written on creation, so a sweep
+/// with no finished level still yields a well-formed file; rows go out as they arrive (a
+/// sweep may record 100k requests) instead of being collected first.
+pub struct CsvWriter<W: Write, R: CsvRow> {
     inner: ::csv::Writer<W>,
+    rows: PhantomData<fn(&R)>,
 }
 
-impl<W: Write> LevelsCsvWriter<W> {
-    /// Wraps `out` and writes the header line.
+/// Writes `levels.csv`.
+pub type LevelsCsvWriter<W> = CsvWriter<W, LevelRow>;
+/// Writes `requests.csv`.
+pub type RequestsCsv<W> = CsvWriter<W, RequestRow>;
+
+impl<W: Write, R: CsvRow> CsvWriter<W, R> {
+    /// Wraps `out` (no `BufWriter` needed: the csv writer buffers) and writes the header line.
     pub fn new(out: W) -> anyhow::Result<Self> {
         let mut inner = ::csv::WriterBuilder::new().has_headers(false).from_writer(out);
-        inner.write_record(LEVELS_HEADER)?;
-        Ok(Self { inner })
+        inner.write_record(R::HEADER)?;
+        Ok(Self {
+            inner,
+            rows: PhantomData,
+        })
     }
 
-    /// Appends one level.
-    pub fn write_row(&mut self, row: &LevelRow) -> anyhow::Result<()> {
-        self.inner.write_record(level_record(row))?;
+    /// Appends one row.
+    pub fn write_row(&mut self, row: &R) -> anyhow::Result<()> {
+        self.inner.write_record(row.record())?;
         Ok(())
     }
 
@@ -144,44 +178,7 @@ impl<W: Write> LevelsCsvWriter<W> {
     pub fn finish(self) -> anyhow::Result<W> {
         self.inner
             .into_inner()
-            .map_err(|e| anyhow::anyhow!("flushing levels.csv: {}", e.error()))
-    }
-}
-
-/// Streaming writer for `requests.csv`: a sweep may record 100k requests, so rows
-/// go out as they arrive instead of being collected first. The header is written
-/// on creation.
-pub struct RequestsCsv<W: Write> {
-    inner: ::csv::Writer<W>,
-}
-
-impl<W: Write> RequestsCsv<W> {
-    /// Wraps `out` (ideally a `BufWriter` is not needed: the csv writer buffers) and
-    /// writes the header line.
-    pub fn new(out: W) -> anyhow::Result<Self> {
-        let mut inner = ::csv::WriterBuilder::new().has_headers(false).from_writer(out);
-        inner.write_record(REQUESTS_HEADER)?;
-        Ok(Self { inner })
-    }
-
-    /// Appends one request.
-    pub fn write_row(&mut self, row: &RequestRow) -> anyhow::Result<()> {
-        self.inner.write_record(request_record(row))?;
-        Ok(())
-    }
-
-    /// Flushes buffered rows to the underlying writer.
-    pub fn flush(&mut self) -> anyhow::Result<()> {
-        self.inner.flush()?;
-        Ok(())
-    }
-
-    /// Flushes and returns the underlying writer. Dropping without calling this
-    /// also flushes, but silently ignores errors.
-    pub fn finish(self) -> anyhow::Result<W> {
-        self.inner
-            .into_inner()
-            .map_err(|e| anyhow::anyhow!("flushing requests.csv: {}", e.error()))
+            .map_err(|e| anyhow::anyhow!("flushing {}: {}", R::FILE, e.error()))
     }
 }
 

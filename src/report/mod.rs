@@ -12,11 +12,12 @@ use serde::{Deserialize, Deserializer, Serialize};
 use std::io::Write;
 
 pub mod csv;
+pub mod fmt;
 pub mod json;
 pub mod svg;
 pub mod table;
 
-pub use self::csv::{LevelsCsv, LevelsCsvWriter, RequestsCsv, LEVELS_HEADER, REQUESTS_HEADER};
+pub use self::csv::{CsvRow, CsvWriter, LevelsCsv, LevelsCsvWriter, RequestsCsv, LEVELS_HEADER, REQUESTS_HEADER};
 pub use self::json::JsonExporter;
 pub use self::svg::SvgExporter;
 pub use self::table::TableExporter;
@@ -198,32 +199,6 @@ impl Format {
     }
 }
 
-/// Formats a number rounded to an integer with `,` thousands separators
-/// (`19184.4` -> `19,184`). Non-finite values become `-` so tables never show `NaN`.
-pub fn group_thousands(value: f64) -> String {
-    if !value.is_finite() {
-        return "-".to_string();
-    }
-    let rounded = value.round();
-    // Beyond ~1e18 integer formatting stops being meaningful; fall back to plain.
-    if rounded.abs() >= 1e18 {
-        return format!("{rounded:e}");
-    }
-    let n = rounded as i64;
-    let digits = n.unsigned_abs().to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
-    if n < 0 {
-        out.push('-');
-    }
-    for (i, ch) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    out
-}
-
 /// Shared fixtures for the exporter tests.
 #[cfg(test)]
 pub(crate) mod fixtures {
@@ -326,17 +301,6 @@ pub(crate) mod fixtures {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn thousands() {
-        assert_eq!(group_thousands(0.0), "0");
-        assert_eq!(group_thousands(999.4), "999");
-        assert_eq!(group_thousands(19184.4), "19,184");
-        assert_eq!(group_thousands(1234567.0), "1,234,567");
-        assert_eq!(group_thousands(-1234.0), "-1,234");
-        assert_eq!(group_thousands(f64::NAN), "-");
-        assert_eq!(group_thousands(1e300), "1e300");
-    }
 
     #[test]
     fn formats_have_exporters_and_names() {

@@ -4,7 +4,8 @@
 //! plain `<text>` elements and the viewer picks the font, so rendering needs no
 //! font files on the machine that runs the sweep.
 
-use super::{group_thousands, Exporter, LevelRow, Summary};
+use super::fmt::thousands;
+use super::{Exporter, LevelRow, Summary};
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged};
 use plotters::element::DashedPathElement;
 use plotters::prelude::*;
@@ -158,14 +159,14 @@ fn draw_chart<DB: DrawingBackend>(
         .x_desc(X_LABEL)
         .y_desc("requests per minute")
         .x_label_formatter(&|v| format_concurrency(*v))
-        .y_label_formatter(&|v| group_thousands(*v))
+        .y_label_formatter(&|v| thousands(*v))
         .light_line_style(WHITE.mix(0.0))
         .draw()
         .map_err(plot_err)?;
     chart
         .configure_secondary_axes()
         .y_desc("p95 latency (ms)")
-        .y_label_formatter(&|v| group_thousands(*v))
+        .y_label_formatter(&|v| thousands(*v))
         .draw()
         .map_err(plot_err)?;
 
@@ -226,7 +227,7 @@ fn draw_chart<DB: DrawingBackend>(
         let x = log2_x(knee.concurrency);
         // A knee outside the plotted levels would draw outside the frame.
         if (x_min..=x_max).contains(&x) {
-            let label = format!("knee: C={}, {} RPM", knee.concurrency, group_thousands(knee.rpm));
+            let label = format!("knee: C={}, {} RPM", knee.concurrency, thousands(knee.rpm));
             chart
                 .draw_series(std::iter::once(DashedPathElement::new(
                     vec![(x, rpm_min), (x, rpm_max)],

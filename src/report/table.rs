@@ -3,7 +3,8 @@
 //! Plain text only: colours and other terminal decoration are the caller's call,
 //! since the same output may go to a pipe or a log file.
 
-use super::{group_thousands, Exporter, KneeRow, LevelRow, Summary};
+use super::fmt::{grouped, thousands};
+use super::{Exporter, KneeRow, LevelRow, Summary};
 use std::fmt::Write as _;
 use std::io::Write;
 
@@ -102,7 +103,7 @@ fn row_cells(l: &LevelRow, ci_met: Option<bool>) -> [String; 9] {
     [
         l.concurrency.to_string(),
         rpm_with_ci(l),
-        group_thousands(l.rpm_per_gpu),
+        thousands(l.rpm_per_gpu),
         fmt_amount(l.latency_p50_ms),
         fmt_amount(l.latency_p95_ms),
         l.ttft_p50_ms.map(fmt_amount).unwrap_or_else(|| "-".into()),
@@ -119,7 +120,7 @@ fn row_cells(l: &LevelRow, ci_met: Option<bool>) -> [String; 9] {
 /// `19,184 ±1.2%`: the CI half-width relative to the RPM, which reads faster than
 /// two absolute bounds when scanning a column.
 fn rpm_with_ci(l: &LevelRow) -> String {
-    let rpm = group_thousands(l.rpm);
+    let rpm = thousands(l.rpm);
     let half = (l.rpm_ci_high - l.rpm_ci_low) / 2.0 / l.rpm * 100.0;
     if l.rpm.is_finite() && half.is_finite() && half >= 0.0 {
         format!("{rpm} ±{half:.1}%")
@@ -131,12 +132,10 @@ fn rpm_with_ci(l: &LevelRow) -> String {
 /// Milliseconds and token rates: one decimal while small, whole numbers with
 /// thousands separators once the decimal stops mattering.
 fn fmt_amount(v: f64) -> String {
-    if !v.is_finite() {
-        "-".into()
-    } else if v.abs() >= 1000.0 {
-        group_thousands(v)
+    if v.abs() >= 1000.0 {
+        thousands(v)
     } else {
-        format!("{v:.1}")
+        grouped(v, 1)
     }
 }
 
@@ -159,9 +158,9 @@ fn knee_line(knee: Option<&KneeRow>, gpus: u32) -> String {
     if gpus > 0 {
         let _ = write!(line, " ({} per GPU)", per_gpu_count(k.concurrency, gpus));
     }
-    let _ = write!(line, ", {} RPM", group_thousands(k.rpm));
+    let _ = write!(line, ", {} RPM", thousands(k.rpm));
     if gpus > 0 {
-        let _ = write!(line, " ({} per GPU)", group_thousands(k.rpm_per_gpu));
+        let _ = write!(line, " ({} per GPU)", thousands(k.rpm_per_gpu));
     }
     if !k.limited_by.is_empty() {
         let _ = write!(line, ", limited by {}", k.limited_by);
@@ -170,9 +169,9 @@ fn knee_line(knee: Option<&KneeRow>, gpus: u32) -> String {
 }
 
 fn max_line(s: &Summary) -> String {
-    let mut line = format!("max: {} RPM", group_thousands(s.max_rpm));
+    let mut line = format!("max: {} RPM", thousands(s.max_rpm));
     if s.gpus > 0 {
-        let _ = write!(line, " ({} per GPU)", group_thousands(s.max_rpm_per_gpu));
+        let _ = write!(line, " ({} per GPU)", thousands(s.max_rpm_per_gpu));
     }
     // Name the level only when one level clearly carries the maximum.
     if let Some(l) = s.levels.iter().find(|l| l.rpm == s.max_rpm) {

@@ -53,3 +53,20 @@ fn version() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("sizeup "));
 }
+
+#[test]
+fn unknown_input_format_exits_2_naming_the_formats() {
+    let cases: &[&[&str]] = &[
+        &["sweep", "--input", "in.jsonl"],
+        &["plan", "--sweep", "s", "--target-rpm", "100", "--input", "in.jsonl"],
+        &["run", "--input", "in.jsonl", "--concurrency", "2"],
+        &["auto", "--input", "in.jsonl", "--target-rpm", "100"],
+    ];
+    for args in cases {
+        let out = sizeup().args(*args).args(["--format", "yaml"]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("unknown format \"yaml\""), "{args:?}: {err}");
+        assert!(err.contains("openai-batch|jsonl|csv|text"), "{args:?}: {err}");
+    }
+}

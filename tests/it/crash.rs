@@ -2,7 +2,7 @@
 //! retries are pending when it dies), resume each time, and check the final output is complete,
 //! without duplicates, and that at most the in-flight requests were sent twice.
 
-use crate::util::{batch_file, fast_sim, sim_metric};
+use crate::util::{batch_file, fast_sim, sim_metric, sizeup_command};
 use sizeup::sim::SimHandle;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -24,8 +24,7 @@ async fn kill_9_at_several_points_then_resume() {
     let input = batch_file(tmp.path(), N, 3);
     let output = tmp.path().join("out.jsonl");
     let run = |resume: bool| {
-        let mut cmd = tokio::process::Command::new(assert_cmd::cargo::cargo_bin("sizeup"));
-        cmd.env_remove("SIZEUP_API_KEY").env_remove("OPENAI_API_KEY");
+        let mut cmd = tokio::process::Command::from(sizeup_command());
         cmd.args([
             "run",
             "--quiet",

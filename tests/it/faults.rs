@@ -2,7 +2,7 @@
 //! the proof that nothing is lost and nothing is answered twice. Prints the matrix (run with
 //! `--nocapture` to see it); README "Guarantees" quotes it.
 
-use crate::util::{batch_file, fast_sim, read_json, sizeup};
+use crate::util::{batch_file, fast_sim, read_json, sizeup, sizeup_command};
 use sizeup::sim::{SimConfig, SimHandle};
 use std::collections::HashMap;
 use std::path::Path;
@@ -39,8 +39,7 @@ async fn scenario(name: &str, cfg: SimConfig, n: usize, extra: &[&str], off_on: 
     let input = batch_file(tmp.path(), n, 4);
     let output = tmp.path().join("out.jsonl");
     let summary = tmp.path().join("summary.json");
-    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("sizeup"));
-    cmd.env_remove("SIZEUP_API_KEY").env_remove("OPENAI_API_KEY");
+    let mut cmd = sizeup_command();
     cmd.args([
         "run",
         "--quiet",

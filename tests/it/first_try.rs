@@ -31,11 +31,7 @@ fn strict_sim(model: &str) -> sizeup::sim::SimConfig {
 
 /// `sizeup` as a child the async tests can await.
 fn tokio_sizeup() -> tokio::process::Command {
-    let mut c = tokio::process::Command::new(assert_cmd::cargo::cargo_bin("sizeup"));
-    c.env_remove("SIZEUP_API_KEY")
-        .env_remove("OPENAI_API_KEY")
-        .env("NO_COLOR", "1");
-    c
+    tokio::process::Command::from(crate::util::sizeup_command())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

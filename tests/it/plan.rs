@@ -1,6 +1,6 @@
 //! `plan`: pure arithmetic from a sweep folder; never the network.
 
-use crate::util::{read_json, sizeup};
+use crate::util::{read_json, sizeup, sizeup_command};
 use serde_json::json;
 use std::path::Path;
 
@@ -190,7 +190,7 @@ fn bad_plan_inputs_exit_2() {
 fn closed_stdout_is_not_an_error() {
     let tmp = tempfile::tempdir().unwrap();
     let sweep = sweep_dir(tmp.path());
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("sizeup"))
+    let mut child = sizeup_command()
         .args(["plan", "--sweep"])
         .arg(&sweep)
         .args(["--target-rpm", "30000", "--out"])

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use serde_json::Value;
 use sizeup::api::Api;
 use sizeup::client::sse::{SseDecoder, SseEvent};
-use sizeup::client::{first_model, Client, ClientConfig, FailKind, Outcome};
+use sizeup::client::{first_model, Client, ClientConfig, ClientError, FailKind, Outcome};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -369,6 +369,8 @@ async fn llamacpp_closing_after_each_stream_costs_no_request() {
         c.closes_after_stream(),
         "the client learned that streams close the connection"
     );
+    // What the commands wait on to print their one-time notice.
+    assert!(c.learned_closes_after_stream().await);
     assert!(c.stale_retries() >= 1, "the closed connection was met and retried");
 }
 
@@ -421,13 +423,13 @@ async fn model_names_and_servers_without_a_models_route() {
         Action::Answer(Reply::new(200, "application/json; charset=utf-8", models.clone()))
     }))
     .await;
-    assert_eq!(first_model(&url, None, t).await, Ok(Some("smollm2".into())));
+    assert_eq!(first_model(&url, None, t).await.unwrap(), Some("smollm2".into()));
     let not_found = br#"{"error":{"message":"File Not Found","type":"not_found_error","code":404}}"#.to_vec();
     let (url, _) = replay(Arc::new(move |_: &[u8], _| {
         Action::Answer(Reply::new(404, "application/json", not_found.clone()))
     }))
     .await;
-    assert_eq!(first_model(&url, None, t).await, Ok(None));
+    assert_eq!(first_model(&url, None, t).await.unwrap(), None);
     // A web UI's catch-all route: 200 with a page.
     let (url, _) = replay(Arc::new(|_: &[u8], _| {
         Action::Answer(Reply::new(
@@ -437,12 +439,14 @@ async fn model_names_and_servers_without_a_models_route() {
         ))
     }))
     .await;
-    assert_eq!(first_model(&url, None, t).await, Ok(None));
+    assert_eq!(first_model(&url, None, t).await.unwrap(), None);
     let (url, _) = replay(Arc::new(|_: &[u8], _| {
         Action::Answer(Reply::new(401, "application/json", br#"{"error":"no key"}"#.to_vec()))
     }))
     .await;
-    assert!(first_model(&url, None, t).await.unwrap_err().starts_with("HTTP 401"));
+    let err = first_model(&url, None, t).await.unwrap_err();
+    assert!(matches!(err, ClientError::Rejected { status: 401 }), "{err:?}");
+    assert!(err.to_string().starts_with("HTTP 401"));
 }
 
 /// The decoder alone: every recorded or written stream gives the same events however its bytes

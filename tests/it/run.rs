@@ -4,6 +4,7 @@
 //! run-summary.json and the simulator's /metrics, never wall-clock timings (apart from
 //! lower bounds that a slow machine can only make easier to meet).
 
+use crate::util::sizeup_command;
 use serde_json::{json, Value};
 use sizeup::secret::Secret;
 use sizeup::sim::gpu::GpuParams;
@@ -14,18 +15,6 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::time::Instant;
-
-/// Environment variables that would change what a run does; removed from every child.
-const ENV_SCRUB: [&str; 8] = [
-    "SIZEUP_API_KEY",
-    "OPENAI_API_KEY",
-    "JOB_COMPLETION_INDEX",
-    "JOB_COMPLETION_COUNT",
-    "SIZEUP_SHARDS",
-    "SLURM_ARRAY_TASK_ID",
-    "SLURM_ARRAY_TASK_COUNT",
-    "SLURM_ARRAY_TASK_MIN",
-];
 
 /// Fast retries for 5xx and resets (429s still wait for their Retry-After).
 const FAST_RETRY: [&str; 4] = ["--retry-base", "10ms", "--retry-max", "50ms"];
@@ -39,12 +28,8 @@ const CHILD_LIMIT: Duration = Duration::from_secs(90);
 
 /// `sizeup run <args>` with a scrubbed environment, plus `extra_env`.
 fn run_cmd(args: &[&str], extra_env: &[(&str, &str)]) -> std::process::Command {
-    let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("sizeup"));
+    let mut c = sizeup_command();
     c.arg("run").args(args);
-    for k in ENV_SCRUB {
-        c.env_remove(k);
-    }
-    c.env("NO_COLOR", "1");
     for (k, v) in extra_env {
         c.env(k, v);
     }

@@ -21,12 +21,34 @@ pub fn fast_sim(gpus: usize, batch: usize, step_ms: f64, jitter: f64) -> SimConf
     }
 }
 
-pub fn sizeup() -> assert_cmd::Command {
-    let mut cmd = assert_cmd::Command::cargo_bin("sizeup").expect("binary built");
-    cmd.env_remove("SIZEUP_API_KEY")
-        .env_remove("OPENAI_API_KEY")
-        .env("NO_COLOR", "1");
+/// Environment variables that would change what a child does (an API key, a shard); removed
+/// from every `sizeup` a test starts, so the developer's shell cannot change a result.
+const ENV_SCRUB: [&str; 8] = [
+    "SIZEUP_API_KEY",
+    "OPENAI_API_KEY",
+    "JOB_COMPLETION_INDEX",
+    "JOB_COMPLETION_COUNT",
+    "SIZEUP_SHARDS",
+    "SLURM_ARRAY_TASK_ID",
+    "SLURM_ARRAY_TASK_COUNT",
+    "SLURM_ARRAY_TASK_MIN",
+];
+
+/// The `sizeup` binary with a scrubbed environment and `NO_COLOR`: every test that starts one
+/// starts it from here. A std `Command`, for tests that spawn, pipe, kill or wrap it in
+/// `tokio::process::Command::from`; [`sizeup`] for `assert_cmd`'s.
+pub fn sizeup_command() -> std::process::Command {
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("sizeup"));
+    for k in ENV_SCRUB {
+        cmd.env_remove(k);
+    }
+    cmd.env("NO_COLOR", "1");
     cmd
+}
+
+/// [`sizeup_command`] as an `assert_cmd` command.
+pub fn sizeup() -> assert_cmd::Command {
+    assert_cmd::Command::from_std(sizeup_command())
 }
 
 /// Sum of the simulator's `/metrics` samples whose line starts with `prefix`.
