@@ -77,9 +77,14 @@ pub struct EndpointArgs {
     /// simulated resource is started in-process on a free loopback port.
     #[arg(long, value_name = "URL")]
     pub endpoint: Option<String>,
-    /// Protocol: completions (/v1/completions), chat (/v1/chat/completions), or forefront
-    /// (POST {prompt, max_tokens} to the URL itself, answer {result:[{completion}]}).
-    #[arg(long, value_enum, default_value_t = Api::Completions)]
+    /// Protocol: completions (/v1/completions), chat (/v1/chat/completions), embeddings
+    /// (/v1/embeddings), or forefront (POST {prompt, max_tokens} to the URL itself, answer
+    /// {result:[{completion}]}). Default: what the input file names (an OpenAI Batch line's
+    /// `url`, else the body's `messages`, `prompt` or `input`), else completions.
+    #[arg(long = "api", value_enum, value_name = "API")]
+    pub api_flag: Option<Api>,
+    /// The API in use: `--api`, else the input's (set by the command before any request).
+    #[arg(skip = Api::Completions)]
     pub api: Api,
     /// The `model` field. When absent, sizeup asks GET /v1/models and uses the first.
     #[arg(long)]

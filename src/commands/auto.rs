@@ -11,7 +11,8 @@ use crate::ui::{self, usage_error, ExitStatus};
 use std::io::{BufRead, IsTerminal, Write};
 use std::sync::Arc;
 
-pub async fn run(args: AutoArgs, interrupt: Stop) -> anyhow::Result<ExitStatus> {
+pub async fn run(mut args: AutoArgs, interrupt: Stop) -> anyhow::Result<ExitStatus> {
+    super::resolve_api(&mut args.endpoint, Some(&args.input), args.tuning.format)?;
     if !(args.target_rpm.is_finite() && args.target_rpm > 0.0) {
         return Err(usage_error(
             format!("--target-rpm must be a positive number, got {}", args.target_rpm),

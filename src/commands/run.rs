@@ -9,7 +9,8 @@ use crate::target::Target;
 use crate::ui::{self, usage_error, ExitStatus};
 use std::path::{Path, PathBuf};
 
-pub async fn run(args: RunArgs, interrupt: Stop) -> anyhow::Result<ExitStatus> {
+pub async fn run(mut args: RunArgs, interrupt: Stop) -> anyhow::Result<ExitStatus> {
+    super::resolve_api(&mut args.endpoint, Some(&args.input), args.tuning.format)?;
     let s = settings_from_args(&args)?;
     let prepared = job::prepare(&s, args.endpoint.api)?;
     // With `--resource sim` and no endpoint, the in-process resource starts off, so the run

@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-pub async fn run(args: SweepArgs, interrupt: CancellationToken) -> anyhow::Result<ExitStatus> {
+pub async fn run(mut args: SweepArgs, interrupt: CancellationToken) -> anyhow::Result<ExitStatus> {
+    super::resolve_api(&mut args.endpoint, args.workload.input.as_deref(), args.workload.format)?;
     let settings = Settings::from_args(&args.measure, &args.slo, args.gpus, &args.endpoint)?;
     let stream = !args.measure.no_stream && args.endpoint.api.streams();
     let out: PathBuf = args.out.clone().unwrap_or_else(super::default_report_dir);

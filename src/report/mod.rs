@@ -72,6 +72,14 @@ pub struct LevelRow {
     pub error_rate: f64,
     /// True when the load generator, not the server, was the bottleneck.
     pub client_limited: bool,
+    /// Prompt (input) tokens per second of the successful requests in the window; the figure
+    /// of an embedding job. Empty when the endpoint reports no prompt tokens.
+    #[serde(default = "nan", deserialize_with = "f64_or_nan")]
+    pub input_tokens_per_s: f64,
+}
+
+fn nan() -> f64 {
+    f64::NAN
 }
 
 /// One recorded request, as written to `requests.csv`.
@@ -222,6 +230,7 @@ pub(crate) mod fixtures {
             ttft_p95_ms: Some(240.25),
             tpot_p50_ms: None,
             output_tokens_per_s: rpm / 60.0 * 200.0,
+            input_tokens_per_s: rpm / 60.0 * 50.0,
             error_rate: 0.0,
             client_limited: false,
         }

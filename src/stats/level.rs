@@ -74,6 +74,7 @@ pub fn summarize_level(
 
     let mut lat = LatencySet::default();
     let mut tokens_in_window = 0u64;
+    let (mut prompt_in_window, mut prompt_known) = (0u64, false);
     let mut estimated = false;
     let mut sched = 0.0;
     let mut latency_sum = 0.0;
@@ -82,9 +83,18 @@ pub fn summarize_level(
     for r in recs {
         let e2e_ms = (r.end - r.start) * 1000.0;
         let ttft_ms = r.ttft_ms;
-        if let SampleResult::Ok { completion_tokens, .. } = r.result {
+        if let SampleResult::Ok {
+            completion_tokens,
+            prompt_tokens,
+            ..
+        } = r.result
+        {
             if r.end >= w && r.end < end {
                 tokens_in_window += completion_tokens;
+                if let Some(p) = prompt_tokens {
+                    prompt_in_window += p;
+                    prompt_known = true;
+                }
             }
         }
         if r.start < w {
@@ -156,6 +166,11 @@ pub fn summarize_level(
         ttft_p95_ms: q(&lat.ttft, 0.95),
         tpot_p50_ms: q(&lat.tpot, 0.5),
         output_tokens_per_s: tokens_in_window as f64 / window,
+        input_tokens_per_s: if prompt_known {
+            prompt_in_window as f64 / window
+        } else {
+            f64::NAN
+        },
         error_rate: if total > 0 { failed as f64 / total as f64 } else { 0.0 },
         client_limited,
     };
