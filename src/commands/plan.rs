@@ -137,7 +137,7 @@ pub fn write_plan(plan: &Plan, out: &Path) -> anyhow::Result<()> {
 }
 
 pub fn run(args: PlanArgs) -> anyhow::Result<ExitStatus> {
-    super::validate_slo(&args.slo)?;
+    args.slo.validate()?;
     let summary = read_sweep(&args.sweep)?;
     let requests = match (&args.input, args.requests) {
         (Some(path), _) => {

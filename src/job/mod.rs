@@ -9,15 +9,17 @@
 //! - [`tally`]: counts, output records, run-summary.json. [`progress`]: stderr progress.
 
 pub mod attempt;
+mod collect;
 pub mod feed;
 pub mod progress;
 pub mod queue;
 pub mod tally;
+mod worker;
 
 use crate::api::Api;
 use crate::batch::{self, Format, OutputWriter, ReadOptions};
 use crate::cli::{EndpointArgs, RunTuning};
-use crate::client::{Client, FailKind, MaxTokensField, Outcome};
+use crate::client::{Client, MaxTokensField};
 use crate::engine::rate::RateLimiter;
 use crate::engine::retry::RetryPolicy;
 use crate::engine::{run_window, Slot, Stop};
@@ -25,18 +27,17 @@ use crate::planner::Plan;
 use crate::resource::Lifecycle;
 use crate::target::Target;
 use crate::ui::{self, usage_error, ExitStatus};
-use attempt::Decision;
+use collect::Collector;
 use feed::{FeedNote, FeedSpec};
 use progress::Progress;
 use queue::{Job, JobSource};
-use rand::Rng;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
-use tally::{RunSummary, Tally};
+use tally::Tally;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use worker::{Event, Worker};
 
 /// Everything a run needs, validated.
 pub struct RunSettings {
@@ -258,20 +259,6 @@ pub struct Batch<'a> {
     pub stop_after_failures: u32,
 }
 
-/// What a worker reports for one attempt.
-enum Event {
-    /// Final: succeeded, or failed for good.
-    Done {
-        custom_id: String,
-        outcome: Outcome,
-        attempts: u32,
-    },
-    /// Failed, queued for another try; or not sent because the run is stopping.
-    Retried,
-    /// 401/403: the credentials are refused; nothing more must be sent.
-    Refused { custom_id: String, outcome: Outcome },
-}
-
 /// Sends every queued line of the input through a window of `concurrency` workers and writes
 /// each final outcome; returns when all are answered or the run stops.
 pub async fn send_batch(b: Batch<'_>, prepared: Prepared, interrupt: Stop) -> anyhow::Result<RunOutcome> {
@@ -348,312 +335,6 @@ pub async fn send_batch(b: Batch<'_>, prepared: Prepared, interrupt: Stop) -> an
     }
     c.progress.finish();
     c.finish(s, &b, started_at, retries_used.load(Ordering::Relaxed))
-}
-
-/// One worker's view: how it sends an attempt and where a failed one goes.
-#[derive(Clone)]
-struct Worker {
-    client: Arc<Client>,
-    limiter: Option<Arc<RateLimiter>>,
-    source: Arc<JobSource>,
-    /// Drained when the credentials are refused: jobs still waiting are not sent.
-    stop: Stop,
-    retries_used: Arc<AtomicU64>,
-    policy: RetryPolicy,
-}
-
-impl Worker {
-    async fn attempt(self, job: Job) -> Event {
-        if let Some(l) = &self.limiter {
-            l.acquire().await;
-        }
-        if self.stop.drain.is_cancelled() {
-            // Credentials were refused while this job waited: do not send it.
-            self.source.finished();
-            return Event::Retried;
-        }
-        let outcome = self.client.send(job.body.clone(), job.stream, true).await;
-        let failure = outcome.result.as_ref().err().map(|f| (f.kind, f.retry_after));
-        let u: f64 = rand::thread_rng().gen();
-        match attempt::decide(failure, job.attempt, &self.policy, u) {
-            Decision::Done => {
-                self.source.finished();
-                Event::Done {
-                    custom_id: job.custom_id,
-                    outcome,
-                    attempts: job.attempt + 1,
-                }
-            }
-            Decision::Stop => {
-                self.stop.drain.cancel();
-                self.source.finished();
-                Event::Refused {
-                    custom_id: job.custom_id,
-                    outcome,
-                }
-            }
-            Decision::Retry(wait) => {
-                self.retries_used.fetch_add(1, Ordering::Relaxed);
-                let again = Job {
-                    attempt: job.attempt + 1,
-                    ..job
-                };
-                self.source.retry_later(again, Instant::now() + wait);
-                Event::Retried
-            }
-        }
-    }
-}
-
-/// The one place outcomes become output lines and counts.
-struct Collector {
-    tally: Tally,
-    writer: OutputWriter,
-    output: PathBuf,
-    progress: Progress,
-    source: Arc<JobSource>,
-    stop: Stop,
-    refused: Option<String>,
-    input_error: Option<String>,
-    interrupted: bool,
-    streak: attempt::Streak,
-    /// Set when the streak stopped the run: the status and message every answer repeated.
-    systematic: Option<(Option<u16>, String)>,
-}
-
-impl Collector {
-    async fn collect(
-        &mut self,
-        mut rx: mpsc::UnboundedReceiver<Event>,
-        mut notes: mpsc::UnboundedReceiver<FeedNote>,
-        interrupt: &Stop,
-        retries_used: &AtomicU64,
-    ) -> anyhow::Result<()> {
-        let mut ticker = tokio::time::interval(Duration::from_millis(500));
-        let mut events = Vec::with_capacity(256);
-        let mut notes_open = true;
-        loop {
-            tokio::select! {
-                // Every event that arrived meanwhile, in one wake-up.
-                n = rx.recv_many(&mut events, 256) => {
-                    if n == 0 {
-                        break;
-                    }
-                    for ev in events.drain(..) {
-                        self.on_event(ev, retries_used)?;
-                    }
-                    self.progress.update(self.tally.ok, self.tally.failed);
-                }
-                note = notes.recv(), if notes_open => match note {
-                    None => notes_open = false,
-                    Some(note) => self.on_note(note)?,
-                },
-                _ = interrupt.drain.cancelled(), if !self.interrupted => {
-                    self.interrupted = true;
-                    ui::info("interrupted: finishing the requests in flight (Ctrl-C again abandons them)");
-                    self.source.close_feed();
-                    self.stop.drain.cancel();
-                }
-                _ = interrupt.abandon.cancelled(), if self.interrupted && !self.stop.abandon.is_cancelled() => {
-                    self.stop.abandon.cancel();
-                }
-                _ = ticker.tick() => self.progress.tick(self.tally.start, retries_used.load(Ordering::Relaxed)),
-            }
-        }
-        // Notes that came after the last event (the feed's final counts).
-        while let Ok(note) = notes.try_recv() {
-            if let FeedNote::Done(counts) = note {
-                self.tally.feed = Some(counts);
-            }
-        }
-        Ok(())
-    }
-
-    fn on_event(&mut self, ev: Event, retries_used: &AtomicU64) -> anyhow::Result<()> {
-        match ev {
-            Event::Retried => self.progress.retries = retries_used.load(Ordering::Relaxed),
-            Event::Done {
-                custom_id,
-                outcome,
-                attempts,
-            } => {
-                let failure = outcome.result.as_ref().err();
-                if self.streak.record(failure.map(|f| (f.kind, f.body.as_ref()))) && self.systematic.is_none() {
-                    let f = failure.expect("a streak is made of failures");
-                    let status = match f.kind {
-                        FailKind::Http(code) => Some(code),
-                        _ => None,
-                    };
-                    self.systematic = Some((status, f.message.clone()));
-                    // Start nothing new; the requests in flight finish and are written.
-                    self.source.close_feed();
-                    self.stop.drain.cancel();
-                }
-                let rec = self.tally.finish(custom_id, outcome, attempts);
-                self.write(&rec)?;
-            }
-            Event::Refused { custom_id, outcome } => {
-                let msg = outcome
-                    .result
-                    .as_ref()
-                    .err()
-                    .map(|f| f.message.clone())
-                    .unwrap_or_default();
-                let rec = self.tally.finish(custom_id, outcome, 1);
-                self.write(&rec)?;
-                if self.refused.is_none() {
-                    self.refused = Some(msg);
-                    self.source.close_feed();
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn on_note(&mut self, note: FeedNote) -> anyhow::Result<()> {
-        match note {
-            FeedNote::Invalid {
-                line,
-                custom_id,
-                message,
-            } => {
-                self.tally.skipped_invalid += 1;
-                ui::warn(format!("skipped invalid line: {message}"));
-                self.writer
-                    .write_invalid(line, custom_id.as_deref(), &message)
-                    .map_err(|err| anyhow::anyhow!("cannot write errors file: {err}"))?;
-            }
-            FeedNote::Failed(message) => {
-                self.input_error = Some(message);
-                self.source.close_feed();
-                self.stop.drain.cancel();
-            }
-            FeedNote::Done(counts) => {
-                self.tally.feed = Some(counts);
-                self.progress.set_total(counts.queued);
-            }
-        }
-        Ok(())
-    }
-
-    fn write(&mut self, rec: &batch::OutputRecord) -> anyhow::Result<()> {
-        self.writer
-            .write_result(rec)
-            .map_err(|err| anyhow::anyhow!("cannot write {}: {err}", self.output.display()))
-    }
-
-    /// Writes run-summary.json, prints the last lines, and picks the outcome.
-    fn finish(self, s: &RunSettings, b: &Batch<'_>, started_at: String, retries: u64) -> anyhow::Result<RunOutcome> {
-        let t = &self.tally;
-        let wall = t.wall_s();
-        let queued = t.queued();
-        let not_finished = t.not_finished();
-        let achieved_rpm = t.achieved_rpm();
-        let feed = t.feed.unwrap_or_default();
-        let predicted = s
-            .plan
-            .as_ref()
-            .and(s.planned_rpm())
-            .filter(|rpm| *rpm > 0.0)
-            .map(|rpm| queued as f64 / rpm * 60.0);
-        let summary = RunSummary {
-            input: s.input.display().to_string(),
-            output: s.output.display().to_string(),
-            requests_total: queued,
-            requests_ok: t.ok,
-            requests_failed: t.failed,
-            requests_retried: t.retried_requests,
-            retries,
-            stale_connection_resends: b.client.stale_retries(),
-            skipped_already_done: feed.skipped_done,
-            skipped_invalid: t.skipped_invalid,
-            skipped_other_shards: feed.other_shards,
-            not_finished,
-            concurrency: s.concurrency,
-            planned_rpm: s.planned_rpm(),
-            shard: s.share,
-            achieved_rpm,
-            wall_time_s: wall,
-            predicted_duration_s: predicted,
-            achieved_duration_s: wall,
-            latency_p50_ms: t.latency.quantile_ms(0.5),
-            latency_p90_ms: t.latency.quantile_ms(0.9),
-            latency_p95_ms: t.latency.quantile_ms(0.95),
-            latency_p99_ms: t.latency.quantile_ms(0.99),
-            interrupted: self.interrupted,
-            stopped_reason: self.refused.clone().or(self.input_error.clone()).or(self
-                .systematic
-                .as_ref()
-                .map(|(_, m)| format!("systematic failure: {m}"))),
-            started_at,
-            sizeup_version: env!("CARGO_PKG_VERSION").to_string(),
-        };
-        if let Some(dir) = s.summary_path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            crate::files::ensure_dir(dir)?;
-        }
-        crate::files::write_whole(
-            &s.summary_path,
-            (serde_json::to_string_pretty(&summary)? + "\n").as_bytes(),
-        )?;
-
-        let mut line = format!(
-            "done: {} ok, {} failed, {retries} retries, {not_finished} not finished, {} RPM over {wall:.1}s",
-            t.ok,
-            t.failed,
-            ui::thousands(achieved_rpm),
-        );
-        if let Some(p) = predicted {
-            line.push_str(&format!(
-                " (predicted {p:.1}s, achieved/predicted {:.2})",
-                wall / p.max(1e-9)
-            ));
-        }
-        ui::info(line);
-        ui::info(format!(
-            "output: {}; summary: {}",
-            s.output.display(),
-            s.summary_path.display()
-        ));
-        let outcome = |status| RunOutcome {
-            status,
-            wall_time_s: wall,
-            achieved_rpm,
-            requests: queued,
-        };
-        if let Some(msg) = self.refused {
-            return Err(ui::unusable_error(
-                format!("the endpoint refused the credentials ({msg}); stopped sending"),
-                Some(b.key_hint.clone()),
-            ));
-        }
-        if let Some((status, msg)) = self.systematic {
-            return Err(ui::unusable_error(
-                format!(
-                    "stopped: the last {} finished requests all failed the same way: {msg}",
-                    self.streak.len()
-                ),
-                Some(attempt::streak_hint(status)),
-            ));
-        }
-        if let Some(msg) = self.input_error {
-            return Err(usage_error(
-                msg,
-                Some("fix the input; --resume continues where this run stopped".into()),
-            ));
-        }
-        if self.interrupted {
-            ui::hint_line("run the same command with --resume to send the rest");
-            return Ok(outcome(ExitStatus::Interrupted));
-        }
-        if t.failed > 0 || not_finished > 0 {
-            ui::hint_line(format!(
-                "failures are listed in {}; --resume retries them",
-                self.writer.errors_path().display()
-            ));
-            return Ok(outcome(ExitStatus::Failure));
-        }
-        Ok(outcome(ExitStatus::Success))
-    }
 }
 
 #[cfg(test)]

@@ -81,7 +81,7 @@ impl Settings {
         if m.max_duration.is_zero() {
             return Err(usage_error("--max-duration must be longer than 0s", None));
         }
-        crate::commands::validate_slo(slo)?;
+        slo.validate()?;
         Ok(Settings {
             gpus,
             levels: parse_levels(&m.concurrency, m.max_concurrency)?,

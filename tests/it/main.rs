@@ -1,5 +1,6 @@
 //! One integration test binary (ripgrep-style): every module links once.
 
+mod architecture;
 mod auto;
 mod bad_input;
 mod cli;

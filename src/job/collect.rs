@@ -1,0 +1,276 @@
+//! The collector: the one place outcomes become output lines and counts, feed notes and
+//! Ctrl-C are handled, and the run ends with run-summary.json and its exit status.
+
+use super::attempt;
+use super::feed::FeedNote;
+use super::progress::Progress;
+use super::queue::JobSource;
+use super::tally::{RunSummary, Tally};
+use super::worker::Event;
+use super::{Batch, RunOutcome, RunSettings};
+use crate::batch::{self, OutputWriter};
+use crate::client::FailKind;
+use crate::engine::Stop;
+use crate::ui::{self, usage_error, ExitStatus};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// The one place outcomes become output lines and counts.
+pub(super) struct Collector {
+    pub(super) tally: Tally,
+    pub(super) writer: OutputWriter,
+    pub(super) output: PathBuf,
+    pub(super) progress: Progress,
+    pub(super) source: Arc<JobSource>,
+    pub(super) stop: Stop,
+    pub(super) refused: Option<String>,
+    pub(super) input_error: Option<String>,
+    pub(super) interrupted: bool,
+    pub(super) streak: attempt::Streak,
+    /// Set when the streak stopped the run: the status and message every answer repeated.
+    pub(super) systematic: Option<(Option<u16>, String)>,
+}
+
+impl Collector {
+    pub(super) async fn collect(
+        &mut self,
+        mut rx: mpsc::UnboundedReceiver<Event>,
+        mut notes: mpsc::UnboundedReceiver<FeedNote>,
+        interrupt: &Stop,
+        retries_used: &AtomicU64,
+    ) -> anyhow::Result<()> {
+        let mut ticker = tokio::time::interval(Duration::from_millis(500));
+        let mut events = Vec::with_capacity(256);
+        let mut notes_open = true;
+        loop {
+            tokio::select! {
+                // Every event that arrived meanwhile, in one wake-up.
+                n = rx.recv_many(&mut events, 256) => {
+                    if n == 0 {
+                        break;
+                    }
+                    for ev in events.drain(..) {
+                        self.on_event(ev, retries_used)?;
+                    }
+                    self.progress.update(self.tally.ok, self.tally.failed);
+                }
+                note = notes.recv(), if notes_open => match note {
+                    None => notes_open = false,
+                    Some(note) => self.on_note(note)?,
+                },
+                _ = interrupt.drain.cancelled(), if !self.interrupted => {
+                    self.interrupted = true;
+                    ui::info("interrupted: finishing the requests in flight (Ctrl-C again abandons them)");
+                    self.source.close_feed();
+                    self.stop.drain.cancel();
+                }
+                _ = interrupt.abandon.cancelled(), if self.interrupted && !self.stop.abandon.is_cancelled() => {
+                    self.stop.abandon.cancel();
+                }
+                _ = ticker.tick() => self.progress.tick(self.tally.start, retries_used.load(Ordering::Relaxed)),
+            }
+        }
+        // Notes that came after the last event (the feed's final counts).
+        while let Ok(note) = notes.try_recv() {
+            if let FeedNote::Done(counts) = note {
+                self.tally.feed = Some(counts);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_event(&mut self, ev: Event, retries_used: &AtomicU64) -> anyhow::Result<()> {
+        match ev {
+            Event::Retried => self.progress.retries = retries_used.load(Ordering::Relaxed),
+            Event::Done {
+                custom_id,
+                outcome,
+                attempts,
+            } => {
+                let failure = outcome.result.as_ref().err();
+                if self.streak.record(failure.map(|f| (f.kind, f.body.as_ref()))) && self.systematic.is_none() {
+                    let f = failure.expect("a streak is made of failures");
+                    let status = match f.kind {
+                        FailKind::Http(code) => Some(code),
+                        _ => None,
+                    };
+                    self.systematic = Some((status, f.message.clone()));
+                    // Start nothing new; the requests in flight finish and are written.
+                    self.source.close_feed();
+                    self.stop.drain.cancel();
+                }
+                let rec = self.tally.finish(custom_id, outcome, attempts);
+                self.write(&rec)?;
+            }
+            Event::Refused { custom_id, outcome } => {
+                let msg = outcome
+                    .result
+                    .as_ref()
+                    .err()
+                    .map(|f| f.message.clone())
+                    .unwrap_or_default();
+                let rec = self.tally.finish(custom_id, outcome, 1);
+                self.write(&rec)?;
+                if self.refused.is_none() {
+                    self.refused = Some(msg);
+                    self.source.close_feed();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_note(&mut self, note: FeedNote) -> anyhow::Result<()> {
+        match note {
+            FeedNote::Invalid {
+                line,
+                custom_id,
+                message,
+            } => {
+                self.tally.skipped_invalid += 1;
+                ui::warn(format!("skipped invalid line: {message}"));
+                self.writer
+                    .write_invalid(line, custom_id.as_deref(), &message)
+                    .map_err(|err| anyhow::anyhow!("cannot write errors file: {err}"))?;
+            }
+            FeedNote::Failed(message) => {
+                self.input_error = Some(message);
+                self.source.close_feed();
+                self.stop.drain.cancel();
+            }
+            FeedNote::Done(counts) => {
+                self.tally.feed = Some(counts);
+                self.progress.set_total(counts.queued);
+            }
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, rec: &batch::OutputRecord) -> anyhow::Result<()> {
+        self.writer
+            .write_result(rec)
+            .map_err(|err| anyhow::anyhow!("cannot write {}: {err}", self.output.display()))
+    }
+
+    /// Writes run-summary.json, prints the last lines, and picks the outcome.
+    pub(super) fn finish(
+        self,
+        s: &RunSettings,
+        b: &Batch<'_>,
+        started_at: String,
+        retries: u64,
+    ) -> anyhow::Result<RunOutcome> {
+        let t = &self.tally;
+        let wall = t.wall_s();
+        let queued = t.queued();
+        let not_finished = t.not_finished();
+        let achieved_rpm = t.achieved_rpm();
+        let feed = t.feed.unwrap_or_default();
+        let predicted = s
+            .plan
+            .as_ref()
+            .and(s.planned_rpm())
+            .filter(|rpm| *rpm > 0.0)
+            .map(|rpm| queued as f64 / rpm * 60.0);
+        let summary = RunSummary {
+            input: s.input.display().to_string(),
+            output: s.output.display().to_string(),
+            requests_total: queued,
+            requests_ok: t.ok,
+            requests_failed: t.failed,
+            requests_retried: t.retried_requests,
+            retries,
+            stale_connection_resends: b.client.stale_retries(),
+            skipped_already_done: feed.skipped_done,
+            skipped_invalid: t.skipped_invalid,
+            skipped_other_shards: feed.other_shards,
+            not_finished,
+            concurrency: s.concurrency,
+            planned_rpm: s.planned_rpm(),
+            shard: s.share,
+            achieved_rpm,
+            wall_time_s: wall,
+            predicted_duration_s: predicted,
+            achieved_duration_s: wall,
+            latency_p50_ms: t.latency.quantile_ms(0.5),
+            latency_p90_ms: t.latency.quantile_ms(0.9),
+            latency_p95_ms: t.latency.quantile_ms(0.95),
+            latency_p99_ms: t.latency.quantile_ms(0.99),
+            interrupted: self.interrupted,
+            stopped_reason: self.refused.clone().or(self.input_error.clone()).or(self
+                .systematic
+                .as_ref()
+                .map(|(_, m)| format!("systematic failure: {m}"))),
+            started_at,
+            sizeup_version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        if let Some(dir) = s.summary_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            crate::files::ensure_dir(dir)?;
+        }
+        crate::files::write_whole(
+            &s.summary_path,
+            (serde_json::to_string_pretty(&summary)? + "\n").as_bytes(),
+        )?;
+
+        let mut line = format!(
+            "done: {} ok, {} failed, {retries} retries, {not_finished} not finished, {} RPM over {wall:.1}s",
+            t.ok,
+            t.failed,
+            ui::thousands(achieved_rpm),
+        );
+        if let Some(p) = predicted {
+            line.push_str(&format!(
+                " (predicted {p:.1}s, achieved/predicted {:.2})",
+                wall / p.max(1e-9)
+            ));
+        }
+        ui::info(line);
+        ui::info(format!(
+            "output: {}; summary: {}",
+            s.output.display(),
+            s.summary_path.display()
+        ));
+        let outcome = |status| RunOutcome {
+            status,
+            wall_time_s: wall,
+            achieved_rpm,
+            requests: queued,
+        };
+        if let Some(msg) = self.refused {
+            return Err(ui::unusable_error(
+                format!("the endpoint refused the credentials ({msg}); stopped sending"),
+                Some(b.key_hint.clone()),
+            ));
+        }
+        if let Some((status, msg)) = self.systematic {
+            return Err(ui::unusable_error(
+                format!(
+                    "stopped: the last {} finished requests all failed the same way: {msg}",
+                    self.streak.len()
+                ),
+                Some(attempt::streak_hint(status)),
+            ));
+        }
+        if let Some(msg) = self.input_error {
+            return Err(usage_error(
+                msg,
+                Some("fix the input; --resume continues where this run stopped".into()),
+            ));
+        }
+        if self.interrupted {
+            ui::hint_line("run the same command with --resume to send the rest");
+            return Ok(outcome(ExitStatus::Interrupted));
+        }
+        if t.failed > 0 || not_finished > 0 {
+            ui::hint_line(format!(
+                "failures are listed in {}; --resume retries them",
+                self.writer.errors_path().display()
+            ));
+            return Ok(outcome(ExitStatus::Failure));
+        }
+        Ok(outcome(ExitStatus::Success))
+    }
+}

@@ -1,0 +1,81 @@
+//! One worker's attempt at a job: wait for the rate limit, send, decide, and report.
+
+use super::attempt::{self, Decision};
+use super::queue::{Job, JobSource};
+use crate::client::{Client, Outcome};
+use crate::engine::rate::RateLimiter;
+use crate::engine::retry::RetryPolicy;
+use crate::engine::Stop;
+use rand::Rng;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::time::Instant;
+
+/// What a worker reports for one attempt.
+pub(super) enum Event {
+    /// Final: succeeded, or failed for good.
+    Done {
+        custom_id: String,
+        outcome: Outcome,
+        attempts: u32,
+    },
+    /// Failed, queued for another try; or not sent because the run is stopping.
+    Retried,
+    /// 401/403: the credentials are refused; nothing more must be sent.
+    Refused { custom_id: String, outcome: Outcome },
+}
+
+/// One worker's view: how it sends an attempt and where a failed one goes.
+#[derive(Clone)]
+pub(super) struct Worker {
+    pub client: Arc<Client>,
+    pub limiter: Option<Arc<RateLimiter>>,
+    pub source: Arc<JobSource>,
+    /// Drained when the credentials are refused: jobs still waiting are not sent.
+    pub stop: Stop,
+    pub retries_used: Arc<AtomicU64>,
+    pub policy: RetryPolicy,
+}
+
+impl Worker {
+    pub async fn attempt(self, job: Job) -> Event {
+        if let Some(l) = &self.limiter {
+            l.acquire().await;
+        }
+        if self.stop.drain.is_cancelled() {
+            // Credentials were refused while this job waited: do not send it.
+            self.source.finished();
+            return Event::Retried;
+        }
+        let outcome = self.client.send(job.body.clone(), job.stream, true).await;
+        let failure = outcome.result.as_ref().err().map(|f| (f.kind, f.retry_after));
+        let u: f64 = rand::thread_rng().gen();
+        match attempt::decide(failure, job.attempt, &self.policy, u) {
+            Decision::Done => {
+                self.source.finished();
+                Event::Done {
+                    custom_id: job.custom_id,
+                    outcome,
+                    attempts: job.attempt + 1,
+                }
+            }
+            Decision::Stop => {
+                self.stop.drain.cancel();
+                self.source.finished();
+                Event::Refused {
+                    custom_id: job.custom_id,
+                    outcome,
+                }
+            }
+            Decision::Retry(wait) => {
+                self.retries_used.fetch_add(1, Ordering::Relaxed);
+                let again = Job {
+                    attempt: job.attempt + 1,
+                    ..job
+                };
+                self.source.retry_later(again, Instant::now() + wait);
+                Event::Retried
+            }
+        }
+    }
+}
