@@ -14,11 +14,13 @@ pub enum Api {
     /// The provider shape of the batching guide: POST `{prompt, max_tokens}` to the endpoint
     /// itself, answer `{"result":[{"completion": ...}]}`.
     Forefront,
+    /// OpenAI `/v1/embeddings`: `{"input": ...}`; costs prompt tokens only, never streams.
+    Embeddings,
 }
 
 impl Api {
     /// All variants, in the order help texts list them.
-    pub const ALL: [Api; 3] = [Api::Completions, Api::Chat, Api::Forefront];
+    pub const ALL: [Api; 4] = [Api::Completions, Api::Chat, Api::Forefront, Api::Embeddings];
 
     /// The path appended to a base URL; forefront posts to the URL as given.
     pub fn path(self) -> &'static str {
@@ -26,6 +28,7 @@ impl Api {
             Api::Completions => "/v1/completions",
             Api::Chat => "/v1/chat/completions",
             Api::Forefront => "",
+            Api::Embeddings => "/v1/embeddings",
         }
     }
 
@@ -34,12 +37,13 @@ impl Api {
             Api::Completions => "completions",
             Api::Chat => "chat",
             Api::Forefront => "forefront",
+            Api::Embeddings => "embeddings",
         }
     }
 
     /// Whether the API streams tokens (server-sent events) when asked.
     pub fn streams(self) -> bool {
-        self != Api::Forefront
+        matches!(self, Api::Completions | Api::Chat)
     }
 }
 
@@ -56,6 +60,9 @@ impl std::str::FromStr for Api {
         Api::ALL
             .into_iter()
             .find(|a| a.name().eq_ignore_ascii_case(s.trim()))
-            .ok_or_else(|| format!("unknown API `{s}`; expected completions, chat or forefront"))
+            .ok_or_else(|| {
+                let names: Vec<&str> = Api::ALL.iter().map(|a| a.name()).collect();
+                format!("unknown API `{s}`; expected one of {}", names.join(", "))
+            })
     }
 }

@@ -82,8 +82,9 @@ pub struct EndpointArgs {
     /// simulated resource is started in-process on a free loopback port.
     #[arg(long, value_name = "URL")]
     pub endpoint: Option<String>,
-    /// Protocol: completions (/v1/completions), chat (/v1/chat/completions), or forefront
-    /// (POST {prompt, max_tokens} to the URL itself, answer {result:[{completion}]}).
+    /// Protocol: completions (/v1/completions), chat (/v1/chat/completions), embeddings
+    /// (/v1/embeddings), or forefront (POST {prompt, max_tokens} to the URL itself, answer
+    /// {result:[{completion}]}).
     #[arg(long, value_enum, default_value_t = Api::Completions)]
     pub api: Api,
     /// The `model` field. When absent, sizeup asks GET /v1/models and uses the first.
@@ -152,6 +153,9 @@ pub struct SimModelArgs {
     /// Time from switching the resource on until it answers (503 meanwhile).
     #[arg(long, value_parser = parse_duration, default_value = "0s")]
     pub start_delay: Duration,
+    /// Floats in each vector POST /v1/embeddings answers (derived from the input's content).
+    #[arg(long, default_value_t = 16)]
+    pub embedding_dim: u32,
 }
 
 /// `sizeup sim`
@@ -171,8 +175,10 @@ Examples:
   curl -s -XPOST localhost:8000/resource -d '{\"state\":\"off\"}'   # inference now answers 503
 
 Endpoints: POST /v1/completions, POST /v1/chat/completions (JSON or SSE with stream:true),
-POST / (forefront), GET /v1/models, GET /health, GET /metrics (Prometheus), GET|POST /resource.
-Tokens: a prompt has one token per whitespace-separated word; each output token is one word."
+POST /v1/embeddings, POST / (forefront), GET /v1/models, GET /health, GET /metrics (Prometheus),
+GET|POST /resource.
+Tokens: a prompt has one token per whitespace-separated word; each output token is one word.
+An embedding input is a prefill-only sequence: it holds a batch slot for its prefill time."
 )]
 pub struct SimArgs {
     /// Address to listen on (loopback by default).
@@ -181,9 +187,14 @@ pub struct SimArgs {
     /// GPUs (replicas) behind the router (G).
     #[arg(long, default_value_t = 1)]
     pub gpus: u32,
-    /// Model name served and listed by /v1/models.
+    /// Model name listed by /v1/models. Requests may name any model: the simulator stands in
+    /// for your endpoint.
     #[arg(long, default_value = "sizeup-sim")]
     pub model: String,
+    /// Serve only this model, as `vllm serve --served-model-name` does: a request naming any
+    /// other gets vLLM's 404 "The model `X` does not exist.". Listed by /v1/models.
+    #[arg(long, value_name = "NAME", conflicts_with = "model")]
+    pub served_model_name: Option<String>,
     /// Require `Authorization: Bearer K` (401 otherwise).
     #[arg(long, value_name = "K")]
     pub api_key: Option<String>,

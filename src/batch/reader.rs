@@ -940,6 +940,13 @@ fn check_body(body: &Map<String, Value>, api: Api) -> Result<(), String> {
             }
             None => Err(format!("body has no \"prompt\" (required by --api {api})")),
         },
+        Api::Embeddings => match body.get("input") {
+            Some(Value::String(s)) if s.trim().is_empty() => Err("empty \"input\"".to_string()),
+            Some(Value::Array(a)) if a.is_empty() => Err("empty \"input\" array".to_string()),
+            Some(Value::String(_) | Value::Array(_)) => Ok(()),
+            Some(other) => Err(format!("\"input\" must be a string or array, got {}", kind(other))),
+            None => Err("body has no \"input\" (required by --api embeddings)".to_string()),
+        },
     }
 }
 

@@ -816,11 +816,13 @@ pub fn build_body(
     let mut body = match api {
         Api::Chat => json!({"messages": [{"role": "user", "content": prompt}]}),
         Api::Completions | Api::Forefront => json!({"prompt": prompt}),
+        Api::Embeddings => json!({"input": prompt}),
     };
     if let Some(m) = model {
         body["model"] = json!(m);
     }
-    if let Some(n) = max_tokens {
+    // An embedding generates nothing, and OpenAI rejects unknown fields on /v1/embeddings.
+    if let Some(n) = max_tokens.filter(|_| api != Api::Embeddings) {
         let key = if api == Api::Forefront {
             "max_tokens"
         } else {
