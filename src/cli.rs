@@ -28,7 +28,7 @@ Exit codes: 0 ok, 1 some requests failed or a goal is unmet, 2 usage or input er
 /// cost; run executes the batch at those settings, losing nothing and resumable; auto chains
 /// all three. Without --endpoint every command uses a built-in simulated GPU resource.
 #[derive(Parser, Debug)]
-#[command(name = "sizeup", version, after_help = EXAMPLES, propagate_version = true)]
+#[command(name = "sizeup", version = env!("SIZEUP_VERSION"), after_help = EXAMPLES, propagate_version = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -59,6 +59,38 @@ pub enum Command {
     Run(RunArgs),
     /// Sweep on a sample of the input, plan for the target rate, then run the batch.
     Auto(AutoArgs),
+    /// Print a shell completion script to stdout.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff) to stdout, or write one page per command to a folder.
+    Man(ManArgs),
+}
+
+/// `sizeup completions`
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  sizeup completions bash > ~/.local/share/bash-completion/completions/sizeup
+  sizeup completions zsh > ~/.zfunc/_sizeup        # with fpath+=(~/.zfunc) before compinit
+  sizeup completions fish > ~/.config/fish/completions/sizeup.fish
+  sizeup completions powershell >> $PROFILE")]
+pub struct CompletionsArgs {
+    /// The shell to complete in.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `sizeup man`
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  sizeup man | man -l -                   # read it now
+  sizeup man sweep | man -l -             # the page of one command, with all its flags
+  sizeup man --dir ~/.local/share/man/man1   # sizeup.1, sizeup-sweep.1, ... for `man sizeup-sweep`")]
+pub struct ManArgs {
+    /// The page of this command (sweep, plan, ...) instead of the overview.
+    #[arg(value_name = "COMMAND")]
+    pub command: Option<String>,
+    /// Write every page (sizeup.1 and sizeup-<command>.1) into this folder instead.
+    #[arg(long, value_name = "DIR", conflicts_with = "command")]
+    pub dir: Option<PathBuf>,
 }
 
 /// Parses `30s`, `2m`, `500ms`, `1h 30m`; a bare number means seconds.

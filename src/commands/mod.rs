@@ -2,6 +2,8 @@
 //! Shared here: the simulated-resource settings, the target endpoint, the client.
 
 pub mod auto;
+pub mod completions;
+pub mod man;
 pub mod plan;
 pub mod run;
 pub mod sim;
@@ -253,6 +255,16 @@ pub fn validate_slo(s: &SloArgs) -> anyhow::Result<()> {
             ));
         }
     }
+    Ok(())
+}
+
+/// Writes a generated text (completion script, man page) to stdout in one piece; a closed pipe
+/// (`| head`) comes back as an error that `main` treats as success.
+pub fn print_bytes(bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)?;
+    out.flush()?;
     Ok(())
 }
 
