@@ -14,8 +14,9 @@ cd "$(dirname "$0")/.."
 OUT=${1:-$(mktemp -d /tmp/sizeup-profile.XXXXXX)}
 mkdir -p "$OUT"
 TARGET=${CARGO_TARGET_DIR:-target}
-cargo build --release --locked >&2
-EXE=$TARGET/release/sizeup
+# The release code with symbols and line tables (the release profile itself ships stripped).
+cargo build --profile profiling --locked >&2
+EXE=$TARGET/profiling/sizeup
 PORT=${PORT:-18901}
 
 gen() { # gen N FILE: N OpenAI-batch lines

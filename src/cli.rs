@@ -30,7 +30,7 @@ Exit codes: 0 ok, 1 some requests failed or a goal is unmet, 2 usage or input er
 /// cost; run executes the batch at those settings, losing nothing and resumable; auto chains
 /// all three. Without --endpoint every command uses a built-in simulated GPU resource.
 #[derive(Parser, Debug)]
-#[command(name = "sizeup", version, after_help = EXAMPLES, propagate_version = true)]
+#[command(name = "sizeup", version = env!("SIZEUP_VERSION"), after_help = EXAMPLES, propagate_version = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -54,6 +54,38 @@ pub enum Command {
     Run(RunArgs),
     /// Sweep on a sample of the input, plan for the target rate, then run the batch.
     Auto(AutoArgs),
+    /// Print a shell completion script to stdout.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff) to stdout, or write one page per command to a folder.
+    Man(ManArgs),
+}
+
+/// `sizeup completions`
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  sizeup completions bash > ~/.local/share/bash-completion/completions/sizeup
+  sizeup completions zsh > ~/.zfunc/_sizeup        # with fpath+=(~/.zfunc) before compinit
+  sizeup completions fish > ~/.config/fish/completions/sizeup.fish
+  sizeup completions powershell >> $PROFILE")]
+pub struct CompletionsArgs {
+    /// The shell to complete in.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `sizeup man`
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  sizeup man | man -l -                   # read it now
+  sizeup man sweep | man -l -             # the page of one command, with all its flags
+  sizeup man --dir ~/.local/share/man/man1   # sizeup.1, sizeup-sweep.1, ... for `man sizeup-sweep`")]
+pub struct ManArgs {
+    /// The page of this command (sweep, plan, ...) instead of the overview.
+    #[arg(value_name = "COMMAND")]
+    pub command: Option<String>,
+    /// Write every page (sizeup.1 and sizeup-<command>.1) into this folder instead.
+    #[arg(long, value_name = "DIR", conflicts_with = "command")]
+    pub dir: Option<PathBuf>,
 }
 
 /// Parses `30s`, `2m`, `500ms`, `1h 30m`; a bare number means seconds.
@@ -157,6 +189,9 @@ pub struct SimModelArgs {
     /// Time from switching the resource on until it answers (503 meanwhile).
     #[arg(long, value_parser = parse_duration, default_value = "0s")]
     pub start_delay: Duration,
+    /// Floats in each vector POST /v1/embeddings answers (derived from the input's content).
+    #[arg(long, default_value_t = 16)]
+    pub embedding_dim: u32,
 }
 
 /// `sizeup sim`
@@ -176,8 +211,10 @@ Examples:
   curl -s -XPOST localhost:8000/resource -d '{\"state\":\"off\"}'   # inference now answers 503
 
 Endpoints: POST /v1/completions, POST /v1/chat/completions (JSON or SSE with stream:true),
-POST / (forefront), GET /v1/models, GET /health, GET /metrics (Prometheus), GET|POST /resource.
-Tokens: a prompt has one token per whitespace-separated word; each output token is one word."
+POST /v1/embeddings, POST / (forefront), GET /v1/models, GET /health, GET /metrics (Prometheus),
+GET|POST /resource.
+Tokens: a prompt has one token per whitespace-separated word; each output token is one word.
+An embedding input is a prefill-only sequence: it holds a batch slot for its prefill time."
 )]
 pub struct SimArgs {
     /// Address to listen on (loopback by default).
@@ -186,9 +223,14 @@ pub struct SimArgs {
     /// GPUs (replicas) behind the router (G).
     #[arg(long, default_value_t = 1)]
     pub gpus: u32,
-    /// Model name served and listed by /v1/models.
+    /// Model name listed by /v1/models. Requests may name any model: the simulator stands in
+    /// for your endpoint.
     #[arg(long, default_value = "sizeup-sim")]
     pub model: String,
+    /// Serve only this model, as `vllm serve --served-model-name` does: a request naming any
+    /// other gets vLLM's 404 "The model `X` does not exist.". Listed by /v1/models.
+    #[arg(long, value_name = "NAME", conflicts_with = "model")]
+    pub served_model_name: Option<String>,
     /// Require `Authorization: Bearer K` (401 otherwise).
     #[arg(long, value_name = "K")]
     pub api_key: Option<String>,

@@ -36,22 +36,25 @@ use ui::ExitStatus;
 /// Runs a parsed command line. Only `main` turns the result into an exit code.
 pub fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     ui::configure(cli.quiet, cli.color);
-    if let Command::Plan(args) = cli.command {
-        // Pure computation and file reads: no runtime, no network.
-        return commands::plan::run(args);
-    }
+    // Pure computation and file reads: no runtime, no network.
+    let command = match cli.command {
+        Command::Plan(args) => return commands::plan::run(args),
+        Command::Completions(args) => return commands::completions::run(args),
+        Command::Man(args) => return commands::man::run(args),
+        other => other,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     // The command runs as a task on the worker threads, not on this thread inside
     // `block_on`: a collector polled here would need a cross-thread wake-up per event.
     runtime.block_on(async move {
         let interrupt = engine::watch_ctrl_c();
         let task = tokio::spawn(async move {
-            match cli.command {
+            match command {
                 Command::Sim(a) => commands::sim::run(a).await,
                 Command::Sweep(a) => commands::sweep::run(a, interrupt.drain.clone()).await,
                 Command::Run(a) => commands::run::run(a, interrupt).await,
                 Command::Auto(a) => commands::auto::run(a, interrupt).await,
-                Command::Plan(_) => unreachable!("handled above"),
+                Command::Plan(_) | Command::Completions(_) | Command::Man(_) => unreachable!("handled above"),
             }
         });
         task.await.map_err(|e| anyhow::anyhow!("internal error: {e}"))?

@@ -52,6 +52,12 @@ pub fn sim_config(a: &SimModelArgs, gpus: u32) -> anyhow::Result<SimConfig> {
     if a.default_max_tokens == 0 {
         return Err(usage_error("--default-max-tokens must be at least 1", None));
     }
+    if !(1..=65_536).contains(&a.embedding_dim) {
+        return Err(usage_error(
+            format!("--embedding-dim must be from 1 to 65536, got {}", a.embedding_dim),
+            None,
+        ));
+    }
     Ok(SimConfig {
         gpus: gpus as usize,
         params: GpuParams {
@@ -68,6 +74,7 @@ pub fn sim_config(a: &SimModelArgs, gpus: u32) -> anyhow::Result<SimConfig> {
         reset_rate: a.reset_rate,
         retry_after: a.retry_after,
         start_delay: a.start_delay,
+        embedding_dim: a.embedding_dim as usize,
         ..SimConfig::default()
     })
 }
@@ -108,6 +115,8 @@ impl Target {
             }
             None => {
                 let mut cfg = sim_config(sim, gpus)?;
+                // Listed by /v1/models; not strict, so bodies in the input naming other
+                // models are served too, as by the endpoint the simulator stands in for.
                 if let Some(m) = &endpoint.model {
                     cfg.model = m.clone();
                 }

@@ -921,11 +921,6 @@ fn json_message(e: &serde_json::Error) -> String {
 /// Checks that a request body carries what `api` needs.
 fn check_body(body: &Map<String, Value>, api: Api) -> Result<(), String> {
     match api {
-        Api::Embeddings => match body.get("input") {
-            Some(Value::String(_) | Value::Array(_)) => Ok(()),
-            Some(other) => Err(format!("\"input\" must be a string or a list, got {}", kind(other))),
-            None => Err("body has no \"input\" (required by --api embeddings)".to_string()),
-        },
         Api::Chat => match body.get("messages") {
             Some(Value::Array(a)) if a.is_empty() => Err("empty \"messages\" array".to_string()),
             Some(Value::Array(_)) => Ok(()),
@@ -944,6 +939,13 @@ fn check_body(body: &Map<String, Value>, api: Api) -> Result<(), String> {
                 Err(format!("body has \"messages\" but --api {api} requires \"prompt\""))
             }
             None => Err(format!("body has no \"prompt\" (required by --api {api})")),
+        },
+        Api::Embeddings => match body.get("input") {
+            Some(Value::String(s)) if s.trim().is_empty() => Err("empty \"input\"".to_string()),
+            Some(Value::Array(a)) if a.is_empty() => Err("empty \"input\" array".to_string()),
+            Some(Value::String(_) | Value::Array(_)) => Ok(()),
+            Some(other) => Err(format!("\"input\" must be a string or array, got {}", kind(other))),
+            None => Err("body has no \"input\" (required by --api embeddings)".to_string()),
         },
     }
 }

@@ -186,7 +186,7 @@ pub fn resolve_url(endpoint: &str, api: Api) -> Result<reqwest::Url, ClientError
         )));
     }
     let path = url.path().trim_end_matches('/');
-    if api == Api::Forefront || path.ends_with("/completions") {
+    if api == Api::Forefront || path.ends_with("/completions") || path.ends_with("/embeddings") {
         return Ok(url);
     }
     let base = path.strip_suffix("/v1").unwrap_or(path);
@@ -834,6 +834,7 @@ pub fn build_body(
     if let Some(m) = model {
         body["model"] = json!(m);
     }
+    // An embedding generates nothing, and OpenAI rejects unknown fields on /v1/embeddings.
     if let Some(n) = max_tokens.filter(|_| api != Api::Embeddings) {
         let key = if api == Api::Forefront {
             "max_tokens"

@@ -2,6 +2,8 @@
 //! Shared here: settling the API from the input, and the default report folder.
 
 pub mod auto;
+pub mod completions;
+pub mod man;
 pub mod plan;
 pub mod run;
 pub mod sim;
@@ -50,5 +52,15 @@ pub fn resolve_api(e: &mut EndpointArgs, input: Option<&Path>, format: Option<Fo
             }
         },
     };
+    Ok(())
+}
+
+/// Writes a generated text (completion script, man page) to stdout in one piece; a closed pipe
+/// (`| head`) comes back as an error that `main` treats as success.
+pub fn print_bytes(bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)?;
+    out.flush()?;
     Ok(())
 }

@@ -7,7 +7,13 @@ use tokio_util::sync::CancellationToken;
 
 pub async fn run(args: SimArgs) -> anyhow::Result<ExitStatus> {
     let mut cfg = crate::target::sim_config(&args.model_args, args.gpus)?;
-    cfg.model = args.model.clone();
+    match &args.served_model_name {
+        Some(name) => {
+            cfg.model = name.clone();
+            cfg.strict_model = true;
+        }
+        None => cfg.model = args.model.clone(),
+    }
     cfg.api_key = args.api_key.clone().map(Secret::new);
     cfg.start_off = args.start_off;
     let listener = tokio::net::TcpListener::bind(&args.addr).await.map_err(|e| {
@@ -19,8 +25,18 @@ pub async fn run(args: SimArgs) -> anyhow::Result<ExitStatus> {
     let addr = listener.local_addr()?;
     let p = cfg.params;
     ui::info(format!(
-        "sizeup sim: {} GPU x {} slots, decode step {} ms + {} ms/seq, prefill {} ms/1k tokens, jitter {}, serving `{}` on http://{addr} (Ctrl-C stops)",
-        cfg.gpus, p.batch, p.decode_step_ms, p.decode_step_ms_per_seq, p.prefill_ms_per_1k, cfg.jitter, cfg.model
+        "sizeup sim: {} GPU x {} slots, decode step {} ms + {} ms/seq, prefill {} ms/1k tokens, jitter {}, serving {} on http://{addr} (Ctrl-C stops)",
+        cfg.gpus,
+        p.batch,
+        p.decode_step_ms,
+        p.decode_step_ms_per_seq,
+        p.prefill_ms_per_1k,
+        cfg.jitter,
+        if cfg.strict_model {
+            format!("only `{}`", cfg.model)
+        } else {
+            format!("any model (listing `{}`)", cfg.model)
+        }
     ));
     let stop = CancellationToken::new();
     let trigger = stop.clone();

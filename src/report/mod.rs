@@ -175,7 +175,7 @@ pub enum Format {
     LevelsCsv,
     /// `summary.json`: the whole [`Summary`], pretty-printed.
     Json,
-    /// `throughput.svg`: RPM and p95 latency vs concurrency.
+    /// `throughput.svg`: RPM per GPU and p95 latency vs concurrency.
     Svg,
     /// Fixed-width text table for the terminal.
     Table,

@@ -1,4 +1,4 @@
-//! `throughput.svg`: RPM (with CI error bars) and p95 latency vs concurrency.
+//! `throughput.svg`: RPM per GPU (with CI error bars) and p95 latency vs concurrency.
 //!
 //! Drawn with plotters' SVG backend without the `ttf` feature: text goes out as
 //! plain `<text>` elements and the viewer picks the font, so rendering needs no
@@ -28,6 +28,16 @@ const KNEE_COLOR: RGBColor = RGBColor(214, 39, 40);
 
 /// Label under the x axis.
 const X_LABEL: &str = "concurrency (requests in flight)";
+/// Label of the left axis: the headline figure that `plan` sizes GPUs with.
+const Y_LABEL: &str = "RPM per GPU";
+
+/// Tick labels' font size, and the width one digit of it takes: plotters' SVG backend does not
+/// measure text without the `ttf` feature, so collisions are judged on this estimate
+/// (generous: a sans-serif digit is about 0.55 em).
+const TICK_FONT_PX: u32 = 13;
+const DIGIT_PX: f64 = 8.0;
+/// Clear space between two neighbouring tick labels.
+const LABEL_GAP_PX: f64 = 6.0;
 
 impl Exporter for SvgExporter {
     fn write(&self, summary: &Summary, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -36,16 +46,19 @@ impl Exporter for SvgExporter {
     }
 }
 
-/// One plotted level, with x already on the log2 axis.
+/// One plotted level, with x already on the log2 axis and RPM already per GPU.
 struct Point {
     x: f64,
     level: LevelRow,
+    rpm: f64,
+    ci_low: f64,
+    ci_high: f64,
 }
 
 /// Renders the chart to an SVG string.
 pub fn render(summary: &Summary) -> anyhow::Result<String> {
     let title = format!(
-        "RPM and p95 latency vs concurrency — {} @ {}",
+        "RPM per GPU and p95 latency vs concurrency — {} @ {}",
         summary.model, summary.endpoint
     );
     let mut buf = String::new();
@@ -104,29 +117,31 @@ fn draw_chart<DB: DrawingBackend>(
     summary: &Summary,
     title: &str,
 ) -> anyhow::Result<()> {
+    // Every RPM figure is divided by the same GPU count, so bars and points agree even for a
+    // summary without GPUs (drawn as one).
+    let gpus = f64::from(summary.gpus.max(1));
     let mut points: Vec<Point> = summary
         .levels
         .iter()
         .map(|l| Point {
             x: log2_x(l.concurrency),
             level: l.clone(),
+            rpm: l.rpm / gpus,
+            ci_low: l.rpm_ci_low / gpus,
+            ci_high: l.rpm_ci_high / gpus,
         })
         .collect();
     points.sort_by(|a, b| a.x.total_cmp(&b.x));
 
     let x_min = points.first().map_or(0.0, |p| p.x) - 0.3;
     let x_max = points.last().map_or(0.0, |p| p.x) + 0.3;
-    let rpm_max = axis_max(
-        points
-            .iter()
-            .flat_map(|p| [p.level.rpm, p.level.rpm_ci_high, p.level.rpm_ci_low]),
-    );
+    let rpm_max = axis_max(points.iter().flat_map(|p| [p.rpm, p.ci_high, p.ci_low]));
     let lat_max = axis_max(points.iter().map(|p| p.level.latency_p95_ms));
     // A normal-approximation CI can dip below zero on tiny samples; extend the
     // axis rather than let the bar run out of the frame.
     let rpm_min = points
         .iter()
-        .map(|p| p.level.rpm_ci_low)
+        .map(|p| p.ci_low)
         .filter(|v| v.is_finite())
         .fold(0.0_f64, f64::min);
 
@@ -141,7 +156,7 @@ fn draw_chart<DB: DrawingBackend>(
     }
     let x_axis = Log2Axis {
         range: x_min..x_max,
-        ticks,
+        ticks: ticks.clone(),
     };
 
     let mut chart = ChartBuilder::on(root)
@@ -154,11 +169,31 @@ fn draw_chart<DB: DrawingBackend>(
         .map_err(plot_err)?
         .set_secondary_coord(x_axis, 0.0..lat_max);
 
+    // Every tick keeps its mark; only labels that have room are written (refined levels such
+    // as 14, 15, 16 sit a few pixels apart on a log axis).
+    let candidates: Vec<(f64, u32)> = ticks
+        .iter()
+        .map(|&x| (f64::from(chart.backend_coord(&(x, rpm_min)).0), concurrency_of(x)))
+        .collect();
+    let labelled: Vec<f64> = ticks
+        .iter()
+        .zip(shown_labels(&candidates, DIGIT_PX, LABEL_GAP_PX))
+        .filter_map(|(&x, shown)| shown.then_some(x))
+        .collect();
+    let x_label = |v: &f64| {
+        if labelled.contains(v) {
+            format_concurrency(*v)
+        } else {
+            String::new()
+        }
+    };
+
     chart
         .configure_mesh()
         .x_desc(X_LABEL)
-        .y_desc("requests per minute")
-        .x_label_formatter(&|v| format_concurrency(*v))
+        .y_desc(Y_LABEL)
+        .x_label_style(("sans-serif", TICK_FONT_PX))
+        .x_label_formatter(&x_label)
         .y_label_formatter(&|v| thousands(*v))
         .light_line_style(WHITE.mix(0.0))
         .draw()
@@ -174,7 +209,7 @@ fn draw_chart<DB: DrawingBackend>(
     // has exactly one path per bar.
     let cap = (x_max - x_min) * 0.008;
     let bars = points.iter().filter_map(|p| {
-        let (lo, hi) = (p.level.rpm_ci_low, p.level.rpm_ci_high);
+        let (lo, hi) = (p.ci_low, p.ci_high);
         (lo.is_finite() && hi.is_finite()).then(|| {
             PathElement::new(
                 vec![
@@ -193,13 +228,13 @@ fn draw_chart<DB: DrawingBackend>(
 
     let rpm_pts: Vec<(f64, f64)> = points
         .iter()
-        .filter(|p| p.level.rpm.is_finite())
-        .map(|p| (p.x, p.level.rpm))
+        .filter(|p| p.rpm.is_finite())
+        .map(|p| (p.x, p.rpm))
         .collect();
     chart
         .draw_series(LineSeries::new(rpm_pts.clone(), RPM_COLOR.stroke_width(2)))
         .map_err(plot_err)?
-        .label("RPM (bars: confidence interval)")
+        .label("RPM per GPU (bars: confidence interval)")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RPM_COLOR.stroke_width(2)));
     chart
         .draw_series(rpm_pts.iter().map(|&p| Circle::new(p, 4, RPM_COLOR.filled())))
@@ -227,7 +262,7 @@ fn draw_chart<DB: DrawingBackend>(
         let x = log2_x(knee.concurrency);
         // A knee outside the plotted levels would draw outside the frame.
         if (x_min..=x_max).contains(&x) {
-            let label = format!("knee: C={}, {} RPM", knee.concurrency, thousands(knee.rpm));
+            let label = knee_label(knee.concurrency, knee.rpm_per_gpu, knee.rpm, summary.gpus);
             chart
                 .draw_series(std::iter::once(DashedPathElement::new(
                     vec![(x, rpm_min), (x, rpm_max)],
@@ -299,14 +334,51 @@ impl Ranged for Log2Axis {
     }
 }
 
-/// Axis values are log2(concurrency); label them with the concurrency itself.
-fn format_concurrency(v: f64) -> String {
+/// The concurrency a log2-axis value stands for (0 sits at log2 0.5).
+fn concurrency_of(v: f64) -> u32 {
     let c = v.exp2();
     if c < 1.0 {
-        "0".into()
+        0
     } else {
-        format!("{}", c.round())
+        // `as` saturates, so an absurd value cannot panic.
+        c.round() as u32
     }
+}
+
+/// Axis values are log2(concurrency); label them with the concurrency itself.
+fn format_concurrency(v: f64) -> String {
+    concurrency_of(v).to_string()
+}
+
+/// Which tick labels to write, given each tick's `(pixel x, concurrency)`: a label is shown
+/// unless its text would come within `gap_px` of a label already shown, with each label
+/// `digit_px` wide per digit. Powers of two (and 0) are placed first, being the doubling
+/// levels a reader scans for, then the refined levels from left to right; so of 14, 15, 16
+/// it is 16 that keeps its label and 14 only if it has room.
+pub fn shown_labels(ticks: &[(f64, u32)], digit_px: f64, gap_px: f64) -> Vec<bool> {
+    let width = |c: u32| c.to_string().len() as f64 * digit_px;
+    let mut order: Vec<usize> = (0..ticks.len()).collect();
+    // Stable: within each group the ticks keep their left-to-right order.
+    order.sort_by_key(|&i| !(ticks[i].1 == 0 || ticks[i].1.is_power_of_two()));
+    let mut shown = vec![false; ticks.len()];
+    for i in order {
+        let (x, c) = ticks[i];
+        let fits = ticks
+            .iter()
+            .zip(&shown)
+            .all(|(&(other_x, other_c), &on)| !on || (x - other_x).abs() >= (width(c) + width(other_c)) / 2.0 + gap_px);
+        shown[i] = fits && x.is_finite();
+    }
+    shown
+}
+
+/// `knee: C=16, 9,600 RPM per GPU`, with the whole deployment's figure when it has several GPUs.
+fn knee_label(concurrency: u32, rpm_per_gpu: f64, rpm: f64, gpus: u32) -> String {
+    let mut label = format!("knee: C={concurrency}, {} RPM per GPU", thousands(rpm_per_gpu));
+    if gpus > 1 {
+        label.push_str(&format!(" ({} on {gpus} GPUs)", thousands(rpm)));
+    }
+    label
 }
 
 #[cfg(test)]
@@ -338,12 +410,21 @@ mod tests {
         assert!(text.starts_with("<svg"), "{}", &text[..80]);
         assert!(text.contains("width=\"900\" height=\"560\""));
         let labels = texts(&text);
-        assert!(labels.iter().any(|t| t == "knee: C=16, 19,200 RPM"), "{labels:?}");
+        assert!(
+            labels
+                .iter()
+                .any(|t| t == "knee: C=16, 9,600 RPM per GPU (19,200 on 2 GPUs)"),
+            "{labels:?}"
+        );
         assert!(labels.iter().any(|t| t == X_LABEL));
-        assert!(labels.iter().any(|t| t == "requests per minute"));
+        assert!(labels.iter().any(|t| t == Y_LABEL));
         assert!(labels
             .iter()
-            .any(|t| t == "RPM and p95 latency vs concurrency — llama-3-8b @ http://localhost:8000/v1"));
+            .any(|t| t == "RPM per GPU and p95 latency vs concurrency — llama-3-8b @ http://localhost:8000/v1"));
+        // The left axis is per GPU: 2 GPUs at 19,500 RPM top out near 9,750, so no tick
+        // reaches the total.
+        assert!(labels.iter().any(|t| t == "8,000"), "{labels:?}");
+        assert!(!labels.iter().any(|t| t == "18,000"), "{labels:?}");
         // x ticks at the measured levels, labelled with the concurrency itself.
         for c in ["1", "4", "16", "64"] {
             assert!(labels.iter().any(|t| t == c), "tick {c} in {labels:?}");
@@ -385,6 +466,66 @@ mod tests {
         assert_eq!(text.matches("stroke=\"#78A0C8\"").count(), 40);
         let labels = texts(&text);
         assert!(labels.iter().any(|t| t == "64"), "{labels:?}");
+    }
+
+    #[test]
+    fn close_levels_do_not_share_label_space() {
+        let shown = |ticks: &[(f64, u32)]| shown_labels(ticks, 8.0, 6.0);
+        // 14, 15 and 16 a dozen pixels apart: 16 (a power of two) wins, 15 never fits,
+        // 14 fits only if far enough from 12.
+        let ticks = [
+            (100.0, 8),
+            (200.0, 12),
+            (232.0, 14),
+            (241.0, 15),
+            (252.0, 16),
+            (352.0, 32),
+        ];
+        assert_eq!(shown(&ticks), vec![true, true, false, false, true, true]);
+        let ticks = [(100.0, 8), (170.0, 12), (225.0, 14), (241.0, 15), (252.0, 16)];
+        assert_eq!(shown(&ticks), vec![true, true, true, false, true]);
+        // Wider labels need more room: 512 and 768 at 25 px apart collide, 8 and 12 do not.
+        assert_eq!(shown(&[(0.0, 512), (25.0, 768)]), vec![true, false]);
+        assert_eq!(shown(&[(0.0, 8), (25.0, 12)]), vec![true, true]);
+        // Zero counts as a round level; a NaN position is never labelled.
+        assert_eq!(shown(&[(0.0, 0), (5.0, 1), (f64::NAN, 2)]), vec![true, false, false]);
+        assert!(shown(&[]).is_empty());
+    }
+
+    #[test]
+    fn the_example_sweeps_refined_levels_are_not_crowded() {
+        let mut s = fixtures::summary();
+        s.levels = [1, 2, 4, 8, 16, 32, 64, 12, 14, 15]
+            .into_iter()
+            .map(|c| fixtures::level(c, f64::from(c.min(16)) * 1000.0, 100.0))
+            .collect();
+        let labels = texts(&svg(&s));
+        for c in ["1", "2", "4", "8", "12", "16", "32", "64"] {
+            assert!(labels.iter().any(|t| t == c), "tick {c} in {labels:?}");
+        }
+        assert!(!labels.iter().any(|t| t == "15"), "15 sits on top of 16: {labels:?}");
+        // Every level keeps its error bar.
+        assert_eq!(svg(&s).matches("stroke=\"#78A0C8\"").count(), 10);
+    }
+
+    #[test]
+    fn knee_label_names_the_total_only_for_several_gpus() {
+        assert_eq!(knee_label(16, 9600.0, 9600.0, 1), "knee: C=16, 9,600 RPM per GPU");
+        assert_eq!(
+            knee_label(16, 9600.0, 19200.0, 2),
+            "knee: C=16, 9,600 RPM per GPU (19,200 on 2 GPUs)"
+        );
+    }
+
+    /// Redraws the committed example from its summary.json (no sweep, no network):
+    /// `cargo test --lib redraw_example -- --ignored`.
+    #[test]
+    #[ignore = "rewrites reports/example/throughput.svg"]
+    fn redraw_example() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("reports/example");
+        let summary: Summary =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+        std::fs::write(dir.join("throughput.svg"), svg(&summary)).unwrap();
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! Each GPU admits at most `batch` sequences; the rest wait in its FIFO queue. A running
 //! sequence receives one token per decode step, where a step lasts
 //! `decode_step_ms + decode_step_ms_per_seq * running` (evaluated when the step starts), and its
-//! first token also pays its prefill (`prefill_ms_per_1k * prompt_tokens / 1000`). Each
+//! first token also pays its prefill (`prefill_ms_per_1k * prompt_tokens / 1000`). A
+//! prefill-only sequence (`max_tokens == 0`, an embedding) holds its slot for its prefill alone
+//! and ends without a token. Each
 //! sequence's steps are timed from its own admission, so a sequence that joins a busy GPU starts
 //! decoding at once (continuous batching without step alignment): in a closed loop nothing is
 //! lost between a finished request and its replacement, and throughput follows the formula in
@@ -49,6 +51,8 @@ pub enum Event {
 /// A request handed to the cluster.
 pub struct NewSeq {
     pub prompt_tokens: u32,
+    /// Tokens to generate; 0 makes a prefill-only sequence (embeddings), whose channel closes
+    /// without a token once its prompt is processed.
     pub max_tokens: u32,
     /// Per-request service multiplier from `--jitter` (1.0 without jitter).
     pub mult: f64,
@@ -169,9 +173,11 @@ async fn gpu_loop(mut rx: mpsc::UnboundedReceiver<Cmd>, load: Arc<AtomicUsize>, 
             gauges.waiting.fetch_sub(1, Ordering::SeqCst);
             gauges.running.fetch_add(1, Ordering::SeqCst);
             running += 1;
-            let first = (p.prefill(seq.prompt_tokens) + p.step(running)) * seq.mult;
+            // A prefill-only sequence pays no decode step: its forward pass is the prefill.
+            let decode = if seq.max_tokens == 0 { 0.0 } else { p.step(running) };
+            let first = (p.prefill(seq.prompt_tokens) + decode) * seq.mult;
             let run = Running {
-                tokens_left: seq.max_tokens.max(1),
+                tokens_left: seq.max_tokens,
                 mult: seq.mult,
                 events: seq.events,
             };
@@ -215,6 +221,12 @@ async fn gpu_loop(mut rx: mpsc::UnboundedReceiver<Cmd>, load: Arc<AtomicUsize>, 
                     }
                     due.pop();
                     let Some(run) = slots[idx].as_mut() else { continue };
+                    if run.tokens_left == 0 {
+                        // Prefill-only: done; dropping the sender closes the channel, which is
+                        // the answer.
+                        finish(&mut slots, &mut free, idx, &mut running);
+                        continue;
+                    }
                     if run.events.send(Event::Token).is_err() {
                         // The client went away: free the slot now, as an engine aborts a
                         // request whose connection closed.
@@ -290,23 +302,24 @@ mod tests {
         assert!((expected_rpm(&p, 2, 15, 0, 1) - 18_000.0).abs() < 1e-6);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn one_gpu_serves_batch_then_queues() {
+    /// Submits `(prompt_tokens, max_tokens)` sequences at once to one GPU with `batch` slots,
+    /// 10 ms steps and 10 s per 1k prompt tokens; returns each one's tokens and end time.
+    async fn serve_on_one_gpu(batch: usize, seqs: &[(u32, u32)]) -> (Vec<(u32, Duration)>, Arc<Gauges>) {
         let gauges = Arc::new(Gauges::default());
         let p = GpuParams {
-            batch: 2,
-            prefill_ms_per_1k: 0.0,
+            batch,
+            prefill_ms_per_1k: 10_000.0,
             decode_step_ms: 10.0,
             decode_step_ms_per_seq: 0.0,
         };
         let cluster = Cluster::new(p, 1, gauges.clone());
         let start = Instant::now();
         let mut rxs = Vec::new();
-        for _ in 0..3 {
+        for &(prompt_tokens, max_tokens) in seqs {
             let (tx, rx) = mpsc::unbounded_channel();
             assert!(cluster.submit(NewSeq {
-                prompt_tokens: 0,
-                max_tokens: 3,
+                prompt_tokens,
+                max_tokens,
                 mult: 1.0,
                 events: tx
             }));
@@ -319,14 +332,28 @@ mod tests {
                 assert_eq!(ev, Event::Token);
                 n += 1;
             }
-            assert_eq!(n, 3);
-            ends.push(Instant::now() - start);
+            ends.push((n, Instant::now() - start));
         }
-        // Two run together (30 ms); the third waits for a slot, then takes 30 ms more.
-        assert_eq!(ends[0], Duration::from_millis(30));
-        assert_eq!(ends[1], Duration::from_millis(30));
-        assert_eq!(ends[2], Duration::from_millis(60));
         assert_eq!(gauges.running.load(Ordering::SeqCst), 0);
         assert_eq!(gauges.waiting.load(Ordering::SeqCst), 0);
+        (ends, gauges)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_gpu_serves_batch_then_queues() {
+        let (ends, _) = serve_on_one_gpu(2, &[(0, 3), (0, 3), (0, 3)]).await;
+        // Two run together (30 ms); the third waits for a slot, then takes 30 ms more.
+        let ms = Duration::from_millis;
+        assert_eq!(ends, vec![(3, ms(30)), (3, ms(30)), (3, ms(60))]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn prefill_only_sequences_take_slots_and_no_tokens() {
+        // One decoding request, then two embeddings of 2 tokens (20 ms prefill each) behind it.
+        let (ends, gauges) = serve_on_one_gpu(1, &[(0, 2), (2, 0), (2, 0)]).await;
+        // One slot: the decode takes 20 ms, then each prefill 20 ms in turn, no decode step.
+        let ms = Duration::from_millis;
+        assert_eq!(ends, vec![(2, ms(20)), (0, ms(40)), (0, ms(60))]);
+        assert_eq!(gauges.generation_tokens.load(Ordering::SeqCst), 2);
     }
 }

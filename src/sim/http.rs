@@ -105,6 +105,7 @@ pub(super) async fn serve(listener: TcpListener, cfg: SimConfig, stop: Cancellat
     let router = Router::new()
         .route("/v1/completions", post(completions))
         .route("/v1/chat/completions", post(chat))
+        .route("/v1/embeddings", post(embeddings))
         .route("/", post(forefront))
         .route("/v1/forefront", post(forefront))
         .route("/v1/models", get(models))
@@ -168,6 +169,19 @@ fn error_response(status: StatusCode, message: &str, kind: &str) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
+/// vLLM's answer to an unknown model (`OpenAIServing._check_model`): the flat `ErrorResponse`
+/// shape, not OpenAI's `{"error": {...}}`, so clients see what a real vLLM server sends.
+fn model_not_found(model: &str) -> Response {
+    let body = json!({"object": "error", "message": format!("The model `{model}` does not exist."),
+        "type": "NotFoundError", "param": null, "code": 404});
+    (
+        StatusCode::NOT_FOUND,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
 impl AppState {
     fn authorized(&self, headers: &HeaderMap) -> bool {
         let Some(key) = &self.cfg.api_key else { return true };
@@ -200,6 +214,94 @@ impl AppState {
             }
         }
         *p
+    }
+
+    fn bad_request(&self, message: &str) -> Response {
+        self.counters.bad_request_400.fetch_add(1, Ordering::Relaxed);
+        error_response(StatusCode::BAD_REQUEST, message, "invalid_request_error")
+    }
+
+    /// Auth, power and a JSON object body: the checks every inference route makes first.
+    /// Each check below answers `Err` with the response to send (boxed: it is large).
+    fn request(&self, headers: &HeaderMap, body: &[u8]) -> Result<Value, Box<Response>> {
+        if !self.authorized(headers) {
+            return Err(Box::new(self.unauthorized()));
+        }
+        if let Some(resp) = self.unavailable() {
+            return Err(Box::new(resp));
+        }
+        match serde_json::from_slice(body) {
+            Ok(v @ Value::Object(_)) => Ok(v),
+            Ok(_) => Err(Box::new(self.bad_request("request body must be a JSON object"))),
+            Err(e) => Err(Box::new(self.bad_request(&format!("invalid JSON body: {e}")))),
+        }
+    }
+
+    /// The model name the answer carries: the one the request names, else the configured one.
+    /// When strict (`--served-model-name`), any other name gets vLLM's 404.
+    fn model_for(&self, req: &Value) -> Result<String, Box<Response>> {
+        match req.get("model").and_then(Value::as_str) {
+            None => Ok(self.cfg.model.clone()),
+            Some(m) if !self.cfg.strict_model || m == self.cfg.model => Ok(m.to_string()),
+            Some(m) => {
+                self.counters.not_found_404.fetch_add(1, Ordering::Relaxed);
+                Err(Box::new(model_not_found(m)))
+            }
+        }
+    }
+
+    /// Numbers the request and draws its fault and jitter from the seed. Returns the index and
+    /// the service-time multiplier, or the fault's answer.
+    fn draw(&self) -> Result<(u64, f64), Box<Response>> {
+        let n = self.arrivals.fetch_add(1, Ordering::SeqCst);
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(mix(self.cfg.seed, n));
+        let fault: f64 = rng.gen();
+        let jitter: f64 = rng.gen();
+        let c = &self.cfg;
+        if fault < c.fail_rate {
+            self.counters.failed_500.fetch_add(1, Ordering::Relaxed);
+            return Err(Box::new(error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "simulated internal error",
+                "server_error",
+            )));
+        }
+        if fault < c.fail_rate + c.throttle_rate {
+            self.counters.throttled_429.fetch_add(1, Ordering::Relaxed);
+            let mut resp = error_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                "simulated rate limit",
+                "rate_limit_error",
+            );
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(c.retry_after.as_secs().max(1)));
+            return Err(Box::new(resp));
+        }
+        if fault < c.fail_rate + c.throttle_rate + c.reset_rate {
+            self.counters.reset.fetch_add(1, Ordering::Relaxed);
+            let mut resp = StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            resp.extensions_mut().insert(ResetConnection);
+            return Err(Box::new(resp));
+        }
+        Ok((n, 1.0 + c.jitter * (2.0 * jitter - 1.0)))
+    }
+
+    fn no_gpu(&self) -> Response {
+        self.counters.unavailable_503.fetch_add(1, Ordering::Relaxed);
+        error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no GPU is active",
+            "service_unavailable",
+        )
+    }
+
+    fn aborted(&self) -> Response {
+        self.counters.aborted.fetch_add(1, Ordering::Relaxed);
+        error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "resource switched off during the request",
+            "service_unavailable",
+        )
     }
 
     fn unavailable(&self) -> Option<Response> {
@@ -306,97 +408,47 @@ fn token_text(request: u64, i: u32) -> String {
 }
 
 async fn infer(s: Arc<AppState>, api: Api, headers: HeaderMap, body: Bytes) -> Response {
-    if !s.authorized(&headers) {
-        return s.unauthorized();
-    }
-    if let Some(resp) = s.unavailable() {
-        return resp;
-    }
-    let bad = |s: &AppState, msg: String| {
-        s.counters.bad_request_400.fetch_add(1, Ordering::Relaxed);
-        error_response(StatusCode::BAD_REQUEST, &msg, "invalid_request_error")
-    };
-    let req: Value = match serde_json::from_slice(&body) {
-        Ok(v @ Value::Object(_)) => v,
-        Ok(_) => return bad(&s, "request body must be a JSON object".into()),
-        Err(e) => return bad(&s, format!("invalid JSON body: {e}")),
+    let req = match s.request(&headers, &body) {
+        Ok(v) => v,
+        Err(resp) => return *resp,
     };
     let prompt = match prompt_tokens(api, &req) {
         Ok(n) => n,
-        Err(e) => return bad(&s, e),
+        Err(e) => return s.bad_request(&e),
     };
     let max = match max_tokens(&req, s.cfg.default_max_tokens) {
         Ok(n) => n,
-        Err(e) => return bad(&s, e),
+        Err(e) => return s.bad_request(&e),
     };
-    if let Some(model) = req.get("model").and_then(Value::as_str) {
-        if model != s.cfg.model {
-            s.counters.not_found_404.fetch_add(1, Ordering::Relaxed);
-            let msg = format!(
-                "the model `{model}` does not exist; this server serves `{}`",
-                s.cfg.model
-            );
-            return error_response(StatusCode::NOT_FOUND, &msg, "invalid_request_error");
-        }
-    }
+    let model = match s.model_for(&req) {
+        Ok(m) => m,
+        Err(resp) => return *resp,
+    };
     let stream = api != Api::Forefront && req.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let include_usage = req
         .pointer("/stream_options/include_usage")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-
-    let n = s.arrivals.fetch_add(1, Ordering::SeqCst);
-    let mut rng = rand::rngs::SmallRng::seed_from_u64(mix(s.cfg.seed, n));
-    let fault: f64 = rng.gen();
-    let jitter: f64 = rng.gen();
-    let c = &s.cfg;
-    if fault < c.fail_rate {
-        s.counters.failed_500.fetch_add(1, Ordering::Relaxed);
-        return error_response(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "simulated internal error",
-            "server_error",
-        );
-    }
-    if fault < c.fail_rate + c.throttle_rate {
-        s.counters.throttled_429.fetch_add(1, Ordering::Relaxed);
-        let mut resp = error_response(
-            StatusCode::TOO_MANY_REQUESTS,
-            "simulated rate limit",
-            "rate_limit_error",
-        );
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(c.retry_after.as_secs().max(1)));
-        return resp;
-    }
-    if fault < c.fail_rate + c.throttle_rate + c.reset_rate {
-        s.counters.reset.fetch_add(1, Ordering::Relaxed);
-        let mut resp = StatusCode::INTERNAL_SERVER_ERROR.into_response();
-        resp.extensions_mut().insert(ResetConnection);
-        return resp;
-    }
+    let (n, mult) = match s.draw() {
+        Ok(v) => v,
+        Err(resp) => return *resp,
+    };
 
     let guard = InFlight::new(&s);
     let (tx, rx) = mpsc::unbounded_channel();
-    let mult = 1.0 + c.jitter * (2.0 * jitter - 1.0);
     if !s.cluster.submit(NewSeq {
         prompt_tokens: prompt,
         max_tokens: max,
         mult,
         events: tx,
     }) {
-        s.counters.unavailable_503.fetch_add(1, Ordering::Relaxed);
-        return error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no GPU is active",
-            "service_unavailable",
-        );
+        return s.no_gpu();
     }
     s.counters.prompt_tokens.fetch_add(u64::from(prompt), Ordering::Relaxed);
     let meta = Meta {
         api,
         id: format!("{}-sim-{n}", if api == Api::Chat { "chatcmpl" } else { "cmpl" }),
-        model: s.cfg.model.clone(),
+        model,
         created: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         request: n,
         prompt_tokens: prompt,
@@ -425,14 +477,7 @@ async fn infer(s: Arc<AppState>, api: Api, headers: HeaderMap, body: Bytes) -> R
     while let Some(ev) = rx.recv().await {
         match ev {
             Event::Token => produced += 1,
-            Event::Aborted => {
-                s.counters.aborted.fetch_add(1, Ordering::Relaxed);
-                return error_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "resource switched off during the request",
-                    "service_unavailable",
-                );
-            }
+            Event::Aborted => return s.aborted(),
         }
     }
     drop(guard);
@@ -449,6 +494,192 @@ async fn infer(s: Arc<AppState>, api: Api, headers: HeaderMap, body: Bytes) -> R
         Api::Forefront => json!({"result": [{"completion": text}], "model": meta.model, "usage": usage}),
     };
     ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+/// One input of an embeddings request: its token count (the simulator's token rule) and a
+/// fingerprint of its content, from which its vector is derived.
+#[derive(Debug, PartialEq, Eq)]
+struct EmbeddingInput {
+    tokens: u32,
+    key: u64,
+}
+
+/// Inputs per request, as OpenAI limits them; more is a 400, not an unbounded allocation.
+const MAX_EMBEDDING_INPUTS: usize = 2048;
+
+/// FNV-1a: a content hash that, unlike `DefaultHasher`, is fixed across Rust versions, so an
+/// input's vector never changes between builds.
+fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes.into_iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+fn text_input(s: &str) -> Result<EmbeddingInput, String> {
+    if s.is_empty() {
+        return Err("\"input\" must not contain an empty string".into());
+    }
+    Ok(EmbeddingInput {
+        tokens: words(s),
+        key: fnv1a(s.bytes()),
+    })
+}
+
+fn token_input(ids: &[Value]) -> Result<EmbeddingInput, String> {
+    if ids.is_empty() {
+        return Err("\"input\" must not contain an empty token array".into());
+    }
+    let ids: Vec<u64> = ids
+        .iter()
+        .map(|v| v.as_u64().ok_or("token ids must be non-negative integers"))
+        .collect::<Result<_, _>>()?;
+    Ok(EmbeddingInput {
+        tokens: u32::try_from(ids.len()).unwrap_or(u32::MAX),
+        // Tagged so that the ids [104, 105] and the text "hi" (bytes 104, 105) differ.
+        key: fnv1a(std::iter::once(b't').chain(ids.iter().flat_map(|id| id.to_le_bytes()))),
+    })
+}
+
+/// `input`: a string, an array of strings, an array of token ids, or an array of such arrays.
+fn embedding_inputs(body: &Value) -> Result<Vec<EmbeddingInput>, String> {
+    let inputs = match body.get("input") {
+        Some(Value::String(s)) => vec![text_input(s)?],
+        Some(Value::Array(items)) if items.is_empty() => return Err("\"input\" must not be empty".into()),
+        Some(Value::Array(items)) if items.iter().all(Value::is_number) => vec![token_input(items)?],
+        Some(Value::Array(items)) if items.iter().all(Value::is_string) => items
+            .iter()
+            .map(|item| text_input(item.as_str().unwrap_or_default()))
+            .collect::<Result<_, _>>()?,
+        Some(Value::Array(items)) if items.iter().all(Value::is_array) => items
+            .iter()
+            .map(|item| token_input(item.as_array().map_or(&[][..], Vec::as_slice)))
+            .collect::<Result<_, _>>()?,
+        Some(Value::Array(_)) => {
+            return Err("\"input\" items must be all strings, all token ids or all token arrays".into())
+        }
+        Some(_) => return Err("\"input\" must be a string or an array".into()),
+        None => return Err("missing \"input\"".into()),
+    };
+    if inputs.len() > MAX_EMBEDDING_INPUTS {
+        return Err(format!(
+            "\"input\" has {} items; at most {MAX_EMBEDDING_INPUTS}",
+            inputs.len()
+        ));
+    }
+    Ok(inputs)
+}
+
+/// A unit-length vector of `dims` floats derived from the input's fingerprint alone, so the
+/// same input gets the same vector from any simulator, seed or request order.
+fn embedding_vector(key: u64, dims: usize) -> Vec<f32> {
+    let raw: Vec<f64> = (0..dims as u64)
+        // The top 53 bits as a uniform draw in [-1, 1).
+        .map(|i| (mix(key, i) >> 11) as f64 / (1u64 << 52) as f64 - 1.0)
+        .collect();
+    let norm = raw.iter().map(|x| x * x).sum::<f64>().sqrt();
+    raw.iter()
+        .map(|x| if norm > 0.0 { (x / norm) as f32 } else { 0.0 })
+        .collect()
+}
+
+/// Standard base64 of little-endian f32s: OpenAI's `encoding_format: "base64"`, which the
+/// official Python client asks for by default. A dozen lines rather than a dependency.
+fn base64_f32(v: &[f32]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let bytes: Vec<u8> = v.iter().flat_map(|f| f.to_le_bytes()).collect();
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> shift) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// `POST /v1/embeddings`. Each input is one prefill-only sequence on the GPUs (as vLLM turns
+/// each input into its own engine request), so embeddings share batch slots and queues with
+/// generation and cost `prefill_ms_per_1k` per 1,000 input tokens.
+async fn embeddings(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let req = match s.request(&headers, &body) {
+        Ok(v) => v,
+        Err(resp) => return *resp,
+    };
+    let inputs = match embedding_inputs(&req) {
+        Ok(v) => v,
+        Err(e) => return s.bad_request(&e),
+    };
+    let dims = match req.get("dimensions").filter(|v| !v.is_null()) {
+        None => s.cfg.embedding_dim,
+        Some(v) => match v.as_u64() {
+            Some(d) if d >= 1 && d <= s.cfg.embedding_dim as u64 => d as usize,
+            _ => {
+                let msg = format!(
+                    "dimensions must be an integer from 1 to {}, got {v}",
+                    s.cfg.embedding_dim
+                );
+                return s.bad_request(&msg);
+            }
+        },
+    };
+    let base64 = match req.get("encoding_format").filter(|v| !v.is_null()) {
+        None => false,
+        Some(v) if v == "float" => false,
+        Some(v) if v == "base64" => true,
+        Some(v) => return s.bad_request(&format!("encoding_format must be \"float\" or \"base64\", got {v}")),
+    };
+    let model = match s.model_for(&req) {
+        Ok(m) => m,
+        Err(resp) => return *resp,
+    };
+    let (_, mult) = match s.draw() {
+        Ok(v) => v,
+        Err(resp) => return *resp,
+    };
+
+    let guard = InFlight::new(&s);
+    let mut answers = Vec::with_capacity(inputs.len());
+    for input in &inputs {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let seq = NewSeq {
+            prompt_tokens: input.tokens,
+            max_tokens: 0,
+            mult,
+            events: tx,
+        };
+        // Sequences already submitted finish on their own; their answers are simply dropped.
+        if !s.cluster.submit(seq) {
+            return s.no_gpu();
+        }
+        answers.push(rx);
+    }
+    let total = inputs.iter().map(|i| u64::from(i.tokens)).sum::<u64>();
+    s.counters.prompt_tokens.fetch_add(total, Ordering::Relaxed);
+    for mut rx in answers {
+        // A prefill-only sequence sends nothing and closes its channel when done.
+        if let Some(Event::Aborted) = rx.recv().await {
+            return s.aborted();
+        }
+    }
+    drop(guard);
+    s.counters.ok.fetch_add(1, Ordering::Relaxed);
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, input)| {
+            let v = embedding_vector(input.key, dims);
+            let embedding = if base64 { json!(base64_f32(&v)) } else { json!(v) };
+            json!({"object": "embedding", "index": i, "embedding": embedding})
+        })
+        .collect();
+    let body = json!({"object": "list", "data": data, "model": model,
+        "usage": {"prompt_tokens": total, "total_tokens": total}});
+    json_ok(&body)
 }
 
 struct Meta {
@@ -739,6 +970,46 @@ mod tests {
         assert_eq!(max_tokens(&json!({"max_completion_tokens": 4}), 16), Ok(4));
         assert!(max_tokens(&json!({"max_tokens": 0}), 16).is_err());
         assert!(max_tokens(&json!({"max_tokens": "9"}), 16).is_err());
+    }
+
+    #[test]
+    fn embedding_inputs_and_vectors() {
+        let tokens =
+            |v: Value| embedding_inputs(&json!({ "input": v })).map(|i| i.iter().map(|x| x.tokens).collect::<Vec<_>>());
+        assert_eq!(tokens(json!("a b c")), Ok(vec![3]));
+        assert_eq!(tokens(json!(["a", "b c"])), Ok(vec![1, 2]));
+        assert_eq!(tokens(json!([7, 8, 9])), Ok(vec![3]));
+        assert_eq!(tokens(json!([[7], [8, 9]])), Ok(vec![1, 2]));
+        for bad in [
+            json!(""),
+            json!([]),
+            json!([[]]),
+            json!([1.5]),
+            json!(["a", [1]]),
+            json!({"a": 1}),
+        ] {
+            assert!(tokens(bad.clone()).is_err(), "{bad}");
+        }
+        assert!(tokens(json!(vec!["x"; MAX_EMBEDDING_INPUTS + 1])).is_err());
+        // Text and the ids of its bytes are different inputs.
+        let key = |v: Value| embedding_inputs(&json!({ "input": v })).unwrap()[0].key;
+        assert_ne!(key(json!("hi")), key(json!([104, 105])));
+        assert_eq!(key(json!("hi")), key(json!(["hi"])));
+
+        let v = embedding_vector(42, 16);
+        assert_eq!(v, embedding_vector(42, 16));
+        assert_ne!(v, embedding_vector(43, 16));
+        let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-5, "{norm}");
+    }
+
+    #[test]
+    fn base64_of_floats() {
+        // 1.0f32 is 00 00 80 3f little-endian.
+        assert_eq!(base64_f32(&[1.0]), "AACAPw==");
+        assert_eq!(base64_f32(&[1.0, -2.0]), "AACAPwAAAMA=");
+        assert_eq!(base64_f32(&[1.0, -2.0, 0.5]), "AACAPwAAAMAAAAA/");
+        assert_eq!(base64_f32(&[]), "");
     }
 
     #[test]

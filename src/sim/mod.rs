@@ -23,7 +23,13 @@ pub struct SimConfig {
     pub seed: u64,
     /// Output tokens when the request body sets no `max_tokens`.
     pub default_max_tokens: u32,
+    /// The model `/v1/models` lists and answers name when a request names none.
     pub model: String,
+    /// Answer a request naming any other model with vLLM's 404 (`--served-model-name`);
+    /// otherwise every name is served, as the simulator stands in for the user's endpoint.
+    pub strict_model: bool,
+    /// Floats in each `/v1/embeddings` vector.
+    pub embedding_dim: usize,
     pub fail_rate: f64,
     pub throttle_rate: f64,
     pub reset_rate: f64,
@@ -50,6 +56,8 @@ impl Default for SimConfig {
             seed: 1,
             default_max_tokens: 16,
             model: "sizeup-sim".to_string(),
+            strict_model: false,
+            embedding_dim: 16,
             fail_rate: 0.0,
             throttle_rate: 0.0,
             reset_rate: 0.0,

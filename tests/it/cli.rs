@@ -4,7 +4,7 @@ use crate::util::sizeup;
 
 #[test]
 fn help_for_every_command_teaches_with_examples() {
-    for cmd in ["sim", "sweep", "plan", "run", "auto"] {
+    for cmd in ["sim", "sweep", "plan", "run", "auto", "completions", "man"] {
         let out = sizeup().args([cmd, "--help"]).output().unwrap();
         assert!(out.status.success(), "{cmd} --help");
         let text = String::from_utf8_lossy(&out.stdout);
@@ -51,7 +51,52 @@ fn bad_flags_exit_2_with_a_hint() {
 fn version() {
     let out = sizeup().arg("--version").output().unwrap();
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("sizeup "));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with(&format!("sizeup {}", env!("CARGO_PKG_VERSION"))),
+        "{text}"
+    );
+}
+
+#[test]
+fn completions_and_man_pages() {
+    let stdout = |args: &[&str]| {
+        let out = sizeup().args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("UTF-8")
+    };
+    let bash = stdout(&["completions", "bash"]);
+    assert!(bash.contains("_sizeup"), "{bash}");
+    assert!(bash.contains("--served-model-name"), "every flag completes");
+    assert!(stdout(&["completions", "zsh"]).starts_with("#compdef sizeup"));
+    assert!(stdout(&["completions", "fish"]).contains("complete -c sizeup"));
+    assert!(stdout(&["completions", "powershell"]).contains("Register-ArgumentCompleter"));
+
+    let man = stdout(&["man"]);
+    assert!(man.starts_with(".TH") || man.starts_with(".ie"), "{man}");
+    assert!(man.contains(".TH sizeup 1"), "{man}");
+    let sweep = stdout(&["man", "sweep"]);
+    assert!(
+        sweep.contains(".TH sizeup-sweep 1") && sweep.contains("concurrency"),
+        "{sweep}"
+    );
+
+    let out = sizeup().args(["man", "nope"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("hint: pick one of: sim, sweep"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let pages = dir.path().join("man1");
+    let out = sizeup().args(["man", "--dir"]).arg(&pages).output().unwrap();
+    assert!(out.status.success() && out.stdout.is_empty(), "{out:?}");
+    for page in ["sizeup.1", "sizeup-sweep.1", "sizeup-run.1"] {
+        let text = std::fs::read_to_string(pages.join(page)).unwrap_or_else(|e| panic!("{page}: {e}"));
+        assert!(text.contains(".SH OPTIONS"), "{page}");
+    }
 }
 
 #[test]

@@ -1513,7 +1513,13 @@ async fn plan_sets_concurrency_and_concurrency_flag_overrides_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_errors_fail_at_once_and_resume_retries_only_failures() {
-    let sim = SimHandle::start(sim_cfg(1, 8, 2.0)).await.expect("sim");
+    // Strict about the model name (`--served-model-name`), so the unknown model answers 404.
+    let sim = SimHandle::start(SimConfig {
+        strict_model: true,
+        ..sim_cfg(1, 8, 2.0)
+    })
+    .await
+    .expect("sim");
     let url = sim.url();
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("jobs.jsonl");

@@ -807,13 +807,11 @@ async fn json_answers_and_validation() {
     let ids: Vec<_> = v["data"].as_array().unwrap().iter().map(|m| m["id"].clone()).collect();
     assert_eq!(ids, vec![json!("test-model")]);
 
-    let wrong = json!({"model": "gpt-nope", "prompt": "x", "max_tokens": 1});
-    let resp = post_json(&c, format!("{u}/v1/completions"), &wrong).await;
-    assert_eq!(resp.status(), 404);
-    assert!(json_of(resp).await["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("gpt-nope"));
+    // Any model is served (the simulator stands in for the user's endpoint) and echoed back.
+    let other = json!({"model": "meta-llama/Llama-3.1-8B-Instruct", "prompt": "x", "max_tokens": 1});
+    let resp = post_json(&c, format!("{u}/v1/completions"), &other).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(json_of(resp).await["model"], "meta-llama/Llama-3.1-8B-Instruct");
     let resp = c
         .post(format!("{u}/v1/completions"))
         .header("content-type", "application/json")
@@ -837,10 +835,10 @@ async fn json_answers_and_validation() {
     assert_eq!(resp.status(), 400, "chat without messages");
 
     let m = metrics_text(&c, &h).await;
-    assert_eq!(metric(&m, "sizeup_sim_requests_total{outcome=\"ok\"}"), 5.0, "{m}");
+    assert_eq!(metric(&m, "sizeup_sim_requests_total{outcome=\"ok\"}"), 6.0, "{m}");
     assert_eq!(
         metric(&m, "sizeup_sim_requests_total{outcome=\"not_found_404\"}"),
-        1.0,
+        0.0,
         "{m}"
     );
     assert_eq!(
@@ -1002,5 +1000,251 @@ async fn disconnect_mid_stream_frees_the_slot() {
     assert_eq!(metric(&m, "sizeup_sim_cancelled_total"), 2.0, "{m}");
     assert_eq!(metric(&m, "sizeup_sim_requests_in_flight"), 0.0, "{m}");
     assert_eq!(metric(&m, "sizeup_sim_requests_total{outcome=\"ok\"}"), 2.0, "{m}");
+    h.shutdown().await;
+}
+
+// 10. --served-model-name: strict, with vLLM's exact 404 for any other model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn served_model_name_is_strict_like_vllm() {
+    let c = client();
+    let h = start(SimConfig {
+        model: "served".into(),
+        strict_model: true,
+        ..quick_config()
+    })
+    .await;
+    let u = h.url();
+    let v = json_of(c.get(format!("{u}/v1/models")).send().await.unwrap()).await;
+    assert_eq!(v["data"][0]["id"], "served", "{v}");
+    for (path, body) in [
+        (
+            "/v1/completions",
+            json!({"model": "served", "prompt": "a b", "max_tokens": 2}),
+        ),
+        ("/v1/completions", json!({"prompt": "no model named", "max_tokens": 2})),
+        (
+            "/v1/chat/completions",
+            json!({"model": "served", "messages": [{"role": "user", "content": "hi"}]}),
+        ),
+        ("/v1/embeddings", json!({"model": "served", "input": "hi"})),
+    ] {
+        let resp = post_json(&c, format!("{u}{path}"), &body).await;
+        assert_eq!(resp.status(), 200, "{path} {body}");
+        assert_eq!(json_of(resp).await["model"], "served", "{path} {body}");
+    }
+    for (path, body) in [
+        (
+            "/v1/completions",
+            json!({"model": "gpt-nope", "prompt": "x", "max_tokens": 1}),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "gpt-nope", "messages": [{"role": "user", "content": "x"}]}),
+        ),
+        ("/v1/embeddings", json!({"model": "gpt-nope", "input": "x"})),
+    ] {
+        let resp = post_json(&c, format!("{u}{path}"), &body).await;
+        assert_eq!(resp.status(), 404, "{path}");
+        assert_eq!(
+            json_of(resp).await,
+            json!({"object": "error", "message": "The model `gpt-nope` does not exist.",
+                "type": "NotFoundError", "param": null, "code": 404}),
+            "{path}"
+        );
+    }
+    let m = metrics_text(&c, &h).await;
+    assert_eq!(
+        metric(&m, "sizeup_sim_requests_total{outcome=\"not_found_404\"}"),
+        3.0,
+        "{m}"
+    );
+    assert_eq!(metric(&m, "sizeup_sim_requests_total{outcome=\"ok\"}"), 4.0, "{m}");
+    h.shutdown().await;
+}
+
+// 11. Embeddings: OpenAI's shape, one deterministic unit vector per input, usage by input tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embeddings_shape_dimensions_and_usage() {
+    let c = client();
+    let h = start(SimConfig {
+        embedding_dim: 24,
+        ..quick_config()
+    })
+    .await;
+    let u = format!("{}/v1/embeddings", h.url());
+    let vector = |v: &Value, i: usize| -> Vec<f64> {
+        v["data"][i]["embedding"]
+            .as_array()
+            .unwrap_or_else(|| panic!("embedding {i} is an array: {v}"))
+            .iter()
+            .map(|x| x.as_f64().expect("a float"))
+            .collect()
+    };
+
+    let one = json_of(
+        post_json(
+            &c,
+            u.clone(),
+            &json!({"model": "any-embedder", "input": "the quick brown fox"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(one["object"], "list", "{one}");
+    assert_eq!(one["model"], "any-embedder", "{one}");
+    assert_eq!(one["usage"], json!({"prompt_tokens": 4, "total_tokens": 4}), "{one}");
+    assert_eq!(one["data"].as_array().unwrap().len(), 1, "{one}");
+    assert_eq!(one["data"][0]["object"], "embedding");
+    assert_eq!(one["data"][0]["index"], 0);
+    let fox = vector(&one, 0);
+    assert_eq!(fox.len(), 24);
+    let norm: f64 = fox.iter().map(|x| x * x).sum::<f64>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-4, "unit length, got {norm}");
+
+    // A list: one vector per input, in order; the same text gets the same vector.
+    let many = json!({"input": ["a b", "the quick brown fox", "a b"]});
+    let v = json_of(post_json(&c, u.clone(), &many).await).await;
+    assert_eq!(v["usage"], json!({"prompt_tokens": 8, "total_tokens": 8}), "{v}");
+    assert_eq!(v["model"], "sizeup-sim", "no model named: the configured one");
+    let idx: Vec<_> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["index"].clone())
+        .collect();
+    assert_eq!(idx, vec![json!(0), json!(1), json!(2)]);
+    assert_eq!(vector(&v, 1), fox, "deterministic across requests");
+    assert_eq!(vector(&v, 0), vector(&v, 2));
+    assert_ne!(vector(&v, 0), fox);
+
+    // Token ids count one token each, alone or in a list.
+    let v = json_of(post_json(&c, u.clone(), &json!({"input": [1, 2, 3]})).await).await;
+    assert_eq!(v["usage"]["prompt_tokens"], 3, "{v}");
+    assert_eq!(v["data"].as_array().unwrap().len(), 1, "{v}");
+    let v = json_of(post_json(&c, u.clone(), &json!({"input": [[1, 2], [3, 4, 5]]})).await).await;
+    assert_eq!(v["usage"]["prompt_tokens"], 5, "{v}");
+    assert_eq!(v["data"].as_array().unwrap().len(), 2, "{v}");
+
+    // `dimensions` shortens, and base64 carries the same floats as little-endian f32s.
+    let v = json_of(post_json(&c, u.clone(), &json!({"input": "x", "dimensions": 4})).await).await;
+    assert_eq!(vector(&v, 0).len(), 4, "{v}");
+    let b = json_of(
+        post_json(
+            &c,
+            u.clone(),
+            &json!({"input": "the quick brown fox", "encoding_format": "base64"}),
+        )
+        .await,
+    )
+    .await;
+    let text = b["data"][0]["embedding"].as_str().expect("base64 string");
+    // 24 floats x 4 bytes = 96 bytes = 128 base64 characters, no padding.
+    assert_eq!(text.len(), 128, "{text}");
+    assert!(
+        text.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/'),
+        "{text}"
+    );
+
+    for bad in [
+        json!({}),
+        json!({"input": ""}),
+        json!({"input": []}),
+        json!({"input": [[]]}),
+        json!({"input": 5}),
+        json!({"input": ["a", 1]}),
+        json!({"input": [-1]}),
+        json!({"input": "x", "dimensions": 25}),
+        json!({"input": "x", "dimensions": 0}),
+        json!({"input": "x", "encoding_format": "int8"}),
+    ] {
+        let resp = post_json(&c, u.clone(), &bad).await;
+        assert_eq!(resp.status(), 400, "{bad}");
+        assert!(json_of(resp).await["error"]["message"].is_string(), "{bad}");
+    }
+    let m = metrics_text(&c, &h).await;
+    assert_eq!(metric(&m, "sizeup_sim_requests_total{outcome=\"ok\"}"), 6.0, "{m}");
+    assert_eq!(
+        metric(&m, "sizeup_sim_requests_total{outcome=\"bad_request_400\"}"),
+        10.0,
+        "{m}"
+    );
+    // 4 + 8 + 3 + 5 + 1 + 4 input tokens over the six answered requests.
+    assert_eq!(metric(&m, "sizeup_sim_prompt_tokens_total"), 25.0, "{m}");
+    assert_eq!(
+        metric(&m, "sizeup_sim_generation_tokens_total"),
+        0.0,
+        "embeddings generate nothing: {m}"
+    );
+    h.shutdown().await;
+}
+
+// 12. Embeddings take batch slots like any sequence: with one slot they run one after another,
+//     behind a generation request holding it. Only lower bounds on time, which load cannot break.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embeddings_wait_for_batch_slots() {
+    let _lock = TIMING.lock().await;
+    // One slot; 2 input tokens x 75 ms per token = 150 ms of prefill per embedding.
+    let h = start(SimConfig {
+        params: params(1, 20.0, 0.0, 75_000.0),
+        ..quick_config()
+    })
+    .await;
+    let c = client();
+    let u = h.url();
+    let started = Instant::now();
+    // 10 tokens x 20 ms: the slot is busy for 200 ms (plus a 0-token prompt's prefill).
+    let gen = {
+        let c = c.clone();
+        let u = u.clone();
+        tokio::spawn(async move {
+            let v = json_of(
+                post_json(
+                    &c,
+                    format!("{u}/v1/completions"),
+                    &json!({"prompt": "", "max_tokens": 10}),
+                )
+                .await,
+            )
+            .await;
+            (v, started.elapsed())
+        })
+    };
+    // The generation holds the slot before any embedding is sent, so they queue behind it.
+    while metric(&metrics_text(&c, &h).await, "sizeup_sim_requests_running") < 1.0 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let embeds: Vec<_> = (0..3)
+        .map(|_| {
+            let c = c.clone();
+            let u = u.clone();
+            tokio::spawn(async move {
+                let resp = post_json(&c, format!("{u}/v1/embeddings"), &json!({"input": "two words"})).await;
+                assert_eq!(resp.status(), 200);
+                started.elapsed()
+            })
+        })
+        .collect();
+    let (gv, gen_done) = gen.await.unwrap();
+    assert_eq!(gv["usage"]["completion_tokens"], 10, "{gv}");
+    let mut ends = Vec::new();
+    for e in embeds {
+        ends.push(e.await.unwrap());
+    }
+    ends.sort();
+    // Serialized behind the generation: the k-th embedding ends no earlier than 200 + k x 150 ms
+    // (slack for the scheduler's early delivery: at most half a millisecond per hand-over).
+    for (k, end) in ends.iter().enumerate() {
+        let floor = Duration::from_millis(200 + 150 * (k as u64 + 1) - 5);
+        assert!(*end >= floor, "embedding {k} ended at {end:?}, before {floor:?}: it did not wait for a slot ({ends:?}, generation {gen_done:?})");
+    }
+    let m = metrics_text(&c, &h).await;
+    assert_eq!(
+        metric(&m, "sizeup_sim_requests_in_flight_max"),
+        4.0,
+        "all four were in flight at once: {m}"
+    );
+    assert_eq!(metric(&m, "sizeup_sim_requests_running"), 0.0, "{m}");
+    assert_eq!(metric(&m, "sizeup_sim_requests_total{outcome=\"ok\"}"), 4.0, "{m}");
     h.shutdown().await;
 }
