@@ -73,7 +73,7 @@ fn api_of_line(line: &[u8]) -> Option<Api> {
 const NAMED: usize = 5;
 
 /// Reads a JSONL-shaped input once and returns the API its lines name. `Err` names the lines
-/// when they disagree. Text and CSV prompts name none.
+/// when they disagree, starting with the first line that departs from the majority (`N: ...`). Text and CSV prompts name none.
 pub fn detect_api(src: impl Read, format: Format) -> Result<Detected, String> {
     if matches!(format, Format::Csv | Format::Text) {
         return Ok(Detected::Unknown);
@@ -116,8 +116,10 @@ pub fn detect_api(src: impl Read, format: Format) -> Result<Detected, String> {
                     format!("{n} line(s) for {} (lines {}{more})", api.path(), list.join(", "))
                 })
                 .collect();
+            // The first line of the smaller groups: where the file departs from its majority.
+            let first_odd = seen[1..].iter().map(|(_, _, l)| l[0]).min().unwrap_or(0);
             Err(format!(
-                "the input mixes APIs: {}; one file must use one endpoint (as OpenAI's Batch API requires)",
+                "{first_odd}: the input mixes APIs: {}; one file must use one endpoint (as OpenAI's Batch API requires)",
                 parts.join("; ")
             ))
         }
@@ -181,6 +183,7 @@ mod tests {
         let comp = r#"{"custom_id":"b","url":"/v1/completions","body":{"prompt":"x"}}"#;
         let text = [chat, chat, comp, chat].join("\n");
         let err = detect(&text).unwrap_err();
+        assert!(err.starts_with("3: "), "{err}");
         assert!(
             err.contains("3 line(s) for /v1/chat/completions (lines 1, 2, 4)"),
             "{err}"

@@ -46,7 +46,7 @@ pub fn resolve_api(e: &mut EndpointArgs, input: Option<&Path>, format: Option<Fo
             Ok(Detected::Unknown) => Api::Completions,
             Err(msg) => {
                 return Err(usage_error(
-                    format!("{}: {msg}", path.display()),
+                    format!("{}:{msg}", path.display()),
                     Some("split the file by endpoint and run each part on its own".into()),
                 ))
             }

@@ -36,6 +36,7 @@ async fn every_bad_file_exits_2_naming_file_and_line_and_sends_nothing() {
         (bad("bom_bad.jsonl"), vec![":3:"]),
         (bad("no_prompt.csv"), vec!["prompt"]),
         (bad("wrong_url.jsonl"), vec![":2:", "/v1/embeddings"]),
+        (bad("mixed-url.jsonl"), vec![":3:", "/v1/completions", "lines 1, 2, 4"]),
         (big.clone(), vec![":1:"]),
     ];
     for (input, wants) in cases {

@@ -25,6 +25,7 @@ fn plan_file(dir: &std::path::Path, gpus: u32, per_gpu: u32, rpm_per_gpu: f64) -
 fn strict_sim(model: &str) -> sizeup::sim::SimConfig {
     sizeup::sim::SimConfig {
         model: model.to_string(),
+        strict_model: true,
         ..fast_sim(1, 8, 1.0, 0.0)
     }
 }
@@ -257,4 +258,177 @@ fn no_level_with_data_exits_1_and_names_the_fix() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("raise --max-duration"), "{stderr}");
+}
+
+/// `n` embedding lines of an OpenAI Batch file.
+fn embeddings_file(path: &std::path::Path, n: usize) {
+    let mut text = String::new();
+    for i in 0..n {
+        text.push_str(&format!(
+            "{{\"custom_id\":\"e{i}\",\"method\":\"POST\",\"url\":\"/v1/embeddings\",\"body\":{{\"model\":\"text-embedding-3-small\",\"input\":\"document number {i} about batch sizing\"}}}}\n"
+        ));
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+/// Every line of `input` answered 200 once in `output`.
+fn assert_all_answered(output: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(output)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ids: std::collections::BTreeSet<&str> = lines.iter().map(|v| v["custom_id"].as_str().unwrap()).collect();
+    assert_eq!((lines.len(), ids.len()), (n, n), "each line once");
+    assert!(
+        lines.iter().all(|v| v["response"]["status_code"] == 200),
+        "all answered 200"
+    );
+    lines
+}
+
+#[test]
+fn a_users_chat_batch_file_runs_with_no_other_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("chat.jsonl");
+    chat_file(&input, 300, "gpt-4o-mini");
+    let o = crate::util::sizeup()
+        .args(["run", "--concurrency", "4", "--decode-step-ms", "1", "--input"])
+        .arg(&input)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("using --api chat"),
+        "says where the API came from: {stderr}"
+    );
+    let lines = assert_all_answered(&dir.path().join("chat.output.jsonl"), 300);
+    assert_eq!(
+        lines[0]["response"]["body"]["model"], "gpt-4o-mini",
+        "the simulator serves the file's model"
+    );
+    assert_eq!(lines[0]["response"]["body"]["object"], "chat.completion");
+
+    let out = dir.path().join("auto");
+    let o = crate::util::sizeup()
+        .args([
+            "auto",
+            "--target-rpm",
+            "5000",
+            "--yes",
+            "--warmup",
+            "0s",
+            "--max-duration",
+            "3s",
+        ])
+        .args(["--decode-step-ms", "1", "--input"])
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_all_answered(&out.join("output.jsonl"), 300);
+}
+
+#[test]
+fn an_embeddings_batch_file_runs_and_sweeps() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("embed.jsonl");
+    embeddings_file(&input, 200);
+    let o = crate::util::sizeup()
+        .args(["run", "--concurrency", "8", "--input"])
+        .arg(&input)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("using --api embeddings"), "{stderr}");
+    let lines = assert_all_answered(&dir.path().join("embed.output.jsonl"), 200);
+    let body = &lines[0]["response"]["body"];
+    assert_eq!(body["object"], "list");
+    assert_eq!(body["data"][0]["embedding"].as_array().unwrap().len(), 16, "{body}");
+    assert!(body["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+
+    let out = dir.path().join("sweep");
+    let o = crate::util::sizeup()
+        .args([
+            "sweep",
+            "--concurrency",
+            "1,4",
+            "--warmup",
+            "0s",
+            "--max-duration",
+            "2s",
+            "--ci-width",
+            "0.5",
+        ])
+        .args(["--min-requests", "10", "--prefill-ms-per-1k", "500", "--input"])
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    let summary = read_json(&out.join("summary.json"));
+    assert_eq!(summary["api"], "embeddings", "{summary:#}");
+    for level in summary["levels"].as_array().unwrap() {
+        assert!(level["rpm"].as_f64().unwrap() > 0.0, "{level}");
+        assert!(
+            level["input_tokens_per_s"].as_f64().unwrap() > 0.0,
+            "input tokens are the figure: {level}"
+        );
+        assert!(level["ttft_p50_ms"].is_null(), "no TTFT for embeddings: {level}");
+    }
+    let o = crate::util::sizeup()
+        .args([
+            "auto",
+            "--target-rpm",
+            "3000",
+            "--yes",
+            "--warmup",
+            "0s",
+            "--max-duration",
+            "2s",
+            "--input",
+        ])
+        .arg(&input)
+        .arg("--out")
+        .arg(dir.path().join("auto"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_all_answered(&dir.path().join("auto/output.jsonl"), 200);
+}
+
+#[test]
+fn a_file_mixing_endpoints_exits_2_naming_the_lines() {
+    let input = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/bad/mixed-url.jsonl");
+    for cmd in [
+        vec!["run", "--concurrency", "2"],
+        vec!["sweep"],
+        vec!["auto", "--target-rpm", "100", "--yes"],
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let o = crate::util::sizeup()
+            .args(&cmd)
+            .arg("--input")
+            .arg(&input)
+            .arg(if cmd[0] == "run" { "--output" } else { "--out" })
+            .arg(dir.path().join("x"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{cmd:?}: {stderr}");
+        assert!(
+            stderr.contains("mixed-url.jsonl:3: the input mixes APIs"),
+            "{cmd:?}: {stderr}"
+        );
+        assert!(
+            stderr.contains("(lines 1, 2, 4)") && stderr.contains("(lines 3)"),
+            "{cmd:?}: {stderr}"
+        );
+    }
 }
