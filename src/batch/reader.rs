@@ -3,6 +3,9 @@
 //! Every format is read incrementally through one reusable buffer, so memory
 //! stays flat in the file size: a 10 GB input costs the same as a 10 KB one,
 //! apart from the set of seen `custom_id`s used for duplicate detection.
+//!
+//! Long because: four input formats share one line buffer, one issue type and one validation
+//! pass; each format's reader is short, and together they are the input contract.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;

@@ -1,6 +1,9 @@
 //! Speaks to an OpenAI-compatible endpoint. Every request ends as an [`Outcome`]: a failed
 //! request is data (its class, status and message), never an `Err` and never a panic, so one
 //! bad answer cannot stop a load. Knows nothing of the simulator.
+//!
+//! Long because: the request, its streamed and whole answers, error bodies in five server
+//! dialects and usage from two fields are one protocol; the SSE decoder already lives apart.
 
 pub mod sse;
 

@@ -70,7 +70,7 @@ pub async fn run(mut args: AutoArgs, interrupt: Stop) -> anyhow::Result<ExitStat
             stream,
             model,
         };
-        let workload = Arc::new(Workload::sampled(&args.input, format, args.sample, spec)?);
+        let workload = Arc::new(Workload::sampled(&args.input, format, args.sample, args.sim.seed, spec)?);
         let client = Arc::new(target.client(&args.endpoint, max_level(&settings.levels))?);
         ui::info(format!("sweep: sampling {} requests of {}", args.sample.min(requests as usize), args.input.display()));
         let swept = measure(&settings, client, workload.clone(), &out, &target, interrupt.drain.clone()).await?;

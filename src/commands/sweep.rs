@@ -26,6 +26,7 @@ pub async fn run(mut args: SweepArgs, interrupt: CancellationToken) -> anyhow::R
         let model = target.model(&args.endpoint).await?;
         let workload = Arc::new(workload_from(
             &args.workload,
+            args.sim.seed,
             args.endpoint.api,
             args.endpoint.max_tokens_field,
             stream,

@@ -101,7 +101,10 @@ impl Streak {
     /// Counts one final outcome; true when the last `limit` all failed the same way.
     pub fn record(&mut self, failure: Option<(FailKind, Option<&serde_json::Value>)>) -> bool {
         let signature = match failure {
-            Some((FailKind::Http(code), body)) if !FailKind::Http(code).retryable() => (code, error_type(body)),
+            // 401/403 have their own stop, with the credential hint.
+            Some((FailKind::Http(code), body)) if !FailKind::Http(code).retryable() && !matches!(code, 401 | 403) => {
+                (code, error_type(body))
+            }
             // A success, a transport failure or a retryable status breaks the run.
             _ => {
                 self.current = None;

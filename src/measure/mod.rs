@@ -14,7 +14,6 @@ use crate::stats::knee::{knee, next_level, LevelPoint};
 use crate::stats::level::{summarize_level, Sample, SampleResult, MIN_OK};
 use crate::target::Target;
 use crate::ui::{self, usage_error};
-use bytes::Bytes;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -102,6 +101,7 @@ struct Rec {
     end: f64,
     outcome: Outcome,
     sched_delay: f64,
+    repeated: bool,
 }
 
 impl Rec {
@@ -121,6 +121,7 @@ impl Rec {
             start: self.start,
             end: self.end,
             sched_delay: self.sched_delay,
+            repeated: self.repeated,
             ttft_ms: self
                 .outcome
                 .first_token
@@ -166,12 +167,15 @@ pub async fn measure(
         ci_width_target: s.ci_width,
         ci_met: Vec::new(),
         tokens_estimated: false,
+        distinct_requests: None,
+        repeated_requests: None,
     };
     let mut points: Vec<LevelPoint> = Vec::new();
     let sweep_start = Instant::now();
     let key_hint = target.key_hint();
     let mut interrupted = false;
     let mut next_index = 0usize;
+    let mut repeats_warned = false;
     loop {
         let c = match &s.levels {
             Levels::List(list) => match list.get(next_index) {
@@ -206,6 +210,7 @@ pub async fn measure(
         }
         requests_csv.flush()?;
         summary.tokens_estimated |= level.tokens_estimated;
+        note_repeats(&mut summary, &workload, &mut repeats_warned);
         if !row.rpm.is_finite() {
             ui::warn(format!(
                 "level {c}: no data: {} requests finished within --max-duration {} (at least {MIN_OK} needed); one request takes longer than that: raise --max-duration (e.g. 10m) or lower max_tokens",
@@ -267,6 +272,27 @@ pub async fn measure(
         );
     }
     Ok(SweepResult { summary, interrupted })
+}
+
+/// Records how many requests were new lines and how many repeats, and says once on stderr
+/// when the sample ran out.
+fn note_repeats(summary: &mut Summary, workload: &Workload, warned: &mut bool) {
+    let Some(distinct) = workload.distinct() else { return };
+    let sent = workload.sent();
+    summary.distinct_requests = Some(sent.min(distinct));
+    summary.repeated_requests = Some(sent.saturating_sub(distinct));
+    if sent > distinct && !*warned {
+        *warned = true;
+        let file = workload.file_requests().unwrap_or(distinct);
+        let why = if file > distinct {
+            format!("the sample of {distinct} lines (of {file} in the file) is used up; raise --sample")
+        } else {
+            format!("the file has only {file} lines and the sweep needed more")
+        };
+        ui::warn(format!(
+            "{why}: lines are now sent again, and a server's prefix cache answers repeats faster (levels.csv repeated_requests counts them)"
+        ));
+    }
 }
 
 fn meets_slo(row: &LevelRow, slo: &SloArgs) -> bool {
@@ -334,15 +360,16 @@ async fn measure_level(
     let window = tokio::spawn(run_window(
         c as usize,
         source,
-        move |body: Bytes, slot: Slot| {
+        move |req: workload::Request, slot: Slot| {
             let cl = cl.clone();
             async move {
-                let outcome = cl.send(body, stream, false).await;
+                let outcome = cl.send(req.body, stream, false).await;
                 let since = |t: Instant| (t - level_start).as_secs_f64();
                 Rec {
                     start: since(outcome.start),
                     end: since(outcome.end),
                     sched_delay: slot.sched_delay.as_secs_f64(),
+                    repeated: req.repeated,
                     outcome,
                 }
             }

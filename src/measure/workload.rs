@@ -8,6 +8,7 @@ use crate::client::{build_body, prepare_body, MaxTokensField};
 use crate::engine::Source;
 use crate::ui::usage_error;
 use bytes::Bytes;
+use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,7 +42,8 @@ enum Kind {
         max_tokens: u32,
         field: MaxTokensField,
     },
-    Sampled(Vec<Bytes>),
+    /// A sample of the user's file, in random order; `file_requests`: lines in the file.
+    Sampled { items: Vec<Sampled>, file_requests: u64 },
 }
 
 impl Workload {
@@ -80,9 +82,17 @@ impl Workload {
         }
     }
 
-    /// Reads up to `sample` requests from a batch file (the same reader as `run`); text and
-    /// CSV prompts become bodies as `spec` says.
-    pub fn sampled(path: &Path, format: Option<Format>, sample: usize, spec: BodySpec) -> anyhow::Result<Workload> {
+    /// A seeded uniform random sample of `sample` requests from the whole file (reservoir
+    /// sampling in one streamed pass: memory holds the sample, whatever the file's size), in
+    /// random order. Text and CSV prompts become bodies as `spec` says. Stdin is read whole
+    /// the same way.
+    pub fn sampled(
+        path: &Path,
+        format: Option<Format>,
+        sample: usize,
+        seed: u64,
+        spec: BodySpec,
+    ) -> anyhow::Result<Workload> {
         let BodySpec {
             api,
             max_tokens,
@@ -91,7 +101,8 @@ impl Workload {
             model,
         } = spec;
         let reader = Reader::open(path, format, ReadOptions::new(api)).map_err(|e| usage_error(e.to_string(), None))?;
-        let mut bodies = Vec::new();
+        let mut items = Vec::new();
+        let mut reservoir = Reservoir::new(sample.max(1), seed);
         for item in reader {
             let item = item.map_err(|issue| {
                 usage_error(
@@ -102,33 +113,68 @@ impl Workload {
                     ),
                 )
             })?;
-            let mut body = match item.body {
-                Payload::Body(v) => v,
-                Payload::Prompt { prompt, .. } => build_body(api, model.as_deref(), &prompt, max_tokens, field),
-            };
-            prepare_body(&mut body, model.as_deref(), Some(stream));
-            bodies.push(Bytes::from(serde_json::to_vec(&body)?));
-            if bodies.len() >= sample.max(1) {
-                break;
+            // Only a kept item is turned into a body: the pass costs a parse per line, no more.
+            if let Some(slot) = reservoir.offer() {
+                let mut body = match item.body {
+                    Payload::Body(v) => v,
+                    Payload::Prompt { prompt, .. } => build_body(api, model.as_deref(), &prompt, max_tokens, field),
+                };
+                prepare_body(&mut body, model.as_deref(), Some(stream));
+                let entry = Sampled {
+                    custom_id: item.custom_id,
+                    body: Bytes::from(serde_json::to_vec(&body)?),
+                };
+                match items.get_mut(slot) {
+                    Some(old) => *old = entry,
+                    None => items.push(entry),
+                }
             }
         }
-        if bodies.is_empty() {
+        if items.is_empty() {
             return Err(usage_error(
                 format!("{} holds no requests to sample", path.display()),
                 None,
             ));
         }
+        // The reservoir keeps early lines in file order: shuffle, so a file sorted by length
+        // does not reach the first levels short-first.
+        use rand::seq::SliceRandom;
+        items.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed ^ 0x5eed));
         Ok(Workload {
-            kind: Kind::Sampled(bodies),
+            kind: Kind::Sampled {
+                items,
+                file_requests: reservoir.seen,
+            },
             next: AtomicU64::new(0),
             stream,
             model,
         })
     }
 
+    /// Requests in the input file (sampled workloads).
+    pub fn file_requests(&self) -> Option<u64> {
+        match &self.kind {
+            Kind::Sampled { file_requests, .. } => Some(*file_requests),
+            Kind::Synthetic { .. } => None,
+        }
+    }
+
+    /// Distinct requests the workload holds before it must send one again (None: unlimited).
+    pub fn distinct(&self) -> Option<u64> {
+        match &self.kind {
+            Kind::Sampled { items, .. } => Some(items.len() as u64),
+            Kind::Synthetic { .. } => None,
+        }
+    }
+
+    /// Requests handed out so far.
+    pub fn sent(&self) -> u64 {
+        self.next.load(Ordering::Relaxed)
+    }
+
     fn body(&self, i: u64) -> Bytes {
         match &self.kind {
-            Kind::Sampled(b) => b[(i % b.len() as u64) as usize].clone(),
+            Kind::Sampled { items, .. } => items[(i % items.len() as u64) as usize].body.clone(),
             Kind::Synthetic {
                 api,
                 words,
@@ -160,16 +206,63 @@ impl Requests {
     }
 }
 
+/// A request of a level: its body, and whether the sample was used up so this one was sent
+/// before (a server's prefix cache answers repeats faster, so levels with them are flagged).
+pub struct Request {
+    pub body: Bytes,
+    pub repeated: bool,
+}
+
 impl Source for Requests {
-    type Item = Bytes;
-    async fn next(&self) -> Option<Bytes> {
-        Some(self.workload.body(self.workload.next.fetch_add(1, Ordering::Relaxed)))
+    type Item = Request;
+    async fn next(&self) -> Option<Request> {
+        let i = self.workload.next.fetch_add(1, Ordering::Relaxed);
+        Some(Request {
+            body: self.workload.body(i),
+            repeated: self.workload.distinct().is_some_and(|d| i >= d),
+        })
+    }
+}
+
+/// One sampled line of the input.
+pub struct Sampled {
+    pub custom_id: String,
+    pub body: Bytes,
+}
+
+/// Algorithm R: after n offers, each offered item is kept with probability k/n, whatever n
+/// turns out to be. Seeded, so a sweep's sample can be drawn again.
+pub struct Reservoir {
+    k: usize,
+    /// Items offered so far.
+    pub seen: u64,
+    rng: rand::rngs::StdRng,
+}
+
+impl Reservoir {
+    pub fn new(k: usize, seed: u64) -> Reservoir {
+        Reservoir {
+            k: k.max(1),
+            seen: 0,
+            rng: rand::rngs::StdRng::seed_from_u64(seed),
+        }
+    }
+
+    /// Offers the next item: the slot (0..k) it takes, or None when it is not kept.
+    pub fn offer(&mut self) -> Option<usize> {
+        self.seen += 1;
+        if self.seen <= self.k as u64 {
+            return Some(self.seen as usize - 1);
+        }
+        let j = self.rng.gen_range(0..self.seen);
+        (j < self.k as u64).then_some(j as usize)
     }
 }
 
 /// Builds the workload from the sweep flags.
 pub fn workload_from(
     w: &WorkloadArgs,
+    seed: u64,
     api: Api,
     field: MaxTokensField,
     stream: bool,
@@ -182,6 +275,7 @@ pub fn workload_from(
                 path,
                 format,
                 w.sample,
+                seed,
                 BodySpec {
                     api,
                     max_tokens: Some(w.max_tokens),
@@ -205,6 +299,58 @@ pub fn workload_from(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reservoir_is_uniform_over_the_whole_stream() {
+        // 100 items, keep 10, 4000 seeds: each item should be kept ~400 times, the last as
+        // often as the first (a head sample would keep only 0..10).
+        let mut kept = [0u32; 100];
+        for seed in 0..4000 {
+            let mut r = Reservoir::new(10, seed);
+            let mut slots = [usize::MAX; 10];
+            for item in 0..100 {
+                if let Some(s) = r.offer() {
+                    slots[s] = item;
+                }
+            }
+            for s in slots {
+                kept[s] += 1;
+            }
+        }
+        let (min, max) = (kept.iter().min().unwrap(), kept.iter().max().unwrap());
+        assert!(*min > 300 && *max < 500, "kept counts {min}..{max}, expected ~400 each");
+    }
+
+    #[test]
+    fn the_seed_draws_the_sample() {
+        let dir = std::env::temp_dir().join(format!("sizeup-sample-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("p.txt");
+        std::fs::write(&path, (0..500).map(|i| format!("prompt {i}\n")).collect::<String>()).unwrap();
+        let draw = |seed| {
+            let spec = BodySpec {
+                api: Api::Completions,
+                max_tokens: Some(1),
+                field: MaxTokensField::MaxTokens,
+                stream: false,
+                model: None,
+            };
+            let w = Workload::sampled(&path, None, 10, seed, spec).unwrap();
+            assert_eq!((w.distinct(), w.file_requests()), (Some(10), Some(500)));
+            (0..10).map(|i| w.body(i)).collect::<Vec<_>>()
+        };
+        assert_eq!(draw(1), draw(1), "the same seed, the same sample in the same order");
+        assert_ne!(draw(1), draw(2));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn reservoir_memory_is_the_sample() {
+        let mut r = Reservoir::new(5, 7);
+        let slots: Vec<Option<usize>> = (0..1_000_000).map(|_| r.offer()).collect();
+        assert!(slots.iter().flatten().all(|s| *s < 5), "slots stay within k");
+        assert_eq!(r.seen, 1_000_000);
+    }
 
     #[test]
     fn synthetic_prompts_are_unique_and_sized() {

@@ -11,7 +11,7 @@ use std::io::Write;
 use std::marker::PhantomData;
 
 /// Header of `levels.csv`; the field names of [`LevelRow`], in order.
-pub const LEVELS_HEADER: [&str; 19] = [
+pub const LEVELS_HEADER: [&str; 20] = [
     "concurrency",
     "duration_s",
     "requests_ok",
@@ -31,6 +31,7 @@ pub const LEVELS_HEADER: [&str; 19] = [
     "error_rate",
     "client_limited",
     "input_tokens_per_s",
+    "repeated_requests",
 ];
 
 /// Header of `requests.csv`; the field names of [`RequestRow`], in order.
@@ -93,9 +94,9 @@ pub trait CsvRow {
 impl CsvRow for LevelRow {
     const FILE: &'static str = "levels.csv";
     const HEADER: &'static [&'static str] = &LEVELS_HEADER;
-    type Record = [String; 19];
+    type Record = [String; 20];
 
-    fn record(&self) -> [String; 19] {
+    fn record(&self) -> [String; 20] {
         [
             self.concurrency.to_string(),
             num(self.duration_s, SECS),
@@ -116,6 +117,7 @@ impl CsvRow for LevelRow {
             num(self.error_rate, FRACTION),
             self.client_limited.to_string(),
             num(self.input_tokens_per_s, TOKENS_PER_S),
+            self.repeated_requests.to_string(),
         ]
     }
 }
@@ -236,7 +238,7 @@ mod tests {
             "concurrency,duration_s,requests_ok,requests_failed,rpm,rpm_ci_low,rpm_ci_high,\
              rpm_per_gpu,latency_p50_ms,latency_p90_ms,latency_p95_ms,latency_p99_ms,\
              ttft_p50_ms,ttft_p95_ms,tpot_p50_ms,output_tokens_per_s,error_rate,client_limited,\
-             input_tokens_per_s"
+             input_tokens_per_s,repeated_requests"
         );
         assert_eq!(
             REQUESTS_HEADER.join(","),
@@ -259,9 +261,9 @@ mod tests {
         let mut buf = Vec::new();
         LevelsCsv.write(&s, &mut buf).unwrap();
         let expected = "\
-concurrency,duration_s,requests_ok,requests_failed,rpm,rpm_ci_low,rpm_ci_high,rpm_per_gpu,latency_p50_ms,latency_p90_ms,latency_p95_ms,latency_p99_ms,ttft_p50_ms,ttft_p95_ms,tpot_p50_ms,output_tokens_per_s,error_rate,client_limited,input_tokens_per_s
-1,60,1200,0,1200,1188,1212,600,88,104.5,110,132,120.5,240.25,,4000,0,false,1000
-4,61.235,4600,3,4600,4554,4646,2300,104,123.5,130,156,120.5,,12.346,15333.33,0.333333,true,3833.33
+concurrency,duration_s,requests_ok,requests_failed,rpm,rpm_ci_low,rpm_ci_high,rpm_per_gpu,latency_p50_ms,latency_p90_ms,latency_p95_ms,latency_p99_ms,ttft_p50_ms,ttft_p95_ms,tpot_p50_ms,output_tokens_per_s,error_rate,client_limited,input_tokens_per_s,repeated_requests
+1,60,1200,0,1200,1188,1212,600,88,104.5,110,132,120.5,240.25,,4000,0,false,1000,0
+4,61.235,4600,3,4600,4554,4646,2300,104,123.5,130,156,120.5,,12.346,15333.33,0.333333,true,3833.33,0
 ";
         assert_eq!(String::from_utf8(buf).unwrap(), expected);
     }

@@ -72,6 +72,10 @@ pub struct LevelRow {
     pub error_rate: f64,
     /// True when the load generator, not the server, was the bottleneck.
     pub client_limited: bool,
+    /// Measured requests that repeated an input line already sent in this sweep (the sample
+    /// was used up); a prefix cache answers those faster, so the level may look faster.
+    #[serde(default)]
+    pub repeated_requests: u64,
     /// Prompt (input) tokens per second of the successful requests in the window; the figure
     /// of an embedding job. Empty when the endpoint reports no prompt tokens.
     #[serde(default = "nan", deserialize_with = "f64_or_nan")]
@@ -154,6 +158,12 @@ pub struct Summary {
     pub ci_met: Vec<bool>,
     /// True when token counts were estimated rather than reported (extension).
     pub tokens_estimated: bool,
+    /// Sampled workloads: requests sent (warm-ups included) that were lines not sent before.
+    #[serde(default)]
+    pub distinct_requests: Option<u64>,
+    /// Sampled workloads: requests sent again because the sample was used up.
+    #[serde(default)]
+    pub repeated_requests: Option<u64>,
 }
 
 /// serde_json writes non-finite floats as `null`; reading `null` back as NaN keeps
@@ -231,6 +241,7 @@ pub(crate) mod fixtures {
             tpot_p50_ms: None,
             output_tokens_per_s: rpm / 60.0 * 200.0,
             input_tokens_per_s: rpm / 60.0 * 50.0,
+            repeated_requests: 0,
             error_rate: 0.0,
             client_limited: false,
         }
@@ -262,6 +273,8 @@ pub(crate) mod fixtures {
             ci_width_target: 0.05,
             ci_met: vec![true, true, true, false],
             tokens_estimated: false,
+            distinct_requests: None,
+            repeated_requests: None,
         }
     }
 

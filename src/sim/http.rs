@@ -1,6 +1,10 @@
 //! The simulator's HTTP face: OpenAI-compatible inference, models, health, metrics, the
 //! resource API, auth and faults. Connections are served by hyper directly (not `axum::serve`)
 //! so that a simulated reset can close a connection without writing any answer.
+//!
+//! Long because: one OpenAI-shaped server (completions, chat, embeddings, models, metrics,
+//! resource API, faults) whose handlers share one state and one error shape; splitting it by
+//! route would spread that shared wire format over several files.
 
 use super::gpu::{Cluster, Event, Gauges, NewSeq};
 use super::SimConfig;

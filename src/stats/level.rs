@@ -17,6 +17,8 @@ pub struct Sample {
     pub sched_delay: f64,
     /// Time to first token in ms (streamed answers only).
     pub ttft_ms: Option<f64>,
+    /// The input line was sent before in this sweep (the sample was used up).
+    pub repeated: bool,
     pub result: SampleResult,
 }
 
@@ -79,6 +81,7 @@ pub fn summarize_level(
     let mut sched = 0.0;
     let mut latency_sum = 0.0;
     let mut measured = 0usize;
+    let mut repeated = 0u64;
     let mut rows = Vec::new();
     for r in recs {
         let e2e_ms = (r.end - r.start) * 1000.0;
@@ -101,6 +104,7 @@ pub fn summarize_level(
             continue;
         }
         measured += 1;
+        repeated += u64::from(r.repeated);
         sched += r.sched_delay;
         latency_sum += r.end - r.start;
         let (status, error, prompt_tokens, output_tokens) = match &r.result {
@@ -166,6 +170,7 @@ pub fn summarize_level(
         ttft_p95_ms: q(&lat.ttft, 0.95),
         tpot_p50_ms: q(&lat.tpot, 0.5),
         output_tokens_per_s: tokens_in_window as f64 / window,
+        repeated_requests: repeated,
         input_tokens_per_s: if prompt_known {
             prompt_in_window as f64 / window
         } else {

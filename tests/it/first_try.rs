@@ -432,3 +432,77 @@ fn a_file_mixing_endpoints_exits_2_naming_the_lines() {
         );
     }
 }
+
+/// An OpenAI Batch completions file sorted by length: the first half asks for `short` output
+/// tokens, the second half for `long`.
+fn sorted_file(path: &std::path::Path, n: usize, short: u32, long: u32) {
+    let mut text = String::new();
+    for i in 0..n {
+        let max = if i < n / 2 { short } else { long };
+        text.push_str(&format!(
+            "{{\"custom_id\":\"s{i}\",\"method\":\"POST\",\"url\":\"/v1/completions\",\"body\":{{\"prompt\":\"line {i}\",\"max_tokens\":{max}}}}}\n"
+        ));
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn the_sweep_samples_the_whole_file_and_flags_repeats() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("sorted.jsonl");
+    sorted_file(&input, 2000, 2, 6);
+    let out = dir.path().join("sweep");
+    let o = crate::util::sizeup()
+        .args([
+            "sweep",
+            "--concurrency",
+            "4",
+            "--warmup",
+            "0s",
+            "--max-duration",
+            "2s",
+            "--ci-width",
+            "0.5",
+        ])
+        .args([
+            "--min-requests",
+            "150",
+            "--sample",
+            "60",
+            "--decode-step-ms",
+            "2",
+            "--input",
+        ])
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    // A head sample would hold only short requests; a uniform one about half long ones.
+    let csv = std::fs::read_to_string(out.join("requests.csv")).unwrap();
+    let tokens: Vec<u64> = csv
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split(',').nth(5)?.parse().ok())
+        .collect();
+    let long = tokens.iter().filter(|&&t| t == 6).count() as f64 / tokens.len() as f64;
+    assert!(
+        (0.25..0.75).contains(&long),
+        "share of long requests {long:.2} of {}",
+        tokens.len()
+    );
+    // 60 lines sampled, at least 150 sent: the rest are repeats, counted and said.
+    let summary = read_json(&out.join("summary.json"));
+    assert_eq!(summary["distinct_requests"], 60, "{summary:#}");
+    assert!(summary["repeated_requests"].as_u64().unwrap() >= 90, "{summary:#}");
+    assert!(
+        summary["levels"][0]["repeated_requests"].as_u64().unwrap() > 0,
+        "{summary:#}"
+    );
+    assert!(
+        stderr.contains("the sample of 60 lines (of 2000 in the file) is used up"),
+        "{stderr}"
+    );
+}
