@@ -6,6 +6,7 @@
 //! fills in [`Plan::sweep`].
 
 use crate::report::fmt::grouped;
+use crate::report::LatencyFit;
 use serde::{Deserialize, Serialize};
 
 /// One concurrency level of a finished sweep, as the planner needs it.
@@ -107,10 +108,125 @@ pub struct Plan {
     pub sweep_gpus: u32,
     /// Sweep concurrency level the plan is based on.
     pub chosen_concurrency: u32,
+    /// The job's mix the plan was sized for (with `plan --input`, or the sweep's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<WorkloadMix>,
+    /// The chosen level's token-aware latency model, when it sized the plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity_model: Option<CapacityModel>,
+    /// Tokens per second one GPU serves at the plan's rate and mix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_s_per_gpu: Option<TokensPerS>,
+    /// GPU cost per million tokens (with `--gpu-hour-cost`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usd_per_million_tokens: Option<UsdPerMillion>,
     /// `"low"` or `"mean"`: which per-GPU RPM sized the plan.
     pub estimate: String,
     /// Startup seconds billed per GPU.
     pub startup_s: f64,
+}
+
+/// A job's mean request, in tokens.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct WorkloadMix {
+    pub requests: Option<u64>,
+    pub prompt_tokens_mean: f64,
+    pub output_tokens_mean: f64,
+    /// Where the figures come from: `sweep` (measured) or the job file (estimated).
+    pub source: String,
+}
+
+/// latency = a + b x prompt tokens + c x output tokens, ms.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CapacityModel {
+    pub a_ms: f64,
+    pub b_ms_per_prompt_token: f64,
+    pub c_ms_per_output_token: f64,
+    pub r2: f64,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TokensPerS {
+    pub input: f64,
+    pub output: f64,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct UsdPerMillion {
+    pub total: Option<f64>,
+    pub output: Option<f64>,
+}
+
+/// R² below this: the model explains too little of the latency to size a job with.
+pub const MIN_R2: f64 = 0.5;
+
+/// Rescales the sweep's levels to a job of another mix with each level's latency model:
+/// Little's law at the level's concurrency C gives RPM = C x 60000 / latency, so the RPM
+/// (and its CI) scale by the ratio of the sweep's mean latency (C x 60000 / measured RPM) to
+/// the job's predicted one, and p95 latency by its inverse. `Err` says why the model cannot be
+/// trusted for this job; then the levels are left as measured.
+pub fn rescale_for_mix(
+    levels: &mut [SweepLevel],
+    fits: &[Option<LatencyFit>],
+    prompt_tokens: f64,
+    output_tokens: f64,
+) -> Result<(), String> {
+    for (l, fit) in levels.iter().zip(fits) {
+        let Some(f) = fit else {
+            return Err(format!(
+                "level {} has no capacity model (no token counts)",
+                l.concurrency
+            ));
+        };
+        if f.r2 < MIN_R2 {
+            return Err(format!(
+                "the model explains too little of level {}'s latency (R² {:.2} < {MIN_R2})",
+                l.concurrency, f.r2
+            ));
+        }
+        if !f.covers(prompt_tokens, output_tokens) {
+            return Err(format!(
+                "the job's mix ({prompt_tokens:.0} prompt, {output_tokens:.0} output tokens) lies outside what level {} saw ({:.0}-{:.0} prompt, {:.0}-{:.0} output)",
+                l.concurrency, f.prompt_tokens_min, f.prompt_tokens_max, f.output_tokens_min, f.output_tokens_max
+            ));
+        }
+        if f.latency_ms(prompt_tokens, output_tokens) <= 0.0 || l.rpm <= 0.0 {
+            return Err(format!("level {}'s model predicts no positive latency", l.concurrency));
+        }
+    }
+    for (l, fit) in levels.iter_mut().zip(fits) {
+        let f = fit.as_ref().expect("checked above");
+        let sweep_latency = f64::from(l.concurrency) * 60_000.0 / l.rpm;
+        let ratio = f.latency_ms(prompt_tokens, output_tokens) / sweep_latency;
+        l.rpm /= ratio;
+        l.rpm_ci_low /= ratio;
+        l.rpm_ci_high /= ratio;
+        // TTFT depends on the prompt and the queue, not on the answer's length: left as is.
+        l.latency_p95_ms *= ratio;
+    }
+    Ok(())
+}
+
+/// Tokens per second per GPU at `rpm_per_gpu` for this mix, and what a million cost.
+pub fn token_figures(
+    rpm_per_gpu: f64,
+    prompt_tokens: f64,
+    output_tokens: f64,
+    gpu_hour_cost: Option<f64>,
+) -> (TokensPerS, Option<UsdPerMillion>) {
+    let per_s = rpm_per_gpu / 60.0;
+    let t = TokensPerS {
+        input: per_s * prompt_tokens,
+        output: per_s * output_tokens,
+    };
+    let usd = gpu_hour_cost.map(|c| {
+        let per_million = |tps: f64| (tps > 0.0).then(|| c / 3600.0 / tps * 1e6);
+        UsdPerMillion {
+            total: per_million(t.input + t.output),
+            output: per_million(t.output),
+        }
+    });
+    (t, usd)
 }
 
 /// Why no plan could be made.
@@ -343,6 +459,10 @@ pub fn plan(input: &PlanInput) -> Result<Plan, PlanError> {
         sweep: String::new(),
         sweep_gpus: input.sweep_gpus,
         chosen_concurrency: chosen.concurrency,
+        workload: None,
+        capacity_model: None,
+        tokens_per_s_per_gpu: None,
+        usd_per_million_tokens: None,
         estimate: input.estimate.as_str().to_string(),
         startup_s: input.startup_s,
     })
@@ -432,6 +552,28 @@ pub fn explain(plan: &Plan) -> String {
                 grouped(cost, 2)
             ));
         }
+    }
+    if let Some(t) = &plan.tokens_per_s_per_gpu {
+        let mut line = format!(
+            "tokens: {} input + {} output per s per GPU",
+            grouped(t.input, 0),
+            grouped(t.output, 0)
+        );
+        if let Some(u) = &plan.usd_per_million_tokens {
+            let usd = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("${v:.3}"));
+            line.push_str(&format!(
+                "; {} per 1M tokens ({} per 1M output tokens)",
+                usd(u.total),
+                usd(u.output)
+            ));
+        }
+        lines.push(line);
+    }
+    if let Some(m) = &plan.capacity_model {
+        lines.push(format!(
+            "capacity model at level {}: latency = {:.1} ms + {:.4} ms x prompt tokens + {:.3} ms x output tokens (R² {:.3}); RPM per GPU = C x 60000 / latency",
+            plan.chosen_concurrency, m.a_ms, m.b_ms_per_prompt_token, m.c_ms_per_output_token, m.r2
+        ));
     }
     let ratio = f64::from(plan.gpus) / f64::from(plan.sweep_gpus.max(1));
     lines.push(format!(

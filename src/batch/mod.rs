@@ -10,6 +10,7 @@
 //!    [`OutputWriter::create`] refuses to overwrite an existing output.
 
 pub mod detect;
+pub mod mix;
 pub mod reader;
 pub mod resume;
 pub mod writer;

@@ -77,7 +77,7 @@ pub async fn run(mut args: AutoArgs, interrupt: Stop) -> anyhow::Result<ExitStat
         if swept.interrupted {
             return Ok(ExitStatus::Interrupted);
         }
-        let plan = super::plan::make_plan(&swept.summary, &out, args.target_rpm, Some(requests), &args.slo, &args.plan)?;
+        let plan = super::plan::make_plan(&swept.summary, &out, args.target_rpm, Some(requests), None, &args.slo, &args.plan)?;
         super::plan::write_plan(&plan, &out.join("plan.json"))?;
         {
             let mut stdout = std::io::stdout().lock();

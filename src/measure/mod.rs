@@ -8,7 +8,7 @@ use crate::api::Api;
 use crate::cli::{EndpointArgs, MeasureArgs, SloArgs};
 use crate::client::{Client, FailKind, Outcome};
 use crate::engine::{run_window, Slot, Stop};
-use crate::report::{Format as ReportFormat, KneeRow, LevelRow, RequestRow, RequestsCsv, Summary};
+use crate::report::{Format as ReportFormat, KneeRow, LevelRow, RequestRow, RequestsCsv, Summary, SweepMix};
 use crate::stats::ci::{closed_loop_floor, rate_ci};
 use crate::stats::knee::{knee, next_level, LevelPoint};
 use crate::stats::level::{summarize_level, Sample, SampleResult, MIN_OK};
@@ -102,6 +102,8 @@ struct Rec {
     outcome: Outcome,
     sched_delay: f64,
     repeated: bool,
+    prompt_bytes: u64,
+    requested_tokens: Option<u64>,
 }
 
 impl Rec {
@@ -169,6 +171,7 @@ pub async fn measure(
         tokens_estimated: false,
         distinct_requests: None,
         repeated_requests: None,
+        workload: None,
     };
     let mut points: Vec<LevelPoint> = Vec::new();
     let sweep_start = Instant::now();
@@ -176,6 +179,7 @@ pub async fn measure(
     let mut interrupted = false;
     let mut next_index = 0usize;
     let mut repeats_warned = false;
+    let mut mix = MixTally::default();
     loop {
         let c = match &s.levels {
             Levels::List(list) => match list.get(next_index) {
@@ -211,6 +215,8 @@ pub async fn measure(
         requests_csv.flush()?;
         summary.tokens_estimated |= level.tokens_estimated;
         note_repeats(&mut summary, &workload, &mut repeats_warned);
+        mix.add(&level.recs);
+        summary.workload = mix.summary();
         if !row.rpm.is_finite() {
             ui::warn(format!(
                 "level {c}: no data: {} requests finished within --max-duration {} (at least {MIN_OK} needed); one request takes longer than that: raise --max-duration (e.g. 10m) or lower max_tokens",
@@ -272,6 +278,60 @@ pub async fn measure(
         );
     }
     Ok(SweepResult { summary, interrupted })
+}
+
+/// Sums over a sweep's successful requests: reported tokens against the file's own figures.
+#[derive(Default)]
+struct MixTally {
+    ok: u64,
+    prompt_tokens: u64,
+    with_prompt_tokens: u64,
+    output_tokens: u64,
+    prompt_bytes: u64,
+    /// Over the requests that report prompt tokens.
+    bytes_with_prompt_tokens: u64,
+    requested: u64,
+    /// Over the requests that state their output limit.
+    output_with_requested: u64,
+    with_requested: u64,
+}
+
+impl MixTally {
+    fn add(&mut self, recs: &[Rec]) {
+        for r in recs {
+            let Ok(ok) = &r.outcome.result else { continue };
+            if ok.usage.estimated {
+                continue;
+            }
+            self.ok += 1;
+            self.output_tokens += ok.usage.completion_tokens;
+            self.prompt_bytes += r.prompt_bytes;
+            if let Some(p) = ok.usage.prompt_tokens {
+                self.prompt_tokens += p;
+                self.with_prompt_tokens += 1;
+                self.bytes_with_prompt_tokens += r.prompt_bytes;
+            }
+            if let Some(t) = r.requested_tokens {
+                self.requested += t;
+                self.output_with_requested += ok.usage.completion_tokens;
+                self.with_requested += 1;
+            }
+        }
+    }
+
+    fn summary(&self) -> Option<SweepMix> {
+        let ok = self.ok as f64;
+        let ratio = |num: u64, den: u64| (den > 0).then(|| num as f64 / den as f64);
+        (self.ok > 0).then(|| SweepMix {
+            requests: self.ok,
+            prompt_tokens_mean: ratio(self.prompt_tokens, self.with_prompt_tokens),
+            output_tokens_mean: self.output_tokens as f64 / ok,
+            prompt_bytes_mean: self.prompt_bytes as f64 / ok,
+            requested_output_tokens_mean: ratio(self.requested, self.with_requested),
+            tokens_per_prompt_byte: ratio(self.prompt_tokens, self.bytes_with_prompt_tokens),
+            output_per_requested_token: ratio(self.output_with_requested, self.requested),
+        })
+    }
 }
 
 /// Records how many requests were new lines and how many repeats, and says once on stderr
@@ -339,6 +399,8 @@ struct LevelResult {
     unusable: Option<anyhow::Error>,
     /// `unusable` is a failure every answer repeated: the sweep stops whatever it measured.
     systematic: bool,
+    /// Every finished request of the level, warm-up included.
+    recs: Vec<Rec>,
 }
 
 async fn measure_level(
@@ -370,6 +432,8 @@ async fn measure_level(
                     end: since(outcome.end),
                     sched_delay: slot.sched_delay.as_secs_f64(),
                     repeated: req.repeated,
+                    prompt_bytes: req.prompt_bytes,
+                    requested_tokens: req.requested_tokens,
                     outcome,
                 }
             }
@@ -469,6 +533,7 @@ async fn measure_level(
         tokens_estimated: false,
         unusable: None,
         systematic,
+        recs: Vec::new(),
     };
     if let Some(err) = unusable {
         return LevelResult {
@@ -503,6 +568,7 @@ async fn measure_level(
             row: Some(row),
             requests,
             tokens_estimated: estimated,
+            recs,
             ..empty
         };
     };
@@ -515,6 +581,7 @@ async fn measure_level(
         tokens_estimated: estimated,
         unusable: None,
         systematic,
+        recs,
     }
 }
 

@@ -122,6 +122,8 @@ impl Workload {
                 prepare_body(&mut body, model.as_deref(), Some(stream));
                 let entry = Sampled {
                     custom_id: item.custom_id,
+                    prompt_bytes: crate::batch::mix::prompt_bytes(&body),
+                    requested_tokens: crate::batch::mix::requested_tokens(&body),
                     body: Bytes::from(serde_json::to_vec(&body)?),
                 };
                 match items.get_mut(slot) {
@@ -172,6 +174,33 @@ impl Workload {
         self.next.load(Ordering::Relaxed)
     }
 
+    /// Request number `i` with what is known of its size.
+    fn request(&self, i: u64) -> Request {
+        let repeated = self.distinct().is_some_and(|d| i >= d);
+        match &self.kind {
+            Kind::Sampled { items, .. } => {
+                let s = &items[(i % items.len() as u64) as usize];
+                Request {
+                    body: s.body.clone(),
+                    repeated,
+                    prompt_bytes: s.prompt_bytes,
+                    requested_tokens: s.requested_tokens,
+                }
+            }
+            Kind::Synthetic { words, max_tokens, .. } => {
+                let body = self.body(i);
+                // The prompt is the request number and the words (see `body`).
+                let digits = i.checked_ilog10().unwrap_or(0) as u64 + 1;
+                Request {
+                    body,
+                    repeated,
+                    prompt_bytes: digits + if words.is_empty() { 0 } else { 1 + words.len() as u64 },
+                    requested_tokens: Some(u64::from(*max_tokens)),
+                }
+            }
+        }
+    }
+
     fn body(&self, i: u64) -> Bytes {
         match &self.kind {
             Kind::Sampled { items, .. } => items[(i % items.len() as u64) as usize].body.clone(),
@@ -211,16 +240,16 @@ impl Requests {
 pub struct Request {
     pub body: Bytes,
     pub repeated: bool,
+    /// The request's size as the file states it (see [`crate::batch::mix`]).
+    pub prompt_bytes: u64,
+    pub requested_tokens: Option<u64>,
 }
 
 impl Source for Requests {
     type Item = Request;
     async fn next(&self) -> Option<Request> {
         let i = self.workload.next.fetch_add(1, Ordering::Relaxed);
-        Some(Request {
-            body: self.workload.body(i),
-            repeated: self.workload.distinct().is_some_and(|d| i >= d),
-        })
+        Some(self.workload.request(i))
     }
 }
 
@@ -228,6 +257,8 @@ impl Source for Requests {
 pub struct Sampled {
     pub custom_id: String,
     pub body: Bytes,
+    pub prompt_bytes: u64,
+    pub requested_tokens: Option<u64>,
 }
 
 /// Algorithm R: after n offers, each offered item is kept with probability k/n, whatever n

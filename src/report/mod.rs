@@ -76,6 +76,10 @@ pub struct LevelRow {
     /// was used up); a prefix cache answers those faster, so the level may look faster.
     #[serde(default)]
     pub repeated_requests: u64,
+    /// The level's capacity model: latency = a + b x prompt tokens + c x output tokens (ms),
+    /// fitted over its successful requests with token counts (summary.json only).
+    #[serde(default)]
+    pub capacity_model: Option<LatencyFit>,
     /// Prompt (input) tokens per second of the successful requests in the window; the figure
     /// of an embedding job. Empty when the endpoint reports no prompt tokens.
     #[serde(default = "nan", deserialize_with = "f64_or_nan")]
@@ -84,6 +88,57 @@ pub struct LevelRow {
 
 fn nan() -> f64 {
     f64::NAN
+}
+
+/// A fitted latency model (ms) and how well it explains the level.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+/// (Fitted by `stats::fit`; kept here, with the rows, as part of the summary.json contract.)
+pub struct LatencyFit {
+    pub a_ms: f64,
+    pub b_ms_per_prompt_token: f64,
+    pub c_ms_per_output_token: f64,
+    /// Share of the latency variance the model explains (1 when all requests are alike and
+    /// the model predicts their latency).
+    pub r2: f64,
+    /// Requests fitted.
+    pub n: u64,
+    /// The mix it was fitted on: the model holds inside the range it saw.
+    pub prompt_tokens_min: f64,
+    pub prompt_tokens_max: f64,
+    pub output_tokens_min: f64,
+    pub output_tokens_max: f64,
+}
+
+impl LatencyFit {
+    /// Predicted mean latency (ms) of requests with these mean token counts.
+    pub fn latency_ms(&self, prompt_tokens: f64, output_tokens: f64) -> f64 {
+        self.a_ms + self.b_ms_per_prompt_token * prompt_tokens + self.c_ms_per_output_token * output_tokens
+    }
+
+    /// Whether a mix lies within what the fit saw (10% slack at both ends).
+    pub fn covers(&self, prompt_tokens: f64, output_tokens: f64) -> bool {
+        let within = |v: f64, lo: f64, hi: f64| v >= lo * 0.9 - 1e-9 && v <= hi * 1.1 + 1e-9;
+        within(prompt_tokens, self.prompt_tokens_min, self.prompt_tokens_max)
+            && within(output_tokens, self.output_tokens_min, self.output_tokens_max)
+    }
+}
+
+/// The mix of requests a sweep measured, and how the file's own figures (prompt bytes, asked
+/// output tokens) relate to the tokens the server reported: what lets `plan --input` estimate
+/// another job's mix without a tokenizer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SweepMix {
+    /// Successful requests the figures come from.
+    pub requests: u64,
+    pub prompt_tokens_mean: Option<f64>,
+    pub output_tokens_mean: f64,
+    pub prompt_bytes_mean: f64,
+    pub requested_output_tokens_mean: Option<f64>,
+    /// Reported prompt tokens per prompt byte.
+    pub tokens_per_prompt_byte: Option<f64>,
+    /// Reported output tokens per output token asked for (`max_tokens`): below 1 when answers
+    /// stop early.
+    pub output_per_requested_token: Option<f64>,
 }
 
 /// One recorded request, as written to `requests.csv`.
@@ -158,6 +213,9 @@ pub struct Summary {
     pub ci_met: Vec<bool>,
     /// True when token counts were estimated rather than reported (extension).
     pub tokens_estimated: bool,
+    /// The mix the sweep measured (for `plan --input`).
+    #[serde(default)]
+    pub workload: Option<SweepMix>,
     /// Sampled workloads: requests sent (warm-ups included) that were lines not sent before.
     #[serde(default)]
     pub distinct_requests: Option<u64>,
@@ -242,6 +300,7 @@ pub(crate) mod fixtures {
             output_tokens_per_s: rpm / 60.0 * 200.0,
             input_tokens_per_s: rpm / 60.0 * 50.0,
             repeated_requests: 0,
+            capacity_model: None,
             error_rate: 0.0,
             client_limited: false,
         }
@@ -275,6 +334,7 @@ pub(crate) mod fixtures {
             tokens_estimated: false,
             distinct_requests: None,
             repeated_requests: None,
+            workload: None,
         }
     }
 

@@ -82,6 +82,7 @@ pub fn summarize_level(
     let mut latency_sum = 0.0;
     let mut measured = 0usize;
     let mut repeated = 0u64;
+    let mut fit_points: Vec<(f64, f64, f64)> = Vec::new();
     let mut rows = Vec::new();
     for r in recs {
         let e2e_ms = (r.end - r.start) * 1000.0;
@@ -114,6 +115,9 @@ pub fn summarize_level(
                 estimated: est,
             } => {
                 estimated |= *est;
+                if let (Some(p), false) = (prompt_tokens, *est) {
+                    fit_points.push((*p as f64, *completion_tokens as f64, e2e_ms));
+                }
                 lat.e2e.record_ms(e2e_ms);
                 if let Some(t) = ttft_ms {
                     lat.ttft.record_ms(t);
@@ -171,6 +175,7 @@ pub fn summarize_level(
         tpot_p50_ms: q(&lat.tpot, 0.5),
         output_tokens_per_s: tokens_in_window as f64 / window,
         repeated_requests: repeated,
+        capacity_model: super::fit::fit_latency(&fit_points),
         input_tokens_per_s: if prompt_known {
             prompt_in_window as f64 / window
         } else {

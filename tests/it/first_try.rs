@@ -440,7 +440,7 @@ fn sorted_file(path: &std::path::Path, n: usize, short: u32, long: u32) {
     for i in 0..n {
         let max = if i < n / 2 { short } else { long };
         text.push_str(&format!(
-            "{{\"custom_id\":\"s{i}\",\"method\":\"POST\",\"url\":\"/v1/completions\",\"body\":{{\"prompt\":\"line {i}\",\"max_tokens\":{max}}}}}\n"
+            "{{\"custom_id\":\"s{i}\",\"method\":\"POST\",\"url\":\"/v1/completions\",\"body\":{{\"prompt\":\"line {i:05}\",\"max_tokens\":{max}}}}}\n"
         ));
     }
     std::fs::write(path, text).unwrap();
@@ -505,4 +505,101 @@ fn the_sweep_samples_the_whole_file_and_flags_repeats() {
         stderr.contains("the sample of 60 lines (of 2000 in the file) is used up"),
         "{stderr}"
     );
+}
+
+/// `n` completions lines asking for `max_tokens` each, ids prefixed `tag`.
+fn uniform_file(path: &std::path::Path, n: usize, max_tokens: u32, tag: &str) {
+    let mut text = String::new();
+    for i in 0..n {
+        text.push_str(&format!(
+            "{{\"custom_id\":\"{tag}{i}\",\"method\":\"POST\",\"url\":\"/v1/completions\",\"body\":{{\"prompt\":\"line {i:05}\",\"max_tokens\":{max_tokens}}}}}\n"
+        ));
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn one_sweep_of_a_mixed_job_sizes_a_short_and_a_long_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let mixed = dir.path().join("mixed.jsonl");
+    sorted_file(&mixed, 2000, 4, 32);
+    let out = dir.path().join("sweep");
+    // One GPU of 8 slots, 10 ms per output token, no prefill: at concurrency 8 nothing waits,
+    // so a request of T tokens takes 10 T ms and one GPU serves 8 x 60000 / (10 T) RPM.
+    let sim = [
+        "--batch",
+        "8",
+        "--decode-step-ms",
+        "10",
+        "--decode-step-ms-per-seq",
+        "0",
+        "--prefill-ms-per-1k",
+        "0",
+    ];
+    let o = crate::util::sizeup()
+        .args([
+            "sweep",
+            "--concurrency",
+            "8",
+            "--warmup",
+            "0s",
+            "--max-duration",
+            "4s",
+            "--ci-width",
+            "0.3",
+        ])
+        .args(["--min-requests", "80", "--sample", "1000"])
+        .args(sim)
+        .arg("--input")
+        .arg(&mixed)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let summary = read_json(&out.join("summary.json"));
+    let model = &summary["levels"][0]["capacity_model"];
+    assert!(model["r2"].as_f64().unwrap() > 0.9, "{model}");
+    assert!(
+        summary["workload"]["tokens_per_prompt_byte"].as_f64().is_some(),
+        "{summary:#}"
+    );
+
+    for (tokens, tag) in [(4u32, "short"), (32, "long")] {
+        let job = dir.path().join(format!("{tag}.jsonl"));
+        uniform_file(&job, 500, tokens, tag);
+        let plan_path = dir.path().join(format!("{tag}-plan.json"));
+        let o = crate::util::sizeup()
+            .args(["plan", "--target-rpm", "1000", "--estimate", "mean", "--sweep"])
+            .arg(&out)
+            .arg("--input")
+            .arg(&job)
+            .arg("--out")
+            .arg(&plan_path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(0), "{stderr}");
+        assert!(stderr.contains("sized with the capacity model"), "{stderr}");
+        let plan = read_json(&plan_path);
+        let truth = 8.0 * 60_000.0 / (10.0 * f64::from(tokens));
+        let got = plan["rpm_per_gpu"].as_f64().unwrap();
+        assert!(
+            (got / truth - 1.0).abs() < 0.08,
+            "{tag} job: {got:.0} RPM per GPU, truth {truth:.0}; {plan:#}"
+        );
+        assert_eq!(
+            plan["workload"]["output_tokens_mean"].as_f64().map(f64::round),
+            Some(f64::from(tokens)),
+            "{plan:#}"
+        );
+        assert!(
+            plan["capacity_model"]["c_ms_per_output_token"].as_f64().unwrap() > 5.0,
+            "{plan:#}"
+        );
+        assert!(
+            plan["tokens_per_s_per_gpu"]["output"].as_f64().unwrap() > 0.0,
+            "{plan:#}"
+        );
+    }
 }
