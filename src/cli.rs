@@ -548,9 +548,16 @@ pub struct AutoArgs {
     /// Folder for every artifact (default reports/<UTC timestamp>/).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Input requests to sample for the sweep.
-    #[arg(long, default_value_t = 200)]
-    pub sample: usize,
+    /// Most input lines the sweep may send (default: --sweep-budget of the job, at most
+    /// 100,000). The sweep is part of the job: each line it sends is answered into the output
+    /// and not sent again by the run.
+    #[arg(long)]
+    pub sample: Option<usize>,
+    /// Share of the job the sweep may use (0.2 = 20%; always at least 1,000 lines or the whole
+    /// job). When it runs out before a level's CI is as narrow as --ci-width, the plan sizes on
+    /// the CI it got (its low bound) and says so.
+    #[arg(long, default_value_t = 0.2, value_name = "FRACTION")]
+    pub sweep_budget: f64,
     /// GPUs behind the endpoint during the sweep.
     #[arg(long, default_value_t = 1)]
     pub gpus: u32,

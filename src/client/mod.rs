@@ -136,6 +136,26 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// A copy without the answer's body (which can be large): for records that need the
+    /// outcome's facts while the body goes elsewhere.
+    pub fn clone_without_body(&self) -> Outcome {
+        Outcome {
+            start: self.start,
+            first_token: self.first_token,
+            end: self.end,
+            result: match &self.result {
+                Ok(ok) => Ok(Success {
+                    status: ok.status,
+                    usage: ok.usage,
+                    content_events: ok.content_events,
+                    body: None,
+                    request_id: ok.request_id.clone(),
+                }),
+                Err(f) => Err(f.clone()),
+            },
+        }
+    }
+
     pub fn is_ok(&self) -> bool {
         self.result.is_ok()
     }

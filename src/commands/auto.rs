@@ -1,6 +1,7 @@
 //! `sizeup auto`: sweep on a sample of the input, plan for the target rate, ask, run.
 //! Every artifact lands in one folder.
 
+use crate::batch::OutputWriter;
 use crate::cli::AutoArgs;
 use crate::engine::Stop;
 use crate::job::{open_output, run_on, validate_input, RunSettings};
@@ -10,6 +11,12 @@ use crate::target::Target;
 use crate::ui::{self, usage_error, ExitStatus};
 use std::io::{BufRead, IsTerminal, Write};
 use std::sync::Arc;
+
+/// The most input lines a sweep holds in memory (its sample), whatever the job's size.
+const MAX_SWEEP_LINES: usize = 100_000;
+/// The sweep may always use this many lines (or the whole job, if smaller): a 20% budget of
+/// a small job is too few requests to measure anything.
+const MIN_SWEEP_LINES: usize = 1_000;
 
 pub async fn run(mut args: AutoArgs, interrupt: Stop) -> anyhow::Result<ExitStatus> {
     super::resolve_api(&mut args.endpoint, Some(&args.input), args.tuning.format)?;
@@ -26,6 +33,12 @@ pub async fn run(mut args: AutoArgs, interrupt: Stop) -> anyhow::Result<ExitStat
         return Err(usage_error(
             "auto reads the input twice (sample, then run): give a file, not stdin",
             None,
+        ));
+    }
+    if !(args.sweep_budget > 0.0 && args.sweep_budget <= 1.0) {
+        return Err(usage_error(
+            format!("--sweep-budget must be in (0, 1], got {}", args.sweep_budget),
+            Some("e.g. --sweep-budget 0.2 lets the sweep answer up to 20% of the job".into()),
         ));
     }
     super::ensure_dir(&out)?;
@@ -70,14 +83,45 @@ pub async fn run(mut args: AutoArgs, interrupt: Stop) -> anyhow::Result<ExitStat
             stream,
             model,
         };
-        let workload = Arc::new(Workload::sampled(&args.input, format, args.sample, args.sim.seed, spec)?);
+        // The sweep is part of the job: a uniform sample of its lines, each sent once, answered
+        // into the job's output; the run then sends only the lines not yet answered.
+        // A small job may be swept whole: the sweep's answers are the job's, so nothing is wasted.
+        let budget = ((requests as f64 * args.sweep_budget).ceil() as usize)
+            .max((requests as usize).min(MIN_SWEEP_LINES))
+            .clamp(1, MAX_SWEEP_LINES);
+        let sample = args.sample.map_or(budget, |s| s.clamp(1, budget));
+        let workload = Arc::new(Workload::sampled(&args.input, format, sample, args.sim.seed, spec)?.into_job());
         let client = Arc::new(target.client(&args.endpoint, max_level(&settings.levels))?);
-        ui::info(format!("sweep: sampling {} requests of {}", args.sample.min(requests as usize), args.input.display()));
-        let swept = measure(&settings, client, workload.clone(), &out, &target, interrupt.drain.clone()).await?;
+        ui::info(format!(
+            "sweep: up to {sample} of the {requests} requests of {} (a uniform sample; their answers go to the output)",
+            args.input.display()
+        ));
+        let swept = {
+            let mut writer = OutputWriter::create(&run_settings.output).map_err(|e| {
+                usage_error(format!("cannot write output {}: {e}", run_settings.output.display()), None)
+            })?;
+            measure(&settings, client, workload.clone(), &out, &target, interrupt.drain.clone(), Some(&mut writer)).await?
+        };
         if swept.interrupted {
+            ui::hint_line(format!(
+                "the sweep's answers are in {}; `sizeup run --resume --input {} --output {}` sends the rest",
+                run_settings.output.display(),
+                args.input.display(),
+                run_settings.output.display()
+            ));
             return Ok(ExitStatus::Interrupted);
         }
-        let plan = super::plan::make_plan(&swept.summary, &out, args.target_rpm, Some(requests), None, &args.slo, &args.plan)?;
+        let mut plan_tuning = args.plan.clone();
+        if workload.used_up() && swept.summary.ci_met.iter().any(|met| !met) {
+            ui::warn(format!(
+                "the sweep budget ({} lines, --sweep-budget {}) ran out before every level's CI reached ±{:.0}%: the plan sizes on the CI it got (its low bound)",
+                workload.sent().min(sample as u64),
+                args.sweep_budget,
+                settings.ci_width * 100.0
+            ));
+            plan_tuning.estimate = crate::cli::EstimateChoice::Low;
+        }
+        let plan = super::plan::make_plan(&swept.summary, &out, args.target_rpm, Some(requests), None, &args.slo, &plan_tuning)?;
         super::plan::write_plan(&plan, &out.join("plan.json"))?;
         {
             let mut stdout = std::io::stdout().lock();
@@ -88,7 +132,10 @@ pub async fn run(mut args: AutoArgs, interrupt: Stop) -> anyhow::Result<ExitStat
         if !args.yes {
             if !std::io::stdin().is_terminal() {
                 ui::info(format!(
-                    "plan written to {}; not running (no terminal to ask, and no --yes)",
+                    "plan written to {}; not running (no terminal to ask, and no --yes); `sizeup run --resume --input {} --output {} --plan {}` sends the rest",
+                    out.join("plan.json").display(),
+                    args.input.display(),
+                    run_settings.output.display(),
                     out.join("plan.json").display()
                 ));
                 return Ok(ExitStatus::Success);
@@ -97,7 +144,13 @@ pub async fn run(mut args: AutoArgs, interrupt: Stop) -> anyhow::Result<ExitStat
             let mut answer = String::new();
             std::io::stdin().lock().read_line(&mut answer)?;
             if !matches!(answer.trim(), "y" | "Y" | "yes") {
-                ui::info("not running");
+                ui::info(format!(
+                    "not running; the sweep's answers are in {}: `sizeup run --resume --input {} --output {} --plan {}` sends the rest",
+                    run_settings.output.display(),
+                    args.input.display(),
+                    run_settings.output.display(),
+                    out.join("plan.json").display()
+                ));
                 return Ok(ExitStatus::Success);
             }
         }
@@ -112,7 +165,16 @@ pub async fn run(mut args: AutoArgs, interrupt: Stop) -> anyhow::Result<ExitStat
                 if args.tuning.resource.is_some() {
                     lifecycle.on(plan.gpus, args.tuning.ready_timeout).await?;
                 }
-                verify(&settings, &target, &args, workload.clone(), &plan, &out, &interrupt).await?;
+                // Verifying sends lines of its own, outside the job's output.
+                let spec = BodySpec {
+                    api: args.endpoint.api,
+                    max_tokens: args.tuning.max_tokens,
+                    field: args.endpoint.max_tokens_field,
+                    stream: !args.measure.no_stream && args.endpoint.api.streams(),
+                    model: workload.model.clone(),
+                };
+                let fresh = Arc::new(Workload::sampled(&args.input, format, 10_000, args.sim.seed ^ 1, spec)?);
+                verify(&settings, &target, &args, fresh, &plan, &out, &interrupt).await?;
             } else {
                 ui::warn("--verify needs a resizable resource (the built-in simulator or --resource); skipped");
             }
@@ -125,14 +187,20 @@ pub async fn run(mut args: AutoArgs, interrupt: Stop) -> anyhow::Result<ExitStat
         }
         run_settings.concurrency = plan.total_concurrency;
         run_settings.gpus = plan.gpus;
-        let predicted = plan.expected_duration_s;
+        let planned_rpm = plan.expected_rpm;
         run_settings.plan = Some(plan);
+        // The sweep's answers are in the output already: the run goes on from them.
+        run_settings.resume = true;
         let prepared = open_output(&run_settings, valid)?;
         run_started = true;
         let outcome = run_on(&run_settings, &args.endpoint, &target, prepared, interrupt).await?;
-        if let Some(p) = predicted {
+        // Predicted for the lines the run itself sent (the sweep answered the others).
+        if planned_rpm > 0.0 && outcome.requests > 0 {
+            let p = outcome.requests as f64 / planned_rpm * 60.0;
             ui::info(format!(
-                "predicted {p:.1}s, achieved {:.1}s ({:+.1}%); {} RPM achieved",
+                "run: {} requests (the sweep answered the other {}): predicted {p:.1}s, achieved {:.1}s ({:+.1}%); {} RPM achieved",
+                outcome.requests,
+                requests.saturating_sub(outcome.requests),
                 outcome.wall_time_s,
                 (outcome.wall_time_s / p - 1.0) * 100.0,
                 ui::thousands(outcome.achieved_rpm)
@@ -168,7 +236,7 @@ async fn verify(
         plan.total_concurrency, plan.gpus
     ));
     let dir = out.join("verify");
-    let r = measure(&s, client, workload, &dir, target, interrupt.drain.clone()).await?;
+    let r = measure(&s, client, workload, &dir, target, interrupt.drain.clone(), None).await?;
     if let Some(level) = r.summary.levels.first() {
         let ratio = level.rpm / plan.expected_rpm;
         ui::info(format!(

@@ -33,7 +33,7 @@ pub async fn run(mut args: SweepArgs, interrupt: CancellationToken) -> anyhow::R
             model,
         )?);
         let client = Arc::new(target.client(&args.endpoint, max_level(&settings.levels))?);
-        measure(&settings, client, workload, &out, &target, interrupt).await
+        measure(&settings, client, workload, &out, &target, interrupt, None).await
     }
     .await;
     target.close().await;

@@ -97,6 +97,8 @@ impl RunSettings {
             (Some(p), _) => Some(p.expected_rpm),
             (None, _) => rate,
         }
+        // A --rate below the plan's is what the run will reach.
+        .map(|planned| rate.map_or(planned, |r| planned.min(r)))
     }
 
     /// The send-rate cap for this process.

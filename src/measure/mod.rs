@@ -5,6 +5,7 @@
 pub mod workload;
 
 use crate::api::Api;
+use crate::batch::OutputWriter;
 use crate::cli::{EndpointArgs, MeasureArgs, SloArgs};
 use crate::client::{Client, FailKind, Outcome};
 use crate::engine::{run_window, Slot, Stop};
@@ -104,6 +105,24 @@ struct Rec {
     repeated: bool,
     prompt_bytes: u64,
     requested_tokens: Option<u64>,
+    /// The input line, in a sweep that is part of the job.
+    custom_id: Option<String>,
+}
+
+impl Rec {
+    /// Writes the answer to the job's output (taking its body, which the statistics do not
+    /// need), exactly as `run` writes a final answer.
+    fn write_answer(&mut self, sink: &mut Option<&mut OutputWriter>) -> anyhow::Result<()> {
+        let (Some(w), Some(id)) = (sink.as_deref_mut(), self.custom_id.take()) else {
+            return Ok(());
+        };
+        let mut outcome = self.outcome.clone_without_body();
+        if let (Ok(kept), Ok(ok)) = (&mut outcome.result, &mut self.outcome.result) {
+            kept.body = ok.body.take();
+        }
+        w.write_result(&crate::job::tally::output_record(id, outcome))
+            .map_err(|e| anyhow::anyhow!("cannot write the job's output: {e}"))
+    }
 }
 
 impl Rec {
@@ -148,6 +167,7 @@ pub async fn measure(
     out: &Path,
     target: &Target,
     interrupt: CancellationToken,
+    mut sink: Option<&mut OutputWriter>,
 ) -> anyhow::Result<SweepResult> {
     crate::files::ensure_dir(out)?;
     let requests_path = out.join("requests.csv");
@@ -192,7 +212,7 @@ pub async fn measure(
             },
         };
         next_index += 1;
-        let level = measure_level(s, c, &client, &workload, sweep_start, &interrupt, &key_hint).await;
+        let level = measure_level(s, c, &client, &workload, sweep_start, &interrupt, &key_hint, &mut sink).await?;
         if level.interrupted {
             interrupted = true;
         }
@@ -219,9 +239,9 @@ pub async fn measure(
         summary.workload = mix.summary();
         if !row.rpm.is_finite() {
             ui::warn(format!(
-                "level {c}: no data: {} requests finished within --max-duration {} (at least {MIN_OK} needed); one request takes longer than that: raise --max-duration (e.g. 10m) or lower max_tokens",
-                row.requests_ok,
-                humantime::format_duration(s.max_duration)
+                "level {c}: no data: fewer than {MIN_OK} requests finished inside the measured window within --max-duration {} ({} finished in all, {c} needed to end the warm-up); requests take longer than that: raise --max-duration (e.g. 10m) or lower max_tokens",
+                humantime::format_duration(s.max_duration),
+                row.requests_ok + row.requests_failed
             ));
             // Kept in the reports with empty RPM fields; left out of the knee and the plan.
             // Higher levels only take longer, so the sweep ends here.
@@ -261,7 +281,8 @@ pub async fn measure(
         summary.levels.push(row);
         finish_summary(&mut summary, &points, s.gpus);
         write_reports(&summary, out)?;
-        if interrupted || points.last().is_some_and(|p| p.rpm <= 0.0) {
+        if interrupted || points.last().is_some_and(|p| p.rpm <= 0.0) || workload.used_up() {
+            // (A job sweep with its budget spent has no line left to send.)
             break;
         }
     }
@@ -340,8 +361,9 @@ fn note_repeats(summary: &mut Summary, workload: &Workload, warned: &mut bool) {
     let Some(distinct) = workload.distinct() else { return };
     let sent = workload.sent();
     summary.distinct_requests = Some(sent.min(distinct));
-    summary.repeated_requests = Some(sent.saturating_sub(distinct));
-    if sent > distinct && !*warned {
+    // A job sweep never sends a line twice (its source ends instead).
+    summary.repeated_requests = Some(if workload.job { 0 } else { sent.saturating_sub(distinct) });
+    if sent > distinct && !workload.job && !*warned {
         *warned = true;
         let file = workload.file_requests().unwrap_or(distinct);
         let why = if file > distinct {
@@ -403,6 +425,7 @@ struct LevelResult {
     recs: Vec<Rec>,
 }
 
+#[allow(clippy::too_many_arguments)] // the level's inputs; a struct would only rename them
 async fn measure_level(
     s: &Settings,
     c: u32,
@@ -411,7 +434,8 @@ async fn measure_level(
     sweep_start: Instant,
     interrupt: &CancellationToken,
     key_hint: &str,
-) -> LevelResult {
+    sink: &mut Option<&mut OutputWriter>,
+) -> anyhow::Result<LevelResult> {
     let level_start = Instant::now();
     let offset_ms = (level_start - sweep_start).as_secs_f64() * 1000.0;
     let stop = Stop::new();
@@ -425,7 +449,8 @@ async fn measure_level(
         move |req: workload::Request, slot: Slot| {
             let cl = cl.clone();
             async move {
-                let outcome = cl.send(req.body, stream, false).await;
+                // A job sweep keeps the answer: it is the job's output.
+                let outcome = cl.send(req.body, stream, req.custom_id.is_some()).await;
                 let since = |t: Instant| (t - level_start).as_secs_f64();
                 Rec {
                     start: since(outcome.start),
@@ -434,6 +459,7 @@ async fn measure_level(
                     repeated: req.repeated,
                     prompt_bytes: req.prompt_bytes,
                     requested_tokens: req.requested_tokens,
+                    custom_id: req.custom_id,
                     outcome,
                 }
             }
@@ -456,7 +482,8 @@ async fn measure_level(
     loop {
         tokio::select! {
             rec = rx.recv() => match rec {
-                Some(r) => {
+                Some(mut r) => {
+                    r.write_answer(sink)?;
                     let failure = r.outcome.result.as_ref().err();
                     if streak.record(failure.map(|f| (f.kind, f.body.as_ref()))) {
                         let f = failure.expect("a streak is made of failures");
@@ -522,9 +549,24 @@ async fn measure_level(
         }
     }
     let end = (Instant::now() - level_start).as_secs_f64();
+    if warm_end.is_none() && !interrupted && workload.used_up() && recs.iter().any(|r| r.outcome.is_ok()) {
+        // A job sweep's budget ran out during the warm-up: measure the level on all it got
+        // rather than throw the lines away.
+        warm_end = Some(0.0);
+    }
     stop.drain.cancel();
-    stop.abandon.cancel();
-    let _ = window.await;
+    if workload.job {
+        // Every request sent is a line of the job: let those in flight finish and write their
+        // answers (after the level's end, so outside its statistics), or the run would send
+        // them a second time.
+        let _ = window.await;
+        while let Ok(mut r) = rx.try_recv() {
+            r.write_answer(sink)?;
+        }
+    } else {
+        stop.abandon.cancel();
+        let _ = window.await;
+    }
     let empty = LevelResult {
         row: None,
         requests: Vec::new(),
@@ -536,22 +578,22 @@ async fn measure_level(
         recs: Vec::new(),
     };
     if let Some(err) = unusable {
-        return LevelResult {
+        return Ok(LevelResult {
             unusable: Some(err),
             ..empty
-        };
+        });
     }
     let samples: Vec<Sample> = recs.iter().map(Rec::sample).collect();
     let Some(w) = warm_end else {
         if interrupted {
             // Interrupted during warm-up: nothing measured at this level.
-            return empty;
+            return Ok(empty);
         }
         if !recs.is_empty() && !recs.iter().any(|r| r.outcome.is_ok()) {
-            return LevelResult {
+            return Ok(LevelResult {
                 unusable: Some(unusable_reason(&recs, key_hint)),
                 ..empty
-            };
+            });
         }
         // The warm-up never ended within --max-duration: too few requests finished for a
         // rate. The row keeps the counts and latencies, with empty RPM fields.
@@ -564,16 +606,16 @@ async fn measure_level(
         ] {
             *v = f64::NAN;
         }
-        return LevelResult {
+        return Ok(LevelResult {
             row: Some(row),
             requests,
             tokens_estimated: estimated,
             recs,
             ..empty
-        };
+        });
     };
     let (row, requests, estimated) = summarize_level(c, s.gpus, &samples, w, end, offset_ms);
-    LevelResult {
+    Ok(LevelResult {
         row: Some(row),
         requests,
         ci_met,
@@ -582,7 +624,7 @@ async fn measure_level(
         unusable: None,
         systematic,
         recs,
-    }
+    })
 }
 
 /// Exit 3 with the reason every warm-up request failed; `key_hint` names the credential

@@ -26,6 +26,9 @@ pub struct BodySpec {
 /// The requests a sweep sends, ready-made bodies cycled in order.
 pub struct Workload {
     kind: Kind,
+    /// The sweep is part of the job (`auto`): each sampled line is sent at most once (the
+    /// source ends when the sample is used up) and its answer belongs in the job's output.
+    pub job: bool,
     /// The next request number, continued across levels: a level never re-sends the prompts
     /// of the one before, which a server's prefix cache would answer faster than new work.
     next: AtomicU64,
@@ -77,6 +80,7 @@ impl Workload {
                 field,
             },
             next: AtomicU64::new(0),
+            job: false,
             stream,
             model,
         }
@@ -148,9 +152,21 @@ impl Workload {
                 file_requests: reservoir.seen,
             },
             next: AtomicU64::new(0),
+            job: false,
             stream,
             model,
         })
+    }
+
+    /// Makes the sweep part of the job: see [`Workload::job`].
+    pub fn into_job(mut self) -> Workload {
+        self.job = true;
+        self
+    }
+
+    /// Whether a job sweep has sent every sampled line.
+    pub fn used_up(&self) -> bool {
+        self.job && self.distinct().is_some_and(|d| self.sent() >= d)
     }
 
     /// Requests in the input file (sampled workloads).
@@ -185,6 +201,7 @@ impl Workload {
                     repeated,
                     prompt_bytes: s.prompt_bytes,
                     requested_tokens: s.requested_tokens,
+                    custom_id: self.job.then(|| s.custom_id.clone()),
                 }
             }
             Kind::Synthetic { words, max_tokens, .. } => {
@@ -196,6 +213,7 @@ impl Workload {
                     repeated,
                     prompt_bytes: digits + if words.is_empty() { 0 } else { 1 + words.len() as u64 },
                     requested_tokens: Some(u64::from(*max_tokens)),
+                    custom_id: None,
                 }
             }
         }
@@ -243,13 +261,23 @@ pub struct Request {
     /// The request's size as the file states it (see [`crate::batch::mix`]).
     pub prompt_bytes: u64,
     pub requested_tokens: Option<u64>,
+    /// The input line's id, for a sweep that is part of the job.
+    pub custom_id: Option<String>,
 }
 
 impl Source for Requests {
     type Item = Request;
     async fn next(&self) -> Option<Request> {
-        let i = self.workload.next.fetch_add(1, Ordering::Relaxed);
-        Some(self.workload.request(i))
+        let w = &self.workload;
+        if w.job && w.distinct().is_some_and(|d| w.next.load(Ordering::Relaxed) >= d) {
+            // Never a line twice: the budget is spent.
+            return None;
+        }
+        let i = w.next.fetch_add(1, Ordering::Relaxed);
+        if w.job && w.distinct().is_some_and(|d| i >= d) {
+            return None;
+        }
+        Some(w.request(i))
     }
 }
 

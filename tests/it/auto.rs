@@ -16,7 +16,7 @@ const SIM: [&str; 8] = [
 #[test]
 fn sweep_plan_run_in_one_command() {
     let tmp = tempfile::tempdir().unwrap();
-    let input = batch_file(tmp.path(), 600, 8);
+    let input = batch_file(tmp.path(), 3000, 8);
     let out = tmp.path().join("job");
     let assert = sizeup()
         .args(["auto", "--yes", "--verify", "--input"])
@@ -33,7 +33,7 @@ fn sweep_plan_run_in_one_command() {
             "--ci-width",
             "0.05",
         ])
-        .args(["--min-requests", "30", "--sample", "50", "--out"])
+        .args(["--min-requests", "30", "--out"])
         .arg(&out)
         .args(SIM)
         .assert()
@@ -62,7 +62,10 @@ fn sweep_plan_run_in_one_command() {
     assert_eq!(plan["concurrency_per_gpu"], 4);
     assert_eq!(plan["gpus"], 2);
     let run = read_json(&out.join("run-summary.json"));
-    assert_eq!(run["requests_ok"], 600);
+    // The sweep answered up to 1,000 lines (its floor; 20% would be 600); the run the rest.
+    let swept = run["skipped_already_done"].as_u64().unwrap();
+    assert!((100..=1000).contains(&swept), "{run:#}");
+    assert_eq!(run["requests_ok"].as_u64().unwrap() + swept, 3000, "{run:#}");
     let predicted = run["predicted_duration_s"].as_f64().unwrap();
     let achieved = run["achieved_duration_s"].as_f64().unwrap();
     assert!(
@@ -70,7 +73,7 @@ fn sweep_plan_run_in_one_command() {
         "predicted {predicted:.2}s, achieved {achieved:.2}s"
     );
     let lines = std::fs::read_to_string(out.join("output.jsonl")).unwrap();
-    assert_eq!(lines.lines().count(), 600);
+    assert_eq!(lines.lines().count(), 3000);
 }
 
 #[test]
@@ -103,8 +106,32 @@ fn without_a_terminal_or_yes_it_stops_after_the_plan() {
         !out.join("run-summary.json").exists(),
         "nothing may run without consent"
     );
+    // The sweep's requests were lines of the job: their answers are a valid partial output
+    // that `run --resume` completes, each line answered once.
     let output = out.join("output.jsonl");
-    assert!(!output.exists() || std::fs::read_to_string(&output).unwrap().is_empty());
+    let swept = std::fs::read_to_string(&output).unwrap().lines().count();
+    assert!(swept > 0 && swept <= 50, "{swept}");
+    sizeup()
+        .args(["run", "--resume", "--input"])
+        .arg(&input)
+        .arg("--output")
+        .arg(&output)
+        .arg("--plan")
+        .arg(out.join("plan.json"))
+        .args(SIM)
+        .assert()
+        .success();
+    let text = std::fs::read_to_string(&output).unwrap();
+    let ids: std::collections::BTreeSet<String> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["custom_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!((text.lines().count(), ids.len()), (50, 50), "each line once");
 }
 
 #[test]

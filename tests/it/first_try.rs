@@ -603,3 +603,63 @@ fn one_sweep_of_a_mixed_job_sizes_a_short_and_a_long_job() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_sends_each_line_once_the_sweep_included() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("sorted.jsonl");
+    sorted_file(&input, 3000, 4, 16);
+    // 2 GPUs x 8 slots; 10 ms of prefill (2 prompt words) + 1 ms per output token.
+    let mut cfg = fast_sim(2, 8, 1.0, 0.0);
+    cfg.params.prefill_ms_per_1k = 5000.0;
+    let sim = SimHandle::start(cfg).await.unwrap();
+    let url = sim.url();
+    let out = dir.path().join("auto");
+    let o = tokio_sizeup()
+        .args([
+            "auto",
+            "--endpoint",
+            &url,
+            "--gpus",
+            "2",
+            "--target-rpm",
+            "20000",
+            "--yes",
+        ])
+        .args([
+            "--concurrency",
+            "4,8,16",
+            "--warmup",
+            "200ms",
+            "--max-duration",
+            "2s",
+            "--min-requests",
+            "40",
+        ])
+        .args(["--sweep-budget", "0.2", "--input"])
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.code() == Some(0), "{stderr}");
+    let sent = sim_metric(&url, "sizeup_sim_requests_total").await;
+    sim.shutdown().await;
+    assert_eq!(
+        sent, 3000.0,
+        "the endpoint received each line once, the sweep's included: {stderr}"
+    );
+    assert_all_answered(&out.join("output.jsonl"), 3000);
+    let summary = read_json(&out.join("summary.json"));
+    assert_eq!(summary["repeated_requests"], 0, "{summary:#}");
+    let swept = summary["distinct_requests"].as_u64().unwrap();
+    assert!(swept > 0 && swept <= 1000, "the sweep kept to its budget: {swept}");
+    let run = read_json(&out.join("run-summary.json"));
+    assert_eq!(
+        run["skipped_already_done"].as_u64().unwrap() + run["requests_total"].as_u64().unwrap(),
+        3000,
+        "{run:#}"
+    );
+}
