@@ -57,6 +57,9 @@ mod tests {
             "ci_width_target",
             "ci_met",
             "tokens_estimated",
+            "workload",
+            "distinct_requests",
+            "repeated_requests",
         ];
         let mut pos = 0;
         for k in keys {

@@ -72,6 +72,10 @@ pub struct LevelRow {
     pub error_rate: f64,
     /// True when the load generator, not the server, was the bottleneck.
     pub client_limited: bool,
+    /// Prompt (input) tokens per second of the successful requests in the window; the figure
+    /// of an embedding job. Empty when the endpoint reports no prompt tokens.
+    #[serde(default = "nan", deserialize_with = "f64_or_nan")]
+    pub input_tokens_per_s: f64,
     /// Measured requests that repeated an input line already sent in this sweep (the sample
     /// was used up); a prefix cache answers those faster, so the level may look faster.
     #[serde(default)]
@@ -80,10 +84,6 @@ pub struct LevelRow {
     /// fitted over its successful requests with token counts (summary.json only).
     #[serde(default)]
     pub capacity_model: Option<LatencyFit>,
-    /// Prompt (input) tokens per second of the successful requests in the window; the figure
-    /// of an embedding job. Empty when the endpoint reports no prompt tokens.
-    #[serde(default = "nan", deserialize_with = "f64_or_nan")]
-    pub input_tokens_per_s: f64,
 }
 
 fn nan() -> f64 {
