@@ -29,7 +29,7 @@ pub(super) struct Collector {
     pub(super) refused: Option<String>,
     pub(super) input_error: Option<String>,
     pub(super) interrupted: bool,
-    pub(super) streak: attempt::Streak,
+    pub(super) streak: Arc<std::sync::Mutex<attempt::Streak>>,
     /// Set when the streak stopped the run: the status and message every answer repeated.
     pub(super) systematic: Option<(Option<u16>, String)>,
 }
@@ -89,9 +89,10 @@ impl Collector {
                 custom_id,
                 outcome,
                 attempts,
+                systematic,
             } => {
                 let failure = outcome.result.as_ref().err();
-                if self.streak.record(failure.map(|f| (f.kind, f.body.as_ref()))) && self.systematic.is_none() {
+                if systematic && self.systematic.is_none() {
                     let f = failure.expect("a streak is made of failures");
                     let status = match f.kind {
                         FailKind::Http(code) => Some(code),
@@ -249,7 +250,7 @@ impl Collector {
             return Err(ui::unusable_error(
                 format!(
                     "stopped: the last {} finished requests all failed the same way: {msg}",
-                    self.streak.len()
+                    self.streak.lock().map_or(0, |s| s.len())
                 ),
                 Some(attempt::streak_hint(status)),
             ));

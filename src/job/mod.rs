@@ -292,7 +292,9 @@ pub async fn send_batch(b: Batch<'_>, prepared: Prepared, interrupt: Stop) -> an
     let stop = Stop::new();
     let (tx, rx) = mpsc::unbounded_channel::<Event>();
     let retries_used = Arc::new(AtomicU64::new(0));
+    let streak = Arc::new(std::sync::Mutex::new(attempt::Streak::new(b.stop_after_failures)));
     let worker = Worker {
+        streak: streak.clone(),
         client: b.client.clone(),
         limiter: s.rate().map(|r| Arc::new(RateLimiter::new(r, 1))),
         source: source.clone(),
@@ -324,7 +326,7 @@ pub async fn send_batch(b: Batch<'_>, prepared: Prepared, interrupt: Stop) -> an
         refused: None,
         input_error: None,
         interrupted: false,
-        streak: attempt::Streak::new(b.stop_after_failures),
+        streak,
         systematic: None,
     };
     c.collect(rx, note_rx, &interrupt, &retries_used).await?;

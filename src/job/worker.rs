@@ -8,7 +8,7 @@ use crate::engine::retry::RetryPolicy;
 use crate::engine::Stop;
 use rand::Rng;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::time::Instant;
 
 /// What a worker reports for one attempt.
@@ -18,6 +18,8 @@ pub(super) enum Event {
         custom_id: String,
         outcome: Outcome,
         attempts: u32,
+        /// This answer completed a run of identical failures (`--stop-after-failures`).
+        systematic: bool,
     },
     /// Failed, queued for another try; or not sent because the run is stopping.
     Retried,
@@ -35,6 +37,8 @@ pub(super) struct Worker {
     pub stop: Stop,
     pub retries_used: Arc<AtomicU64>,
     pub policy: RetryPolicy,
+    /// `--stop-after-failures`: shared by the workers, in the order answers finish.
+    pub streak: Arc<Mutex<attempt::Streak>>,
 }
 
 impl Worker {
@@ -52,11 +56,22 @@ impl Worker {
         let u: f64 = rand::thread_rng().gen();
         match attempt::decide(failure, job.attempt, &self.policy, u) {
             Decision::Done => {
+                // Checked here, not in the collector: the collector reads events in batches,
+                // and by then the other workers would have sent more of the same failure.
+                let systematic = {
+                    let failure = outcome.result.as_ref().err();
+                    let mut streak = self.streak.lock().expect("streak lock");
+                    streak.record(failure.map(|f| (f.kind, f.body.as_ref())))
+                };
+                if systematic {
+                    self.stop.drain.cancel();
+                }
                 self.source.finished();
                 Event::Done {
                     custom_id: job.custom_id,
                     outcome,
                     attempts: job.attempt + 1,
+                    systematic,
                 }
             }
             Decision::Stop => {

@@ -2,17 +2,20 @@
 //! until the rate's confidence interval is narrow enough, the level statistics, the knee, and
 //! the report files rewritten after each level.
 
+mod rec;
 pub mod workload;
+
+use rec::{MixTally, Rec};
 
 use crate::api::Api;
 use crate::batch::OutputWriter;
 use crate::cli::{EndpointArgs, MeasureArgs, SloArgs};
-use crate::client::{Client, FailKind, Outcome};
+use crate::client::{Client, FailKind};
 use crate::engine::{run_window, Slot, Stop};
-use crate::report::{Format as ReportFormat, KneeRow, LevelRow, RequestRow, RequestsCsv, Summary, SweepMix};
+use crate::report::{Format as ReportFormat, KneeRow, LevelRow, RequestRow, RequestsCsv, Summary};
 use crate::stats::ci::{closed_loop_floor, rate_ci};
 use crate::stats::knee::{knee, next_level, LevelPoint};
-use crate::stats::level::{summarize_level, Sample, SampleResult, MIN_OK};
+use crate::stats::level::{summarize_level, Sample, MIN_OK};
 use crate::target::Target;
 use crate::ui::{self, usage_error};
 use std::path::Path;
@@ -93,62 +96,6 @@ impl Settings {
             api: e.api,
             stop_after_failures: e.stop_after_failures,
         })
-    }
-}
-
-/// One finished request, times in seconds from the level's start.
-struct Rec {
-    start: f64,
-    end: f64,
-    outcome: Outcome,
-    sched_delay: f64,
-    repeated: bool,
-    prompt_bytes: u64,
-    requested_tokens: Option<u64>,
-    /// The input line, in a sweep that is part of the job.
-    custom_id: Option<String>,
-}
-
-impl Rec {
-    /// Writes the answer to the job's output (taking its body, which the statistics do not
-    /// need), exactly as `run` writes a final answer.
-    fn write_answer(&mut self, sink: &mut Option<&mut OutputWriter>) -> anyhow::Result<()> {
-        let (Some(w), Some(id)) = (sink.as_deref_mut(), self.custom_id.take()) else {
-            return Ok(());
-        };
-        let mut outcome = self.outcome.clone_without_body();
-        if let (Ok(kept), Ok(ok)) = (&mut outcome.result, &mut self.outcome.result) {
-            kept.body = ok.body.take();
-        }
-        w.write_result(&crate::job::tally::output_record(id, outcome))
-            .map_err(|e| anyhow::anyhow!("cannot write the job's output: {e}"))
-    }
-}
-
-impl Rec {
-    fn sample(&self) -> Sample {
-        let result = match &self.outcome.result {
-            Ok(ok) => SampleResult::Ok {
-                prompt_tokens: ok.usage.prompt_tokens,
-                completion_tokens: ok.usage.completion_tokens,
-                estimated: ok.usage.estimated,
-            },
-            Err(f) => SampleResult::Failed {
-                label: f.kind.label(),
-                message: f.message.clone(),
-            },
-        };
-        Sample {
-            start: self.start,
-            end: self.end,
-            sched_delay: self.sched_delay,
-            repeated: self.repeated,
-            ttft_ms: self
-                .outcome
-                .first_token
-                .map(|t| (t - self.outcome.start).as_secs_f64() * 1000.0),
-            result,
-        }
     }
 }
 
@@ -299,60 +246,6 @@ pub async fn measure(
         );
     }
     Ok(SweepResult { summary, interrupted })
-}
-
-/// Sums over a sweep's successful requests: reported tokens against the file's own figures.
-#[derive(Default)]
-struct MixTally {
-    ok: u64,
-    prompt_tokens: u64,
-    with_prompt_tokens: u64,
-    output_tokens: u64,
-    prompt_bytes: u64,
-    /// Over the requests that report prompt tokens.
-    bytes_with_prompt_tokens: u64,
-    requested: u64,
-    /// Over the requests that state their output limit.
-    output_with_requested: u64,
-    with_requested: u64,
-}
-
-impl MixTally {
-    fn add(&mut self, recs: &[Rec]) {
-        for r in recs {
-            let Ok(ok) = &r.outcome.result else { continue };
-            if ok.usage.estimated {
-                continue;
-            }
-            self.ok += 1;
-            self.output_tokens += ok.usage.completion_tokens;
-            self.prompt_bytes += r.prompt_bytes;
-            if let Some(p) = ok.usage.prompt_tokens {
-                self.prompt_tokens += p;
-                self.with_prompt_tokens += 1;
-                self.bytes_with_prompt_tokens += r.prompt_bytes;
-            }
-            if let Some(t) = r.requested_tokens {
-                self.requested += t;
-                self.output_with_requested += ok.usage.completion_tokens;
-                self.with_requested += 1;
-            }
-        }
-    }
-
-    fn summary(&self) -> Option<SweepMix> {
-        let ok = self.ok as f64;
-        let ratio = |num: u64, den: u64| (den > 0).then(|| num as f64 / den as f64);
-        (self.ok > 0).then(|| SweepMix {
-            requests: self.ok,
-            prompt_tokens_mean: ratio(self.prompt_tokens, self.with_prompt_tokens),
-            output_tokens_mean: self.output_tokens as f64 / ok,
-            prompt_bytes_mean: self.prompt_bytes as f64 / ok,
-            requested_output_tokens_mean: ratio(self.requested, self.with_requested),
-            tokens_per_prompt_byte: ratio(self.prompt_tokens, self.bytes_with_prompt_tokens),
-            output_per_requested_token: ratio(self.output_with_requested, self.requested),
-        })
-    }
 }
 
 /// Records how many requests were new lines and how many repeats, and says once on stderr
