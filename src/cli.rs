@@ -168,7 +168,8 @@ pub struct SimModelArgs {
     /// Relative spread of each request's service time: x U[1-j, 1+j] (0.5 = ±50%).
     #[arg(long, default_value_t = 0.0)]
     pub jitter: f64,
-    /// Seed for jitter and faults: the same seed replays the same sequence.
+    /// Seed for the sample of --input, and for the simulator's jitter and faults: the same
+    /// seed draws the same sample and replays the same sequence.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Output tokens when a request body has no max_tokens.
@@ -356,8 +357,9 @@ pub struct WorkloadArgs {
     /// Force the input format instead of detecting it.
     #[arg(long, value_name = "openai-batch|jsonl|csv|text", value_parser = InputFormat::from_str)]
     pub format: Option<InputFormat>,
-    /// Requests read from --input to sample from.
-    #[arg(long, default_value_t = 200)]
+    /// Lines of --input in the sweep's sample: a seeded (--seed) uniform sample of the whole
+    /// file, each sent once before any is sent again.
+    #[arg(long, default_value_t = 10_000)]
     pub sample: usize,
     /// Synthetic prompt length in words (≈ tokens) when there is no --input.
     #[arg(long, default_value_t = 256)]

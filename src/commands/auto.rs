@@ -121,6 +121,13 @@ pub async fn run(mut args: AutoArgs, interrupt: Stop) -> anyhow::Result<ExitStat
             ));
             plan_tuning.estimate = crate::cli::EstimateChoice::Low;
         }
+        let levels = &swept.summary.levels;
+        let best = levels.iter().filter(|l| l.rpm.is_finite()).max_by(|a, b| a.rpm.total_cmp(&b.rpm));
+        if workload.used_up() && best.is_some_and(|b| Some(b.concurrency) == levels.last().map(|l| l.concurrency)) {
+            ui::warn(
+                "RPM was still growing at the last level the budget allowed: the knee was not reached, so the plan asks for more GPUs than needed; raise --sweep-budget or --max-concurrency's start",
+            );
+        }
         let plan = super::plan::make_plan(&swept.summary, &out, args.target_rpm, Some(requests), None, &args.slo, &plan_tuning)?;
         super::plan::write_plan(&plan, &out.join("plan.json"))?;
         {

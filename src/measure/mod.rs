@@ -363,6 +363,12 @@ async fn measure_level(
 
     let mut recs: Vec<Rec> = Vec::new();
     let mut streak = crate::job::attempt::Streak::new(s.stop_after_failures);
+    // A job sweep's budget is shared: about an eighth per level (doubling to the knee and a
+    // few bisection steps), never less than twice --min-requests.
+    let level_cap = workload
+        .job
+        .then(|| workload.distinct().map(|d| (d / 8).max(2 * s.min_requests)))
+        .flatten();
     let mut systematic = false;
     let mut warm_end: Option<f64> = None;
     let mut ci_met = false;
@@ -400,7 +406,9 @@ async fn measure_level(
             _ = ticker.tick() => {
                 let now = (Instant::now() - level_start).as_secs_f64();
                 let Some(w) = warm_end else {
-                    if now >= s.warmup.as_secs_f64() && recs.len() >= c as usize {
+                    // A job sweep spends lines, not seconds: two rounds of C warm the server up.
+                    let warm = now >= s.warmup.as_secs_f64() || (workload.job && recs.len() >= 2 * c as usize);
+                    if warm && recs.len() >= c as usize {
                         if !recs.iter().any(|r| r.outcome.is_ok()) {
                             unusable = Some(unusable_reason(&recs, key_hint));
                             break;
@@ -436,6 +444,10 @@ async fn measure_level(
                     break;
                 }
                 if now - w >= s.max_duration.as_secs_f64() {
+                    break;
+                }
+                if level_cap.is_some_and(|cap| measured >= cap) {
+                    // A job sweep spends its budget across the levels, not all on the first.
                     break;
                 }
             }
