@@ -159,7 +159,15 @@ pub async fn measure(
             },
         };
         next_index += 1;
-        let level = measure_level(s, c, &client, &workload, sweep_start, &interrupt, &key_hint, &mut sink).await?;
+        let sweep = Sweep {
+            settings: s,
+            client: &client,
+            workload: &workload,
+            start: sweep_start,
+            interrupt: &interrupt,
+            key_hint: &key_hint,
+        };
+        let level = measure_level(&sweep, c, &mut sink).await?;
         if level.interrupted {
             interrupted = true;
         }
@@ -318,17 +326,26 @@ struct LevelResult {
     recs: Vec<Rec>,
 }
 
-#[allow(clippy::too_many_arguments)] // the level's inputs; a struct would only rename them
-async fn measure_level(
-    s: &Settings,
-    c: u32,
-    client: &Arc<Client>,
-    workload: &Arc<Workload>,
-    sweep_start: Instant,
-    interrupt: &CancellationToken,
-    key_hint: &str,
-    sink: &mut Option<&mut OutputWriter>,
-) -> anyhow::Result<LevelResult> {
+/// What every level of one sweep shares.
+struct Sweep<'a> {
+    settings: &'a Settings,
+    client: &'a Arc<Client>,
+    workload: &'a Arc<Workload>,
+    start: Instant,
+    interrupt: &'a CancellationToken,
+    /// Names the credential variable when every request is refused.
+    key_hint: &'a str,
+}
+
+async fn measure_level(sweep: &Sweep<'_>, c: u32, sink: &mut Option<&mut OutputWriter>) -> anyhow::Result<LevelResult> {
+    let Sweep {
+        settings: s,
+        client,
+        workload,
+        start: sweep_start,
+        interrupt,
+        key_hint,
+    } = *sweep;
     let level_start = Instant::now();
     let offset_ms = (level_start - sweep_start).as_secs_f64() * 1000.0;
     let stop = Stop::new();
