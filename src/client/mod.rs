@@ -80,6 +80,14 @@ pub enum FailKind {
 }
 
 impl FailKind {
+    /// The HTTP status the server answered with; None for transport and decode failures.
+    pub fn status(self) -> Option<u16> {
+        match self {
+            FailKind::Http(code) => Some(code),
+            _ => None,
+        }
+    }
+
     /// The `status` column of reports: the HTTP code, or a word for transport failures.
     pub fn label(self) -> String {
         match self {

@@ -76,12 +76,13 @@ pub async fn run(mut args: AutoArgs, interrupt: Stop) -> anyhow::Result<ExitStat
         lifecycle.on(args.gpus, args.tuning.ready_timeout).await?;
         let model = target.model(&args.endpoint).await?;
         let stream = !args.measure.no_stream && args.endpoint.api.streams();
-        let spec = BodySpec {
+        // How the sweep's (and --verify's) lines become bodies.
+        let spec = || BodySpec {
             api: args.endpoint.api,
             max_tokens: args.tuning.max_tokens,
             field: args.endpoint.max_tokens_field,
             stream,
-            model,
+            model: model.clone(),
         };
         // The sweep is part of the job: a uniform sample of its lines, each sent once, answered
         // into the job's output; the run then sends only the lines not yet answered.
@@ -90,7 +91,7 @@ pub async fn run(mut args: AutoArgs, interrupt: Stop) -> anyhow::Result<ExitStat
             .max((requests as usize).min(MIN_SWEEP_LINES))
             .clamp(1, MAX_SWEEP_LINES);
         let sample = args.sample.map_or(budget, |s| s.clamp(1, budget));
-        let workload = Arc::new(Workload::sampled(&args.input, format, sample, args.sim.seed, spec)?.into_job());
+        let workload = Arc::new(Workload::sampled(&args.input, format, sample, args.sim.seed, spec())?.into_job());
         let client = Arc::new(target.client(&args.endpoint, max_level(&settings.levels))?);
         ui::info(format!(
             "sweep: up to {sample} of the {requests} requests of {} (a uniform sample; their answers go to the output)",
@@ -173,14 +174,7 @@ pub async fn run(mut args: AutoArgs, interrupt: Stop) -> anyhow::Result<ExitStat
                     lifecycle.on(plan.gpus, args.tuning.ready_timeout).await?;
                 }
                 // Verifying sends lines of its own, outside the job's output.
-                let spec = BodySpec {
-                    api: args.endpoint.api,
-                    max_tokens: args.tuning.max_tokens,
-                    field: args.endpoint.max_tokens_field,
-                    stream: !args.measure.no_stream && args.endpoint.api.streams(),
-                    model: workload.model.clone(),
-                };
-                let fresh = Arc::new(Workload::sampled(&args.input, format, 10_000, args.sim.seed ^ 1, spec)?);
+                let fresh = Arc::new(Workload::sampled(&args.input, format, 10_000, args.sim.seed ^ 1, spec())?);
                 verify(&settings, &target, &args, fresh, &plan, &out, &interrupt).await?;
             } else {
                 ui::warn("--verify needs a resizable resource (the built-in simulator or --resource); skipped");

@@ -206,8 +206,7 @@ pub fn write_plan(plan: &Plan, out: &Path) -> anyhow::Result<()> {
         super::ensure_dir(dir)?;
     }
     let text = serde_json::to_string_pretty(plan)? + "\n";
-    std::fs::write(out, text).map_err(|e| usage_error(format!("cannot write {}: {e}", out.display()), None))?;
-    Ok(())
+    crate::files::write_whole(out, text.as_bytes())
 }
 
 pub fn run(args: PlanArgs) -> anyhow::Result<ExitStatus> {

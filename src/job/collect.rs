@@ -9,7 +9,6 @@ use super::tally::{RunSummary, Tally};
 use super::worker::Event;
 use super::{Batch, RunOutcome, RunSettings};
 use crate::batch::{self, OutputWriter};
-use crate::client::FailKind;
 use crate::engine::Stop;
 use crate::ui::{self, usage_error, ExitStatus};
 use std::path::PathBuf;
@@ -94,11 +93,7 @@ impl Collector {
                 let failure = outcome.result.as_ref().err();
                 if systematic && self.systematic.is_none() {
                     let f = failure.expect("a streak is made of failures");
-                    let status = match f.kind {
-                        FailKind::Http(code) => Some(code),
-                        _ => None,
-                    };
-                    self.systematic = Some((status, f.message.clone()));
+                    self.systematic = Some((f.kind.status(), f.message.clone()));
                     // Start nothing new; the requests in flight finish and are written.
                     self.source.close_feed();
                     self.stop.drain.cancel();

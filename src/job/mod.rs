@@ -89,7 +89,7 @@ impl ShardShare {
 impl RunSettings {
     /// The rate the run is expected to reach: the plan's (this shard's part of it), else `--rate`.
     pub fn planned_rpm(&self) -> Option<f64> {
-        let rate = self.share.map_or(self.tuning.rate, |sh| sh.rate_rpm);
+        let rate = self.rate();
         match (&self.plan, self.share) {
             (Some(p), Some(sh)) if sh.total_concurrency > 0 => {
                 Some(p.expected_rpm * f64::from(sh.concurrency) / f64::from(sh.total_concurrency))

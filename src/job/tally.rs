@@ -1,7 +1,7 @@
 //! The run's counts as outcomes arrive, and the run-summary.json they become.
 
 use crate::batch::OutputRecord;
-use crate::client::{FailKind, Outcome};
+use crate::client::Outcome;
 use crate::stats::latency::Hist;
 use serde::Serialize;
 use tokio::time::Instant;
@@ -126,10 +126,8 @@ pub fn output_record(custom_id: String, outcome: Outcome) -> OutputRecord {
             error: None,
         },
         Err(f) => {
-            let (status, code) = match f.kind {
-                FailKind::Http(c) => (Some(c), format!("http_{c}")),
-                other => (None, other.label()),
-            };
+            let status = f.kind.status();
+            let code = status.map_or_else(|| f.kind.label(), |c| format!("http_{c}"));
             OutputRecord {
                 custom_id,
                 status_code: status,

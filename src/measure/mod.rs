@@ -403,10 +403,9 @@ async fn measure_level(sweep: &Sweep<'_>, c: u32, sink: &mut Option<&mut OutputW
                     let failure = r.outcome.result.as_ref().err();
                     if streak.record(failure.map(|f| (f.kind, f.body.as_ref()))) {
                         let f = failure.expect("a streak is made of failures");
-                        let status = match f.kind { FailKind::Http(code) => Some(code), _ => None };
                         unusable = Some(ui::unusable_error(
                             format!("stopped at level {c}: the last {} requests all failed the same way: {}", streak.len(), f.message),
-                            Some(crate::job::attempt::streak_hint(status)),
+                            Some(crate::job::attempt::streak_hint(f.kind.status())),
                         ));
                         systematic = true;
                         recs.push(r);

@@ -269,12 +269,9 @@ impl Source for Requests {
     type Item = Request;
     async fn next(&self) -> Option<Request> {
         let w = &self.workload;
-        if w.job && w.distinct().is_some_and(|d| w.next.load(Ordering::Relaxed) >= d) {
-            // Never a line twice: the budget is spent.
-            return None;
-        }
         let i = w.next.fetch_add(1, Ordering::Relaxed);
         if w.job && w.distinct().is_some_and(|d| i >= d) {
+            // Never a line twice: the budget is spent.
             return None;
         }
         Some(w.request(i))

@@ -433,17 +433,22 @@ fn a_file_mixing_endpoints_exits_2_naming_the_lines() {
     }
 }
 
-/// An OpenAI Batch completions file sorted by length: the first half asks for `short` output
-/// tokens, the second half for `long`.
-fn sorted_file(path: &std::path::Path, n: usize, short: u32, long: u32) {
+/// `n` OpenAI Batch completions lines, ids `{tag}{i}`, line i asking for `max_tokens(i)`
+/// output tokens. Prompts are fixed-width (`line 00042`), so every prompt is the same size.
+fn completions_file(path: &std::path::Path, n: usize, tag: &str, max_tokens: impl Fn(usize) -> u32) {
     let mut text = String::new();
     for i in 0..n {
-        let max = if i < n / 2 { short } else { long };
+        let max = max_tokens(i);
         text.push_str(&format!(
-            "{{\"custom_id\":\"s{i}\",\"method\":\"POST\",\"url\":\"/v1/completions\",\"body\":{{\"prompt\":\"line {i:05}\",\"max_tokens\":{max}}}}}\n"
+            "{{\"custom_id\":\"{tag}{i}\",\"method\":\"POST\",\"url\":\"/v1/completions\",\"body\":{{\"prompt\":\"line {i:05}\",\"max_tokens\":{max}}}}}\n"
         ));
     }
     std::fs::write(path, text).unwrap();
+}
+
+/// A file sorted by length: the first half asks for `short` output tokens, the rest `long`.
+fn sorted_file(path: &std::path::Path, n: usize, short: u32, long: u32) {
+    completions_file(path, n, "s", |i| if i < n / 2 { short } else { long });
 }
 
 #[test]
@@ -507,17 +512,6 @@ fn the_sweep_samples_the_whole_file_and_flags_repeats() {
     );
 }
 
-/// `n` completions lines asking for `max_tokens` each, ids prefixed `tag`.
-fn uniform_file(path: &std::path::Path, n: usize, max_tokens: u32, tag: &str) {
-    let mut text = String::new();
-    for i in 0..n {
-        text.push_str(&format!(
-            "{{\"custom_id\":\"{tag}{i}\",\"method\":\"POST\",\"url\":\"/v1/completions\",\"body\":{{\"prompt\":\"line {i:05}\",\"max_tokens\":{max_tokens}}}}}\n"
-        ));
-    }
-    std::fs::write(path, text).unwrap();
-}
-
 #[test]
 fn one_sweep_of_a_mixed_job_sizes_a_short_and_a_long_job() {
     let dir = tempfile::tempdir().unwrap();
@@ -567,7 +561,7 @@ fn one_sweep_of_a_mixed_job_sizes_a_short_and_a_long_job() {
 
     for (tokens, tag) in [(4u32, "short"), (32, "long")] {
         let job = dir.path().join(format!("{tag}.jsonl"));
-        uniform_file(&job, 500, tokens, tag);
+        completions_file(&job, 500, tag, |_| tokens);
         let plan_path = dir.path().join(format!("{tag}-plan.json"));
         let o = crate::util::sizeup()
             .args(["plan", "--target-rpm", "1000", "--estimate", "mean", "--sweep"])
