@@ -3,6 +3,7 @@
 
 use crate::api::{Api, MaxTokensField};
 use crate::batch::Format as InputFormat;
+use crate::scrape::MetricsSpec;
 use crate::ui::{usage_error, ColorChoice};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -140,6 +141,20 @@ pub struct EndpointArgs {
     /// sending the whole job to fail the same way; exit 3. 0 never stops.
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub stop_after_failures: u32,
+    /// The server's Prometheus metrics, read during every sweep level and run: its running
+    /// and waiting requests, KV cache usage, preemptions and token counters (vLLM, SGLang,
+    /// TGI, llama.cpp started with --metrics). Default: <endpoint's scheme://host:port>/metrics.
+    /// Give a URL where the server serves them elsewhere (TGI's --prometheus-port), or `off`.
+    /// The API key is sent only when the URL has the endpoint's host and port.
+    #[arg(long, value_name = "URL|off", default_value = "auto", value_parser = parse_metrics_spec)]
+    pub server_metrics: MetricsSpec,
+    /// How often to read --server-metrics.
+    #[arg(long, value_parser = parse_duration, default_value = "1s", value_name = "DURATION")]
+    pub scrape_interval: Duration,
+}
+
+fn parse_metrics_spec(s: &str) -> Result<MetricsSpec, String> {
+    MetricsSpec::parse(s)
 }
 
 /// The simulated resource's shape: used by `sizeup sim` and by every command run without

@@ -24,6 +24,7 @@ pub mod measure;
 pub mod planner;
 pub mod report;
 pub mod resource;
+pub mod scrape;
 pub mod secret;
 pub mod sim;
 pub mod stats;

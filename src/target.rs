@@ -3,6 +3,7 @@
 
 use crate::cli::{EndpointArgs, SimModelArgs};
 use crate::client::{Client, ClientConfig, ClientError};
+use crate::scrape::{MetricsSpec, Scraper};
 use crate::secret::{api_key_from_env, Secret};
 use crate::sim::{gpu::GpuParams, SimConfig, SimHandle};
 use crate::ui::{self, usage_error};
@@ -232,6 +233,28 @@ impl Target {
         match &self.key {
             Some((_, var)) => format!("the API key came from ${var}; check that it is valid for this endpoint"),
             None => "no API key was sent: set SIZEUP_API_KEY (or OPENAI_API_KEY)".into(),
+        }
+    }
+
+    /// Starts reading the server's metrics (`--server-metrics`); a server without them, or
+    /// with names sizeup doesn't know, is a one-line note and `None`, never an error.
+    pub async fn watch_server(&self, spec: &MetricsSpec, interval: std::time::Duration) -> Option<Scraper> {
+        let interval = interval.max(std::time::Duration::from_millis(50));
+        match Scraper::start(spec, &self.endpoint, self.key.as_ref().map(|(k, _)| k), interval).await {
+            Ok(Some(s)) => {
+                ui::info(format!(
+                    "note: reading the server's metrics ({}) from {} every {}",
+                    s.dialect().name(),
+                    s.url_display(),
+                    humantime::format_duration(interval)
+                ));
+                Some(s)
+            }
+            Ok(None) => None,
+            Err(note) => {
+                ui::info(format!("note: {note}"));
+                None
+            }
         }
     }
 

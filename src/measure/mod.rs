@@ -12,10 +12,12 @@ use crate::batch::OutputWriter;
 use crate::cli::{EndpointArgs, MeasureArgs, SloArgs};
 use crate::client::{Client, FailKind};
 use crate::engine::{run_window, Slot, Stop};
-use crate::report::{Format as ReportFormat, KneeRow, LevelRow, RequestRow, RequestsCsv, Summary};
+use crate::report::{Format as ReportFormat, KneeRow, LevelRow, RequestRow, RequestsCsv, ServerInfo, Summary};
+use crate::scrape::{MetricsSpec, Scraper};
 use crate::stats::ci::{closed_loop_floor, rate_ci};
 use crate::stats::knee::{knee, next_level, LevelPoint};
 use crate::stats::level::{summarize_level, Sample, MIN_OK};
+use crate::stats::server::{summarize_server, tokens_mismatch, verdict};
 use crate::target::Target;
 use crate::ui::{self, usage_error};
 use std::path::Path;
@@ -68,6 +70,9 @@ pub struct Settings {
     pub api: Api,
     /// `--stop-after-failures`: a level stops (exit 3) on a failure every answer repeats.
     pub stop_after_failures: u32,
+    /// `--server-metrics` and `--scrape-interval`.
+    pub server_metrics: MetricsSpec,
+    pub scrape_interval: Duration,
 }
 
 impl Settings {
@@ -95,6 +100,8 @@ impl Settings {
             slo: slo.clone(),
             api: e.api,
             stop_after_failures: e.stop_after_failures,
+            server_metrics: e.server_metrics.clone(),
+            scrape_interval: e.scrape_interval,
         })
     }
 }
@@ -139,7 +146,9 @@ pub async fn measure(
         distinct_requests: None,
         repeated_requests: None,
         workload: None,
+        server: None,
     };
+    let scraper = target.watch_server(&s.server_metrics, s.scrape_interval).await;
     let mut points: Vec<LevelPoint> = Vec::new();
     let sweep_start = Instant::now();
     let key_hint = target.key_hint();
@@ -166,6 +175,7 @@ pub async fn measure(
             start: sweep_start,
             interrupt: &interrupt,
             key_hint: &key_hint,
+            server: scraper.as_ref(),
         };
         let level = measure_level(&sweep, c, &mut sink).await?;
         if level.interrupted {
@@ -232,9 +242,18 @@ pub async fn measure(
                 "  (CI wider than --ci-width: hit --max-duration)"
             }
         ));
+        if let Some(rel) = tokens_mismatch(&row) {
+            ui::warn(format!(
+                "level {c}: the server counted {:+.0}% output tokens per second against what sizeup received ({} vs {}): other clients share the server, or its counters lag",
+                rel * 100.0,
+                ui::thousands(row.server_output_tokens_per_s.unwrap_or(f64::NAN)),
+                ui::thousands(row.output_tokens_per_s)
+            ));
+        }
         summary.ci_met.push(level.ci_met);
         summary.levels.push(row);
         finish_summary(&mut summary, &points, s.gpus);
+        summary.server = scraper.as_ref().map(|sc| server_info(sc, &summary));
         write_reports(&summary, out)?;
         if interrupted || points.last().is_some_and(|p| p.rpm <= 0.0) || workload.used_up() {
             // (A job sweep with its budget spent has no line left to send.)
@@ -242,6 +261,9 @@ pub async fn measure(
         }
     }
     requests_csv.finish()?;
+    if let Some(v) = summary.server.as_ref().and_then(|sv| sv.verdict.as_ref()) {
+        ui::info(format!("server ({}): {}", v.limit, v.evidence));
+    }
     if !interrupted && !summary.levels.iter().any(|l| l.rpm.is_finite()) {
         return Err(ui::unmet_error(
             format!("no level had data: fewer than {MIN_OK} requests finished within --max-duration at every level measured"),
@@ -254,6 +276,17 @@ pub async fn measure(
         );
     }
     Ok(SweepResult { summary, interrupted })
+}
+
+/// summary.json `server`: which server, where, and its verdict on the knee so far.
+fn server_info(scraper: &Scraper, summary: &Summary) -> ServerInfo {
+    let v = verdict(&summary.levels, summary.knee.as_ref());
+    ServerInfo {
+        dialect: scraper.dialect().name().to_string(),
+        metrics_url: scraper.url_display().to_string(),
+        running_max_observed: v.as_ref().map(|v| v.running_max_observed),
+        verdict: v,
+    }
 }
 
 /// Records how many requests were new lines and how many repeats, and says once on stderr
@@ -335,6 +368,8 @@ struct Sweep<'a> {
     interrupt: &'a CancellationToken,
     /// Names the credential variable when every request is refused.
     key_hint: &'a str,
+    /// The server's metrics, when they can be read.
+    server: Option<&'a Scraper>,
 }
 
 async fn measure_level(sweep: &Sweep<'_>, c: u32, sink: &mut Option<&mut OutputWriter>) -> anyhow::Result<LevelResult> {
@@ -345,6 +380,7 @@ async fn measure_level(sweep: &Sweep<'_>, c: u32, sink: &mut Option<&mut OutputW
         start: sweep_start,
         interrupt,
         key_hint,
+        server,
     } = *sweep;
     let level_start = Instant::now();
     let offset_ms = (level_start - sweep_start).as_secs_f64() * 1000.0;
@@ -535,7 +571,14 @@ async fn measure_level(sweep: &Sweep<'_>, c: u32, sink: &mut Option<&mut OutputW
             ..empty
         });
     };
-    let (row, requests, estimated) = summarize_level(c, s.gpus, &samples, w, end, offset_ms);
+    let (mut row, requests, estimated) = summarize_level(c, s.gpus, &samples, w, end, offset_ms);
+    if let Some(server) = server {
+        let window = server.between(
+            level_start + Duration::from_secs_f64(w),
+            level_start + Duration::from_secs_f64(end),
+        );
+        summarize_server(&window).fill(&mut row);
+    }
     Ok(LevelResult {
         row: Some(row),
         requests,

@@ -11,7 +11,7 @@ use std::io::Write;
 use std::marker::PhantomData;
 
 /// Header of `levels.csv`; the field names of [`LevelRow`], in order.
-pub const LEVELS_HEADER: [&str; 20] = [
+pub const LEVELS_HEADER: [&str; 26] = [
     "concurrency",
     "duration_s",
     "requests_ok",
@@ -32,6 +32,12 @@ pub const LEVELS_HEADER: [&str; 20] = [
     "client_limited",
     "input_tokens_per_s",
     "repeated_requests",
+    "server_running_mean",
+    "server_running_max",
+    "server_waiting_mean",
+    "server_kv_cache_usage_max",
+    "server_preemptions",
+    "server_output_tokens_per_s",
 ];
 
 /// Header of `requests.csv`; the field names of [`RequestRow`], in order.
@@ -53,6 +59,8 @@ const RPM: i32 = 1;
 const TOKENS_PER_S: i32 = 2;
 /// Error rate is a fraction; 6 decimals still resolves one failure in 100k requests.
 const FRACTION: i32 = 6;
+/// Server gauges (requests running, waiting) averaged over scrapes.
+const GAUGE: i32 = 2;
 
 /// Rounds to `decimals` places and prints the shortest form (`12.5`, not `12.500`),
 /// so the cell stays a plain number. Non-finite values give an empty cell.
@@ -94,9 +102,9 @@ pub trait CsvRow {
 impl CsvRow for LevelRow {
     const FILE: &'static str = "levels.csv";
     const HEADER: &'static [&'static str] = &LEVELS_HEADER;
-    type Record = [String; 20];
+    type Record = [String; 26];
 
-    fn record(&self) -> [String; 20] {
+    fn record(&self) -> [String; 26] {
         [
             self.concurrency.to_string(),
             num(self.duration_s, SECS),
@@ -118,6 +126,12 @@ impl CsvRow for LevelRow {
             self.client_limited.to_string(),
             num(self.input_tokens_per_s, TOKENS_PER_S),
             self.repeated_requests.to_string(),
+            opt_num(self.server_running_mean, GAUGE),
+            opt_num(self.server_running_max, GAUGE),
+            opt_num(self.server_waiting_mean, GAUGE),
+            opt_num(self.server_kv_cache_usage_max, FRACTION),
+            opt_num(self.server_preemptions, GAUGE),
+            opt_num(self.server_output_tokens_per_s, TOKENS_PER_S),
         ]
     }
 }
@@ -243,7 +257,9 @@ mod tests {
             "concurrency,duration_s,requests_ok,requests_failed,rpm,rpm_ci_low,rpm_ci_high,\
              rpm_per_gpu,latency_p50_ms,latency_p90_ms,latency_p95_ms,latency_p99_ms,\
              ttft_p50_ms,ttft_p95_ms,tpot_p50_ms,output_tokens_per_s,error_rate,client_limited,\
-             input_tokens_per_s,repeated_requests"
+             input_tokens_per_s,repeated_requests,server_running_mean,server_running_max,\
+             server_waiting_mean,server_kv_cache_usage_max,server_preemptions,\
+             server_output_tokens_per_s"
         );
         assert_eq!(
             REQUESTS_HEADER.join(","),
@@ -263,12 +279,18 @@ mod tests {
         s.levels[1].error_rate = 1.0 / 3.0;
         s.levels[1].requests_failed = 3;
         s.levels[1].client_limited = true;
+        s.levels[1].server_running_mean = Some(15.678);
+        s.levels[1].server_running_max = Some(16.0);
+        s.levels[1].server_waiting_mean = Some(0.0);
+        s.levels[1].server_kv_cache_usage_max = Some(0.98765432);
+        s.levels[1].server_preemptions = Some(2.0);
+        s.levels[1].server_output_tokens_per_s = Some(1234.5678);
         let mut buf = Vec::new();
         LevelsCsv.write(&s, &mut buf).unwrap();
         let expected = "\
-concurrency,duration_s,requests_ok,requests_failed,rpm,rpm_ci_low,rpm_ci_high,rpm_per_gpu,latency_p50_ms,latency_p90_ms,latency_p95_ms,latency_p99_ms,ttft_p50_ms,ttft_p95_ms,tpot_p50_ms,output_tokens_per_s,error_rate,client_limited,input_tokens_per_s,repeated_requests
-1,60,1200,0,1200,1188,1212,600,88,104.5,110,132,120.5,240.25,,4000,0,false,1000,0
-4,61.235,4600,3,4600,4554,4646,2300,104,123.5,130,156,120.5,,12.346,15333.33,0.333333,true,3833.33,0
+concurrency,duration_s,requests_ok,requests_failed,rpm,rpm_ci_low,rpm_ci_high,rpm_per_gpu,latency_p50_ms,latency_p90_ms,latency_p95_ms,latency_p99_ms,ttft_p50_ms,ttft_p95_ms,tpot_p50_ms,output_tokens_per_s,error_rate,client_limited,input_tokens_per_s,repeated_requests,server_running_mean,server_running_max,server_waiting_mean,server_kv_cache_usage_max,server_preemptions,server_output_tokens_per_s
+1,60,1200,0,1200,1188,1212,600,88,104.5,110,132,120.5,240.25,,4000,0,false,1000,0,,,,,,
+4,61.235,4600,3,4600,4554,4646,2300,104,123.5,130,156,120.5,,12.346,15333.33,0.333333,true,3833.33,0,15.68,16,0,0.987654,2,1234.57
 ";
         assert_eq!(String::from_utf8(buf).unwrap(), expected);
     }

@@ -80,6 +80,22 @@ pub struct LevelRow {
     /// was used up); a prefix cache answers those faster, so the level may look faster.
     #[serde(default)]
     pub repeated_requests: u64,
+    /// The server's own figures over the level's window, from its Prometheus `/metrics`
+    /// (empty when it has none sizeup knows): requests running (its batch), mean and max over
+    /// the scrapes; requests waiting inside the server; the highest KV cache usage (0..1);
+    /// preemptions (counter increase); output tokens per second (counter increase / time).
+    #[serde(default)]
+    pub server_running_mean: Option<f64>,
+    #[serde(default)]
+    pub server_running_max: Option<f64>,
+    #[serde(default)]
+    pub server_waiting_mean: Option<f64>,
+    #[serde(default)]
+    pub server_kv_cache_usage_max: Option<f64>,
+    #[serde(default)]
+    pub server_preemptions: Option<f64>,
+    #[serde(default)]
+    pub server_output_tokens_per_s: Option<f64>,
     /// The level's capacity model: latency = a + b x prompt tokens + c x output tokens (ms),
     /// fitted over its successful requests with token counts (summary.json only).
     #[serde(default)]
@@ -222,6 +238,37 @@ pub struct Summary {
     /// Sampled workloads: requests sent again because the sample was used up.
     #[serde(default)]
     pub repeated_requests: Option<u64>,
+    /// The server's metrics, when sizeup could read them: which server, where, and what they
+    /// say about the knee.
+    #[serde(default)]
+    pub server: Option<ServerInfo>,
+}
+
+/// The server's own evidence for a sweep (summary.json `server`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ServerInfo {
+    /// `vllm`, `sglang`, `tgi` or `llamacpp`.
+    pub dialect: String,
+    /// Where the metrics were read (credentials removed).
+    pub metrics_url: String,
+    /// The most requests the server ran at once in any scrape.
+    pub running_max_observed: Option<f64>,
+    /// What limited throughput at the knee on the server's evidence.
+    #[serde(default)]
+    pub verdict: Option<ServerVerdict>,
+}
+
+/// The knee, as the server's metrics explain it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ServerVerdict {
+    /// `server_batch` (the server's batch was full and requests queued in it), `compute` (it
+    /// ran them all but each step slowed), `client`, `errors` (rate limit or failures),
+    /// `upstream` (requests waited before the server) or `unconfirmed`.
+    pub limit: String,
+    /// The figures behind it, in a sentence.
+    pub evidence: String,
+    #[serde(skip)]
+    pub running_max_observed: f64,
 }
 
 /// serde_json writes non-finite floats as `null`; reading `null` back as NaN keeps
@@ -300,6 +347,12 @@ pub(crate) mod fixtures {
             output_tokens_per_s: rpm / 60.0 * 200.0,
             input_tokens_per_s: rpm / 60.0 * 50.0,
             repeated_requests: 0,
+            server_running_mean: None,
+            server_running_max: None,
+            server_waiting_mean: None,
+            server_kv_cache_usage_max: None,
+            server_preemptions: None,
+            server_output_tokens_per_s: None,
             capacity_model: None,
             error_rate: 0.0,
             client_limited: false,
@@ -335,6 +388,7 @@ pub(crate) mod fixtures {
             distinct_requests: None,
             repeated_requests: None,
             workload: None,
+            server: None,
         }
     }
 

@@ -71,7 +71,13 @@ pub struct Gauges {
     pub waiting: AtomicUsize,
     pub generation_tokens: AtomicU64,
     pub cancelled: AtomicU64,
+    /// Tokens the running sequences hold in KV cache at their longest (prompt + max_tokens).
+    pub kv_tokens: AtomicU64,
 }
+
+/// The KV cache one batch slot has room for, in tokens: what `/metrics` relates `kv_tokens`
+/// to (a GPU holds `batch` of them), so long sequences fill the simulated cache.
+pub const KV_TOKENS_PER_SLOT: u64 = 2048;
 
 struct GpuHandle {
     tx: mpsc::UnboundedSender<Cmd>,
@@ -145,6 +151,7 @@ impl Cluster {
 
 struct Running {
     tokens_left: u32,
+    kv_tokens: u64,
     mult: f64,
     events: mpsc::UnboundedSender<Event>,
 }
@@ -159,7 +166,9 @@ async fn gpu_loop(mut rx: mpsc::UnboundedReceiver<Cmd>, load: Arc<AtomicUsize>, 
 
     // Ends a sequence (finished, aborted or abandoned by its client) and frees its slot.
     let finish = |slots: &mut Vec<Option<Running>>, free: &mut Vec<usize>, idx: usize, running: &mut usize| {
-        slots[idx] = None;
+        if let Some(r) = slots[idx].take() {
+            gauges.kv_tokens.fetch_sub(r.kv_tokens, Ordering::SeqCst);
+        }
         free.push(idx);
         *running -= 1;
         load.fetch_sub(1, Ordering::SeqCst);
@@ -176,7 +185,10 @@ async fn gpu_loop(mut rx: mpsc::UnboundedReceiver<Cmd>, load: Arc<AtomicUsize>, 
             // A prefill-only sequence pays no decode step: its forward pass is the prefill.
             let decode = if seq.max_tokens == 0 { 0.0 } else { p.step(running) };
             let first = (p.prefill(seq.prompt_tokens) + decode) * seq.mult;
+            let kv_tokens = u64::from(seq.prompt_tokens) + u64::from(seq.max_tokens);
+            gauges.kv_tokens.fetch_add(kv_tokens, Ordering::SeqCst);
             let run = Running {
+                kv_tokens,
                 tokens_left: seq.max_tokens,
                 mult: seq.mult,
                 events: seq.events,

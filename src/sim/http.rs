@@ -955,7 +955,67 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
     ] {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
     }
+    vllm_metrics(&mut out, &s);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// The same state under vLLM's names (v1 engine, `vllm/v1/metrics/loggers.py`), so the
+/// simulator is a vLLM-shaped target for `--server-metrics`. KV cache usage is modelled as
+/// the running sequences' tokens (prompt + max_tokens) over `KV_TOKENS_PER_SLOT` per slot;
+/// the simulator never preempts.
+fn vllm_metrics(out: &mut String, s: &AppState) {
+    use std::fmt::Write;
+    let g = &s.gauges;
+    let running = g.running.load(Ordering::SeqCst) as u64;
+    let kv_capacity =
+        (s.cluster.active() * s.cfg.params.batch).max(1) as f64 * crate::sim::gpu::KV_TOKENS_PER_SLOT as f64;
+    let labels = format!(
+        "{{model_name=\"{}\"}}",
+        s.cfg.model.replace('\\', "\\\\").replace('"', "\\\"")
+    );
+    let gauges = [
+        (
+            "vllm:num_requests_running",
+            "Number of requests in model execution batches.",
+            running as f64,
+        ),
+        (
+            "vllm:num_requests_waiting",
+            "Number of requests waiting to be processed.",
+            g.waiting.load(Ordering::SeqCst) as f64,
+        ),
+        (
+            "vllm:kv_cache_usage_perc",
+            "KV-cache usage. 1 means 100 percent usage.",
+            (g.kv_tokens.load(Ordering::SeqCst) as f64 / kv_capacity).min(1.0),
+        ),
+    ];
+    for (name, help, v) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{labels} {v}");
+    }
+    let counters = [
+        (
+            "vllm:num_preemptions",
+            "Cumulative number of preemption from the engine.",
+            0,
+        ),
+        (
+            "vllm:prompt_tokens",
+            "Number of prefill tokens processed.",
+            s.counters.prompt_tokens.load(Ordering::Relaxed),
+        ),
+        (
+            "vllm:generation_tokens",
+            "Number of generation tokens processed.",
+            g.generation_tokens.load(Ordering::Relaxed),
+        ),
+    ];
+    for (name, help, v) in counters {
+        let _ = writeln!(
+            out,
+            "# HELP {name}_total {help}\n# TYPE {name} counter\n{name}_total{labels} {v}"
+        );
+    }
 }
 
 #[cfg(test)]

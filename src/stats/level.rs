@@ -175,6 +175,12 @@ pub fn summarize_level(
         tpot_p50_ms: q(&lat.tpot, 0.5),
         output_tokens_per_s: tokens_in_window as f64 / window,
         repeated_requests: repeated,
+        server_running_mean: None,
+        server_running_max: None,
+        server_waiting_mean: None,
+        server_kv_cache_usage_max: None,
+        server_preemptions: None,
+        server_output_tokens_per_s: None,
         capacity_model: super::fit::fit_latency(&fit_points),
         input_tokens_per_s: if prompt_known {
             prompt_in_window as f64 / window

@@ -5,3 +5,4 @@ pub mod fit;
 pub mod knee;
 pub mod latency;
 pub mod level;
+pub mod server;

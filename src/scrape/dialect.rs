@@ -1,0 +1,115 @@
+//! Which inference server's metric names a `/metrics` page speaks, and how to read the few
+//! figures sizeup needs from each.
+
+use super::prom::{self, PromSample};
+use crate::stats::server::ServerSnapshot;
+
+/// A server's metric vocabulary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    Vllm,
+    Sglang,
+    Tgi,
+    LlamaCpp,
+}
+
+/// Metric names per figure, the first present wins. Sources: vLLM `vllm/v1/metrics/loggers.py`
+/// (`kv_cache_usage_perc` since v0.10, `gpu_cache_usage_perc` before), SGLang
+/// `python/sglang/srt/metrics/collector.py`, TGI `router/src` (`metrics::gauge!`), llama.cpp
+/// `tools/server/server.cpp` (`/metrics`, with `--metrics`). The fixtures in
+/// `tests/data/metrics/` name the versions.
+struct Names {
+    running: &'static [&'static str],
+    waiting: &'static [&'static str],
+    /// 0..=1 (vLLM's `_perc` is a fraction too: "1 means 100 percent usage").
+    kv_usage: &'static [&'static str],
+    preemptions: &'static [&'static str],
+    prompt_tokens: &'static [&'static str],
+    output_tokens: &'static [&'static str],
+}
+
+const VLLM: Names = Names {
+    running: &["vllm:num_requests_running"],
+    waiting: &["vllm:num_requests_waiting"],
+    kv_usage: &["vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"],
+    preemptions: &["vllm:num_preemptions_total"],
+    prompt_tokens: &["vllm:prompt_tokens_total"],
+    output_tokens: &["vllm:generation_tokens_total"],
+};
+
+const SGLANG: Names = Names {
+    running: &["sglang:num_running_reqs"],
+    waiting: &["sglang:num_queue_reqs"],
+    kv_usage: &["sglang:token_usage"],
+    preemptions: &[],
+    prompt_tokens: &["sglang:prompt_tokens_total"],
+    output_tokens: &["sglang:generation_tokens_total"],
+};
+
+const TGI: Names = Names {
+    running: &["tgi_batch_current_size"],
+    waiting: &["tgi_queue_size"],
+    kv_usage: &[],
+    preemptions: &[],
+    // Histogram sums: they grow by each finished request's lengths.
+    prompt_tokens: &["tgi_request_input_length_sum"],
+    output_tokens: &["tgi_request_generated_tokens_sum"],
+};
+
+const LLAMACPP: Names = Names {
+    running: &["llamacpp:requests_processing"],
+    waiting: &["llamacpp:requests_deferred"],
+    kv_usage: &["llamacpp:kv_cache_usage_ratio"],
+    preemptions: &[],
+    prompt_tokens: &["llamacpp:prompt_tokens_total"],
+    output_tokens: &["llamacpp:tokens_predicted_total"],
+};
+
+impl Dialect {
+    pub const ALL: [Dialect; 4] = [Dialect::Vllm, Dialect::Sglang, Dialect::Tgi, Dialect::LlamaCpp];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Dialect::Vllm => "vllm",
+            Dialect::Sglang => "sglang",
+            Dialect::Tgi => "tgi",
+            Dialect::LlamaCpp => "llamacpp",
+        }
+    }
+
+    fn names(self) -> &'static Names {
+        match self {
+            Dialect::Vllm => &VLLM,
+            Dialect::Sglang => &SGLANG,
+            Dialect::Tgi => &TGI,
+            Dialect::LlamaCpp => &LLAMACPP,
+        }
+    }
+
+    /// The first dialect whose running or waiting gauge the page has.
+    pub fn detect(samples: &[PromSample]) -> Option<Dialect> {
+        Dialect::ALL.into_iter().find(|d| {
+            let n = d.names();
+            n.running
+                .iter()
+                .chain(n.waiting)
+                .any(|name| samples.iter().any(|s| s.name == *name))
+        })
+    }
+
+    /// The figures of one scrape, summed over label sets (KV usage: the fullest engine).
+    pub fn snapshot(self, samples: &[PromSample], at_s: f64) -> ServerSnapshot {
+        let n = self.names();
+        let first =
+            |names: &[&str], f: fn(&[PromSample], &str) -> Option<f64>| names.iter().find_map(|m| f(samples, m));
+        ServerSnapshot {
+            at_s,
+            running: first(n.running, prom::sum),
+            waiting: first(n.waiting, prom::sum),
+            kv_usage: first(n.kv_usage, prom::max),
+            preemptions_total: first(n.preemptions, prom::sum),
+            prompt_tokens_total: first(n.prompt_tokens, prom::sum),
+            output_tokens_total: first(n.output_tokens, prom::sum),
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! Reads the server's own Prometheus metrics while sizeup loads it: once a second by
+//! default, in the background, kept with their times so a sweep level or a run can take the
+//! scrapes of its own window. Never fails a command: a server without `/metrics`, or one
+//! whose names sizeup doesn't know, gives a note and no server columns.
+
+pub mod dialect;
+pub mod prom;
+
+pub use dialect::Dialect;
+
+use crate::secret::Secret;
+use crate::stats::server::ServerSnapshot;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// `--server-metrics`: where the metrics are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MetricsSpec {
+    /// `<endpoint's scheme://host:port>/metrics`, where vLLM, SGLang, TGI and llama.cpp serve it.
+    Default,
+    Off,
+    Url(String),
+}
+
+impl MetricsSpec {
+    pub fn parse(s: &str) -> Result<MetricsSpec, String> {
+        match s.trim() {
+            "off" | "none" | "no" => Ok(MetricsSpec::Off),
+            "auto" | "" => Ok(MetricsSpec::Default),
+            url => match reqwest::Url::parse(url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(MetricsSpec::Url(url.to_string())),
+                _ => Err(format!(
+                    "`{url}` is not an http(s) URL; give e.g. http://host:9000/metrics, or `off`"
+                )),
+            },
+        }
+    }
+}
+
+/// The background reader of one server's metrics.
+pub struct Scraper {
+    dialect: Dialect,
+    /// Where the metrics come from, credentials removed.
+    url_display: String,
+    origin: Instant,
+    history: Arc<Mutex<Vec<ServerSnapshot>>>,
+    cancel: CancellationToken,
+}
+
+impl Drop for Scraper {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+impl Scraper {
+    /// Reads the metrics once and, when they speak a known dialect, keeps reading them every
+    /// `interval` until dropped. `Ok(None)` when `--server-metrics off`; `Err` is the one-line
+    /// note to show when the metrics cannot be read or are not understood. The API key goes
+    /// only to the endpoint's own host and port.
+    pub async fn start(
+        spec: &MetricsSpec,
+        endpoint: &str,
+        key: Option<&Secret>,
+        interval: Duration,
+    ) -> Result<Option<Scraper>, String> {
+        let url = match spec {
+            MetricsSpec::Off => return Ok(None),
+            MetricsSpec::Url(u) => reqwest::Url::parse(u).map_err(|e| format!("--server-metrics: {e}"))?,
+            MetricsSpec::Default => crate::client::base_url(endpoint)
+                .and_then(|b| b.join("/metrics").ok())
+                .ok_or_else(|| "no metrics URL: the endpoint has no host".to_string())?,
+        };
+        let url_display = crate::client::redact_url(url.as_str());
+        let same_host = reqwest::Url::parse(endpoint)
+            .is_ok_and(|e| e.host_str() == url.host_str() && e.port_or_known_default() == url.port_or_known_default());
+        let http = reqwest::Client::builder()
+            .timeout(interval.clamp(Duration::from_millis(500), Duration::from_secs(5)))
+            .pool_max_idle_per_host(1)
+            .build()
+            .map_err(|e| format!("server metrics: {e}"))?;
+        let fetch = Fetch {
+            http,
+            url,
+            key: key.filter(|_| same_host).cloned(),
+        };
+        let origin = Instant::now();
+        let text = fetch
+            .get()
+            .await
+            .map_err(|e| format!("server metrics not read from {url_display}: {e}"))?;
+        let samples = prom::parse(&text);
+        let Some(dialect) = Dialect::detect(&samples) else {
+            return Err(format!(
+                "{url_display} has no metrics of a server sizeup knows (vLLM, SGLang, TGI, llama.cpp): no server columns; point --server-metrics at the engine's own /metrics"
+            ));
+        };
+        let history = Arc::new(Mutex::new(vec![dialect.snapshot(&samples, 0.0)]));
+        let cancel = CancellationToken::new();
+        tokio::spawn(scrape_loop(
+            fetch,
+            dialect,
+            origin,
+            interval,
+            history.clone(),
+            cancel.clone(),
+        ));
+        Ok(Some(Scraper {
+            dialect,
+            url_display,
+            origin,
+            history,
+            cancel,
+        }))
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    pub fn url_display(&self) -> &str {
+        &self.url_display
+    }
+
+    /// The scrapes taken between two instants, their times in seconds since `from`.
+    pub fn between(&self, from: Instant, to: Instant) -> Vec<ServerSnapshot> {
+        let lo = from.saturating_duration_since(self.origin).as_secs_f64();
+        let hi = to.saturating_duration_since(self.origin).as_secs_f64();
+        let history = self.history.lock().expect("scrape history lock");
+        history
+            .iter()
+            .filter(|s| s.at_s >= lo && s.at_s <= hi)
+            .map(|s| ServerSnapshot {
+                at_s: s.at_s - lo,
+                ..*s
+            })
+            .collect()
+    }
+}
+
+struct Fetch {
+    http: reqwest::Client,
+    url: reqwest::Url,
+    key: Option<Secret>,
+}
+
+impl Fetch {
+    async fn get(&self) -> Result<String, String> {
+        let mut req = self.http.get(self.url.clone());
+        if let Some(k) = &self.key {
+            req = req.bearer_auth(k.expose());
+        }
+        let resp = req.send().await.map_err(|e| short_error(&e))?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(format!("HTTP {}", status.as_u16()));
+        }
+        resp.text().await.map_err(|e| short_error(&e))
+    }
+}
+
+/// reqwest's error without the URL (which may carry a query we leave out of output).
+fn short_error(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else {
+        "request failed"
+    };
+    match std::error::Error::source(e) {
+        Some(src) => format!("{kind}: {src}"),
+        None => kind.to_string(),
+    }
+}
+
+async fn scrape_loop(
+    fetch: Fetch,
+    dialect: Dialect,
+    origin: Instant,
+    interval: Duration,
+    history: Arc<Mutex<Vec<ServerSnapshot>>>,
+    cancel: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        // A failed scrape is a gap, not an error: the level keeps the scrapes it has.
+        let got = tokio::select! {
+            _ = cancel.cancelled() => return,
+            t = fetch.get() => t,
+        };
+        let Ok(text) = got else { continue };
+        let at_s = origin.elapsed().as_secs_f64();
+        let snap = dialect.snapshot(&prom::parse(&text), at_s);
+        history.lock().expect("scrape history lock").push(snap);
+    }
+}

@@ -1,0 +1,322 @@
+//! What the server said about itself during a level: its Prometheus gauges and counters,
+//! reduced to the level's server columns, and the verdict on the knee they support.
+//!
+//! Pure: the scraper (`crate::scrape`) hands in timestamped snapshots; nothing here reads a
+//! socket or a clock.
+
+use crate::report::{KneeRow, LevelRow, ServerVerdict};
+
+/// One scrape of the server's metrics, summed across label sets (several models or engines
+/// behind one endpoint). `None` where the server's dialect has no such metric.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ServerSnapshot {
+    /// Seconds since a reference instant the caller chose (the level's start).
+    pub at_s: f64,
+    /// Requests the engine is running (its batch).
+    pub running: Option<f64>,
+    /// Requests queued inside the engine, waiting for a batch slot.
+    pub waiting: Option<f64>,
+    /// KV cache usage, 0..=1.
+    pub kv_usage: Option<f64>,
+    /// Counters since the server started.
+    pub preemptions_total: Option<f64>,
+    pub prompt_tokens_total: Option<f64>,
+    pub output_tokens_total: Option<f64>,
+}
+
+/// A level's server columns; `None` when unknown.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ServerLevel {
+    pub running_mean: Option<f64>,
+    pub running_max: Option<f64>,
+    pub waiting_mean: Option<f64>,
+    pub kv_cache_usage_max: Option<f64>,
+    pub preemptions: Option<f64>,
+    pub output_tokens_per_s: Option<f64>,
+}
+
+impl ServerLevel {
+    /// Copies the figures into a level row's server columns.
+    pub fn fill(&self, row: &mut LevelRow) {
+        row.server_running_mean = self.running_mean;
+        row.server_running_max = self.running_max;
+        row.server_waiting_mean = self.waiting_mean;
+        row.server_kv_cache_usage_max = self.kv_cache_usage_max;
+        row.server_preemptions = self.preemptions;
+        row.server_output_tokens_per_s = self.output_tokens_per_s;
+    }
+}
+
+/// Reduces the snapshots taken inside a window: gauges by mean and max over the scrapes,
+/// counters by their increase between the first and the last scrape (a counter that went
+/// down means the server restarted: unknown).
+pub fn summarize_server(snaps: &[ServerSnapshot]) -> ServerLevel {
+    let gauge = |f: fn(&ServerSnapshot) -> Option<f64>| -> Vec<f64> { snaps.iter().filter_map(f).collect() };
+    let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+    let max = |v: &[f64]| v.iter().copied().reduce(f64::max);
+    let running = gauge(|s| s.running);
+    let waiting = gauge(|s| s.waiting);
+    let kv = gauge(|s| s.kv_usage);
+    // (first, last) of a counter with its times.
+    let span = |f: fn(&ServerSnapshot) -> Option<f64>| -> Option<(f64, f64)> {
+        let mut known = snaps.iter().filter_map(|s| f(s).map(|v| (s.at_s, v)));
+        let (t0, v0) = known.next()?;
+        let (t1, v1) = known.next_back()?;
+        (v1 >= v0 && t1 > t0).then_some((v1 - v0, t1 - t0))
+    };
+    ServerLevel {
+        running_mean: mean(&running),
+        running_max: max(&running),
+        waiting_mean: mean(&waiting),
+        kv_cache_usage_max: max(&kv),
+        preemptions: span(|s| s.preemptions_total).map(|(d, _)| d),
+        output_tokens_per_s: span(|s| s.output_tokens_total).map(|(d, t)| d / t),
+    }
+}
+
+/// Whether the server's output-token rate and the client's differ by more than 10% (the
+/// server counts every client's tokens, and its counters move only as answers finish).
+pub fn tokens_mismatch(row: &LevelRow) -> Option<f64> {
+    let server = row.server_output_tokens_per_s?;
+    let client = row.output_tokens_per_s;
+    if !(client.is_finite() && client > 0.0) {
+        return None;
+    }
+    let rel = (server - client) / client;
+    (rel.abs() > 0.10).then_some(rel)
+}
+
+/// What limited throughput at the knee, on the server's own evidence.
+///
+/// Rules, on the highest measured level above the knee (`a`, concurrency C):
+/// - running stayed at the knee's batch and requests queued inside the server: the server's
+///   batch is full (`server_batch`);
+/// - otherwise, sizeup itself was slow to start requests: `client`;
+/// - otherwise, many requests failed: `errors` (a rate limiter answers 429);
+/// - otherwise, the server saw far fewer than C requests (running + waiting < 75% of C): they
+///   waited before it, in a router, gateway or rate limiter, or part of the traffic went to
+///   replicas this /metrics does not cover (`upstream`);
+/// - otherwise, the server ran all C at once without a queue, yet throughput stopped: each
+///   step slowed (`compute`).
+pub fn verdict(levels: &[LevelRow], knee: Option<&KneeRow>) -> Option<ServerVerdict> {
+    let running_max_observed = levels.iter().filter_map(|l| l.server_running_max).reduce(f64::max)?;
+    let Some(knee) = knee else {
+        return Some(ServerVerdict {
+            limit: "unconfirmed".into(),
+            evidence: format!(
+                "no knee was found; the server ran at most {} requests at once",
+                fmt_n(running_max_observed)
+            ),
+            running_max_observed,
+        });
+    };
+    let at_knee = levels
+        .iter()
+        .find(|l| l.concurrency == knee.concurrency && l.server_running_mean.is_some());
+    let above = levels
+        .iter()
+        .filter(|l| l.concurrency > knee.concurrency && l.rpm.is_finite() && l.server_running_mean.is_some())
+        .max_by_key(|l| l.concurrency);
+    let Some(a) = above else {
+        return Some(ServerVerdict {
+            limit: "unconfirmed".into(),
+            evidence: format!(
+                "no level above the knee ({}) has server metrics; at the knee the server ran {}",
+                knee.concurrency,
+                at_knee
+                    .and_then(|l| l.server_running_mean)
+                    .map_or("an unknown number".into(), fmt_n)
+            ),
+            running_max_observed,
+        });
+    };
+    let c = f64::from(a.concurrency);
+    let running = a.server_running_mean.unwrap_or(0.0);
+    let waiting = a.server_waiting_mean.unwrap_or(0.0);
+    let knee_running = at_knee
+        .and_then(|l| l.server_running_max)
+        .unwrap_or(running_max_observed);
+    // The batch held: no more running above the knee than at it (one slot of slack for a
+    // scrape between an answer and the next request), and a queue formed inside the server.
+    let held = running <= knee_running.max(1.0) * 1.1 + 1.0;
+    let queued = waiting >= 1.0 && waiting >= 0.25 * (c - running).max(0.0);
+    let (limit, evidence) = if held && queued {
+        (
+            "server_batch",
+            format!(
+                "the server's batch saturated at the knee: it ran {} at once at level {} and, at level {}, still {} with {} waiting inside the server",
+                fmt_n(knee_running),
+                knee.concurrency,
+                a.concurrency,
+                fmt_n(running),
+                fmt_n(waiting)
+            ),
+        )
+    } else if a.client_limited {
+        (
+            "client",
+            format!(
+                "at level {} the server ran {} and queued {} of {} sent, and sizeup was slow to start requests (client_limited): the client, not the server, is the limit",
+                a.concurrency,
+                fmt_n(running),
+                fmt_n(waiting),
+                a.concurrency
+            ),
+        )
+    } else if a.error_rate >= 0.05 {
+        (
+            "errors",
+            format!(
+                "at level {} {:.0}% of requests failed while the server ran {} (batch room left); a rate limiter (HTTP 429) or errors cap throughput: see requests.csv status",
+                a.concurrency,
+                a.error_rate * 100.0,
+                fmt_n(running)
+            ),
+        )
+    } else if running + waiting < 0.75 * c {
+        (
+            "upstream",
+            format!(
+                "at level {} the server saw only {} running + {} waiting of {} sent: the rest waited before it (a router, gateway or rate limiter), or other replicas not covered by this /metrics served them",
+                a.concurrency,
+                fmt_n(running),
+                fmt_n(waiting),
+                a.concurrency
+            ),
+        )
+    } else {
+        (
+            "compute",
+            format!(
+                "at level {} the server ran {} at once with {} waiting, yet throughput stopped growing: each step slowed as the batch grew (compute or memory bandwidth), not a slot limit",
+                a.concurrency,
+                fmt_n(running),
+                fmt_n(waiting)
+            ),
+        )
+    };
+    Some(ServerVerdict {
+        limit: limit.into(),
+        evidence,
+        running_max_observed,
+    })
+}
+
+fn fmt_n(v: f64) -> String {
+    if (v - v.round()).abs() < 0.05 {
+        format!("{:.0}", v)
+    } else {
+        format!("{:.1}", v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::fixtures::level;
+
+    fn snap(at_s: f64, running: f64, waiting: f64) -> ServerSnapshot {
+        ServerSnapshot {
+            at_s,
+            running: Some(running),
+            waiting: Some(waiting),
+            kv_usage: Some(running / 20.0),
+            preemptions_total: Some(3.0 + at_s.floor()),
+            prompt_tokens_total: None,
+            output_tokens_total: Some(1000.0 + 50.0 * at_s),
+        }
+    }
+
+    #[test]
+    fn gauges_by_mean_and_max_counters_by_increase() {
+        let s = summarize_server(&[snap(0.0, 8.0, 0.0), snap(1.0, 16.0, 4.0), snap(2.0, 12.0, 2.0)]);
+        assert_eq!(s.running_mean, Some(12.0));
+        assert_eq!(s.running_max, Some(16.0));
+        assert_eq!(s.waiting_mean, Some(2.0));
+        assert_eq!(s.kv_cache_usage_max, Some(0.8));
+        assert_eq!(s.preemptions, Some(2.0));
+        assert_eq!(s.output_tokens_per_s, Some(50.0));
+    }
+
+    #[test]
+    fn unknown_stays_unknown() {
+        assert_eq!(summarize_server(&[]), ServerLevel::default());
+        // One scrape: gauges known, rates not.
+        let one = summarize_server(&[snap(0.0, 4.0, 0.0)]);
+        assert_eq!(one.running_mean, Some(4.0));
+        assert_eq!(one.output_tokens_per_s, None);
+        // A counter that went down (server restart) is not a negative rate.
+        let mut b = snap(1.0, 4.0, 0.0);
+        b.output_tokens_total = Some(10.0);
+        assert_eq!(summarize_server(&[snap(0.0, 4.0, 0.0), b]).output_tokens_per_s, None);
+        let none = ServerSnapshot::default();
+        let s = summarize_server(&[none, none]);
+        assert_eq!(s, ServerLevel::default());
+    }
+
+    fn with_server(c: u32, rpm: f64, running: f64, waiting: f64) -> LevelRow {
+        let mut l = level(c, rpm, 100.0);
+        l.server_running_mean = Some(running);
+        l.server_running_max = Some(running.ceil());
+        l.server_waiting_mean = Some(waiting);
+        l
+    }
+
+    fn knee(c: u32) -> KneeRow {
+        KneeRow {
+            concurrency: c,
+            rpm: 1.0,
+            rpm_per_gpu: 1.0,
+            limited_by: "saturation".into(),
+        }
+    }
+
+    #[test]
+    fn a_full_batch_is_named() {
+        let levels = [
+            with_server(8, 9600.0, 7.9, 0.0),
+            with_server(16, 19200.0, 15.8, 0.0),
+            with_server(32, 19250.0, 16.0, 15.9),
+        ];
+        let v = verdict(&levels, Some(&knee(16))).unwrap();
+        assert_eq!(v.limit, "server_batch", "{}", v.evidence);
+        assert_eq!(v.running_max_observed, 16.0);
+        assert!(v.evidence.contains("ran 16 at once at level 16"), "{}", v.evidence);
+    }
+
+    #[test]
+    fn room_left_points_elsewhere() {
+        // The server never saw more than 16 although 64 were sent, and nothing queued in it.
+        let levels = [with_server(16, 19200.0, 15.8, 0.0), with_server(64, 19300.0, 16.0, 0.0)];
+        assert_eq!(verdict(&levels, Some(&knee(16))).unwrap().limit, "upstream");
+        // Same, but sizeup was the slow one.
+        let mut l = levels.clone();
+        l[1].client_limited = true;
+        assert_eq!(verdict(&l, Some(&knee(16))).unwrap().limit, "client");
+        // Same, with a tenth of the requests refused.
+        let mut l = levels.clone();
+        l[1].error_rate = 0.1;
+        assert_eq!(verdict(&l, Some(&knee(16))).unwrap().limit, "errors");
+        // The server ran all 64 at once: it slowed per step.
+        let l = [with_server(16, 19200.0, 15.8, 0.0), with_server(64, 19300.0, 63.5, 0.0)];
+        assert_eq!(verdict(&l, Some(&knee(16))).unwrap().limit, "compute");
+    }
+
+    #[test]
+    fn without_metrics_or_levels_above_no_claim() {
+        assert!(verdict(&[level(16, 1.0, 1.0)], Some(&knee(16))).is_none());
+        let l = [with_server(16, 19200.0, 16.0, 0.0)];
+        assert_eq!(verdict(&l, Some(&knee(16))).unwrap().limit, "unconfirmed");
+        assert_eq!(verdict(&l, None).unwrap().limit, "unconfirmed");
+    }
+
+    #[test]
+    fn token_mismatch_over_ten_percent() {
+        let mut l = level(8, 100.0, 1.0);
+        l.output_tokens_per_s = 100.0;
+        l.server_output_tokens_per_s = Some(108.0);
+        assert_eq!(tokens_mismatch(&l), None);
+        l.server_output_tokens_per_s = Some(150.0);
+        assert!((tokens_mismatch(&l).unwrap() - 0.5).abs() < 1e-9);
+    }
+}
