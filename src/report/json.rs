@@ -60,6 +60,7 @@ mod tests {
             "workload",
             "distinct_requests",
             "repeated_requests",
+            "server",
         ];
         let mut pos = 0;
         for k in keys {
