@@ -6,6 +6,7 @@ use crate::cli::AutoArgs;
 use crate::engine::Stop;
 use crate::job::{open_output, run_on, validate_input, RunSettings};
 use crate::measure::{max_level, measure, BodySpec, Levels, Settings, Workload};
+use crate::report::Section;
 use crate::resource::Lifecycle;
 use crate::target::Target;
 use crate::ui::{self, usage_error, ExitStatus};
@@ -131,6 +132,12 @@ pub async fn run(mut args: AutoArgs, interrupt: Stop) -> anyhow::Result<ExitStat
         }
         let plan = super::plan::make_plan(&swept.summary, &out, args.target_rpm, Some(requests), None, &args.slo, &plan_tuning)?;
         super::plan::write_plan(&plan, &out.join("plan.json"))?;
+        let plan_section = Section::from_lines(
+            "Plan",
+            &crate::planner::explain(&plan),
+            super::plan::server_warnings(&swept.summary, &plan),
+        );
+        write_page(&swept.summary, std::slice::from_ref(&plan_section), &out)?;
         {
             let mut stdout = std::io::stdout().lock();
             writeln!(stdout, "{}", crate::planner::explain(&plan).trim_end())?;
@@ -196,8 +203,29 @@ pub async fn run(mut args: AutoArgs, interrupt: Stop) -> anyhow::Result<ExitStat
         run_started = true;
         let outcome = run_on(&run_settings, &args.endpoint, &target, prepared, interrupt).await?;
         // Predicted for the lines the run itself sent (the sweep answered the others).
+        let mut run_section = Section {
+            title: "Run".into(),
+            rows: vec![
+                ("requests sent by the run".into(), outcome.requests.to_string()),
+                (
+                    "answered by the sweep".into(),
+                    requests.saturating_sub(outcome.requests).to_string(),
+                ),
+                ("achieved".into(), format!("{} RPM over {:.1} s", ui::thousands(outcome.achieved_rpm), outcome.wall_time_s)),
+            ],
+            notes: Vec::new(),
+        };
         if planned_rpm > 0.0 && outcome.requests > 0 {
             let p = outcome.requests as f64 / planned_rpm * 60.0;
+            run_section.rows.push((
+                "predicted vs achieved".into(),
+                format!(
+                    "{p:.1} s predicted ({} RPM planned), {:.1} s achieved ({:+.1}%)",
+                    ui::thousands(planned_rpm),
+                    outcome.wall_time_s,
+                    (outcome.wall_time_s / p - 1.0) * 100.0
+                ),
+            ));
             ui::info(format!(
                 "run: {} requests (the sweep answered the other {}): predicted {p:.1}s, achieved {:.1}s ({:+.1}%); {} RPM achieved",
                 outcome.requests,
@@ -207,7 +235,8 @@ pub async fn run(mut args: AutoArgs, interrupt: Stop) -> anyhow::Result<ExitStat
                 ui::thousands(outcome.achieved_rpm)
             ));
         }
-        ui::info(format!("all artifacts in {}/", out.display()));
+        write_page(&swept.summary, &[plan_section, run_section], &out)?;
+        ui::info(format!("all artifacts in {}/ (report.html: the page to share)", out.display()));
         Ok(outcome.status)
     }
     .await;
@@ -256,6 +285,13 @@ async fn verify(
         }
     }
     Ok(())
+}
+
+/// Rewrites the folder's report.html with the command's own sections after the sweep's.
+fn write_page(summary: &crate::report::Summary, sections: &[Section], out: &std::path::Path) -> anyhow::Result<()> {
+    let mut buf = Vec::new();
+    crate::report::html::write_page(summary, sections, &mut buf)?;
+    crate::files::write_whole(&out.join("report.html"), &buf)
 }
 
 async fn resize_sim(target: &Target, gpus: u32) -> anyhow::Result<()> {

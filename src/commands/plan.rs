@@ -198,7 +198,20 @@ pub fn make_plan(
                 r2: f.r2,
             });
     }
+    for w in server_warnings(summary, &plan) {
+        ui::warn(w);
+    }
     Ok(plan)
+}
+
+/// The server's warnings about the level the plan runs at (preemptions, a KV cache near full).
+pub fn server_warnings(summary: &Summary, plan: &Plan) -> Vec<String> {
+    summary
+        .levels
+        .iter()
+        .find(|l| l.concurrency == plan.chosen_concurrency)
+        .map(crate::stats::server::operating_warnings)
+        .unwrap_or_default()
 }
 
 pub fn write_plan(plan: &Plan, out: &Path) -> anyhow::Result<()> {

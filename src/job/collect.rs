@@ -5,11 +5,12 @@ use super::attempt;
 use super::feed::FeedNote;
 use super::progress::Progress;
 use super::queue::JobSource;
-use super::tally::{RunSummary, Tally};
+use super::tally::{RunServer, RunSummary, Tally};
 use super::worker::Event;
 use super::{Batch, RunOutcome, RunSettings};
 use crate::batch::{self, OutputWriter};
 use crate::engine::Stop;
+use crate::stats::server::summarize_server;
 use crate::ui::{self, usage_error, ExitStatus};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -202,7 +203,21 @@ impl Collector {
                 .map(|(_, m)| format!("systematic failure: {m}"))),
             started_at,
             sizeup_version: env!("CARGO_PKG_VERSION").to_string(),
+            server: b.server.as_ref().map(|sc| {
+                let window = sc.between(t.start, tokio::time::Instant::now());
+                RunServer::new(sc.dialect().name(), sc.url_display(), summarize_server(&window))
+            }),
         };
+        if let Some(sv) = &summary.server {
+            let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
+            ui::info(format!(
+                "server ({}): {} running on average (max {}), {} waiting",
+                sv.dialect,
+                f(sv.running_mean),
+                f(sv.running_max),
+                f(sv.waiting_mean)
+            ));
+        }
         if let Some(dir) = s.summary_path.parent().filter(|d| !d.as_os_str().is_empty()) {
             crate::files::ensure_dir(dir)?;
         }

@@ -232,6 +232,7 @@ pub async fn run_on(
     let result = async {
         lifecycle.on(s.gpus, s.tuning.ready_timeout).await?;
         let model = target.model(e).await?;
+        let server = target.watch_server(&e.server_metrics, e.scrape_interval).await;
         let batch = Batch {
             settings: s,
             api: e.api,
@@ -240,6 +241,7 @@ pub async fn run_on(
             client: Arc::new(target.client(e, s.concurrency as usize)?),
             key_hint: target.key_hint(),
             stop_after_failures: e.stop_after_failures,
+            server,
         };
         send_batch(batch, prepared, interrupt).await
     }
@@ -259,6 +261,8 @@ pub struct Batch<'a> {
     pub key_hint: String,
     /// `--stop-after-failures`: see [`attempt::Streak`].
     pub stop_after_failures: u32,
+    /// The server's metrics during the run (run-summary.json `server`).
+    pub server: Option<crate::scrape::Scraper>,
 }
 
 /// Sends every queued line of the input through a window of `concurrency` workers and writes

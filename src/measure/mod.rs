@@ -334,10 +334,15 @@ fn finish_summary(summary: &mut Summary, points: &[LevelPoint], gpus: u32) {
     summary.batch_size_per_gpu = k.map(|k| f64::from(k.concurrency) / f64::from(gpus));
 }
 
-/// levels.csv, summary.json and throughput.svg; each written whole to a temporary name and
+/// levels.csv, summary.json, throughput.svg and report.html; each written whole to a temporary name and
 /// renamed, so a reader never sees half a file.
 pub fn write_reports(summary: &Summary, out: &Path) -> anyhow::Result<()> {
-    for format in [ReportFormat::LevelsCsv, ReportFormat::Json, ReportFormat::Svg] {
+    for format in [
+        ReportFormat::LevelsCsv,
+        ReportFormat::Json,
+        ReportFormat::Svg,
+        ReportFormat::Html,
+    ] {
         let Some(name) = format.file_name() else { continue };
         let mut buf = Vec::new();
         format.exporter().write(summary, &mut buf)?;

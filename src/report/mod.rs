@@ -13,11 +13,13 @@ use std::io::Write;
 
 pub mod csv;
 pub mod fmt;
+pub mod html;
 pub mod json;
 pub mod svg;
 pub mod table;
 
 pub use self::csv::{CsvRow, CsvWriter, LevelsCsv, LevelsCsvWriter, RequestsCsv, LEVELS_HEADER, REQUESTS_HEADER};
+pub use self::html::{HtmlExporter, Section};
 pub use self::json::JsonExporter;
 pub use self::svg::SvgExporter;
 pub use self::table::TableExporter;
@@ -294,11 +296,19 @@ pub enum Format {
     Svg,
     /// Fixed-width text table for the terminal.
     Table,
+    /// `report.html`: the self-contained page.
+    Html,
 }
 
 impl Format {
     /// Every format, in the order a run usually writes them.
-    pub const ALL: [Format; 4] = [Format::LevelsCsv, Format::Json, Format::Svg, Format::Table];
+    pub const ALL: [Format; 5] = [
+        Format::LevelsCsv,
+        Format::Json,
+        Format::Svg,
+        Format::Table,
+        Format::Html,
+    ];
 
     /// The exporter that renders this format.
     pub fn exporter(&self) -> Box<dyn Exporter> {
@@ -307,6 +317,7 @@ impl Format {
             Format::Json => Box::new(JsonExporter),
             Format::Svg => Box::new(SvgExporter),
             Format::Table => Box::new(TableExporter),
+            Format::Html => Box::new(HtmlExporter),
         }
     }
 
@@ -318,6 +329,7 @@ impl Format {
             Format::Json => Some("summary.json"),
             Format::Svg => Some("throughput.svg"),
             Format::Table => None,
+            Format::Html => Some("report.html"),
         }
     }
 }
@@ -443,7 +455,13 @@ mod tests {
         let names: Vec<_> = Format::ALL.iter().map(|f| f.file_name()).collect();
         assert_eq!(
             names,
-            [Some("levels.csv"), Some("summary.json"), Some("throughput.svg"), None]
+            [
+                Some("levels.csv"),
+                Some("summary.json"),
+                Some("throughput.svg"),
+                None,
+                Some("report.html")
+            ]
         );
         for s in std::iter::once(fixtures::summary()).chain(fixtures::nasty()) {
             for f in Format::ALL {

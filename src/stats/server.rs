@@ -133,20 +133,27 @@ pub fn verdict(levels: &[LevelRow], knee: Option<&KneeRow>) -> Option<ServerVerd
     let c = f64::from(a.concurrency);
     let running = a.server_running_mean.unwrap_or(0.0);
     let waiting = a.server_waiting_mean.unwrap_or(0.0);
-    let knee_running = at_knee
-        .and_then(|l| l.server_running_max)
-        .unwrap_or(running_max_observed);
-    // The batch held: no more running above the knee than at it (one slot of slack for a
-    // scrape between an answer and the next request), and a queue formed inside the server.
-    let held = running <= knee_running.max(1.0) * 1.1 + 1.0;
+    let r = running_max_observed;
+    // The batch is full: above the knee the server kept running about its most ever (a scrape
+    // between an answer and the next request sees one fewer) while requests queued inside it.
+    let held = running >= 0.85 * r - 0.5 && r < c;
     let queued = waiting >= 1.0 && waiting >= 0.25 * (c - running).max(0.0);
     let (limit, evidence) = if held && queued {
+        let knee_note = if f64::from(knee.concurrency) >= 0.85 * r {
+            format!("the knee ({}) is where the batch filled", knee.concurrency)
+        } else {
+            format!(
+                "the client-side knee ({}) is below the server's batch ({}): a level nearer {} may serve more",
+                knee.concurrency,
+                fmt_n(r),
+                fmt_n(r)
+            )
+        };
         (
             "server_batch",
             format!(
-                "the server's batch saturated at the knee: it ran {} at once at level {} and, at level {}, still {} with {} waiting inside the server",
-                fmt_n(knee_running),
-                knee.concurrency,
+                "the server's batch saturated at {}: at level {} it still ran {} at once and {} waited inside the server; {knee_note}",
+                fmt_n(r),
                 a.concurrency,
                 fmt_n(running),
                 fmt_n(waiting)
@@ -200,6 +207,27 @@ pub fn verdict(levels: &[LevelRow], knee: Option<&KneeRow>) -> Option<ServerVerd
         evidence,
         running_max_observed,
     })
+}
+
+/// Warnings about the level a plan runs at: preemptions or a KV cache near full mean the
+/// server swaps or recomputes requests there, so latency is fragile.
+pub fn operating_warnings(row: &LevelRow) -> Vec<String> {
+    let mut w = Vec::new();
+    if let Some(p) = row.server_preemptions.filter(|p| *p > 0.0) {
+        w.push(format!(
+            "the server preempted {} request(s) at concurrency {} (the planned level): its KV cache overflowed, so latency there is fragile; plan fewer requests per GPU (a lower --max-latency-p95-ms) or shorter prompts",
+            fmt_n(p),
+            row.concurrency
+        ));
+    }
+    if let Some(kv) = row.server_kv_cache_usage_max.filter(|kv| *kv >= 0.95) {
+        w.push(format!(
+            "the server's KV cache reached {:.0}% at concurrency {} (the planned level): longer requests than the sweep's will be preempted and latency there is fragile",
+            kv * 100.0,
+            row.concurrency
+        ));
+    }
+    w
 }
 
 fn fmt_n(v: f64) -> String {
@@ -281,7 +309,25 @@ mod tests {
         let v = verdict(&levels, Some(&knee(16))).unwrap();
         assert_eq!(v.limit, "server_batch", "{}", v.evidence);
         assert_eq!(v.running_max_observed, 16.0);
-        assert!(v.evidence.contains("ran 16 at once at level 16"), "{}", v.evidence);
+        assert!(
+            v.evidence
+                .contains("saturated at 16: at level 32 it still ran 16 at once and 15.9 waited"),
+            "{}",
+            v.evidence
+        );
+        assert!(
+            v.evidence.contains("the knee (16) is where the batch filled"),
+            "{}",
+            v.evidence
+        );
+        // A noisy client-side knee below the batch is named as such.
+        let v = verdict(&levels, Some(&knee(8))).unwrap();
+        assert_eq!(v.limit, "server_batch");
+        assert!(
+            v.evidence.contains("knee (8) is below the server's batch (16)"),
+            "{}",
+            v.evidence
+        );
     }
 
     #[test]
@@ -308,6 +354,21 @@ mod tests {
         let l = [with_server(16, 19200.0, 16.0, 0.0)];
         assert_eq!(verdict(&l, Some(&knee(16))).unwrap().limit, "unconfirmed");
         assert_eq!(verdict(&l, None).unwrap().limit, "unconfirmed");
+    }
+
+    #[test]
+    fn preemptions_and_a_full_cache_warn() {
+        let mut l = level(16, 100.0, 1.0);
+        assert!(operating_warnings(&l).is_empty());
+        l.server_preemptions = Some(0.0);
+        l.server_kv_cache_usage_max = Some(0.94);
+        assert!(operating_warnings(&l).is_empty());
+        l.server_preemptions = Some(3.0);
+        l.server_kv_cache_usage_max = Some(0.99);
+        let w = operating_warnings(&l);
+        assert_eq!(w.len(), 2);
+        assert!(w[0].contains("preempted 3 request(s) at concurrency 16"), "{}", w[0]);
+        assert!(w[1].contains("KV cache reached 99%"), "{}", w[1]);
     }
 
     #[test]
