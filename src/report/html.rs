@@ -112,7 +112,7 @@ fn headline(h: &mut String, s: &Summary) {
         h,
         "<p class=\"big\">Knee at concurrency <b>{}</b> ({} per GPU): <b>{} RPM per GPU</b> ({} RPM in all), limited by {}.",
         k.concurrency,
-        s.batch_size_per_gpu.map_or("-".into(), |b| trim_num(b)),
+        s.batch_size_per_gpu.map_or("-".into(), trim_num),
         thousands(k.rpm_per_gpu),
         thousands(k.rpm),
         esc(&k.limited_by)
