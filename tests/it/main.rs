@@ -11,6 +11,7 @@ mod plan;
 mod real;
 mod run;
 mod secrets;
+mod server_metrics;
 mod sim;
 mod sweep;
 mod util;

@@ -1,0 +1,276 @@
+//! The server's own metrics during a sweep and a run: the simulator speaks vLLM's names, so
+//! its batch (G x B running, the rest waiting) must show in the server columns and the verdict;
+//! a server without metrics is a note, never a failure; the key goes only to the endpoint.
+
+use crate::util::{batch_file, fast_sim, read_json, sizeup};
+use sizeup::secret::Secret;
+use sizeup::sim::SimHandle;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn csv_rows(path: &std::path::Path) -> Vec<std::collections::HashMap<String, String>> {
+    let mut r = csv::Reader::from_path(path).unwrap();
+    let headers = r.headers().unwrap().clone();
+    r.records()
+        .map(|rec| {
+            let rec = rec.unwrap();
+            headers
+                .iter()
+                .map(String::from)
+                .zip(rec.iter().map(String::from))
+                .collect()
+        })
+        .collect()
+}
+
+fn num(row: &std::collections::HashMap<String, String>, k: &str) -> f64 {
+    row[k]
+        .parse()
+        .unwrap_or_else(|_| panic!("{k} = {:?} is not a number", row[k]))
+}
+
+/// The issue's case: 2 GPUs x 8 slots, levels 8, 16, 32: running about 8, 16, 16 and waiting
+/// about 0, 0, 16, and the verdict names the server's batch.
+#[test]
+fn a_sweep_sees_the_servers_batch_fill_and_queue() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("sweep");
+    let output = sizeup()
+        .args(["sweep", "--gpus", "2", "--batch", "8", "--decode-step-ms", "10"])
+        .args([
+            "--decode-step-ms-per-seq",
+            "0",
+            "--prefill-ms-per-1k",
+            "0",
+            "--max-tokens",
+            "5",
+        ])
+        .args(["--concurrency", "8,16,32", "--warmup", "500ms", "--ci-width", "0.1"])
+        .args(["--max-duration", "5s", "--scrape-interval", "100ms", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("reading the server's metrics (vllm)"), "{stderr}");
+    let rows = csv_rows(&out.join("levels.csv"));
+    assert_eq!(rows.len(), 3, "{stderr}");
+    // (running mean range, waiting mean range) per level.
+    let expect = [
+        ((6.5, 8.0), (0.0, 1.0)),
+        ((13.0, 16.0), (0.0, 2.0)),
+        ((14.5, 16.0), (12.0, 16.5)),
+    ];
+    for (row, ((r_lo, r_hi), (w_lo, w_hi))) in rows.iter().zip(expect) {
+        let (running, waiting) = (num(row, "server_running_mean"), num(row, "server_waiting_mean"));
+        let c = &row["concurrency"];
+        assert!(
+            (r_lo..=r_hi).contains(&running),
+            "level {c}: running {running}\n{stderr}"
+        );
+        assert!(
+            (w_lo..=w_hi).contains(&waiting),
+            "level {c}: waiting {waiting}\n{stderr}"
+        );
+        assert!(num(row, "server_running_max") <= 16.0);
+        assert_eq!(num(row, "server_preemptions"), 0.0);
+        // The simulator counts every token it decodes: the server's rate is the client's.
+        let (server, client) = (num(row, "server_output_tokens_per_s"), num(row, "output_tokens_per_s"));
+        assert!(
+            (server / client - 1.0).abs() < 0.25,
+            "level {c}: server {server} tok/s vs {client}"
+        );
+    }
+    let summary = read_json(&out.join("summary.json"));
+    let server = &summary["server"];
+    assert_eq!(server["dialect"], "vllm");
+    assert!(server["metrics_url"].as_str().unwrap().ends_with("/metrics"));
+    assert_eq!(server["running_max_observed"].as_f64(), Some(16.0));
+    assert_eq!(server["verdict"]["limit"], "server_batch", "{server:#}");
+    assert!(stderr.contains("server (server_batch)"), "{stderr}");
+    let page = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(page.contains("Verdict: <b>server_batch</b>"));
+    assert!(page.contains("server running (mean/max)"));
+}
+
+#[test]
+fn no_metrics_is_a_note_and_off_is_silent() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A port nothing listens on.
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let common = [
+        "sweep",
+        "--concurrency",
+        "2",
+        "--warmup",
+        "100ms",
+        "--max-duration",
+        "1s",
+    ];
+    let missing = tmp.path().join("missing");
+    let output = sizeup()
+        .args(common)
+        .args([
+            "--server-metrics",
+            &format!("http://127.0.0.1:{closed}/metrics"),
+            "--out",
+        ])
+        .arg(&missing)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let notes: Vec<_> = stderr
+        .lines()
+        .filter(|l| l.contains("server metrics not read"))
+        .collect();
+    assert_eq!(notes.len(), 1, "one line: {stderr}");
+    assert!(read_json(&missing.join("summary.json"))["server"].is_null());
+
+    let off = tmp.path().join("off");
+    let output = sizeup()
+        .args(common)
+        .args(["--server-metrics", "off", "--out"])
+        .arg(&off)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains("metrics"), "{stderr}");
+    let rows = csv_rows(&off.join("levels.csv"));
+    assert_eq!(rows[0]["server_running_mean"], "");
+    assert!(read_json(&off.join("summary.json"))["server"].is_null());
+
+    let output = sizeup()
+        .args(common)
+        .args(["--server-metrics", "ftp://x/metrics"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not an http(s) URL"));
+}
+
+/// A tiny metrics server on its own port: answers every request with vLLM-shaped text and
+/// keeps each request's head.
+struct FakeMetrics {
+    port: u16,
+    heads: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl FakeMetrics {
+    fn start(text: &'static str) -> FakeMetrics {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (h, s) = (heads.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while !s.load(Ordering::SeqCst) && Instant::now() < deadline {
+                let Ok((mut conn, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                conn.set_nonblocking(false).unwrap();
+                conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                let mut buf = vec![0u8; 8192];
+                let n = conn.read(&mut buf).unwrap_or(0);
+                h.lock().unwrap().push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+                    text.len()
+                );
+            }
+        });
+        FakeMetrics { port, heads, stop }
+    }
+}
+
+impl Drop for FakeMetrics {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+const FAKE_VLLM: &str = "# TYPE vllm:num_requests_running gauge\n\
+vllm:num_requests_running{model_name=\"a\"} 3\n\
+vllm:num_requests_running{model_name=\"b\"} 2\n\
+vllm:num_requests_waiting{model_name=\"a\"} 1\n\
+vllm:num_requests_waiting{model_name=\"b\"} 0\n";
+
+/// `--server-metrics` on another port than the endpoint's: the key stays home, and the
+/// metrics of two models behind the server are summed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_goes_only_to_the_endpoints_own_host() {
+    let mut cfg = fast_sim(1, 4, 1.0, 0.0);
+    cfg.api_key = Some(Secret::new("sk-metrics-secret-42"));
+    let sim = SimHandle::start(cfg).await.unwrap();
+    let fake = FakeMetrics::start(FAKE_VLLM);
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("sweep");
+    let (url, port, out2) = (sim.url(), fake.port, out.clone());
+    let output = tokio::task::spawn_blocking(move || {
+        sizeup()
+            .env("SIZEUP_API_KEY", "sk-metrics-secret-42")
+            .args(["sweep", "--endpoint", &url, "--concurrency", "2", "--warmup", "100ms"])
+            .args(["--max-duration", "1s", "--scrape-interval", "100ms"])
+            .args(["--server-metrics", &format!("http://127.0.0.1:{port}/metrics"), "--out"])
+            .arg(&out2)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    sim.shutdown().await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let heads = fake.heads.lock().unwrap().clone();
+    assert!(heads.len() >= 2, "scraped {} times\n{stderr}", heads.len());
+    for h in &heads {
+        assert!(h.starts_with("GET /metrics"), "{h}");
+        assert!(!h.to_ascii_lowercase().contains("authorization"), "{h}");
+        assert!(!h.contains("sk-metrics-secret-42"));
+    }
+    let rows = csv_rows(&out.join("levels.csv"));
+    assert_eq!(num(&rows[0], "server_running_mean"), 5.0);
+    assert_eq!(num(&rows[0], "server_waiting_mean"), 1.0);
+    assert_eq!(read_json(&out.join("summary.json"))["server"]["dialect"], "vllm");
+}
+
+/// A run records what the server did over the whole job.
+#[test]
+fn a_run_records_the_servers_figures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = batch_file(tmp.path(), 300, 4);
+    let output = sizeup()
+        .args(["run", "--input"])
+        .arg(&input)
+        .args([
+            "--concurrency",
+            "6",
+            "--batch",
+            "4",
+            "--decode-step-ms",
+            "5",
+            "--scrape-interval",
+            "50ms",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let summary = read_json(&tmp.path().join("run-summary.json"));
+    let server = &summary["server"];
+    assert_eq!(server["dialect"], "vllm", "{summary:#}");
+    // One GPU of 4 slots under 6 in flight: 4 run, about 2 wait.
+    assert_eq!(server["running_max"].as_f64(), Some(4.0), "{summary:#}");
+    let waiting = server["waiting_mean"].as_f64().unwrap();
+    assert!(waiting > 0.5 && waiting <= 2.0, "{summary:#}");
+    assert!(stderr.contains("server (vllm):"), "{stderr}");
+}
