@@ -7,6 +7,7 @@ mod cli;
 mod crash;
 mod faults;
 mod first_try;
+mod html_page;
 mod plan;
 mod real;
 mod run;
