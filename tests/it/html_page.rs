@@ -10,18 +10,26 @@ fn chromium() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("CHROMIUM") {
         return Some(PathBuf::from(p));
     }
-    ["chromium", "chromium-browser", "google-chrome"].iter().find_map(|name| {
-        std::env::var_os("PATH").and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|d| d.join(name))
-                .find(|p| p.is_file())
+    ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .find_map(|name| {
+            std::env::var_os("PATH").and_then(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|d| d.join(name))
+                    .find(|p| p.is_file())
+            })
         })
-    })
 }
 
 fn headless(browser: &Path, profile: &Path, extra: &[&str], page: &Path) -> std::process::Output {
     Command::new(browser)
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run"])
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--no-first-run",
+        ])
         // No network: a self-contained page needs none, and a test must not reach out.
         .args(["--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>"])
         .arg(format!("--user-data-dir={}", profile.display()))
@@ -45,7 +53,17 @@ fn the_report_page_renders_in_chromium_with_its_figures() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("sweep");
     let output = sizeup()
-        .args(["sweep", "--gpus", "2", "--batch", "2", "--decode-step-ms", "5", "--max-tokens", "4"])
+        .args([
+            "sweep",
+            "--gpus",
+            "2",
+            "--batch",
+            "2",
+            "--decode-step-ms",
+            "5",
+            "--max-tokens",
+            "4",
+        ])
         .args(["--concurrency", "2,4,8", "--warmup", "200ms", "--max-duration", "2s"])
         .args(["--scrape-interval", "100ms", "--out"])
         .arg(&out)
@@ -88,6 +106,12 @@ fn the_report_page_renders_in_chromium_with_its_figures() {
     // The browser built the table as written: one row per level, plus the header.
     let summary = crate::util::read_json(&out.join("summary.json"));
     let levels = summary["levels"].as_array().unwrap().len();
-    let table = dom.split("<h2>Levels</h2>").nth(1).unwrap().split("</table>").next().unwrap();
+    let table = dom
+        .split("<h2>Levels</h2>")
+        .nth(1)
+        .unwrap()
+        .split("</table>")
+        .next()
+        .unwrap();
     assert_eq!(table.matches("<tr").count(), levels + 1, "{table}");
 }
