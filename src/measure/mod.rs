@@ -229,13 +229,18 @@ pub async fn measure(
             ));
         }
         ui::info(format!(
-            "level {c:>4}: {} RPM ±{:.1}% ({} per GPU), p95 {:.0} ms, {} ok, {} failed{}",
+            "level {c:>4}: {} RPM ±{:.1}% ({} per GPU), p95 {:.0} ms, {} ok, {} failed{}{}",
             ui::thousands(row.rpm),
             100.0 * (row.rpm_ci_high - row.rpm_ci_low) / 2.0 / row.rpm.max(f64::MIN_POSITIVE),
             ui::thousands(row.rpm_per_gpu),
             row.latency_p95_ms,
             row.requests_ok,
             row.requests_failed,
+            match (row.server_running_mean, row.server_waiting_mean) {
+                (Some(r), Some(w)) => format!("; server: {r:.1} running, {w:.1} waiting"),
+                (Some(r), None) => format!("; server: {r:.1} running"),
+                _ => String::new(),
+            },
             if level.ci_met {
                 ""
             } else {
