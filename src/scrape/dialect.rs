@@ -113,3 +113,150 @@ impl Dialect {
         }
     }
 }
+
+/// Each server's metrics text as the server writes it (`tests/data/metrics/README.md` names
+/// the sources), read back into the figures sizeup uses.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    macro_rules! fixture {
+        ($name:literal) => {
+            ($name, include_str!(concat!("../../tests/data/metrics/", $name)))
+        };
+    }
+
+    type Expect = (Dialect, f64, f64, Option<f64>, Option<f64>, Option<f64>, Option<f64>);
+
+    #[test]
+    fn every_dialect_reads_from_its_servers_text() {
+        // (file, (dialect, running, waiting, kv, preemptions, prompt tokens, output tokens))
+        let cases: [((&str, &str), Expect); 9] = [
+            (
+                fixture!("vllm-v0.11.0-busy.prom"),
+                (
+                    Dialect::Vllm,
+                    8.0,
+                    16.0,
+                    Some(0.873),
+                    Some(3.0),
+                    Some(732160.0),
+                    Some(422625.0),
+                ),
+            ),
+            // vLLM before 0.10: the KV gauge had its older name.
+            (
+                fixture!("vllm-v0.6.3-busy.prom"),
+                (
+                    Dialect::Vllm,
+                    8.0,
+                    16.0,
+                    Some(0.873),
+                    Some(3.0),
+                    Some(727280.0),
+                    Some(422177.0),
+                ),
+            ),
+            (
+                fixture!("vllm-v0.11.0-show-hidden-0.10.prom"),
+                (
+                    Dialect::Vllm,
+                    8.0,
+                    16.0,
+                    Some(0.873),
+                    Some(3.0),
+                    Some(732160.0),
+                    Some(422625.0),
+                ),
+            ),
+            // Two models behind one server: summed (KV: the fuller one).
+            (
+                fixture!("vllm-v0.11.0-two-models.prom"),
+                (
+                    Dialect::Vllm,
+                    12.0,
+                    18.0,
+                    Some(0.873),
+                    Some(3.0),
+                    Some(1110814.0),
+                    Some(656014.0),
+                ),
+            ),
+            // Data parallel: two engines, summed.
+            (
+                fixture!("vllm-v0.11.0-dp2.prom"),
+                (
+                    Dialect::Vllm,
+                    15.0,
+                    27.0,
+                    Some(0.873),
+                    Some(4.0),
+                    Some(1418094.0),
+                    Some(843145.0),
+                ),
+            ),
+            (
+                fixture!("sglang-v0.5.3-busy.prom"),
+                (
+                    Dialect::Sglang,
+                    8.0,
+                    16.0,
+                    Some(0.87),
+                    None,
+                    Some(703957.0),
+                    Some(426514.0),
+                ),
+            ),
+            // Tensor parallel: only rank 0 reports the scheduler's gauges, so nothing doubles.
+            (
+                fixture!("sglang-v0.5.3-busy-tp2.prom"),
+                (
+                    Dialect::Sglang,
+                    8.0,
+                    16.0,
+                    Some(0.87),
+                    None,
+                    Some(703957.0),
+                    Some(426514.0),
+                ),
+            ),
+            (
+                fixture!("tgi-v3.3.7-busy.prom"),
+                (Dialect::Tgi, 8.0, 16.0, None, None, Some(971288.0), Some(422323.0)),
+            ),
+            (
+                fixture!("llamacpp-7841fc7-busy.prom"),
+                (
+                    Dialect::LlamaCpp,
+                    4.0,
+                    6.0,
+                    Some(0.549316),
+                    None,
+                    Some(187342.0),
+                    Some(96512.0),
+                ),
+            ),
+        ];
+        for ((file, text), (dialect, running, waiting, kv, pre, prompt, out)) in cases {
+            let samples = prom::parse(text);
+            assert_eq!(Dialect::detect(&samples), Some(dialect), "{file}");
+            let s = dialect.snapshot(&samples, 1.5);
+            assert_eq!(s.at_s, 1.5);
+            assert_eq!(s.running, Some(running), "{file} running");
+            assert_eq!(s.waiting, Some(waiting), "{file} waiting");
+            assert_eq!(s.kv_usage, kv, "{file} kv");
+            assert_eq!(s.preemptions_total, pre, "{file} preemptions");
+            assert_eq!(s.prompt_tokens_total, prompt, "{file} prompt tokens");
+            assert_eq!(s.output_tokens_total, out, "{file} output tokens");
+        }
+    }
+
+    #[test]
+    fn unknown_pages_are_not_guessed() {
+        assert_eq!(
+            Dialect::detect(&prom::parse("process_cpu_seconds_total 12\nup 1\n")),
+            None
+        );
+        assert_eq!(Dialect::detect(&[]), None);
+    }
+}
