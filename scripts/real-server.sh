@@ -157,9 +157,11 @@ trap 'exit 130' INT TERM
 # The per-slot prefix cache (shared chat-template prefix) stays on, as in production.
 # --metrics: llama-server's Prometheus /metrics (requests_processing, requests_deferred), which
 # sizeup reads during every level and the run; the checks below hold them to -np.
+# --no-repack: on CPUs that advertise AMX, the repacked weights' AMX kernels trapped
+# ("Illegal instruction") on a 2026-12-01 machine; the plain kernels are as exact.
 SERVER_ARGS=(-m "$MODEL" --alias smollm2 --host 127.0.0.1 --port "$PORT" -t "$LLAMA_THREADS"
-    -c "$CTX" -np "$SLOTS" --cache-ram 0 --metrics)
-say "starting llama-server on $URL (-t $LLAMA_THREADS -c $CTX -np $SLOTS --cache-ram 0 --metrics; log: $OUT/server.log)"
+    -c "$CTX" -np "$SLOTS" --cache-ram 0 --metrics --no-repack)
+say "starting llama-server on $URL (-t $LLAMA_THREADS -c $CTX -np $SLOTS --cache-ram 0 --metrics --no-repack; log: $OUT/server.log)"
 "$SERVER" "${SERVER_ARGS[@]}" >"$OUT/server.log" 2>&1 &
 SERVER_PID=$!
 for i in $(seq 600); do

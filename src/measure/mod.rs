@@ -2,6 +2,7 @@
 //! until the rate's confidence interval is narrow enough, the level statistics, the knee, and
 //! the report files rewritten after each level.
 
+mod levels;
 mod rec;
 pub mod workload;
 
@@ -20,6 +21,7 @@ use crate::stats::level::{summarize_level, Sample, MIN_OK};
 use crate::stats::server::{summarize_server, tokens_mismatch, verdict};
 use crate::target::Target;
 use crate::ui::{self, usage_error};
+pub use levels::{max_level, parse_levels, Levels};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,35 +29,6 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 pub use workload::{workload_from, BodySpec, Workload};
-
-/// Which levels to measure.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Levels {
-    Auto { max: u32 },
-    List(Vec<u32>),
-}
-
-pub fn parse_levels(s: &str, max: u32) -> anyhow::Result<Levels> {
-    if s.trim().eq_ignore_ascii_case("auto") {
-        if max == 0 {
-            return Err(usage_error("--max-concurrency must be at least 1", None));
-        }
-        return Ok(Levels::Auto { max });
-    }
-    let mut out = Vec::new();
-    for part in s.split(',') {
-        match part.trim().parse::<u32>() {
-            Ok(n) if n >= 1 => out.push(n),
-            _ => {
-                return Err(usage_error(
-                    format!("--concurrency: `{}` is not a positive whole number", part.trim()),
-                    Some("give a list like --concurrency 1,2,4,8 or --concurrency auto".into()),
-                ))
-            }
-        }
-    }
-    Ok(Levels::List(out))
-}
 
 /// Validated measurement settings.
 #[derive(Clone, Debug)]
@@ -617,25 +590,4 @@ fn unusable_reason(recs: &[Rec], key_hint: &str) -> anyhow::Error {
         _ => "every warm-up request failed; check the endpoint's logs".to_string(),
     };
     ui::unusable_error(format!("every warm-up request failed: {}", f.message), Some(hint))
-}
-
-/// The keep-alive pool needs as many connections as the highest level.
-pub fn max_level(l: &Levels) -> usize {
-    match l {
-        Levels::Auto { max } => *max as usize,
-        Levels::List(v) => v.iter().copied().max().unwrap_or(1) as usize,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn levels_parse() {
-        assert_eq!(parse_levels("auto", 64).unwrap(), Levels::Auto { max: 64 });
-        assert_eq!(parse_levels("1, 2,4", 64).unwrap(), Levels::List(vec![1, 2, 4]));
-        assert!(parse_levels("1,0", 64).is_err());
-        assert!(parse_levels("x", 64).is_err());
-    }
 }

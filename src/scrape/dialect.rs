@@ -131,7 +131,7 @@ mod tests {
     #[test]
     fn every_dialect_reads_from_its_servers_text() {
         // (file, (dialect, running, waiting, kv, preemptions, prompt tokens, output tokens))
-        let cases: [((&str, &str), Expect); 9] = [
+        let cases: [((&str, &str), Expect); 11] = [
             (
                 fixture!("vllm-v0.11.0-busy.prom"),
                 (
@@ -223,6 +223,16 @@ mod tests {
             (
                 fixture!("tgi-v3.3.7-busy.prom"),
                 (Dialect::Tgi, 8.0, 16.0, None, None, Some(971288.0), Some(422323.0)),
+            ),
+            // Captured from a real llama-server (-np 4, --metrics) with 10 requests sent: 4
+            // in its slots, 5 deferred; this build has no KV gauge.
+            (
+                fixture!("llamacpp-busy.prom"),
+                (Dialect::LlamaCpp, 4.0, 5.0, None, None, Some(168.0), Some(64.0)),
+            ),
+            (
+                fixture!("llamacpp-idle.prom"),
+                (Dialect::LlamaCpp, 0.0, 0.0, None, None, Some(0.0), Some(0.0)),
             ),
             (
                 fixture!("llamacpp-7841fc7-busy.prom"),

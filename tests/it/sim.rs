@@ -866,11 +866,22 @@ async fn metrics_count_requests_and_concurrency() {
     assert!(m.contains("# TYPE sizeup_sim_requests_in_flight_max gauge"), "{m}");
     for line in m.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
         let (name, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("bad sample {line:?}"));
-        assert!(name.starts_with("sizeup_sim_"), "{line:?}");
+        // Its own names, and vLLM's (a vLLM-shaped target for --server-metrics).
+        assert!(name.starts_with("sizeup_sim_") || name.starts_with("vllm:"), "{line:?}");
         assert!(value.parse::<f64>().is_ok(), "{line:?}");
     }
     assert_eq!(metric(&m, "sizeup_sim_requests_in_flight_max"), 0.0);
     assert_eq!(metric(&m, "sizeup_sim_batch_size"), 8.0);
+    for name in [
+        "vllm:num_requests_running{model_name=",
+        "vllm:num_requests_waiting{model_name=",
+        "vllm:kv_cache_usage_perc{model_name=",
+        "vllm:num_preemptions_total{model_name=",
+        "vllm:prompt_tokens_total{model_name=",
+        "vllm:generation_tokens_total{model_name=",
+    ] {
+        assert!(m.contains(name), "no {name} in\n{m}");
+    }
 
     // A closed loop of 5, 4 tokens each (20 ms per request), 300 ms long.
     let body = json!({"prompt": "p q r", "max_tokens": 4});

@@ -51,11 +51,13 @@ for t in threads:
 k = 0
 while any(t.is_alive() for t in threads):
     time.sleep(0.2)
+    ts = time.time()
     st, hdrs, body = get_metrics()
+    lat = round(time.time() - ts, 3)
     k += 1
     name = f"busy-{k:03d}.prom"
     open(os.path.join(out, name), "wb").write(body)
-    log.append({"t": round(time.time() - T0, 3), "what": name, "status": st,
+    log.append({"t": round(time.time() - T0, 3), "what": name, "status": st, "scrape_s": lat, "sent_at": round(ts - T0, 3),
                 "processing": val(body, "llamacpp:requests_processing"),
                 "deferred": val(body, "llamacpp:requests_deferred"),
                 "prompt_tokens_total": val(body, "llamacpp:prompt_tokens_total"),
@@ -73,6 +75,6 @@ log.append({"t": round(time.time() - T0, 3), "what": "idle-after", "status": st,
 json.dump({"captures": log, "requests": sorted(results, key=lambda r: r["i"])},
           open(os.path.join(out, "log.json"), "w"), indent=1)
 for e in log:
-    print(e["t"], e["what"], "processing", e["processing"], "deferred", e["deferred"],
+    print(e.get("sent_at"), e.get("scrape_s"), e["t"], e["what"], "processing", e["processing"], "deferred", e["deferred"],
           "prompt", e.get("prompt_tokens_total"), "pred", e.get("tokens_predicted_total"))
 print(sorted(results, key=lambda r: r["i"]))
