@@ -77,7 +77,10 @@ impl Scraper {
         let same_host = reqwest::Url::parse(endpoint)
             .is_ok_and(|e| e.host_str() == url.host_str() && e.port_or_known_default() == url.port_or_known_default());
         let http = reqwest::Client::builder()
-            .timeout(interval.clamp(Duration::from_millis(500), Duration::from_secs(5)))
+            // llama-server answers /metrics from its main loop: under load a scrape can wait
+            // seconds for a decode step to end (seen: 4.5 s and 9.5 s with 10 open requests).
+            // Slow is not dead; each scrape's time is when its answer came.
+            .timeout(Duration::from_secs(10).max(interval))
             .pool_max_idle_per_host(1)
             .build()
             .map_err(|e| format!("server metrics: {e}"))?;
