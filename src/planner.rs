@@ -9,6 +9,9 @@ use crate::report::fmt::grouped;
 use crate::report::LatencyFit;
 use serde::{Deserialize, Serialize};
 
+mod choose;
+pub use choose::{choose, deadline_target_rpm, options_table, Candidate, Choice, Goal, Objective, OptionRow};
+
 /// One concurrency level of a finished sweep, as the planner needs it.
 #[derive(Clone, Debug)]
 pub struct SweepLevel {
@@ -124,6 +127,21 @@ pub struct Plan {
     pub estimate: String,
     /// Startup seconds billed per GPU.
     pub startup_s: f64,
+    /// The chosen option's label (`sweep --name`, else its folder's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Price of one of the chosen option's GPUs for one hour, USD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_hour_cost: Option<f64>,
+    /// With `--deadline`: seconds from switching on to the last answer; `target_rpm` came from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_s: Option<f64>,
+    /// `"cost"` or `"time"`: how the option was chosen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objective: Option<String>,
+    /// Every option compared, the chosen one marked, and why each other lost.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<OptionRow>,
 }
 
 /// A job's mean request, in tokens.
@@ -230,7 +248,7 @@ pub fn token_figures(
 }
 
 /// Why no plan could be made.
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq)]
 pub enum PlanError {
     /// Bad input: names the flag, the value and what is allowed.
     #[error("invalid input: {0}")]
@@ -251,6 +269,10 @@ pub enum PlanError {
         /// GPUs the requested target would need.
         needed_gpus: u32,
     },
+    /// No option meets the goal (deadline, `--max-gpus`, `--budget`); the text names the
+    /// nearest option and how far it falls short.
+    #[error("goal unmet: {0}")]
+    Unmet(String),
 }
 
 /// Levels within this fraction of the best throughput count as equally good,
@@ -392,6 +414,29 @@ fn operating_level(input: &PlanInput) -> Result<&SweepLevel, PlanError> {
 /// See the module docs and the field docs on [`Plan`] for the arithmetic.
 /// `Plan::sweep` is left empty for the caller to fill.
 pub fn plan(input: &PlanInput) -> Result<Plan, PlanError> {
+    let s = size(input)?;
+    if let Some(max_gpus) = input.max_gpus {
+        if s.needed_gpus > max_gpus {
+            return Err(PlanError::Unreachable {
+                max_gpus,
+                reachable_rpm: f64::from(max_gpus) * s.per_gpu / (1.0 + input.headroom),
+                needed_gpus: s.needed_gpus,
+            });
+        }
+    }
+    Ok(at_gpus(input, s.chosen, s.needed_gpus))
+}
+
+/// The operating level and the GPUs the target needs there, before `--max-gpus`.
+pub(crate) struct Sizing<'a> {
+    pub chosen: &'a SweepLevel,
+    /// RPM per GPU the count is sized from (CI low or mean, per `--estimate`).
+    pub per_gpu: f64,
+    pub needed_gpus: u32,
+}
+
+/// Validates `input`, picks the operating level and sizes the GPU count for the target.
+pub(crate) fn size(input: &PlanInput) -> Result<Sizing<'_>, PlanError> {
     validate(input)?;
     let chosen = operating_level(input)?;
     let sweep_gpus = f64::from(input.sweep_gpus);
@@ -426,16 +471,17 @@ pub fn plan(input: &PlanInput) -> Result<Plan, PlanError> {
         )));
     }
     // In range and integral after the checks above, so `as` is exact.
-    let gpus = needed as u32;
-    if let Some(max_gpus) = input.max_gpus {
-        if gpus > max_gpus {
-            return Err(PlanError::Unreachable {
-                max_gpus,
-                reachable_rpm: f64::from(max_gpus) * per_gpu / (1.0 + input.headroom),
-                needed_gpus: gpus,
-            });
-        }
-    }
+    Ok(Sizing {
+        chosen,
+        per_gpu,
+        needed_gpus: needed as u32,
+    })
+}
+
+/// The plan for `gpus` GPUs at level `chosen` (validated by [`size`]).
+pub(crate) fn at_gpus(input: &PlanInput, chosen: &SweepLevel, gpus: u32) -> Plan {
+    let sweep_gpus = f64::from(input.sweep_gpus);
+    let rpm_per_gpu = chosen.rpm / sweep_gpus;
     let concurrency_per_gpu = chosen.concurrency.div_ceil(input.sweep_gpus);
     let expected_rpm = f64::from(gpus) * rpm_per_gpu;
     let expected_duration_s = input.requests.map(|r| r as f64 / expected_rpm * 60.0);
@@ -443,13 +489,13 @@ pub fn plan(input: &PlanInput) -> Result<Plan, PlanError> {
         (Some(d), Some(c)) => Some(f64::from(gpus) * (d + input.startup_s) / 3600.0 * c),
         _ => None,
     };
-    Ok(Plan {
+    Plan {
         target_rpm: input.target_rpm,
         gpus,
         concurrency_per_gpu,
         total_concurrency: gpus.saturating_mul(concurrency_per_gpu),
         rpm_per_gpu,
-        rpm_per_gpu_low,
+        rpm_per_gpu_low: chosen.rpm_ci_low / sweep_gpus,
         expected_rpm,
         expected_latency_p95_ms: chosen.latency_p95_ms,
         headroom: input.headroom,
@@ -465,7 +511,12 @@ pub fn plan(input: &PlanInput) -> Result<Plan, PlanError> {
         usd_per_million_tokens: None,
         estimate: input.estimate.as_str().to_string(),
         startup_s: input.startup_s,
-    })
+        name: None,
+        gpu_hour_cost: input.gpu_hour_cost,
+        deadline_s: None,
+        objective: None,
+        options: Vec::new(),
+    }
 }
 
 /// "1 GPU" / "4 GPUs".
@@ -505,7 +556,17 @@ pub fn explain(plan: &Plan) -> String {
     } else {
         f64::INFINITY
     };
-    let mut lines = vec![
+    let mut lines = Vec::new();
+    if let (Some(d), Some(r)) = (plan.deadline_s, plan.requests) {
+        lines.push(format!(
+            "target: {} requests / ({} deadline - {} s startup) x 60 = {} RPM",
+            grouped(r as f64, 0),
+            human_duration(d),
+            grouped(plan.startup_s, 0),
+            grouped(plan.target_rpm, 0)
+        ));
+    }
+    lines.extend([
         format!(
             "{}: {} RPM target x {factor:.2} / {} RPM per GPU ({label}) = {quotient:.2} -> {}",
             gpus_word(plan.gpus),
@@ -528,7 +589,7 @@ pub fn explain(plan: &Plan) -> String {
             grouped(plan.expected_rpm, 0),
             grouped(plan.expected_latency_p95_ms, 0)
         ),
-    ];
+    ]);
     if let (Some(r), Some(d)) = (plan.requests, plan.expected_duration_s) {
         lines.push(format!(
             "duration: {} requests / {} RPM x 60 = {} s ({}), plus {} s startup",

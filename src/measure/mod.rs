@@ -68,6 +68,10 @@ pub struct Settings {
     pub api: Api,
     /// `--stop-after-failures`: a level stops (exit 3) on a failure every answer repeats.
     pub stop_after_failures: u32,
+    /// `sweep --name`: the deployment option's label, recorded in summary.json.
+    pub name: Option<String>,
+    /// `sweep --gpu-hour-cost`: its price per GPU-hour, recorded in summary.json.
+    pub gpu_hour_cost: Option<f64>,
 }
 
 impl Settings {
@@ -95,6 +99,8 @@ impl Settings {
             slo: slo.clone(),
             api: e.api,
             stop_after_failures: e.stop_after_failures,
+            name: None,
+            gpu_hour_cost: None,
         })
     }
 }
@@ -139,6 +145,8 @@ pub async fn measure(
         distinct_requests: None,
         repeated_requests: None,
         workload: None,
+        name: s.name.clone(),
+        gpu_hour_cost: s.gpu_hour_cost,
     };
     let mut points: Vec<LevelPoint> = Vec::new();
     let sweep_start = Instant::now();

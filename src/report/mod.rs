@@ -222,6 +222,12 @@ pub struct Summary {
     /// Sampled workloads: requests sent again because the sample was used up.
     #[serde(default)]
     pub repeated_requests: Option<u64>,
+    /// The deployment option's label (`sweep --name`); `plan` falls back on the folder's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Price of one GPU of this deployment for one hour, USD (`sweep --gpu-hour-cost`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_hour_cost: Option<f64>,
 }
 
 /// serde_json writes non-finite floats as `null`; reading `null` back as NaN keeps
@@ -335,6 +341,8 @@ pub(crate) mod fixtures {
             distinct_requests: None,
             repeated_requests: None,
             workload: None,
+            name: None,
+            gpu_hour_cost: None,
         }
     }
 
