@@ -1,6 +1,7 @@
 //! `sizeup auto`: sweep on a sample of the input, plan for the target rate, ask, run.
 //! Every artifact lands in one folder.
 
+use super::plan::RateGoal;
 use crate::batch::OutputWriter;
 use crate::cli::AutoArgs;
 use crate::engine::Stop;
@@ -9,7 +10,6 @@ use crate::measure::{max_level, measure, BodySpec, Levels, Settings, Workload};
 use crate::resource::Lifecycle;
 use crate::target::Target;
 use crate::ui::{self, usage_error, ExitStatus};
-use super::plan::RateGoal;
 use std::io::{BufRead, IsTerminal, Write};
 use std::sync::Arc;
 
@@ -25,7 +25,10 @@ pub async fn run(mut args: AutoArgs, interrupt: Stop) -> anyhow::Result<ExitStat
     let started = std::time::Instant::now();
     if let Some(r) = args.target_rpm {
         if !(r.is_finite() && r > 0.0) {
-            return Err(usage_error(format!("--target-rpm must be a positive number, got {r}"), None));
+            return Err(usage_error(
+                format!("--target-rpm must be a positive number, got {r}"),
+                None,
+            ));
         }
     }
     if args.deadline.is_some_and(|d| d.is_zero()) {

@@ -329,7 +329,11 @@ pub fn chosen(choice: &Choice) -> anyhow::Result<Plan> {
     match (&choice.outcome, choice.chosen_plan()) {
         (Ok(_), Some(plan)) => Ok(plan),
         (Err(e), _) => {
-            let target = choice.options.first().and_then(|o| o.plan.as_ref()).map_or(0.0, |p| p.target_rpm);
+            let target = choice
+                .options
+                .first()
+                .and_then(|o| o.plan.as_ref())
+                .map_or(0.0, |p| p.target_rpm);
             Err(plan_error(e.clone(), target))
         }
         (Ok(_), None) => Err(unmet_error("no option could be planned", None)),
@@ -367,7 +371,11 @@ pub fn write_plan(plan: &Plan, out: &Path) -> anyhow::Result<()> {
 
 pub fn run(args: PlanArgs) -> anyhow::Result<ExitStatus> {
     args.slo.validate()?;
-    let summaries = args.sweep.iter().map(|d| read_sweep(d)).collect::<anyhow::Result<Vec<_>>>()?;
+    let summaries = args
+        .sweep
+        .iter()
+        .map(|d| read_sweep(d))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let job = match &args.input {
         Some(path) => {
             let api = summaries[0].api.parse().unwrap_or(crate::api::Api::Completions);
@@ -437,7 +445,11 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitStatus> {
 
 /// "the deadline, --max-gpus 4 and --budget $500" for the chosen line.
 fn limits_words(args: &PlanArgs) -> String {
-    let mut parts = vec![if args.deadline.is_some() { "the deadline".to_string() } else { "the target".to_string() }];
+    let mut parts = vec![if args.deadline.is_some() {
+        "the deadline".to_string()
+    } else {
+        "the target".to_string()
+    }];
     if let Some(m) = args.tuning.max_gpus {
         parts.push(format!("--max-gpus {m}"));
     }

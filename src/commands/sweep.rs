@@ -15,7 +15,10 @@ pub async fn run(mut args: SweepArgs, interrupt: CancellationToken) -> anyhow::R
     let mut settings = Settings::from_args(&args.measure, &args.slo, args.gpus, &args.endpoint)?;
     if let Some(c) = args.gpu_hour_cost {
         if !(c.is_finite() && c >= 0.0) {
-            return Err(usage_error(format!("--gpu-hour-cost must be a number >= 0, got {c}"), None));
+            return Err(usage_error(
+                format!("--gpu-hour-cost must be a number >= 0, got {c}"),
+                None,
+            ));
         }
     }
     if args.name.as_deref().is_some_and(|n| n.trim().is_empty()) {

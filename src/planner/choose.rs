@@ -106,7 +106,10 @@ pub struct Evaluated {
 impl Evaluated {
     /// Meets the target (deadline), `--max-gpus` and `--budget`.
     fn feasible(&self) -> bool {
-        self.plan.is_some() && self.within_max_gpus && self.meets_deadline != Some(false) && self.within_budget != Some(false)
+        self.plan.is_some()
+            && self.within_max_gpus
+            && self.meets_deadline != Some(false)
+            && self.within_budget != Some(false)
     }
 
     fn cost(&self) -> f64 {
@@ -162,7 +165,11 @@ pub struct Choice {
 impl Choice {
     pub fn rows(&self) -> Vec<OptionRow> {
         let chosen = self.outcome.as_ref().ok().copied();
-        self.options.iter().enumerate().map(|(i, o)| o.row(Some(i) == chosen)).collect()
+        self.options
+            .iter()
+            .enumerate()
+            .map(|(i, o)| o.row(Some(i) == chosen))
+            .collect()
     }
 
     /// The chosen option's plan, with its label, the goal and every row.
@@ -192,7 +199,9 @@ fn cmp_close(a: f64, b: f64) -> Ordering {
 /// A deadline no longer than the startup leaves no time at all: unmet (exit 1).
 pub fn deadline_target_rpm(requests: Option<u64>, deadline_s: f64, startup_s: f64) -> Result<f64, PlanError> {
     if !(deadline_s.is_finite() && deadline_s > 0.0) {
-        return Err(PlanError::Invalid(format!("--deadline must be longer than 0s, got {deadline_s} s")));
+        return Err(PlanError::Invalid(format!(
+            "--deadline must be longer than 0s, got {deadline_s} s"
+        )));
     }
     let Some(r) = requests.filter(|r| *r > 0) else {
         return Err(PlanError::Invalid(
@@ -218,7 +227,9 @@ pub fn choose(cands: &[Candidate], goal: &Goal) -> Result<Choice, PlanError> {
     }
     if let Some(b) = goal.budget_usd {
         if !(b.is_finite() && b > 0.0) {
-            return Err(PlanError::Invalid(format!("--budget must be a positive number of USD, got {b}")));
+            return Err(PlanError::Invalid(format!(
+                "--budget must be a positive number of USD, got {b}"
+            )));
         }
     }
     let several = cands.len() > 1;
@@ -356,22 +367,23 @@ fn lost_to(o: &Evaluated, winner: &Evaluated, objective: Objective) -> String {
                 (cost / wcost - 1.0) * 100.0
             )
         } else {
-            format!("cost unknown (no price or no --requests), `{w}` costs ${}", grouped(wcost, 2))
+            format!(
+                "cost unknown (no price or no --requests), `{w}` costs ${}",
+                grouped(wcost, 2)
+            )
         }
     };
-    let speed_gap = || {
-        format!(
-            "serves {} RPM, slower than `{w}`'s {}",
-            thousands(rpm),
-            thousands(wrpm)
-        )
-    };
+    let speed_gap = || format!("serves {} RPM, slower than `{w}`'s {}", thousands(rpm), thousands(wrpm));
     match objective {
         Objective::Cost if costlier => cost_gap(),
         Objective::Time if slower => speed_gap(),
         Objective::Cost if slower => format!("as cheap as `{w}` but slower: {}", speed_gap()),
         Objective::Time if costlier => format!("as fast as `{w}` but dearer: {}", cost_gap()),
-        _ if o.gpus() > winner.gpus() => format!("ties with `{w}`, which needs fewer GPUs ({} vs {})", winner.gpus(), o.gpus()),
+        _ if o.gpus() > winner.gpus() => format!(
+            "ties with `{w}`, which needs fewer GPUs ({} vs {})",
+            winner.gpus(),
+            o.gpus()
+        ),
         _ => format!("ties with `{w}`, given first"),
     }
 }
@@ -436,7 +448,7 @@ fn why_none(options: &[Evaluated], cands: &[Candidate], goal: &Goal) -> PlanErro
 fn goal_words(goal: &Goal, input: &PlanInput) -> String {
     match (goal.deadline_s, input.requests) {
         (Some(d), Some(r)) => format!(
-            "finishes {} requests within the {} deadline",
+            "finishes {} requests by the {} deadline",
             thousands(r as f64),
             human_duration(d)
         ),
@@ -451,8 +463,8 @@ pub fn options_table(choice: &Choice) -> String {
     let dash = || "-".to_string();
     let yes_no = |b: Option<bool>| b.map_or(dash(), |b| if b { "yes" } else { "no" }.to_string());
     let header = [
-        "", "option", "$/GPU-h", "level", "RPM/GPU", "GPUs", "conc", "RPM", "p95 ms", "duration", "cost",
-        "$/1M tok", "target", "deadline", "budget",
+        "", "option", "$/GPU-h", "level", "RPM/GPU", "GPUs", "conc", "RPM", "p95 ms", "duration", "cost", "$/1M tok",
+        "target", "deadline", "budget",
     ];
     let mut table: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
     for r in &rows {
@@ -474,7 +486,11 @@ pub fn options_table(choice: &Choice) -> String {
             r.expected_duration_s.map_or(dash(), human_duration),
             r.cost_usd.map_or(dash(), |c| format!("${}", grouped(c, 2))),
             r.usd_per_million_tokens.map_or(dash(), |c| format!("${c:.3}")),
-            if r.meets_slo { yes_no(Some(r.meets_target)) } else { "no SLO".to_string() },
+            if r.meets_slo {
+                yes_no(Some(r.meets_target))
+            } else {
+                "no SLO".to_string()
+            },
             yes_no(r.meets_deadline),
             yes_no(r.within_budget),
         ]);
@@ -505,4 +521,303 @@ pub fn options_table(choice: &Choice) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::planner::{Estimate, SweepLevel};
+
+    /// A sweep of `gpus` GPUs x `slots` slots at 50 ms a request (1,200 RPM per slot), CI ±1%:
+    /// levels at half, full and double the slots.
+    fn option(name: &str, gpus: u32, slots: u32, price: f64) -> Candidate {
+        let cap = gpus * slots;
+        let levels = [cap / 2, cap, cap * 2]
+            .into_iter()
+            .map(|c| {
+                let rpm = f64::from(c.min(cap)) * 1_200.0;
+                SweepLevel {
+                    concurrency: c,
+                    rpm,
+                    rpm_ci_low: rpm * 0.99,
+                    rpm_ci_high: rpm * 1.01,
+                    latency_p95_ms: 51.0 * f64::from(c.max(cap)) / f64::from(cap),
+                    ttft_p95_ms: None,
+                    error_rate: 0.0,
+                }
+            })
+            .collect();
+        Candidate {
+            name: name.into(),
+            sweep: format!("reports/{name}"),
+            input: PlanInput {
+                levels,
+                sweep_gpus: gpus,
+                target_rpm: 12_000.0,
+                headroom: 0.1,
+                estimate: Estimate::Low,
+                max_latency_p95_ms: None,
+                max_ttft_p95_ms: None,
+                max_error_rate: None,
+                max_gpus: None,
+                requests: Some(120_000),
+                gpu_hour_cost: Some(price),
+                startup_s: 0.0,
+            },
+        }
+    }
+
+    /// The pair: 2 x 8 slots at $4/h and 2 x 4 slots at $1.5/h.
+    fn pair() -> Vec<Candidate> {
+        vec![option("h100", 2, 8, 4.0), option("a100", 2, 4, 1.5)]
+    }
+
+    fn goal() -> Goal {
+        Goal {
+            deadline_s: Some(600.0),
+            ..Goal::default()
+        }
+    }
+
+    fn chosen_name(c: &Choice) -> &str {
+        &c.options[*c.outcome.as_ref().unwrap()].name
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() <= 1e-9 * b.abs().max(1.0)
+    }
+
+    #[test]
+    fn deadline_becomes_a_rate() {
+        // 120,000 requests in 10 min = 12,000 RPM; with 60 s startup, in 9 min = 13,333.3.
+        assert!(close(deadline_target_rpm(Some(120_000), 600.0, 0.0).unwrap(), 12_000.0));
+        assert!(close(
+            deadline_target_rpm(Some(120_000), 600.0, 60.0).unwrap(),
+            120_000.0 / 9.0
+        ));
+        assert!(
+            matches!(deadline_target_rpm(None, 600.0, 0.0), Err(PlanError::Invalid(m)) if m.contains("--requests"))
+        );
+        assert!(matches!(
+            deadline_target_rpm(Some(5), 0.0, 0.0),
+            Err(PlanError::Invalid(_))
+        ));
+        // Startup eats the whole deadline: a goal no option meets, not a bad flag.
+        assert!(
+            matches!(deadline_target_rpm(Some(5), 60.0, 60.0), Err(PlanError::Unmet(m)) if m.contains("--startup-s 60"))
+        );
+    }
+
+    #[test]
+    fn cheapest_meeting_the_deadline() {
+        let c = choose(&pair(), &goal()).unwrap();
+        // h100: 13,200 / 9,504 = 1.39 -> 2 GPUs, 19,200 RPM, 375 s, 2 x 375 / 3600 x $4 = $0.833.
+        // a100: 13,200 / 4,752 = 2.78 -> 3 GPUs, 14,400 RPM, 500 s, 3 x 500 / 3600 x $1.5 = $0.625.
+        let (h, a) = (c.options[0].plan.as_ref().unwrap(), c.options[1].plan.as_ref().unwrap());
+        assert_eq!((h.gpus, a.gpus), (2, 3));
+        assert!(close(h.cost_usd.unwrap(), 2.0 * 375.0 / 3600.0 * 4.0));
+        assert!(close(a.cost_usd.unwrap(), 3.0 * 500.0 / 3600.0 * 1.5));
+        assert_eq!(chosen_name(&c), "a100");
+        let rows = c.rows();
+        assert!(rows[1].chosen && !rows[0].chosen);
+        assert_eq!(rows[0].meets_deadline, Some(true));
+        let why = rows[0].lost_because.as_deref().unwrap();
+        assert!(
+            why.contains("$0.83") && why.contains("$0.21") && why.contains("`a100`"),
+            "{why}"
+        );
+        let plan = c.chosen_plan().unwrap();
+        assert_eq!(plan.name.as_deref(), Some("a100"));
+        assert_eq!(plan.sweep, "reports/a100");
+        assert_eq!(plan.options.len(), 2);
+        assert_eq!(plan.deadline_s, Some(600.0));
+        assert_eq!(plan.objective.as_deref(), Some("cost"));
+    }
+
+    #[test]
+    fn startup_counts_in_the_rate_and_the_cost() {
+        // 60 s startup: 13,333 RPM x 1.1 = 14,667; h100 / 9,504 = 1.54 -> 2 GPUs;
+        // a100 / 4,752 = 3.09 -> 4 GPUs. Costs: 2 x (375 + 60) / 3600 x 4 = $0.967;
+        // 4 x (375 + 60) / 3600 x 1.5 = $0.725: a100 still.
+        let mut cands = pair();
+        for c in &mut cands {
+            c.input.startup_s = 60.0;
+            c.input.target_rpm = deadline_target_rpm(Some(120_000), 600.0, 60.0).unwrap();
+        }
+        let c = choose(&cands, &goal()).unwrap();
+        let gpus: Vec<u32> = c.options.iter().map(|o| o.plan.as_ref().unwrap().gpus).collect();
+        assert_eq!(gpus, [2, 4]);
+        assert!(close(c.options[1].cost(), 4.0 * 435.0 / 3600.0 * 1.5));
+        assert_eq!(chosen_name(&c), "a100");
+    }
+
+    #[test]
+    fn time_objective_takes_the_fastest_within_budget() {
+        let mut g = goal();
+        g.objective = Objective::Time;
+        assert_eq!(chosen_name(&choose(&pair(), &g).unwrap()), "h100");
+        // $0.70 rules h100 ($0.83) out: a100 ($0.625) is the fastest left.
+        g.budget_usd = Some(0.70);
+        let c = choose(&pair(), &g).unwrap();
+        assert_eq!(chosen_name(&c), "a100");
+        assert_eq!(c.rows()[0].within_budget, Some(false));
+        assert!(c.rows()[0]
+            .lost_because
+            .as_deref()
+            .unwrap()
+            .contains("over the --budget $0.70"));
+        // Nothing fits $0.50: unmet, naming the cheapest and its overrun.
+        g.budget_usd = Some(0.50);
+        let c = choose(&pair(), &g).unwrap();
+        let Err(PlanError::Unmet(m)) = &c.outcome else {
+            panic!("{:?}", c.outcome)
+        };
+        assert!(
+            m.contains("`a100`") && m.contains("$0.63") && m.contains("$0.13"),
+            "{m}"
+        );
+        assert!(c.chosen_plan().is_none());
+    }
+
+    #[test]
+    fn budget_applies_to_the_cost_objective_too() {
+        let mut g = goal();
+        g.budget_usd = Some(0.60);
+        let c = choose(&pair(), &g).unwrap();
+        assert!(matches!(c.outcome, Err(PlanError::Unmet(_))));
+        // Budget without a price is a usage error that names the option.
+        let mut cands = pair();
+        cands[1].input.gpu_hour_cost = None;
+        g.budget_usd = Some(5.0);
+        let e = choose(&cands, &g).unwrap_err();
+        assert!(matches!(&e, PlanError::Invalid(m) if m.contains("`a100`")), "{e:?}");
+        g.budget_usd = Some(-1.0);
+        assert!(matches!(choose(&pair(), &g), Err(PlanError::Invalid(m)) if m.contains("--budget")));
+    }
+
+    #[test]
+    fn max_gpus_caps_and_rules_out() {
+        // a100 needs 3 GPUs: at --max-gpus 2 it falls short, so the dearer h100 wins.
+        let mut cands = pair();
+        for c in &mut cands {
+            c.input.max_gpus = Some(2);
+        }
+        let c = choose(&cands, &goal()).unwrap();
+        assert_eq!(chosen_name(&c), "h100");
+        let a = &c.rows()[1];
+        assert_eq!(
+            (a.gpus, a.gpus_needed, a.within_max_gpus, a.meets_target),
+            (Some(2), Some(3), false, false)
+        );
+        // 2 GPUs x 4,800 = 9,600 RPM: 120,000 in 750 s, 150 s past the 600 s deadline.
+        assert_eq!(a.meets_deadline, Some(false));
+        let why = a.lost_because.as_deref().unwrap();
+        assert!(
+            why.contains("--max-gpus 2") && why.contains("2m 30s past the deadline"),
+            "{why}"
+        );
+        // --max-gpus 1: neither makes it; the best is the one that serves the most.
+        for c in &mut cands {
+            c.input.max_gpus = Some(1);
+        }
+        let c = choose(&cands, &goal()).unwrap();
+        let Err(PlanError::Unmet(m)) = &c.outcome else {
+            panic!("{:?}", c.outcome)
+        };
+        // h100 on 1 GPU: 9,504 / 1.1 = 8,640 of 12,000 (28% short); 120,000 / 9,600 = 12m 30s.
+        assert!(
+            m.contains("`h100`") && m.contains("8,640") && m.contains("28% short"),
+            "{m}"
+        );
+        assert!(m.contains("2m 30s past the deadline"), "{m}");
+    }
+
+    #[test]
+    fn single_option_keeps_the_old_errors() {
+        let mut one = vec![option("h100", 2, 8, 4.0)];
+        one[0].input.max_gpus = Some(1);
+        let c = choose(&one, &Goal::default()).unwrap();
+        let Err(PlanError::Unreachable {
+            max_gpus,
+            needed_gpus,
+            reachable_rpm,
+        }) = c.outcome
+        else {
+            panic!("{:?}", c.outcome)
+        };
+        assert_eq!((max_gpus, needed_gpus), (1, 2));
+        assert!(close(reachable_rpm, 9_504.0 / 1.1));
+        // Invalid input of a single option is not prefixed with its name.
+        one[0].input.headroom = -1.0;
+        assert!(matches!(choose(&one, &Goal::default()), Err(PlanError::Invalid(m)) if m.starts_with("--headroom")));
+        let mut two = pair();
+        two[1].input.headroom = -1.0;
+        assert!(matches!(choose(&two, &Goal::default()), Err(PlanError::Invalid(m)) if m.starts_with("option `a100`")));
+    }
+
+    #[test]
+    fn options_failing_the_slo_lose_and_say_why() {
+        // p95 <= 60 ms: h100's levels are 51, 51, 102 ms; make a100 slow (all above 60 ms).
+        let mut cands = pair();
+        for l in &mut cands[1].input.levels {
+            l.latency_p95_ms = 80.0;
+        }
+        for c in &mut cands {
+            c.input.max_latency_p95_ms = Some(60.0);
+        }
+        let c = choose(&cands, &goal()).unwrap();
+        assert_eq!(chosen_name(&c), "h100");
+        let a = &c.rows()[1];
+        assert!(!a.meets_slo && a.gpus.is_none());
+        assert!(a.lost_because.as_deref().unwrap().starts_with("no level meets the SLO"));
+        // Both failing: the SLO error, naming each option.
+        for l in &mut cands[0].input.levels {
+            l.latency_p95_ms = 80.0;
+        }
+        let c = choose(&cands, &goal()).unwrap();
+        let Err(PlanError::NoLevelMeetsSlo(m)) = &c.outcome else {
+            panic!("{:?}", c.outcome)
+        };
+        assert!(m.contains("`h100`") && m.contains("`a100`"), "{m}");
+    }
+
+    #[test]
+    fn ties_break_by_speed_then_gpus_then_order() {
+        // Same shape and price: a full tie; the option given first wins.
+        let twins = vec![option("first", 2, 8, 4.0), option("second", 2, 8, 4.0)];
+        let c = choose(&twins, &goal()).unwrap();
+        assert_eq!(chosen_name(&c), "first");
+        assert!(c.rows()[1].lost_because.as_deref().unwrap().contains("given first"));
+        // Equal cost, different speed: with cost the objective, the faster wins. `fast`:
+        // 2 GPUs, 375 s, $0.8333. `slow` measures 20% less (15,360 RPM, low 15,206: 13,200 /
+        // 7,603 -> 2 GPUs as well) and is priced to cost the same.
+        let mut slow = option("slow", 2, 8, 4.0);
+        for l in &mut slow.input.levels {
+            l.rpm *= 0.8;
+            l.rpm_ci_low *= 0.8;
+        }
+        // 15,360 RPM: 468.75 s on 2 GPUs; price so 2 x 468.75 / 3600 x p = 0.8333 -> p = 3.2.
+        slow.input.gpu_hour_cost = Some(3.2);
+        let c = choose(&[slow, option("fast", 2, 8, 4.0)], &goal()).unwrap();
+        assert!(close(c.options[0].cost(), c.options[1].cost()));
+        assert_eq!(chosen_name(&c), "fast");
+        assert!(c.rows()[0]
+            .lost_because
+            .as_deref()
+            .unwrap()
+            .starts_with("as cheap as `fast` but slower"));
+    }
+
+    #[test]
+    fn the_table_marks_the_choice_and_lists_the_losers() {
+        let text = options_table(&choose(&pair(), &goal()).unwrap());
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].contains("option") && lines[0].contains("cost"), "{text}");
+        assert!(lines[1].contains("h100") && !lines[1].starts_with('*'), "{text}");
+        assert!(
+            lines[2].starts_with('*') && lines[2].contains("a100") && lines[2].contains("$0.63"),
+            "{text}"
+        );
+        assert!(lines[3].starts_with("h100: costs $0.83"), "{text}");
+    }
 }
