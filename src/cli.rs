@@ -1,5 +1,7 @@
 //! The command line: clap derive structs whose doc comments are the `--help` text.
 //! Raw flags only; `commands::*` validate them into settings.
+//! Long because each flag's doc comment is its `--help` text and each command's examples live
+//! beside its struct: splitting the file would scatter one command's help over several.
 
 use crate::api::{Api, MaxTokensField};
 use crate::batch::Format as InputFormat;
