@@ -408,3 +408,93 @@ fn run_takes_the_chosen_option_from_the_plan() {
     assert_eq!(s["concurrency"], 12);
     assert_eq!(s["requests_ok"], 30);
 }
+
+/// End to end on the simulator: two sweeps of different shape and price, then `plan` over both.
+/// 200 ms a request (no prefill, one output token): 2 x 8 slots serve 2,400 RPM per GPU, 2 x 4
+/// slots 1,200. 27,000 requests in 10 min = 2,700 RPM (no headroom, sized on the mean): big needs
+/// 2 GPUs (2,700 / 2,400 = 1.1) for 2 x 337.5 s / 3600 x $4 = $0.75, small 3 (2.25) for
+/// 3 x 450 s / 3600 x $1.5 = $0.5625. The counts hold while each sweep measures 75%-112% of the
+/// truth, and small stays the cheaper unless it measures 25% worse than big.
+#[test]
+fn sweeps_then_plan_on_the_simulator() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sweep = |name: &str, batch: &str, price: &str, level: &str| {
+        let out = tmp.path().join(name);
+        let o = sizeup()
+            .args(["sweep", "--gpus", "2", "--batch", batch, "--concurrency", level])
+            .args([
+                "--prefill-ms-per-1k",
+                "0",
+                "--decode-step-ms",
+                "200",
+                "--decode-step-ms-per-seq",
+                "0",
+            ])
+            .args([
+                "--prompt-tokens",
+                "4",
+                "--max-tokens",
+                "1",
+                "--warmup",
+                "300ms",
+                "--max-duration",
+                "3s",
+            ])
+            .args([
+                "--min-requests",
+                "40",
+                "--name",
+                name,
+                "--gpu-hour-cost",
+                price,
+                "--out",
+            ])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+        let summary = read_json(&out.join("summary.json"));
+        assert_eq!(summary["name"], name);
+        assert_eq!(summary["gpu_hour_cost"].as_f64(), price.parse().ok());
+        out
+    };
+    let big = sweep("big", "8", "4", "16");
+    let small = sweep("small", "4", "1.5", "8");
+    let out = tmp.path().join("plan.json");
+    let o = sizeup()
+        .args(["plan", "--sweep"])
+        .arg(&big)
+        .arg("--sweep")
+        .arg(&small)
+        .args([
+            "--requests",
+            "27000",
+            "--deadline",
+            "10m",
+            "--headroom",
+            "0",
+            "--estimate",
+            "mean",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout.contains("big") && stdout.contains("small"), "{stdout}");
+    let plan = read_json(&out);
+    let options = plan["options"].as_array().unwrap();
+    let gpus: Vec<u64> = options.iter().map(|o| o["gpus"].as_u64().unwrap()).collect();
+    assert_eq!(gpus, [2, 3], "{stdout}");
+    assert_eq!(
+        (plan["name"].as_str(), plan["gpus"].as_u64()),
+        (Some("small"), Some(3)),
+        "{stdout}"
+    );
+    assert_eq!(plan["total_concurrency"], 12);
+    let cost = |o: &serde_json::Value| o["cost_usd"].as_f64().unwrap();
+    // Near the truth ($0.75, $0.5625) within what the measured rates allow.
+    assert!((cost(&options[0]) / 0.75 - 1.0).abs() < 0.25, "{stdout}");
+    assert!((cost(&options[1]) / 0.5625 - 1.0).abs() < 0.25, "{stdout}");
+}
