@@ -50,7 +50,8 @@ pub enum Command {
     Sim(SimArgs),
     /// Measure RPM per GPU, latency and the knee by sweeping concurrency levels.
     Sweep(SweepArgs),
-    /// Turn a sweep into GPUs, concurrency, duration and cost for a target rate (no network).
+    /// Turn sweeps into GPUs, concurrency, duration and cost for a target rate or deadline, and
+    /// choose among several deployment options (no network).
     Plan(PlanArgs),
     /// Execute a batch at planned settings: every request answered once, resumable.
     Run(RunArgs),

@@ -417,6 +417,8 @@ fn run_takes_the_chosen_option_from_the_plan() {
 /// truth, and small stays the cheaper unless it measures 25% worse than big.
 #[test]
 fn sweeps_then_plan_on_the_simulator() {
+    // Not against the sweep tests, which check rates too.
+    let _serial = crate::sweep::SERIAL.blocking_lock();
     let tmp = tempfile::tempdir().unwrap();
     let sweep = |name: &str, batch: &str, price: &str, level: &str| {
         let out = tmp.path().join(name);

@@ -7,8 +7,9 @@ use sizeup::sim::SimHandle;
 
 const TOKENS: u32 = 4;
 
-/// The sweeps measure throughput: run them one at a time, not against each other.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// The sweeps measure throughput: run them one at a time, not against each other (other
+/// modules' sweeps that check rates take it too).
+pub(crate) static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Sweeps G x B with `auto` levels and checks the knee and the per-GPU RPM.
 async fn sweep_finds_knee(gpus: usize, batch: usize, step_ms: f64, jitter: f64) {
