@@ -98,6 +98,8 @@ pub struct Evaluated {
     per_gpu: f64,
     pub needed_gpus: Option<u32>,
     pub within_max_gpus: bool,
+    /// Over `--max-gpus`: how far the capped option falls short.
+    shortfall: Option<String>,
     pub meets_deadline: Option<bool>,
     pub within_budget: Option<bool>,
     pub lost_because: Option<String>,
@@ -283,6 +285,7 @@ fn evaluate(c: &Candidate, goal: &Goal, several: bool) -> Result<Evaluated, Plan
         per_gpu: 0.0,
         needed_gpus: None,
         within_max_gpus: false,
+        shortfall: None,
         meets_deadline: None,
         within_budget: None,
         lost_because: None,
@@ -321,8 +324,8 @@ fn evaluate(c: &Candidate, goal: &Goal, several: bool) -> Result<Evaluated, Plan
     if !e.within_max_gpus {
         let reach = f64::from(max) * s.per_gpu / (1.0 + c.input.headroom);
         let mut why = format!(
-            "needs {} GPUs, more than --max-gpus {max}, which sustain about {} of the {} RPM needed ({:.0}% short)",
-            s.needed_gpus,
+            "{} sustain about {} of the {} RPM needed ({:.0}% short)",
+            gpus_word(max),
             thousands(reach),
             thousands(target),
             (1.0 - reach / target) * 100.0
@@ -337,7 +340,11 @@ fn evaluate(c: &Candidate, goal: &Goal, several: bool) -> Result<Evaluated, Plan
                 ));
             }
         }
-        e.lost_because = Some(why);
+        e.lost_because = Some(format!(
+            "needs {} GPUs, more than --max-gpus {max}: {why}",
+            s.needed_gpus
+        ));
+        e.shortfall = Some(why);
     } else if e.within_budget == Some(false) {
         let (cost, b) = (plan.cost_usd.unwrap_or(f64::INFINITY), goal.budget_usd.unwrap_or(0.0));
         e.lost_because = Some(format!(
@@ -437,10 +444,11 @@ fn why_none(options: &[Evaluated], cands: &[Candidate], goal: &Goal) -> PlanErro
     }
     let best = if options.len() == 1 { "the option" } else { "the best" };
     PlanError::Unmet(format!(
-        "no option {} within --max-gpus {max}: {best}, `{}`, {}",
+        "no option {} within --max-gpus {max}: {best}, `{}`, needs {}; {}",
         goal_words(goal, input),
         o.name,
-        o.lost_because.as_deref().unwrap_or("")
+        gpus_word(o.needed_gpus.unwrap_or(max)),
+        o.shortfall.as_deref().unwrap_or("")
     ))
 }
 
