@@ -358,7 +358,7 @@ for api in ("chat", "completions"):
     k = s.get("knee")
     if check(k is not None, f"{api}: no knee"):
         check(k["limited_by"] in ("saturation", "slo"), f"{api}: limited_by {k['limited_by']}")
-        best = max(s["levels"], key=lambda l: l["rpm"])
+        best = max((l for l in s["levels"] if l["rpm"] is not None), key=lambda l: l["rpm"])
         if k["concurrency"] < slots:
             why = (f"CPU-bound: llama-server has {slots} slots but decodes on {threads} thread(s); "
                    f"RPM is flat from concurrency {k['concurrency']} (best {best['rpm']:.0f} at {best['concurrency']}), "

@@ -1,5 +1,7 @@
 //! The command line: clap derive structs whose doc comments are the `--help` text.
 //! Raw flags only; `commands::*` validate them into settings.
+//! Long because each flag's doc comment is its `--help` text and each command's examples live
+//! beside its struct: splitting the file would scatter one command's help over several.
 
 use crate::api::{Api, MaxTokensField};
 use crate::batch::Format as InputFormat;
@@ -49,7 +51,8 @@ pub enum Command {
     Sim(SimArgs),
     /// Measure RPM per GPU, latency and the knee by sweeping concurrency levels.
     Sweep(SweepArgs),
-    /// Turn a sweep into GPUs, concurrency, duration and cost for a target rate (no network).
+    /// Turn sweeps into GPUs, concurrency, duration and cost for a target rate or deadline, and
+    /// choose among several deployment options (no network).
     Plan(PlanArgs),
     /// Execute a batch at planned settings: every request answered once, resumable.
     Run(RunArgs),
@@ -338,6 +341,10 @@ pub struct MeasureArgs {
   sizeup sweep --endpoint URL --concurrency 1,2,4,8,16 --prompt-tokens 512 --max-tokens 128
   sizeup sweep --endpoint URL --input jobs.jsonl --max-latency-p95-ms 8000
 
+  # Two deployment options to compare with `plan --sweep A --sweep B --deadline 6h`:
+  sizeup sweep --endpoint URL_A --gpus 2 --name h100 --gpu-hour-cost 4 --out reports/h100
+  sizeup sweep --endpoint URL_B --gpus 2 --name a100 --gpu-hour-cost 1.5 --out reports/a100
+
 Writes levels.csv, requests.csv, summary.json and throughput.svg to --out
 (default reports/<UTC timestamp>/) and a table to stdout (--json: summary.json instead).")]
 pub struct SweepArgs {
@@ -346,6 +353,14 @@ pub struct SweepArgs {
     /// GPUs behind the endpoint; per-GPU figures divide by it.
     #[arg(long, default_value_t = 1)]
     pub gpus: u32,
+    /// A label for this deployment option, recorded in summary.json for `plan` to show
+    /// (default: the --out folder's name).
+    #[arg(long, value_name = "LABEL")]
+    pub name: Option<String>,
+    /// Price of one of these GPUs for one hour in USD, recorded in summary.json: `plan` prices
+    /// this option with it.
+    #[arg(long, value_name = "USD")]
+    pub gpu_hour_cost: Option<f64>,
     #[command(flatten)]
     pub measure: MeasureArgs,
     #[command(flatten)]
@@ -397,7 +412,8 @@ pub struct PlanTuning {
     /// Most GPUs you can get; a target needing more exits 1 saying what is reachable.
     #[arg(long)]
     pub max_gpus: Option<u32>,
-    /// Price of one GPU-hour in USD, for the cost estimate.
+    /// Price of one GPU-hour in USD, for the cost estimate; overrides the price a sweep
+    /// recorded (`sweep --gpu-hour-cost`).
     #[arg(long, value_name = "USD")]
     pub gpu_hour_cost: Option<f64>,
     /// Seconds to bring the GPUs up, billed in the cost.
@@ -411,6 +427,14 @@ pub enum EstimateChoice {
     Mean,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ObjectiveChoice {
+    /// The cheapest option that meets the target (or deadline) and limits.
+    Cost,
+    /// The fastest option within --budget and the limits.
+    Time,
+}
+
 /// `sizeup plan`
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
@@ -418,14 +442,37 @@ pub enum EstimateChoice {
   sizeup plan --sweep reports/h100 --target-rpm 30000 --requests 60000 --gpu-hour-cost 2.5 --startup-s 300
   sizeup plan --sweep reports/h100 --target-rpm 30000 --input jobs.jsonl --max-latency-p95-ms 5000 --json
 
+  # Which deployment, and how many GPUs, finish 60M requests in 2 days at the lowest cost?
+  # (each sweep recorded its price: `sweep --name h100 --gpu-hour-cost 4 --out reports/h100`)
+  sizeup plan --sweep reports/h100 --sweep reports/a100 --requests 60000000 --deadline 2d --startup-s 600
+  # The fastest of them within $5,000:
+  sizeup plan --sweep reports/h100 --sweep reports/a100 --requests 60000000 --deadline 2d \\
+       --objective time --budget 5000
+
+With several --sweep folders: a table, one row per option (the chosen one marked *), then why
+each other lost; plan.json holds the chosen option's plan and `options`, every row.
+With --deadline, the target rate is requests / (deadline - startup).
 Never touches the network. Writes plan.json (--out, default reports/plan.json).")]
+#[command(group(clap::ArgGroup::new("goal").required(true).args(["target_rpm", "deadline"])))]
 pub struct PlanArgs {
-    /// A sweep output folder (its summary.json).
-    #[arg(long, value_name = "DIR")]
-    pub sweep: PathBuf,
+    /// A sweep output folder (its summary.json). Repeat it to compare deployment options
+    /// (GPU types, providers, shapes), each priced by its own `sweep --gpu-hour-cost`.
+    #[arg(long, value_name = "DIR", required = true)]
+    pub sweep: Vec<PathBuf>,
     /// Requests per minute the job must sustain.
     #[arg(long, value_name = "RPM")]
-    pub target_rpm: f64,
+    pub target_rpm: Option<f64>,
+    /// Instead of --target-rpm: when the job must be done (6h, 2d, 90m), from switching the
+    /// GPUs on; needs --requests or --input. Target = requests / (deadline - startup).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub deadline: Option<Duration>,
+    /// What to minimise: cost (the cheapest option meeting the target, deadline and limits) or
+    /// time (the fastest within --budget and the limits).
+    #[arg(long, value_enum, default_value_t = ObjectiveChoice::Cost)]
+    pub objective: ObjectiveChoice,
+    /// Most the job may cost in USD; dearer options lose (needs --requests and prices).
+    #[arg(long, value_name = "USD")]
+    pub budget: Option<f64>,
     /// Requests in the job, for duration and cost.
     #[arg(long, conflicts_with = "input")]
     pub requests: Option<u64>,
@@ -550,9 +597,11 @@ pub struct RunArgs {
   sizeup auto --input examples/prompts.jsonl --target-rpm 20000 --yes
   sizeup auto --endpoint http://localhost:8000 --api chat --input jobs.jsonl --target-rpm 30000 \\
        --max-latency-p95-ms 8000 --gpu-hour-cost 2.5 --out reports/job-42
+  sizeup auto --input examples/prompts.jsonl --deadline 30s --yes   # the rate a deadline needs
 
 Sweeps on a sample of the input, plans, prints the plan and asks before running (--yes skips
 the question; without a terminal and without --yes it stops after the plan).")]
+#[command(group(clap::ArgGroup::new("goal").required(true).args(["target_rpm", "deadline"])))]
 pub struct AutoArgs {
     #[command(flatten)]
     pub endpoint: EndpointArgs,
@@ -561,7 +610,11 @@ pub struct AutoArgs {
     pub input: PathBuf,
     /// Requests per minute the job must sustain.
     #[arg(long, value_name = "RPM")]
-    pub target_rpm: f64,
+    pub target_rpm: Option<f64>,
+    /// Instead of --target-rpm: when the whole job must be done (30m, 6h), counted from now;
+    /// the plan sizes for the requests the sweep leaves over the time it leaves, less startup.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub deadline: Option<Duration>,
     /// Folder for every artifact (default reports/<UTC timestamp>/).
     #[arg(long)]
     pub out: Option<PathBuf>,

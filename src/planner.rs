@@ -5,9 +5,14 @@
 //! Pure arithmetic on the sweep results; the command layer does all I/O and
 //! fills in [`Plan::sweep`].
 
-use crate::report::fmt::grouped;
 use crate::report::LatencyFit;
 use serde::{Deserialize, Serialize};
+
+mod choose;
+mod explain;
+pub use choose::{choose, deadline_target_rpm, options_table, Candidate, Choice, Goal, Objective, OptionRow};
+pub use explain::explain;
+use explain::{gpus_word, human_duration};
 
 /// One concurrency level of a finished sweep, as the planner needs it.
 #[derive(Clone, Debug)]
@@ -124,6 +129,21 @@ pub struct Plan {
     pub estimate: String,
     /// Startup seconds billed per GPU.
     pub startup_s: f64,
+    /// The chosen option's label (`sweep --name`, else its folder's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Price of one of the chosen option's GPUs for one hour, USD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_hour_cost: Option<f64>,
+    /// With `--deadline`: seconds from switching on to the last answer; `target_rpm` came from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_s: Option<f64>,
+    /// `"cost"` or `"time"`: how the option was chosen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objective: Option<String>,
+    /// Every option compared, the chosen one marked, and why each other lost.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<OptionRow>,
 }
 
 /// A job's mean request, in tokens.
@@ -230,7 +250,7 @@ pub fn token_figures(
 }
 
 /// Why no plan could be made.
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq)]
 pub enum PlanError {
     /// Bad input: names the flag, the value and what is allowed.
     #[error("invalid input: {0}")]
@@ -251,6 +271,10 @@ pub enum PlanError {
         /// GPUs the requested target would need.
         needed_gpus: u32,
     },
+    /// No option meets the goal (deadline, `--max-gpus`, `--budget`); the text names the
+    /// nearest option and how far it falls short.
+    #[error("goal unmet: {0}")]
+    Unmet(String),
 }
 
 /// Levels within this fraction of the best throughput count as equally good,
@@ -392,6 +416,29 @@ fn operating_level(input: &PlanInput) -> Result<&SweepLevel, PlanError> {
 /// See the module docs and the field docs on [`Plan`] for the arithmetic.
 /// `Plan::sweep` is left empty for the caller to fill.
 pub fn plan(input: &PlanInput) -> Result<Plan, PlanError> {
+    let s = size(input)?;
+    if let Some(max_gpus) = input.max_gpus {
+        if s.needed_gpus > max_gpus {
+            return Err(PlanError::Unreachable {
+                max_gpus,
+                reachable_rpm: f64::from(max_gpus) * s.per_gpu / (1.0 + input.headroom),
+                needed_gpus: s.needed_gpus,
+            });
+        }
+    }
+    Ok(at_gpus(input, s.chosen, s.needed_gpus))
+}
+
+/// The operating level and the GPUs the target needs there, before `--max-gpus`.
+pub(crate) struct Sizing<'a> {
+    pub chosen: &'a SweepLevel,
+    /// RPM per GPU the count is sized from (CI low or mean, per `--estimate`).
+    pub per_gpu: f64,
+    pub needed_gpus: u32,
+}
+
+/// Validates `input`, picks the operating level and sizes the GPU count for the target.
+pub(crate) fn size(input: &PlanInput) -> Result<Sizing<'_>, PlanError> {
     validate(input)?;
     let chosen = operating_level(input)?;
     let sweep_gpus = f64::from(input.sweep_gpus);
@@ -426,16 +473,17 @@ pub fn plan(input: &PlanInput) -> Result<Plan, PlanError> {
         )));
     }
     // In range and integral after the checks above, so `as` is exact.
-    let gpus = needed as u32;
-    if let Some(max_gpus) = input.max_gpus {
-        if gpus > max_gpus {
-            return Err(PlanError::Unreachable {
-                max_gpus,
-                reachable_rpm: f64::from(max_gpus) * per_gpu / (1.0 + input.headroom),
-                needed_gpus: gpus,
-            });
-        }
-    }
+    Ok(Sizing {
+        chosen,
+        per_gpu,
+        needed_gpus: needed as u32,
+    })
+}
+
+/// The plan for `gpus` GPUs at level `chosen` (validated by [`size`]).
+pub(crate) fn at_gpus(input: &PlanInput, chosen: &SweepLevel, gpus: u32) -> Plan {
+    let sweep_gpus = f64::from(input.sweep_gpus);
+    let rpm_per_gpu = chosen.rpm / sweep_gpus;
     let concurrency_per_gpu = chosen.concurrency.div_ceil(input.sweep_gpus);
     let expected_rpm = f64::from(gpus) * rpm_per_gpu;
     let expected_duration_s = input.requests.map(|r| r as f64 / expected_rpm * 60.0);
@@ -443,13 +491,13 @@ pub fn plan(input: &PlanInput) -> Result<Plan, PlanError> {
         (Some(d), Some(c)) => Some(f64::from(gpus) * (d + input.startup_s) / 3600.0 * c),
         _ => None,
     };
-    Ok(Plan {
+    Plan {
         target_rpm: input.target_rpm,
         gpus,
         concurrency_per_gpu,
         total_concurrency: gpus.saturating_mul(concurrency_per_gpu),
         rpm_per_gpu,
-        rpm_per_gpu_low,
+        rpm_per_gpu_low: chosen.rpm_ci_low / sweep_gpus,
         expected_rpm,
         expected_latency_p95_ms: chosen.latency_p95_ms,
         headroom: input.headroom,
@@ -465,123 +513,12 @@ pub fn plan(input: &PlanInput) -> Result<Plan, PlanError> {
         usd_per_million_tokens: None,
         estimate: input.estimate.as_str().to_string(),
         startup_s: input.startup_s,
-    })
-}
-
-/// "1 GPU" / "4 GPUs".
-fn gpus_word(n: u32) -> String {
-    if n == 1 {
-        "1 GPU".to_string()
-    } else {
-        format!("{n} GPUs")
+        name: None,
+        gpu_hour_cost: input.gpu_hour_cost,
+        deadline_s: None,
+        objective: None,
+        options: Vec::new(),
     }
-}
-
-/// Seconds as "45 s", "1m 34s" or "2h 05m" for the reader's benefit.
-fn human_duration(s: f64) -> String {
-    let total = s.round() as u64;
-    if total < 60 {
-        format!("{total} s")
-    } else if total < 3600 {
-        format!("{}m {:02}s", total / 60, total % 60)
-    } else {
-        format!("{}h {:02}m", total / 3600, (total % 3600) / 60)
-    }
-}
-
-/// Short human explanation showing the arithmetic, multiple lines, e.g.
-/// `"4 GPUs: 30,000 RPM target x 1.10 / 9,412 RPM per GPU (95% CI low) = 3.51 -> 4"`
-/// plus lines for concurrency, expected RPM, duration, cost, and the linear
-/// scaling assumption relative to the sweep's GPU count.
-pub fn explain(plan: &Plan) -> String {
-    let (per_gpu, label) = if plan.estimate == "mean" {
-        (plan.rpm_per_gpu, "mean")
-    } else {
-        (plan.rpm_per_gpu_low, "95% CI low")
-    };
-    let factor = 1.0 + plan.headroom;
-    let quotient = if per_gpu > 0.0 {
-        plan.target_rpm * factor / per_gpu
-    } else {
-        f64::INFINITY
-    };
-    let mut lines = vec![
-        format!(
-            "{}: {} RPM target x {factor:.2} / {} RPM per GPU ({label}) = {quotient:.2} -> {}",
-            gpus_word(plan.gpus),
-            grouped(plan.target_rpm, 0),
-            grouped(per_gpu, 0),
-            plan.gpus
-        ),
-        format!(
-            "concurrency: {} per GPU (level {} / {} sweep GPUs, rounded up) x {} = {} total",
-            plan.concurrency_per_gpu,
-            plan.chosen_concurrency,
-            plan.sweep_gpus,
-            gpus_word(plan.gpus),
-            plan.total_concurrency
-        ),
-        format!(
-            "expected: {} x {} RPM per GPU (mean) = {} RPM, p95 latency {} ms",
-            gpus_word(plan.gpus),
-            grouped(plan.rpm_per_gpu, 0),
-            grouped(plan.expected_rpm, 0),
-            grouped(plan.expected_latency_p95_ms, 0)
-        ),
-    ];
-    if let (Some(r), Some(d)) = (plan.requests, plan.expected_duration_s) {
-        lines.push(format!(
-            "duration: {} requests / {} RPM x 60 = {} s ({}), plus {} s startup",
-            grouped(r as f64, 0),
-            grouped(plan.expected_rpm, 0),
-            grouped(d, 2),
-            human_duration(d),
-            grouped(plan.startup_s, 0)
-        ));
-        if let Some(cost) = plan.cost_usd {
-            let gpu_hours = f64::from(plan.gpus) * (d + plan.startup_s) / 3600.0;
-            // The hourly price is not stored in the plan; recover it from the
-            // cost so the line shows the full product.
-            let rate = if gpu_hours > 0.0 { cost / gpu_hours } else { 0.0 };
-            lines.push(format!(
-                "cost: {} x ({} s + {} s startup) / 3600 = {} GPU-hours x ${rate:.2} = ${}",
-                gpus_word(plan.gpus),
-                grouped(d, 2),
-                grouped(plan.startup_s, 0),
-                grouped(gpu_hours, 3),
-                grouped(cost, 2)
-            ));
-        }
-    }
-    if let Some(t) = &plan.tokens_per_s_per_gpu {
-        let mut line = format!(
-            "tokens: {} input + {} output per s per GPU",
-            grouped(t.input, 0),
-            grouped(t.output, 0)
-        );
-        if let Some(u) = &plan.usd_per_million_tokens {
-            let usd = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("${v:.3}"));
-            line.push_str(&format!(
-                "; {} per 1M tokens ({} per 1M output tokens)",
-                usd(u.total),
-                usd(u.output)
-            ));
-        }
-        lines.push(line);
-    }
-    if let Some(m) = &plan.capacity_model {
-        lines.push(format!(
-            "capacity model at level {}: latency = {:.1} ms + {:.4} ms x prompt tokens + {:.3} ms x output tokens (R² {:.3}); RPM per GPU = C x 60000 / latency",
-            plan.chosen_concurrency, m.a_ms, m.b_ms_per_prompt_token, m.c_ms_per_output_token, m.r2
-        ));
-    }
-    let ratio = f64::from(plan.gpus) / f64::from(plan.sweep_gpus.max(1));
-    lines.push(format!(
-        "sweep measured {}; plan uses {} ({ratio:.1}x): assumes linear scaling across replicas",
-        gpus_word(plan.sweep_gpus),
-        plan.gpus
-    ));
-    lines.join("\n")
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! `sizeup auto`: sweep on a sample of the input, plan for the target rate, ask, run.
 //! Every artifact lands in one folder.
 
+use super::plan::RateGoal;
 use crate::batch::OutputWriter;
 use crate::cli::AutoArgs;
 use crate::engine::Stop;
@@ -21,11 +22,18 @@ const MIN_SWEEP_LINES: usize = 1_000;
 
 pub async fn run(mut args: AutoArgs, interrupt: Stop) -> anyhow::Result<ExitStatus> {
     super::resolve_api(&mut args.endpoint, Some(&args.input), args.tuning.format)?;
-    if !(args.target_rpm.is_finite() && args.target_rpm > 0.0) {
-        return Err(usage_error(
-            format!("--target-rpm must be a positive number, got {}", args.target_rpm),
-            None,
-        ));
+    // A deadline counts from now: the sweep's time is part of it.
+    let started = std::time::Instant::now();
+    if let Some(r) = args.target_rpm {
+        if !(r.is_finite() && r > 0.0) {
+            return Err(usage_error(
+                format!("--target-rpm must be a positive number, got {r}"),
+                None,
+            ));
+        }
+    }
+    if args.deadline.is_some_and(|d| d.is_zero()) {
+        return Err(usage_error("--deadline must be longer than 0s", None));
     }
     let settings = Settings::from_args(&args.measure, &args.slo, args.gpus, &args.endpoint)?;
     let out = args.out.clone().unwrap_or_else(super::default_report_dir);
@@ -130,7 +138,28 @@ pub async fn run(mut args: AutoArgs, interrupt: Stop) -> anyhow::Result<ExitStat
                 "RPM was still growing at the last level the budget allowed: the knee was not reached, so the plan asks for more GPUs than needed; raise --sweep-budget or --max-concurrency's start",
             );
         }
-        let plan = super::plan::make_plan(&swept.summary, &out, args.target_rpm, Some(requests), None, &args.slo, &plan_tuning)?;
+        let (rate, plan_requests) = match (args.target_rpm, args.deadline) {
+            (Some(r), _) => (RateGoal::Rpm(r), requests),
+            (None, Some(d)) => {
+                // The rest of the job in the time the sweep left.
+                let left = d.saturating_sub(started.elapsed());
+                let rest = requests.saturating_sub(workload.sent()).max(1);
+                if left.is_zero() {
+                    return Err(ui::unmet_error(
+                        format!("the sweep took the whole --deadline of {:.0} s", d.as_secs_f64()),
+                        Some("allow a later --deadline, or a smaller --sweep-budget".into()),
+                    ));
+                }
+                ui::info(format!(
+                    "deadline: {rest} requests left for the {:.0} s of the {:.0} s deadline the sweep left",
+                    left.as_secs_f64(),
+                    d.as_secs_f64()
+                ));
+                (RateGoal::Deadline(left.as_secs_f64()), rest)
+            }
+            (None, None) => return Err(usage_error("give --target-rpm RPM or --deadline DURATION", None)),
+        };
+        let plan = super::plan::make_plan(&swept.summary, &out, rate, Some(plan_requests), None, &args.slo, &plan_tuning)?;
         super::plan::write_plan(&plan, &out.join("plan.json"))?;
         let plan_section = Section::from_lines(
             "Plan",

@@ -87,6 +87,16 @@ pub fn read_plan(path: &Path) -> anyhow::Result<Plan> {
 /// Validates `run`'s flags into settings.
 pub fn settings_from_args(a: &RunArgs) -> anyhow::Result<RunSettings> {
     let plan = a.plan.as_deref().map(read_plan).transpose()?;
+    // A plan that compared options holds the chosen one's settings at its top level.
+    if let Some(p) = plan.as_ref().filter(|p| p.options.len() > 1) {
+        ui::info(format!(
+            "plan: the chosen option `{}` of {}: {} GPUs, concurrency {}",
+            p.name.as_deref().unwrap_or("?"),
+            p.options.len(),
+            p.gpus,
+            p.total_concurrency
+        ));
+    }
     let concurrency = match (a.concurrency, &plan) {
         (Some(0), _) => return Err(usage_error("--concurrency must be at least 1", None)),
         (Some(c), _) => c,

@@ -12,7 +12,20 @@ use tokio_util::sync::CancellationToken;
 
 pub async fn run(mut args: SweepArgs, interrupt: CancellationToken) -> anyhow::Result<ExitStatus> {
     super::resolve_api(&mut args.endpoint, args.workload.input.as_deref(), args.workload.format)?;
-    let settings = Settings::from_args(&args.measure, &args.slo, args.gpus, &args.endpoint)?;
+    let mut settings = Settings::from_args(&args.measure, &args.slo, args.gpus, &args.endpoint)?;
+    if let Some(c) = args.gpu_hour_cost {
+        if !(c.is_finite() && c >= 0.0) {
+            return Err(usage_error(
+                format!("--gpu-hour-cost must be a number >= 0, got {c}"),
+                None,
+            ));
+        }
+    }
+    if args.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+        return Err(usage_error("--name must not be empty", None));
+    }
+    settings.name = args.name.clone();
+    settings.gpu_hour_cost = args.gpu_hour_cost;
     let stream = !args.measure.no_stream && args.endpoint.api.streams();
     let out: PathBuf = args.out.clone().unwrap_or_else(super::default_report_dir);
     // Input problems surface before any traffic.

@@ -6,12 +6,12 @@ mod levels;
 mod rec;
 pub mod workload;
 
-use rec::{MixTally, Rec};
+use rec::{unusable_reason, MixTally, Rec};
 
 use crate::api::Api;
 use crate::batch::OutputWriter;
 use crate::cli::{EndpointArgs, MeasureArgs, SloArgs};
-use crate::client::{Client, FailKind};
+use crate::client::Client;
 use crate::engine::{run_window, Slot, Stop};
 use crate::report::{Format as ReportFormat, KneeRow, LevelRow, RequestRow, RequestsCsv, ServerInfo, Summary};
 use crate::scrape::{MetricsSpec, Scraper};
@@ -46,6 +46,10 @@ pub struct Settings {
     /// `--server-metrics` and `--scrape-interval`.
     pub server_metrics: MetricsSpec,
     pub scrape_interval: Duration,
+    /// `sweep --name`: the deployment option's label, recorded in summary.json.
+    pub name: Option<String>,
+    /// `sweep --gpu-hour-cost`: its price per GPU-hour, recorded in summary.json.
+    pub gpu_hour_cost: Option<f64>,
 }
 
 impl Settings {
@@ -75,6 +79,8 @@ impl Settings {
             stop_after_failures: e.stop_after_failures,
             server_metrics: e.server_metrics.clone(),
             scrape_interval: e.scrape_interval,
+            name: None,
+            gpu_hour_cost: None,
         })
     }
 }
@@ -120,6 +126,8 @@ pub async fn measure(
         repeated_requests: None,
         workload: None,
         server: None,
+        name: s.name.clone(),
+        gpu_hour_cost: s.gpu_hour_cost,
     };
     let scraper = target.watch_server(&s.server_metrics, s.scrape_interval).await;
     let mut points: Vec<LevelPoint> = Vec::new();
@@ -572,22 +580,4 @@ async fn measure_level(sweep: &Sweep<'_>, c: u32, sink: &mut Option<&mut OutputW
         systematic,
         recs,
     })
-}
-
-/// Exit 3 with the reason every warm-up request failed; `key_hint` names the credential
-/// variable that was used (see [`Target::key_hint`]).
-fn unusable_reason(recs: &[Rec], key_hint: &str) -> anyhow::Error {
-    let first = recs.iter().find_map(|r| r.outcome.result.as_ref().err());
-    let Some(f) = first else {
-        return ui::unusable_error("no request finished", None);
-    };
-    let hint = match f.kind {
-        FailKind::Http(401 | 403) => key_hint.to_string(),
-        FailKind::Http(404) => {
-            "check --endpoint, --api and --model (GET /v1/models lists the served models)".to_string()
-        }
-        FailKind::Connect => "is the server up? check --endpoint".to_string(),
-        _ => "every warm-up request failed; check the endpoint's logs".to_string(),
-    };
-    ui::unusable_error(format!("every warm-up request failed: {}", f.message), Some(hint))
 }

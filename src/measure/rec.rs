@@ -2,9 +2,10 @@
 //! the sweep's reported tokens to the file's own figures.
 
 use crate::batch::OutputWriter;
-use crate::client::Outcome;
+use crate::client::{FailKind, Outcome};
 use crate::report::SweepMix;
 use crate::stats::level::{Sample, SampleResult};
+use crate::ui;
 
 /// One finished request, times in seconds from the level's start.
 pub(super) struct Rec {
@@ -114,4 +115,22 @@ impl MixTally {
             output_per_requested_token: ratio(self.output_with_requested, self.requested),
         })
     }
+}
+
+/// Exit 3 with the reason every warm-up request failed; `key_hint` names the credential
+/// variable that was used (see `Target::key_hint`).
+pub(super) fn unusable_reason(recs: &[Rec], key_hint: &str) -> anyhow::Error {
+    let first = recs.iter().find_map(|r| r.outcome.result.as_ref().err());
+    let Some(f) = first else {
+        return ui::unusable_error("no request finished", None);
+    };
+    let hint = match f.kind {
+        FailKind::Http(401 | 403) => key_hint.to_string(),
+        FailKind::Http(404) => {
+            "check --endpoint, --api and --model (GET /v1/models lists the served models)".to_string()
+        }
+        FailKind::Connect => "is the server up? check --endpoint".to_string(),
+        _ => "every warm-up request failed; check the endpoint's logs".to_string(),
+    };
+    ui::unusable_error(format!("every warm-up request failed: {}", f.message), Some(hint))
 }

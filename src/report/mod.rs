@@ -244,6 +244,12 @@ pub struct Summary {
     /// say about the knee.
     #[serde(default)]
     pub server: Option<ServerInfo>,
+    /// The deployment option's label (`sweep --name`); `plan` falls back on the folder's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Price of one GPU of this deployment for one hour, USD (`sweep --gpu-hour-cost`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_hour_cost: Option<f64>,
 }
 
 /// The server's own evidence for a sweep (summary.json `server`).
@@ -401,6 +407,8 @@ pub(crate) mod fixtures {
             repeated_requests: None,
             workload: None,
             server: None,
+            name: None,
+            gpu_hour_cost: None,
         }
     }
 

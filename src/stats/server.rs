@@ -138,14 +138,23 @@ pub fn verdict(levels: &[LevelRow], knee: Option<&KneeRow>) -> Option<ServerVerd
     // between an answer and the next request sees one fewer) while requests queued inside it.
     let held = running >= 0.85 * r - 0.5 && r < c;
     let queued = waiting >= 1.0 && waiting >= 0.25 * (c - running).max(0.0);
-    let (limit, evidence) = if held && queued {
+    // The first level where the server ran its most: did it serve more than the knee?
+    let full = levels
+        .iter()
+        .filter(|l| l.rpm.is_finite() && l.server_running_mean.is_some_and(|m| m >= 0.85 * r - 0.5))
+        .min_by_key(|l| l.concurrency);
+    let knee_row = levels.iter().find(|l| l.concurrency == knee.concurrency);
+    let knee_is_batch = f64::from(knee.concurrency) >= 0.85 * r
+        || matches!((full, knee_row), (Some(f), Some(k)) if f.rpm_ci_low > k.rpm_ci_high);
+    let (limit, evidence) = if held && queued && knee_is_batch {
         let knee_note = if f64::from(knee.concurrency) >= 0.85 * r {
             format!("the knee ({}) is where the batch filled", knee.concurrency)
         } else {
             format!(
-                "the client-side knee ({}) is below the server's batch ({}): a level nearer {} may serve more",
+                "the client-side knee ({}) is below the server's batch ({}), and level {} served more: a level nearer {} may serve more",
                 knee.concurrency,
                 fmt_n(r),
+                full.map_or(0, |f| f.concurrency),
                 fmt_n(r)
             )
         };
@@ -157,6 +166,20 @@ pub fn verdict(levels: &[LevelRow], knee: Option<&KneeRow>) -> Option<ServerVerd
                 a.concurrency,
                 fmt_n(running),
                 fmt_n(waiting)
+            ),
+        )
+    } else if let (true, Some(f)) = (held && queued, full) {
+        // RPM stopped at the knee while the server still took more at once above it.
+        (
+            "compute",
+            format!(
+                "throughput stopped growing at the knee ({}) while the server still ran more at once above it ({} at level {}, no more RPM): each step slowed as its batch grew (compute or memory bandwidth), not its {} slots; beyond them {} waited at level {}",
+                knee.concurrency,
+                fmt_n(f.server_running_mean.unwrap_or(r)),
+                f.concurrency,
+                fmt_n(r),
+                fmt_n(waiting),
+                a.concurrency
             ),
         )
     } else if a.client_limited {
@@ -320,14 +343,34 @@ mod tests {
             "{}",
             v.evidence
         );
-        // A noisy client-side knee below the batch is named as such.
+        // A noisy client-side knee below the batch is named as such: level 16 served more.
         let v = verdict(&levels, Some(&knee(8))).unwrap();
         assert_eq!(v.limit, "server_batch");
         assert!(
-            v.evidence.contains("knee (8) is below the server's batch (16)"),
+            v.evidence
+                .contains("knee (8) is below the server's batch (16), and level 16 served more"),
             "{}",
             v.evidence
         );
+    }
+
+    #[test]
+    fn a_knee_below_the_batch_with_flat_rpm_is_compute() {
+        // llama-server on one CPU thread, 4 slots: RPM flat from 2 while it ran up to 4.
+        let levels = [
+            with_server(1, 107.0, 1.0, 0.0),
+            with_server(2, 144.0, 1.9, 0.0),
+            with_server(4, 144.0, 4.0, 0.0),
+            with_server(8, 119.0, 4.0, 2.1),
+        ];
+        let v = verdict(&levels, Some(&knee(2))).unwrap();
+        assert_eq!(v.limit, "compute", "{}", v.evidence);
+        for part in [
+            "knee (2) while the server still ran more at once above it (4 at level 4",
+            "not its 4 slots; beyond them 2.1 waited at level 8",
+        ] {
+            assert!(v.evidence.contains(part), "{}", v.evidence);
+        }
     }
 
     #[test]

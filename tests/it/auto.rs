@@ -219,3 +219,53 @@ fn run_switches_the_resource_on_and_off() {
         "switched off after a failure too"
     );
 }
+
+#[test]
+fn deadline_sizes_the_rest_of_the_job_for_the_time_the_sweep_left() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = batch_file(tmp.path(), 3000, 8);
+    let out = tmp.path().join("job");
+    // No --yes and no terminal: auto stops after the plan.
+    let assert = sizeup()
+        .args(["auto", "--input"])
+        .arg(&input)
+        .args(["--deadline", "20s", "--sample", "200", "--concurrency", "4"])
+        .args([
+            "--warmup",
+            "200ms",
+            "--max-duration",
+            "1s",
+            "--min-requests",
+            "20",
+            "--out",
+        ])
+        .arg(&out)
+        .args(SIM)
+        .assert()
+        .success();
+    let stdout = String::from_utf8_lossy(&assert.get_output().stdout).to_string();
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    assert!(stderr.contains("deadline: "), "{stderr}");
+    assert!(stdout.contains("target: ") && stdout.contains("deadline"), "{stdout}");
+    let plan = read_json(&out.join("plan.json"));
+    // The rest of the job (the sweep answered at most its 200-line sample)...
+    let rest = plan["requests"].as_f64().unwrap();
+    assert!((2_800.0..3_000.0).contains(&rest), "{plan}");
+    // ... over what the sweep left of the 20 s ...
+    let left = plan["deadline_s"].as_f64().unwrap();
+    assert!(left > 5.0 && left < 20.0, "{plan}");
+    // ... is the target, and the GPUs are sized for it as always.
+    let target = plan["target_rpm"].as_f64().unwrap();
+    assert!((target - rest * 60.0 / left).abs() < 1e-6 * target, "{plan}");
+    let per_gpu_low = plan["rpm_per_gpu_low"].as_f64().unwrap();
+    let gpus = (target * 1.1 / per_gpu_low).ceil();
+    assert_eq!(plan["gpus"].as_f64(), Some(gpus), "{plan}");
+    // Either goal, not both.
+    let o = sizeup()
+        .args(["auto", "--input"])
+        .arg(&input)
+        .args(["--deadline", "20s", "--target-rpm", "100"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+}

@@ -203,3 +203,300 @@ fn closed_stdout_is_not_an_error() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// A sweep of `gpus` GPUs x `slots` slots at 50 ms a request (1,200 RPM a slot, CI ±1%), levels
+/// at half, full and double the slots, labelled and priced as `sweep --name --gpu-hour-cost`
+/// records them.
+fn option_dir(dir: &Path, name: &str, gpus: u32, slots: u32, price: f64) -> std::path::PathBuf {
+    let cap = gpus * slots;
+    let levels: Vec<serde_json::Value> = [cap / 2, cap, cap * 2]
+        .into_iter()
+        .map(|c| {
+            let rpm = f64::from(c.min(cap)) * 1_200.0;
+            let p95 = 51.0 * f64::from(c.max(cap)) / f64::from(cap);
+            json!({"concurrency": c, "duration_s": 10.0, "requests_ok": 1000, "requests_failed": 0, "rpm": rpm,
+                   "rpm_ci_low": rpm * 0.99, "rpm_ci_high": rpm * 1.01, "rpm_per_gpu": rpm / f64::from(gpus),
+                   "latency_p50_ms": p95 * 0.95, "latency_p90_ms": p95, "latency_p95_ms": p95,
+                   "latency_p99_ms": p95 * 1.05, "ttft_p50_ms": null, "ttft_p95_ms": null, "tpot_p50_ms": null,
+                   "output_tokens_per_s": rpm / 60.0, "error_rate": 0.0, "client_limited": false})
+        })
+        .collect();
+    let summary = json!({
+        "endpoint": "http://127.0.0.1:1", "model": "m", "gpus": gpus, "levels": levels, "knee": null,
+        "batch_size_per_gpu": slots, "max_rpm": f64::from(cap) * 1_200.0, "max_rpm_per_gpu": f64::from(slots) * 1_200.0,
+        "started_at": "2026-11-26T00:00:00Z", "sizeup_version": "0.1.0", "api": "completions",
+        "ci_width_target": 0.05, "ci_met": [true, true, true], "tokens_estimated": false,
+        "name": name, "gpu_hour_cost": price
+    });
+    let d = dir.join(format!("sweep-{name}"));
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("summary.json"), serde_json::to_string_pretty(&summary).unwrap()).unwrap();
+    d
+}
+
+/// `plan` over the two options; returns (exit code, stdout, stderr, plan.json path).
+fn plan_two(tmp: &Path, extra: &[&str]) -> (Option<i32>, String, String, std::path::PathBuf) {
+    let big = option_dir(tmp, "big", 2, 8, 4.0);
+    let small = option_dir(tmp, "small", 2, 4, 1.5);
+    let out = tmp.join("plan.json");
+    let o = sizeup()
+        .args(["plan", "--sweep"])
+        .arg(&big)
+        .arg("--sweep")
+        .arg(&small)
+        .args(["--requests", "120000", "--deadline", "10m"])
+        .args(extra)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
+    (o.status.code(), text(&o.stdout), text(&o.stderr), out)
+}
+
+#[test]
+fn deadline_picks_the_option_cheaper_by_the_arithmetic() {
+    let tmp = tempfile::tempdir().unwrap();
+    // 120,000 requests in 10 min = 12,000 RPM, x 1.10 headroom = 13,200.
+    // big (2 x 8 slots, $4/h): 13,200 / 9,504 = 1.39 -> 2 GPUs, 19,200 RPM, 375 s:
+    //   2 x 375 / 3600 x 4 = $0.833.
+    // small (2 x 4 slots, $1.5/h): 13,200 / 4,752 = 2.78 -> 3 GPUs, 14,400 RPM, 500 s:
+    //   3 x 500 / 3600 x 1.5 = $0.625: 25% cheaper.
+    let (code, stdout, stderr, out) = plan_two(tmp.path(), &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let rows: Vec<&str> = stdout.lines().take(3).collect();
+    assert!(
+        rows[1].contains("big") && rows[1].contains("$0.83") && !rows[1].starts_with('*'),
+        "{stdout}"
+    );
+    assert!(
+        rows[2].starts_with('*') && rows[2].contains("small") && rows[2].contains("$0.63"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("chosen: `small`"), "{stdout}");
+    assert!(
+        stdout.contains("12,000 RPM target x 1.10 / 4,752 RPM per GPU (95% CI low) = 2.78 -> 3"),
+        "{stdout}"
+    );
+    let plan = read_json(&out);
+    // Today's top-level fields, for the chosen option: `run --plan` keeps working.
+    assert_eq!(plan["name"], "small");
+    assert_eq!(plan["gpus"], 3);
+    assert_eq!(plan["concurrency_per_gpu"], 4);
+    assert_eq!(plan["total_concurrency"], 12);
+    assert!((plan["target_rpm"].as_f64().unwrap() - 12_000.0).abs() < 1e-6);
+    assert!((plan["cost_usd"].as_f64().unwrap() - 0.625).abs() < 1e-9);
+    assert!(plan["sweep"].as_str().unwrap().ends_with("sweep-small"));
+    let options = plan["options"].as_array().unwrap();
+    assert_eq!(options.len(), 2);
+    assert_eq!(
+        (options[0]["name"].as_str(), options[0]["gpus"].as_u64()),
+        (Some("big"), Some(2))
+    );
+    assert!((options[0]["cost_usd"].as_f64().unwrap() - 2.0 * 375.0 / 3600.0 * 4.0).abs() < 1e-9);
+    assert_eq!(options[0]["chosen"], false);
+    assert_eq!(options[0]["meets_deadline"], true);
+    assert!(options[0]["lost_because"]
+        .as_str()
+        .unwrap()
+        .contains("more than `small`"));
+    assert_eq!(options[1]["chosen"], true);
+    assert!(options[1]["lost_because"].is_null());
+
+    // With 60 s startup: 120,000 in 540 s = 13,333 RPM x 1.1 = 14,667: big 1.54 -> 2 GPUs
+    // ($0.967 with startup), small 3.09 -> 4 GPUs (4 x 435 / 3600 x 1.5 = $0.725): still small.
+    let (code, _, stderr, out) = plan_two(tmp.path(), &["--startup-s", "60"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let plan = read_json(&out);
+    assert_eq!((plan["name"].as_str(), plan["gpus"].as_u64()), (Some("small"), Some(4)));
+    assert!((plan["cost_usd"].as_f64().unwrap() - 4.0 * 435.0 / 3600.0 * 1.5).abs() < 1e-9);
+
+    // --objective time: the faster, big; within --budget 0.7, big ($0.83) is out again.
+    let (code, _, stderr, out) = plan_two(tmp.path(), &["--objective", "time"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(read_json(&out)["name"], "big");
+    let (code, _, stderr, out) = plan_two(tmp.path(), &["--objective", "time", "--budget", "0.7"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(read_json(&out)["name"], "small");
+}
+
+#[test]
+fn unreachable_deadline_exits_1_naming_the_best_option_and_its_shortfall() {
+    let tmp = tempfile::tempdir().unwrap();
+    // --max-gpus 1: big serves 9,504 / 1.1 = 8,640 of the 12,000 RPM needed (28% short) and
+    // 120,000 / 9,600 RPM = 12m 30s, 2m 30s late; small is further off.
+    let (code, stdout, stderr, out) = plan_two(tmp.path(), &["--max-gpus", "1"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("error: no option finishes 120,000 requests by the 10m 00s deadline"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("`big`") && stderr.contains("28% short") && stderr.contains("2m 30s past"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("hint:"), "{stderr}");
+    // The comparison is still on stdout; no plan to run is written.
+    assert!(stdout.contains("big") && stdout.contains("small"), "{stdout}");
+    assert!(!out.exists());
+    // A deadline that startup uses up is unmet too.
+    let (code, _, stderr, _) = plan_two(tmp.path(), &["--startup-s", "600"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("--startup-s 600"), "{stderr}");
+}
+
+#[test]
+fn goal_flags_are_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let big = option_dir(tmp.path(), "big", 2, 8, 4.0);
+    let run = |args: &[&str]| {
+        sizeup()
+            .args(["plan", "--sweep"])
+            .arg(&big)
+            .args(args)
+            .arg("--out")
+            .arg(tmp.path().join("x.json"))
+            .output()
+            .unwrap()
+    };
+    for args in [
+        vec!["--deadline", "10m"],                                          // no job size
+        vec!["--requests", "5", "--deadline", "soon"],                      // not a duration
+        vec!["--requests", "5"],                                            // neither goal
+        vec!["--requests", "5", "--target-rpm", "100", "--deadline", "1h"], // both
+        vec!["--requests", "5", "--deadline", "1h", "--budget", "-3"],
+    ] {
+        let o = run(&args);
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    // --gpu-hour-cost overrides the recorded price, and says so.
+    let o = run(&["--requests", "120000", "--target-rpm", "12000", "--gpu-hour-cost", "2"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("overrides"));
+    let plan = read_json(&tmp.path().join("x.json"));
+    assert!((plan["cost_usd"].as_f64().unwrap() - 2.0 * 375.0 / 3600.0 * 2.0).abs() < 1e-9);
+}
+
+#[test]
+fn run_takes_the_chosen_option_from_the_plan() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (code, _, stderr, plan) = plan_two(tmp.path(), &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let input = crate::util::batch_file(tmp.path(), 30, 1);
+    let summary = tmp.path().join("run-summary.json");
+    let o = sizeup()
+        .args(["run", "--decode-step-ms", "1", "--prefill-ms-per-1k", "0", "--input"])
+        .arg(&input)
+        .arg("--plan")
+        .arg(&plan)
+        .arg("--summary")
+        .arg(&summary)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("the chosen option `small` of 2: 3 GPUs, concurrency 12"),
+        "{stderr}"
+    );
+    let s = read_json(&summary);
+    assert_eq!(s["concurrency"], 12);
+    assert_eq!(s["requests_ok"], 30);
+}
+
+/// End to end on the simulator: two sweeps of different shape and price, then `plan` over both.
+/// 200 ms a request (no prefill, one output token): 2 x 8 slots serve 2,400 RPM per GPU, 2 x 4
+/// slots 1,200. 27,000 requests in 10 min = 2,700 RPM (no headroom, sized on the mean): big needs
+/// 2 GPUs (2,700 / 2,400 = 1.1) for 2 x 337.5 s / 3600 x $4 = $0.75, small 3 (2.25) for
+/// 3 x 450 s / 3600 x $1.5 = $0.5625. The counts hold while each sweep measures 75%-112% of the
+/// truth, and small stays the cheaper unless it measures 25% worse than big.
+#[test]
+fn sweeps_then_plan_on_the_simulator() {
+    // Not against the sweep tests, which check rates too.
+    let _serial = crate::sweep::SERIAL.blocking_lock();
+    let tmp = tempfile::tempdir().unwrap();
+    let sweep = |name: &str, batch: &str, price: &str, level: &str| {
+        let out = tmp.path().join(name);
+        let o = sizeup()
+            .args(["sweep", "--gpus", "2", "--batch", batch, "--concurrency", level])
+            .args([
+                "--prefill-ms-per-1k",
+                "0",
+                "--decode-step-ms",
+                "200",
+                "--decode-step-ms-per-seq",
+                "0",
+            ])
+            .args([
+                "--prompt-tokens",
+                "4",
+                "--max-tokens",
+                "1",
+                "--warmup",
+                "300ms",
+                "--max-duration",
+                "3s",
+            ])
+            .args([
+                "--min-requests",
+                "40",
+                "--name",
+                name,
+                "--gpu-hour-cost",
+                price,
+                "--out",
+            ])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+        let summary = read_json(&out.join("summary.json"));
+        assert_eq!(summary["name"], name);
+        assert_eq!(summary["gpu_hour_cost"].as_f64(), price.parse().ok());
+        out
+    };
+    let big = sweep("big", "8", "4", "16");
+    let small = sweep("small", "4", "1.5", "8");
+    let out = tmp.path().join("plan.json");
+    let o = sizeup()
+        .args(["plan", "--sweep"])
+        .arg(&big)
+        .arg("--sweep")
+        .arg(&small)
+        .args([
+            "--requests",
+            "27000",
+            "--deadline",
+            "10m",
+            "--headroom",
+            "0",
+            "--estimate",
+            "mean",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout.contains("big") && stdout.contains("small"), "{stdout}");
+    let plan = read_json(&out);
+    let options = plan["options"].as_array().unwrap();
+    let gpus: Vec<u64> = options.iter().map(|o| o["gpus"].as_u64().unwrap()).collect();
+    assert_eq!(gpus, [2, 3], "{stdout}");
+    assert_eq!(
+        (plan["name"].as_str(), plan["gpus"].as_u64()),
+        (Some("small"), Some(3)),
+        "{stdout}"
+    );
+    assert_eq!(plan["total_concurrency"], 12);
+    let cost = |o: &serde_json::Value| o["cost_usd"].as_f64().unwrap();
+    // Near the truth ($0.75, $0.5625) within what the measured rates allow.
+    assert!((cost(&options[0]) / 0.75 - 1.0).abs() < 0.25, "{stdout}");
+    assert!((cost(&options[1]) / 0.5625 - 1.0).abs() < 0.25, "{stdout}");
+}

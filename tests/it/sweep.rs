@@ -7,8 +7,9 @@ use sizeup::sim::SimHandle;
 
 const TOKENS: u32 = 4;
 
-/// The sweeps measure throughput: run them one at a time, not against each other.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// The sweeps measure throughput: run them one at a time, not against each other (other
+/// modules' sweeps that check rates take it too).
+pub(crate) static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Sweeps G x B with `auto` levels and checks the knee and the per-GPU RPM.
 async fn sweep_finds_knee(gpus: usize, batch: usize, step_ms: f64, jitter: f64) {
@@ -46,13 +47,24 @@ async fn sweep_finds_knee(gpus: usize, batch: usize, step_ms: f64, jitter: f64) 
     let summary: serde_json::Value = serde_json::from_slice(&output.stdout).expect("--json prints summary.json");
     assert_eq!(summary, read_json(&out.join("summary.json")));
     let gb = (gpus * batch) as u64;
-    assert_eq!(
-        summary["knee"]["concurrency"].as_u64(),
-        Some(gb),
-        "{stderr}\n{summary:#}"
-    );
+    // Exactly G*B on a quiet machine (the bench checks that); on a busy 2-core machine a
+    // bisection step may land one level off, so the test allows one step in 8, and still fails
+    // when the knee is found at a different batch (a doubling off, or no knee).
+    let k = summary["knee"]["concurrency"].as_u64().expect("a knee");
+    let slack = (gb / 8).max(1);
+    assert!(k.abs_diff(gb) <= slack, "knee {k}, G*B {gb}\n{stderr}\n{summary:#}");
     assert_eq!(summary["knee"]["limited_by"], "saturation");
-    assert_eq!(summary["batch_size_per_gpu"].as_f64(), Some(batch as f64));
+    let per_gpu = summary["batch_size_per_gpu"].as_f64().unwrap();
+    assert!(
+        (per_gpu - batch as f64).abs() <= slack as f64 / gpus as f64,
+        "{summary:#}"
+    );
+    // The server's own metrics agree: it never ran more than G*B at once.
+    assert_eq!(
+        summary["server"]["running_max_observed"].as_f64(),
+        Some(gb as f64),
+        "{summary:#}"
+    );
     let formula = expected_rpm(&params, gpus, gpus * batch, 4, TOKENS) / gpus as f64;
     let measured = summary["knee"]["rpm_per_gpu"].as_f64().unwrap();
     // ±15% here; the tight ±5% check lives in the benchmark.
@@ -72,7 +84,7 @@ async fn sweep_finds_knee(gpus: usize, batch: usize, step_ms: f64, jitter: f64) 
     let levels_csv = std::fs::read_to_string(out.join("levels.csv")).unwrap();
     assert_eq!(
         levels_csv.lines().next().unwrap(),
-        "concurrency,duration_s,requests_ok,requests_failed,rpm,rpm_ci_low,rpm_ci_high,rpm_per_gpu,latency_p50_ms,latency_p90_ms,latency_p95_ms,latency_p99_ms,ttft_p50_ms,ttft_p95_ms,tpot_p50_ms,output_tokens_per_s,error_rate,client_limited,input_tokens_per_s,repeated_requests"
+        "concurrency,duration_s,requests_ok,requests_failed,rpm,rpm_ci_low,rpm_ci_high,rpm_per_gpu,latency_p50_ms,latency_p90_ms,latency_p95_ms,latency_p99_ms,ttft_p50_ms,ttft_p95_ms,tpot_p50_ms,output_tokens_per_s,error_rate,client_limited,input_tokens_per_s,repeated_requests,server_running_mean,server_running_max,server_waiting_mean,server_kv_cache_usage_max,server_preemptions,server_output_tokens_per_s"
     );
     assert_eq!(levels_csv.lines().count(), levels.len() + 1);
     let requests_csv = std::fs::read_to_string(out.join("requests.csv")).unwrap();

@@ -1,0 +1,131 @@
+//! The plan in words: the arithmetic behind the GPU count, concurrency, duration and cost,
+//! one line each, for stdout.
+
+use super::Plan;
+use crate::report::fmt::grouped;
+
+/// "1 GPU" / "4 GPUs".
+pub(super) fn gpus_word(n: u32) -> String {
+    if n == 1 {
+        "1 GPU".to_string()
+    } else {
+        format!("{n} GPUs")
+    }
+}
+
+/// Seconds as "45 s", "1m 34s" or "2h 05m" for the reader's benefit.
+pub(super) fn human_duration(s: f64) -> String {
+    let total = s.round() as u64;
+    if total < 60 {
+        format!("{total} s")
+    } else if total < 3600 {
+        format!("{}m {:02}s", total / 60, total % 60)
+    } else {
+        format!("{}h {:02}m", total / 3600, (total % 3600) / 60)
+    }
+}
+
+/// Short human explanation showing the arithmetic, multiple lines, e.g.
+/// `"4 GPUs: 30,000 RPM target x 1.10 / 9,412 RPM per GPU (95% CI low) = 3.51 -> 4"`
+/// plus lines for concurrency, expected RPM, duration, cost, and the linear
+/// scaling assumption relative to the sweep's GPU count.
+pub fn explain(plan: &Plan) -> String {
+    let (per_gpu, label) = if plan.estimate == "mean" {
+        (plan.rpm_per_gpu, "mean")
+    } else {
+        (plan.rpm_per_gpu_low, "95% CI low")
+    };
+    let factor = 1.0 + plan.headroom;
+    let quotient = if per_gpu > 0.0 {
+        plan.target_rpm * factor / per_gpu
+    } else {
+        f64::INFINITY
+    };
+    let mut lines = Vec::new();
+    if let (Some(d), Some(r)) = (plan.deadline_s, plan.requests) {
+        lines.push(format!(
+            "target: {} requests / ({} deadline - {} s startup) x 60 = {} RPM",
+            grouped(r as f64, 0),
+            human_duration(d),
+            grouped(plan.startup_s, 0),
+            grouped(plan.target_rpm, 0)
+        ));
+    }
+    lines.extend([
+        format!(
+            "{}: {} RPM target x {factor:.2} / {} RPM per GPU ({label}) = {quotient:.2} -> {}",
+            gpus_word(plan.gpus),
+            grouped(plan.target_rpm, 0),
+            grouped(per_gpu, 0),
+            plan.gpus
+        ),
+        format!(
+            "concurrency: {} per GPU (level {} / {} sweep GPUs, rounded up) x {} = {} total",
+            plan.concurrency_per_gpu,
+            plan.chosen_concurrency,
+            plan.sweep_gpus,
+            gpus_word(plan.gpus),
+            plan.total_concurrency
+        ),
+        format!(
+            "expected: {} x {} RPM per GPU (mean) = {} RPM, p95 latency {} ms",
+            gpus_word(plan.gpus),
+            grouped(plan.rpm_per_gpu, 0),
+            grouped(plan.expected_rpm, 0),
+            grouped(plan.expected_latency_p95_ms, 0)
+        ),
+    ]);
+    if let (Some(r), Some(d)) = (plan.requests, plan.expected_duration_s) {
+        lines.push(format!(
+            "duration: {} requests / {} RPM x 60 = {} s ({}), plus {} s startup",
+            grouped(r as f64, 0),
+            grouped(plan.expected_rpm, 0),
+            grouped(d, 2),
+            human_duration(d),
+            grouped(plan.startup_s, 0)
+        ));
+        if let Some(cost) = plan.cost_usd {
+            let gpu_hours = f64::from(plan.gpus) * (d + plan.startup_s) / 3600.0;
+            // The hourly price is not stored in the plan; recover it from the
+            // cost so the line shows the full product.
+            let rate = if gpu_hours > 0.0 { cost / gpu_hours } else { 0.0 };
+            lines.push(format!(
+                "cost: {} x ({} s + {} s startup) / 3600 = {} GPU-hours x ${rate:.2} = ${}",
+                gpus_word(plan.gpus),
+                grouped(d, 2),
+                grouped(plan.startup_s, 0),
+                grouped(gpu_hours, 3),
+                grouped(cost, 2)
+            ));
+        }
+    }
+    if let Some(t) = &plan.tokens_per_s_per_gpu {
+        let mut line = format!(
+            "tokens: {} input + {} output per s per GPU",
+            grouped(t.input, 0),
+            grouped(t.output, 0)
+        );
+        if let Some(u) = &plan.usd_per_million_tokens {
+            let usd = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("${v:.3}"));
+            line.push_str(&format!(
+                "; {} per 1M tokens ({} per 1M output tokens)",
+                usd(u.total),
+                usd(u.output)
+            ));
+        }
+        lines.push(line);
+    }
+    if let Some(m) = &plan.capacity_model {
+        lines.push(format!(
+            "capacity model at level {}: latency = {:.1} ms + {:.4} ms x prompt tokens + {:.3} ms x output tokens (R² {:.3}); RPM per GPU = C x 60000 / latency",
+            plan.chosen_concurrency, m.a_ms, m.b_ms_per_prompt_token, m.c_ms_per_output_token, m.r2
+        ));
+    }
+    let ratio = f64::from(plan.gpus) / f64::from(plan.sweep_gpus.max(1));
+    lines.push(format!(
+        "sweep measured {}; plan uses {} ({ratio:.1}x): assumes linear scaling across replicas",
+        gpus_word(plan.sweep_gpus),
+        plan.gpus
+    ));
+    lines.join("\n")
+}
