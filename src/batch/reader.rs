@@ -1,19 +1,21 @@
 //! Streaming reader for batch input files.
 //!
 //! Every format is read incrementally through one reusable buffer, so memory
-//! stays flat in the file size: a 10 GB input costs the same as a 10 KB one,
-//! apart from the set of seen `custom_id`s used for duplicate detection.
+//! stays flat in the file size: a 10 GB input costs the same as a 10 KB one.
+//! Duplicate `custom_id`s are found in bounded memory too, by two passes over a
+//! file (see [`super::dupes`]); only stdin keeps a digest of every id.
 //!
 //! Long because: four input formats share one line buffer, one issue type and one validation
 //! pass; each format's reader is short, and together they are the input contract.
 
-use std::collections::hash_map::Entry;
-use std::collections::HashMap;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Cursor, Read};
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
+
+use super::dupes::{DuplicateCheck, Seen};
 
 use serde_json::{Map, Value};
 
@@ -138,9 +140,11 @@ pub struct ReadOptions {
     pub expected_url: Option<String>,
     /// Longest accepted line (CSV: record) in bytes; longer ones are reported.
     pub max_line_bytes: usize,
-    /// Report a `custom_id` seen before. A second pass over a file the first pass already
-    /// checked turns it off, so the ids are not held in memory twice.
-    pub check_duplicates: bool,
+    /// How `custom_id`s seen before are found (default: every id remembered, one pass).
+    /// [`validate`] over a file uses two passes in bounded memory instead; a later pass over a
+    /// file it checked needs [`DuplicateCheck::Off`], or with `--skip-invalid` the candidates
+    /// it found ([`ValidationReport::duplicates`]).
+    pub duplicates: DuplicateCheck,
 }
 
 impl ReadOptions {
@@ -150,7 +154,7 @@ impl ReadOptions {
             api,
             expected_url: None,
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
-            check_duplicates: true,
+            duplicates: DuplicateCheck::All,
         }
     }
 }
@@ -259,6 +263,9 @@ pub struct ValidationReport {
     pub issues: Vec<Issue>,
     /// Total number of issues, including those not kept in `issues`.
     pub issue_count: u64,
+    /// What a later pass needs to skip the same duplicates exactly: the candidates of a file's
+    /// screen ([`DuplicateCheck::Only`]), or [`DuplicateCheck::Off`] when there were none.
+    pub duplicates: DuplicateCheck,
 }
 
 /// True when item `index` belongs to `shard = Some((k, n))`, i.e. `index % n == k`.
@@ -284,10 +291,13 @@ pub fn parse_shard(s: &str) -> Result<(u64, u64), String> {
     }
 }
 
-/// Reads the whole input once and reports valid item and issue counts.
+/// Reads the whole input and reports valid item and issue counts.
 ///
 /// This is the streamed first pass: run it, then [`Reader::open`] the file again
-/// for the real run. For stdin (`-`) the input is consumed, so use
+/// for the real run. A file is screened for duplicate ids with a Bloom filter and,
+/// when that found candidates, read once more to check only those exactly
+/// ([`super::dupes`]): memory stays bounded, the issues are the same as a set of
+/// every id would give. For stdin (`-`) the input is consumed, so use
 /// [`validate_reader`] on the one reader instead if it must be read twice.
 pub fn validate(
     path: &Path,
@@ -295,17 +305,52 @@ pub fn validate(
     opts: &ReadOptions,
     max_issues: usize,
 ) -> Result<ValidationReport, FileError> {
-    validate_reader(Reader::open(path, format, opts.clone())?, max_issues)
+    if path == Path::new("-") || opts.duplicates != DuplicateCheck::All {
+        return validate_reader(Reader::open(path, format, opts.clone())?, max_issues);
+    }
+    let screen = ReadOptions {
+        duplicates: DuplicateCheck::Screen,
+        ..opts.clone()
+    };
+    let mut reader = Reader::open(path, format, screen)?;
+    let mut report = drain(&mut reader, max_issues)?;
+    let candidates = reader.seen.take_candidates();
+    if candidates.is_empty() {
+        return Ok(report);
+    }
+    let candidates = Arc::new(candidates);
+    let recheck = ReadOptions {
+        duplicates: DuplicateCheck::Only(candidates.clone()),
+        ..opts.clone()
+    };
+    let mut reader = Reader::open(path, Some(report.format), recheck)?;
+    reader.duplicates_only = true;
+    let dups = drain(&mut reader, max_issues)?;
+    // Both lists are in file order and each holds its first `max_issues`: so does the merge.
+    let mut issues = std::mem::take(&mut report.issues);
+    issues.extend(dups.issues);
+    issues.sort_by_key(|i| i.line);
+    issues.truncate(max_issues);
+    report.issues = issues;
+    report.issue_count += dups.issue_count;
+    report.items -= dups.issue_count;
+    report.duplicates = DuplicateCheck::Only(candidates);
+    Ok(report)
 }
 
 /// Drains `reader`, counting valid items and collecting issues (see [`validate`]).
 /// A fatal issue becomes [`FileError::Read`], since the counts would be partial.
-pub fn validate_reader(reader: Reader, max_issues: usize) -> Result<ValidationReport, FileError> {
+pub fn validate_reader(mut reader: Reader, max_issues: usize) -> Result<ValidationReport, FileError> {
+    drain(&mut reader, max_issues)
+}
+
+fn drain(reader: &mut Reader, max_issues: usize) -> Result<ValidationReport, FileError> {
     let mut report = ValidationReport {
         format: reader.format(),
         items: 0,
         issues: Vec::new(),
         issue_count: 0,
+        duplicates: DuplicateCheck::Off,
     };
     for res in reader {
         match res {
@@ -341,29 +386,15 @@ pub struct Reader {
     max_line: usize,
     inner: Inner,
     next_index: u64,
-    /// custom_id -> first line. Memory grows with the number of distinct ids
-    /// (not the file size); accepted as the price of catching duplicates,
-    /// which would otherwise make results and resume ambiguous. Only filled for
-    /// formats whose ids come from the file (openai-batch, csv `custom_id`).
-    /// 128-bit digests of the ids seen, with their line (saturating at u32::MAX): 24 bytes an
-    /// id however long it is. `[u64; 2]` rather than `u128` keeps entries 8-byte aligned.
-    seen: HashMap<[u64; 2], u32>,
-    check_duplicates: bool,
+    /// Duplicate ids (only for formats whose ids come from the file: openai-batch, csv
+    /// `custom_id`); see [`DuplicateCheck`].
+    seen: Seen,
+    /// The re-check pass of [`validate`]: yields only duplicate issues, and skips
+    /// openai-batch lines whose id is not a candidate without parsing them whole.
+    duplicates_only: bool,
+    /// Set when the last line was rejected as a duplicate.
+    duplicate_hit: bool,
     done: bool,
-}
-
-/// A 128-bit digest of a custom_id: two SipHash passes with different prefixes. Two distinct
-/// ids collide with probability about n^2 / 2^129 (1e-26 for a million ids), so the set
-/// detects duplicates as a set of strings would, in a fraction of the memory.
-fn id_key(id: &str) -> [u64; 2] {
-    use std::hash::{Hash, Hasher};
-    let half = |salt: u8| {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        salt.hash(&mut h);
-        id.hash(&mut h);
-        h.finish()
-    };
-    [half(0), half(1)]
 }
 
 enum Inner {
@@ -411,13 +442,14 @@ impl Reader {
         opts: ReadOptions,
     ) -> Result<Reader, FileError> {
         let (_head, src) = prepare(src, name, opts.max_line_bytes)?;
-        Reader::from_prepared(src, name.to_string(), format, opts)
+        Reader::from_prepared(src, name.to_string(), format, opts, None)
     }
 
     /// Opens `path` (`-` for stdin) and reads it as `format`, detecting the
     /// format with [`Format::detect`] when `None`. Detection peeks at the
     /// first non-blank line and keeps it, so stdin works too.
     pub fn open(path: &Path, format: Option<Format>, opts: ReadOptions) -> Result<Reader, FileError> {
+        let mut size = None;
         let (name, src): (String, Source) = if path == Path::new("-") {
             (STDIN_NAME.to_string(), Box::new(BufReader::new(io::stdin())))
         } else {
@@ -425,6 +457,7 @@ impl Reader {
                 path: path.display().to_string(),
                 source,
             })?;
+            size = file.metadata().ok().map(|m| m.len());
             (
                 path.display().to_string(),
                 Box::new(BufReader::with_capacity(256 * 1024, file)),
@@ -432,7 +465,7 @@ impl Reader {
         };
         let (head, src) = prepare(src, &name, opts.max_line_bytes)?;
         let format = format.unwrap_or_else(|| Format::detect(path, &head));
-        Reader::from_prepared(src, name, format, opts)
+        Reader::from_prepared(src, name, format, opts, size)
     }
 
     /// The format being read.
@@ -445,7 +478,13 @@ impl Reader {
         &self.name
     }
 
-    fn from_prepared(src: Source, name: String, format: Format, opts: ReadOptions) -> Result<Reader, FileError> {
+    fn from_prepared(
+        src: Source,
+        name: String,
+        format: Format,
+        opts: ReadOptions,
+        size: Option<u64>,
+    ) -> Result<Reader, FileError> {
         let expected_url = match (&opts.expected_url, opts.api) {
             (Some(u), _) => Some((u.clone(), url_segments(u))),
             (None, Api::Forefront) => None,
@@ -468,8 +507,9 @@ impl Reader {
             max_line,
             inner,
             next_index: 0,
-            seen: HashMap::new(),
-            check_duplicates: opts.check_duplicates,
+            seen: Seen::new(&opts.duplicates, size),
+            duplicates_only: false,
+            duplicate_hit: false,
             done: false,
         })
     }
@@ -496,16 +536,24 @@ impl Reader {
 
     /// Records `id` as seen on `line`, failing if it was seen before.
     fn claim_id(&mut self, id: &str, line: u64) -> Result<(), String> {
-        if !self.check_duplicates {
-            return Ok(());
+        self.seen.claim(id, line).map_err(|first| {
+            self.duplicate_hit = true;
+            format!("duplicate custom_id {} (first on line {first})", quote(id))
+        })
+    }
+
+    /// In the re-check pass: an openai-batch line whose id is surely unique needs no parse.
+    fn skip_unique(&self, bytes: &[u8]) -> bool {
+        #[derive(serde::Deserialize)]
+        struct IdOnly<'a> {
+            #[serde(borrow)]
+            custom_id: Option<std::borrow::Cow<'a, str>>,
         }
-        match self.seen.entry(id_key(id)) {
-            Entry::Occupied(e) => Err(format!("duplicate custom_id {} (first on line {})", quote(id), e.get())),
-            Entry::Vacant(v) => {
-                v.insert(u32::try_from(line).unwrap_or(u32::MAX));
-                Ok(())
-            }
-        }
+        self.format == Format::OpenaiBatch
+            && serde_json::from_slice::<IdOnly>(bytes)
+                .ok()
+                .and_then(|p| p.custom_id)
+                .is_some_and(|id| !self.seen.is_candidate(&id))
     }
 
     fn next_line(&mut self) -> Option<Result<Item, Issue>> {
@@ -526,6 +574,9 @@ impl Reader {
                 }
                 Ok(LineRead::TooLong) => {
                     *line += 1;
+                    if self.duplicates_only {
+                        continue;
+                    }
                     let reason = format!("line longer than {} bytes", self.max_line);
                     return Some(Err(self.issue(start_line, reason, false)));
                 }
@@ -538,11 +589,22 @@ impl Reader {
                     // Taken out so the parse helpers can borrow `self` mutably;
                     // put back below to keep reusing the allocation.
                     let taken = std::mem::take(buf);
-                    let res = self.parse_line(start_line, strip_eol(&taken));
+                    self.duplicate_hit = false;
+                    let res = if self.duplicates_only && self.skip_unique(strip_eol(&taken)) {
+                        None
+                    } else {
+                        Some(self.parse_line(start_line, strip_eol(&taken)))
+                    };
                     if let Inner::Lines { buf, .. } = &mut self.inner {
                         *buf = taken;
                     }
-                    return Some(res.map_err(|reason| self.issue(start_line, reason, false)));
+                    match res {
+                        Some(Err(reason)) if !self.duplicates_only || self.duplicate_hit => {
+                            return Some(Err(self.issue(start_line, reason, false)))
+                        }
+                        Some(Ok(item)) => return Some(Ok(item)),
+                        _ => continue,
+                    }
                 }
             }
         }
@@ -644,8 +706,12 @@ impl Reader {
                     }
                     st.row += 1;
                     let row = st.row;
-                    let res = self.parse_csv_record(line, row);
-                    return Some(res.map_err(|reason| self.issue(line, reason, false)));
+                    self.duplicate_hit = false;
+                    match self.parse_csv_record(line, row) {
+                        Ok(item) => return Some(Ok(item)),
+                        Err(_) if self.duplicates_only && !self.duplicate_hit => continue,
+                        Err(reason) => return Some(Err(self.issue(line, reason, false))),
+                    }
                 }
             }
         }
@@ -1370,6 +1436,54 @@ mod tests {
         );
     }
 
+    /// The two-pass check of a file reports what one pass remembering every id reports: the
+    /// same duplicates, interleaved in file order with the other issues, capped the same way.
+    #[test]
+    fn validate_file_in_two_passes_matches_one_pass() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let mut lines = Vec::new();
+        for i in 0..3000 {
+            lines.push(match i % 500 {
+                7 => "{\"custom_id\": 5}".to_string(),
+                9 => batch_line(&format!("id-{}", i / 3)),
+                13 => batch_line("id-3"),
+                _ => batch_line(&format!("id-{i}")),
+            });
+        }
+        // A duplicate whose line is bad otherwise is reported for its other fault only.
+        lines.push(r#"{"custom_id":"id-3","body":{"prompt":"x"}}"#.to_string());
+        let path = dir.path().join("in.jsonl");
+        std::fs::write(&path, lines.join("\n"))?;
+        for max in [2, 5, 100] {
+            let one = validate_reader(Reader::open(&path, None, opts(Api::Chat))?, max)?;
+            let two = validate(&path, None, &opts(Api::Chat), max)?;
+            assert_eq!((two.items, two.issue_count), (one.items, one.issue_count));
+            assert_eq!(two.issues, one.issues, "max {max}");
+            assert!(matches!(two.duplicates, DuplicateCheck::Only(_)));
+        }
+        let two = validate(&path, None, &opts(Api::Chat), 100)?;
+        assert!(two
+            .issues
+            .iter()
+            .any(|i| i.reason == "duplicate custom_id \"id-3\" (first on line 4)"));
+        // A send pass given the candidates skips exactly the duplicates.
+        let o = ReadOptions {
+            duplicates: two.duplicates.clone(),
+            ..opts(Api::Chat)
+        };
+        let res: Vec<_> = Reader::open(&path, None, o)?.collect();
+        let bad = res.iter().filter(|r| r.is_err()).count() as u64;
+        assert_eq!(bad, two.issue_count);
+        // No duplicates: one pass, nothing held for a later one.
+        std::fs::write(&path, [batch_line("a"), batch_line("b")].join("\n"))?;
+        let clean = validate(&path, None, &opts(Api::Chat), 10)?;
+        assert_eq!(
+            (clean.items, clean.issue_count, clean.duplicates),
+            (2, 0, DuplicateCheck::Off)
+        );
+        Ok(())
+    }
+
     #[test]
     fn csv_issues() {
         let data = "prompt,tag,custom_id\n\"\",t,a\nok,t\nfine,t,c\n,t,d\nx,t,\n";
@@ -1515,7 +1629,7 @@ mod tests {
             for format in Format::ALL {
                 for api in Api::ALL {
                     for max_line_bytes in [max, DEFAULT_MAX_LINE_BYTES] {
-                        let o = ReadOptions { api, expected_url: None, max_line_bytes, check_duplicates: true };
+                        let o = ReadOptions { api, expected_url: None, max_line_bytes, duplicates: DuplicateCheck::All };
                         if let Ok(r) = Reader::new(Box::new(Cursor::new(data.clone())), format, o) {
                             for res in r {
                                 if let Err(issue) = res {
