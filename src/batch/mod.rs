@@ -11,6 +11,7 @@
 
 pub mod detect;
 pub mod dupes;
+pub mod fast;
 pub mod mix;
 pub mod reader;
 pub mod resume;

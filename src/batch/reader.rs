@@ -16,6 +16,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use super::dupes::{DuplicateCheck, Seen};
+use super::fast::{self, RawBody};
 
 use serde_json::{Map, Value};
 
@@ -145,6 +146,9 @@ pub struct ReadOptions {
     /// file it checked needs [`DuplicateCheck::Off`], or with `--skip-invalid` the candidates
     /// it found ([`ValidationReport::duplicates`]).
     pub duplicates: DuplicateCheck,
+    /// JSON bodies that surely pass the checks come as [`Payload::Raw`], the bytes the file
+    /// holds, read without building a JSON tree (the others, as before, as [`Payload::Body`]).
+    pub raw_bodies: bool,
 }
 
 impl ReadOptions {
@@ -155,6 +159,7 @@ impl ReadOptions {
             expected_url: None,
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
             duplicates: DuplicateCheck::All,
+            raw_bodies: false,
         }
     }
 }
@@ -184,6 +189,8 @@ pub struct Item {
 pub enum Payload {
     /// A complete request body as given in the file (openai-batch, jsonl).
     Body(Value),
+    /// The same, as the file's bytes (with [`ReadOptions::raw_bodies`]).
+    Raw(RawBody),
     /// A bare prompt (text, csv); the caller builds the body for `--api`.
     Prompt {
         /// The prompt text, never empty.
@@ -305,6 +312,11 @@ pub fn validate(
     opts: &ReadOptions,
     max_issues: usize,
 ) -> Result<ValidationReport, FileError> {
+    // The bodies are checked, not kept: no JSON tree is needed for the lines that pass.
+    let opts = &ReadOptions {
+        raw_bodies: true,
+        ..opts.clone()
+    };
     if path == Path::new("-") || opts.duplicates != DuplicateCheck::All {
         return validate_reader(Reader::open(path, format, opts.clone())?, max_issues);
     }
@@ -383,6 +395,7 @@ pub struct Reader {
     api: Api,
     /// Path segments the openai-batch `url` must equal; `None` accepts any url.
     expected_url: Option<(String, Vec<String>)>,
+    raw_bodies: bool,
     max_line: usize,
     inner: Inner,
     next_index: u64,
@@ -504,6 +517,7 @@ impl Reader {
             format,
             api: opts.api,
             expected_url,
+            raw_bodies: opts.raw_bodies,
             max_line,
             inner,
             next_index: 0,
@@ -623,6 +637,11 @@ impl Reader {
                 },
             )),
             Format::Jsonl => {
+                if self.raw_bodies {
+                    if let Some(body) = fast::jsonl_line(text, self.api) {
+                        return Ok(self.item(line, line.to_string(), Payload::Raw(body)));
+                    }
+                }
                 let body = parse_object(text)?;
                 check_body(&body, self.api)?;
                 Ok(self.item(line, line.to_string(), Payload::Body(Value::Object(body))))
@@ -634,6 +653,14 @@ impl Reader {
     }
 
     fn parse_openai(&mut self, line: u64, text: &str) -> Result<Item, String> {
+        if self.raw_bodies {
+            let expected = self.expected_url.as_ref().map(|(_, segs)| segs.as_slice());
+            let url_ok = |u: &str| expected.is_none_or(|segs| url_matches(u, segs));
+            if let Some((id, body)) = fast::openai_line(text, self.api, url_ok) {
+                self.claim_id(&id, line)?;
+                return Ok(self.item(line, id.into_owned(), Payload::Raw(body)));
+            }
+        }
         let mut obj = parse_object(text)?;
         let custom_id = match obj.remove("custom_id") {
             Some(Value::String(s)) if s.is_empty() => return Err("empty \"custom_id\"".to_string()),
@@ -650,7 +677,7 @@ impl Reader {
         match (obj.get("url"), &self.expected_url) {
             (None, _) | (Some(Value::String(_)), None) => {}
             (Some(Value::String(u)), Some((want, segs))) => {
-                if url_segments(u) != *segs {
+                if !url_matches(u, segs) {
                     return Err(format!(
                         "url {} does not match --api {} (expects {})",
                         quote(u),
@@ -1023,6 +1050,15 @@ fn check_body(body: &Map<String, Value>, api: Api) -> Result<(), String> {
 /// `/v1/chat/completions`, `chat/completions` and
 /// `https://host/openai/v1/chat/completions?x=1` all compare equal.
 fn url_segments(url: &str) -> Vec<String> {
+    segments(url).map(str::to_string).collect()
+}
+
+/// Whether `url`'s segments (see [`url_segments`]) are `want`, without allocating.
+fn url_matches(url: &str, want: &[String]) -> bool {
+    segments(url).eq(want.iter().map(String::as_str))
+}
+
+fn segments(url: &str) -> impl Iterator<Item = &str> + Clone {
     let mut path = url;
     if let Some(i) = path.find("://") {
         let rest = &path[i + 3..];
@@ -1031,9 +1067,14 @@ fn url_segments(url: &str) -> Vec<String> {
     if let Some(i) = path.find(['?', '#']) {
         path = &path[..i];
     }
-    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let from = segs.iter().rposition(|s| *s == "v1").map_or(0, |i| i + 1);
-    segs[from..].iter().map(|s| s.to_string()).collect()
+    let segs = path.split('/').filter(|s| !s.is_empty());
+    let from = segs
+        .clone()
+        .enumerate()
+        .filter(|(_, s)| *s == "v1")
+        .last()
+        .map_or(0, |(i, _)| i + 1);
+    segs.skip(from)
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -1621,15 +1662,75 @@ mod tests {
         }
     }
 
+    /// One openai-batch line from interesting parts (some parts left out).
+    fn batch_line_strategy() -> impl Strategy<Value = String> {
+        let id = prop::sample::select(vec!["\"a\"", "\"b\"", "\"\"", "null", "5", "\"a\\u0062\""]);
+        let method = prop::sample::select(vec!["", "\"POST\"", "\"get\"", "null"]);
+        let url = prop::sample::select(vec!["", "\"/v1/completions\"", "\"chat/completions\"", "3"]);
+        let body = prop::sample::select(vec![
+            "{\"prompt\":\"hi\"}",
+            "{\"prompt\":\"  \"}",
+            "{\"prompt\":[ ]}",
+            "{\"prompt\":[1],\"stream\":true}",
+            "{\"messages\":[]}",
+            "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"model\":null}",
+            "{\"prompt\":null}",
+            "{\"prompt\":\"a\",\"prompt\":\"\"}",
+            "[]",
+        ]);
+        (id, method, url, body).prop_map(|(id, method, url, body)| {
+            let mut parts = vec![format!("\"custom_id\":{id}")];
+            if !method.is_empty() {
+                parts.push(format!("\"method\":{method}"));
+            }
+            if !url.is_empty() {
+                parts.push(format!("\"url\":{url}"));
+            }
+            parts.push(format!("\"body\":{body}"));
+            format!("{{{}}}", parts.join(","))
+        })
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// The fast path (raw bodies) accepts exactly the lines the full check accepts, with the
+        /// same ids and bodies, and reports the others with the same reasons.
+        #[test]
+        fn raw_bodies_agree_with_the_full_check(
+            lines in proptest::collection::vec(batch_line_strategy(), 1..12),
+            chat in any::<bool>(),
+        ) {
+            let api = if chat { Api::Chat } else { Api::Completions };
+            let data = lines.join("\n");
+            for format in [Format::OpenaiBatch, Format::Jsonl] {
+                let full = read_with(format, opts(api), data.as_bytes());
+                let raw = read_with(format, ReadOptions { raw_bodies: true, ..opts(api) }, data.as_bytes());
+                prop_assert_eq!(full.len(), raw.len());
+                for (f, r) in full.iter().zip(&raw) {
+                    match (f, r) {
+                        (Ok(f), Ok(r)) => {
+                            prop_assert_eq!((&f.custom_id, f.index, f.line), (&r.custom_id, r.index, r.line));
+                            let body = match &r.body {
+                                Payload::Raw(b) => b.to_value(),
+                                Payload::Body(v) => v.clone(),
+                                other => panic!("{other:?}"),
+                            };
+                            prop_assert_eq!(Payload::Body(body), f.body.clone());
+                        }
+                        (Err(f), Err(r)) => prop_assert_eq!(f, r),
+                        (f, r) => prop_assert!(false, "full {:?} raw {:?}", f, r),
+                    }
+                }
+            }
+        }
 
         #[test]
         fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..2048), max in 1usize..64) {
             for format in Format::ALL {
                 for api in Api::ALL {
                     for max_line_bytes in [max, DEFAULT_MAX_LINE_BYTES] {
-                        let o = ReadOptions { api, expected_url: None, max_line_bytes, duplicates: DuplicateCheck::All };
+                        let o = ReadOptions { api, expected_url: None, max_line_bytes, duplicates: DuplicateCheck::All, raw_bodies: false };
                         if let Ok(r) = Reader::new(Box::new(Cursor::new(data.clone())), format, o) {
                             for res in r {
                                 if let Err(issue) = res {

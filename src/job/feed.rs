@@ -61,6 +61,7 @@ pub fn spawn(
 fn feed(spec: FeedSpec, jobs: async_channel::Sender<Vec<Job>>, notes: mpsc::UnboundedSender<FeedNote>) {
     let opts = ReadOptions {
         duplicates: spec.duplicates.clone(),
+        raw_bodies: true,
         ..ReadOptions::new(spec.api)
     };
     let reader = match Reader::open(&spec.input, spec.format, opts) {
@@ -113,6 +114,15 @@ fn feed(spec: FeedSpec, jobs: async_channel::Sender<Vec<Job>>, notes: mpsc::Unbo
 fn job_of(item: Item, spec: &FeedSpec) -> Job {
     let model = spec.model.as_deref();
     let mut body = match item.body {
+        // Sent as the file has it: no JSON tree built and written back.
+        Payload::Raw(raw) => {
+            return Job {
+                body: Bytes::from(raw.to_request(model)),
+                stream: raw.stream,
+                custom_id: item.custom_id,
+                attempt: 0,
+            }
+        }
         Payload::Body(v) => v,
         Payload::Prompt { prompt, .. } => build_body(spec.api, model, &prompt, spec.max_tokens, spec.field),
     };
