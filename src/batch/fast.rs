@@ -83,7 +83,11 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValu
 
 /// An openai-batch line that passes every check but the duplicate-id one: its id and body.
 /// `url_ok` decides the `url` (a string); None: the full check decides.
-pub fn openai_line<'a>(text: &'a str, api: Api, url_ok: impl Fn(&str) -> bool) -> Option<(Cow<'a, str>, RawBody)> {
+pub fn openai_line<'a>(
+    text: &'a str,
+    api: Api,
+    mut url_ok: impl FnMut(&str) -> bool,
+) -> Option<(Cow<'a, str>, RawBody)> {
     let line: Line = serde_json::from_str(text).ok()?;
     if line.custom_id.is_empty() {
         return None;
@@ -128,11 +132,15 @@ fn body(raw: &RawValue, api: Api) -> Option<RawBody> {
 
 /// A JSON string's value; None for any other value.
 fn string(raw: &RawValue) -> Option<Cow<'_, str>> {
-    if raw.get().starts_with('"') {
-        serde_json::from_str(raw.get()).ok()
-    } else {
-        None
+    let text = raw.get();
+    if !text.starts_with('"') {
+        return None;
     }
+    // A valid JSON string without escapes is its own content between the quotes.
+    if !text.contains('\\') {
+        return Some(Cow::Borrowed(&text[1..text.len() - 1]));
+    }
+    serde_json::from_str(text).ok()
 }
 
 fn non_empty_array(raw: &RawValue) -> bool {

@@ -395,6 +395,8 @@ pub struct Reader {
     api: Api,
     /// Path segments the openai-batch `url` must equal; `None` accepts any url.
     expected_url: Option<(String, Vec<String>)>,
+    /// The last `url` that matched: the lines of a file mostly repeat it.
+    url_matched: String,
     raw_bodies: bool,
     max_line: usize,
     inner: Inner,
@@ -517,6 +519,7 @@ impl Reader {
             format,
             api: opts.api,
             expected_url,
+            url_matched: String::new(),
             raw_bodies: opts.raw_bodies,
             max_line,
             inner,
@@ -655,7 +658,17 @@ impl Reader {
     fn parse_openai(&mut self, line: u64, text: &str) -> Result<Item, String> {
         if self.raw_bodies {
             let expected = self.expected_url.as_ref().map(|(_, segs)| segs.as_slice());
-            let url_ok = |u: &str| expected.is_none_or(|segs| url_matches(u, segs));
+            let last = &mut self.url_matched;
+            let url_ok = |u: &str| {
+                if !last.is_empty() && u == last.as_str() {
+                    return true;
+                }
+                let ok = expected.is_none_or(|segs| url_matches(u, segs));
+                if ok {
+                    u.clone_into(last);
+                }
+                ok
+            };
             if let Some((id, body)) = fast::openai_line(text, self.api, url_ok) {
                 self.claim_id(&id, line)?;
                 return Ok(self.item(line, id.into_owned(), Payload::Raw(body)));
