@@ -321,7 +321,7 @@ fn bench_reader(c: &mut Criterion) {
                 for item in r {
                     let item = item.expect("valid line");
                     n += match &item.body {
-                        Payload::Body(_) => 1,
+                        Payload::Body(_) | Payload::Raw(_) => 1,
                         Payload::Prompt { .. } => 1,
                     };
                 }

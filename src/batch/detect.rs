@@ -19,8 +19,10 @@ pub enum Detected {
 
 /// The fields of a line that tell its API; everything else is skipped unparsed.
 #[derive(Deserialize)]
-struct Probe {
-    url: Option<String>,
+struct Probe<'a> {
+    /// Borrowed from the line unless it has escapes: no allocation per line.
+    #[serde(borrow)]
+    url: Option<std::borrow::Cow<'a, str>>,
     body: Option<Shape>,
     messages: Option<IgnoredAny>,
     prompt: Option<IgnoredAny>,

@@ -10,12 +10,15 @@
 //!    [`OutputWriter::create`] refuses to overwrite an existing output.
 
 pub mod detect;
+pub mod dupes;
+pub mod fast;
 pub mod mix;
 pub mod reader;
 pub mod resume;
 pub mod writer;
 
 pub use detect::{detect_api, detect_api_in, Detected};
+pub use dupes::DuplicateCheck;
 pub use reader::{
     in_shard, parse_shard, validate, validate_reader, Api, FileError, Format, Issue, Item, ParseNameError, Payload,
     ReadOptions, Reader, ValidationReport, DEFAULT_MAX_LINE_BYTES,

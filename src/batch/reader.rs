@@ -1,19 +1,22 @@
 //! Streaming reader for batch input files.
 //!
 //! Every format is read incrementally through one reusable buffer, so memory
-//! stays flat in the file size: a 10 GB input costs the same as a 10 KB one,
-//! apart from the set of seen `custom_id`s used for duplicate detection.
+//! stays flat in the file size: a 10 GB input costs the same as a 10 KB one.
+//! Duplicate `custom_id`s are found in bounded memory too, by two passes over a
+//! file (see [`super::dupes`]); only stdin keeps a digest of every id.
 //!
 //! Long because: four input formats share one line buffer, one issue type and one validation
 //! pass; each format's reader is short, and together they are the input contract.
 
-use std::collections::hash_map::Entry;
-use std::collections::HashMap;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Cursor, Read};
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
+
+use super::dupes::{DuplicateCheck, Seen};
+use super::fast::{self, RawBody};
 
 use serde_json::{Map, Value};
 
@@ -138,9 +141,14 @@ pub struct ReadOptions {
     pub expected_url: Option<String>,
     /// Longest accepted line (CSV: record) in bytes; longer ones are reported.
     pub max_line_bytes: usize,
-    /// Report a `custom_id` seen before. A second pass over a file the first pass already
-    /// checked turns it off, so the ids are not held in memory twice.
-    pub check_duplicates: bool,
+    /// How `custom_id`s seen before are found (default: every id remembered, one pass).
+    /// [`validate`] over a file uses two passes in bounded memory instead; a later pass over a
+    /// file it checked needs [`DuplicateCheck::Off`], or with `--skip-invalid` the candidates
+    /// it found ([`ValidationReport::duplicates`]).
+    pub duplicates: DuplicateCheck,
+    /// JSON bodies that surely pass the checks come as [`Payload::Raw`], the bytes the file
+    /// holds, read without building a JSON tree (the others, as before, as [`Payload::Body`]).
+    pub raw_bodies: bool,
 }
 
 impl ReadOptions {
@@ -150,7 +158,8 @@ impl ReadOptions {
             api,
             expected_url: None,
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
-            check_duplicates: true,
+            duplicates: DuplicateCheck::All,
+            raw_bodies: false,
         }
     }
 }
@@ -180,6 +189,8 @@ pub struct Item {
 pub enum Payload {
     /// A complete request body as given in the file (openai-batch, jsonl).
     Body(Value),
+    /// The same, as the file's bytes (with [`ReadOptions::raw_bodies`]).
+    Raw(RawBody),
     /// A bare prompt (text, csv); the caller builds the body for `--api`.
     Prompt {
         /// The prompt text, never empty.
@@ -259,6 +270,9 @@ pub struct ValidationReport {
     pub issues: Vec<Issue>,
     /// Total number of issues, including those not kept in `issues`.
     pub issue_count: u64,
+    /// What a later pass needs to skip the same duplicates exactly: the candidates of a file's
+    /// screen ([`DuplicateCheck::Only`]), or [`DuplicateCheck::Off`] when there were none.
+    pub duplicates: DuplicateCheck,
 }
 
 /// True when item `index` belongs to `shard = Some((k, n))`, i.e. `index % n == k`.
@@ -284,10 +298,13 @@ pub fn parse_shard(s: &str) -> Result<(u64, u64), String> {
     }
 }
 
-/// Reads the whole input once and reports valid item and issue counts.
+/// Reads the whole input and reports valid item and issue counts.
 ///
 /// This is the streamed first pass: run it, then [`Reader::open`] the file again
-/// for the real run. For stdin (`-`) the input is consumed, so use
+/// for the real run. A file is screened for duplicate ids with a Bloom filter and,
+/// when that found candidates, read once more to check only those exactly
+/// ([`super::dupes`]): memory stays bounded, the issues are the same as a set of
+/// every id would give. For stdin (`-`) the input is consumed, so use
 /// [`validate_reader`] on the one reader instead if it must be read twice.
 pub fn validate(
     path: &Path,
@@ -295,17 +312,57 @@ pub fn validate(
     opts: &ReadOptions,
     max_issues: usize,
 ) -> Result<ValidationReport, FileError> {
-    validate_reader(Reader::open(path, format, opts.clone())?, max_issues)
+    // The bodies are checked, not kept: no JSON tree is needed for the lines that pass.
+    let opts = &ReadOptions {
+        raw_bodies: true,
+        ..opts.clone()
+    };
+    if path == Path::new("-") || opts.duplicates != DuplicateCheck::All {
+        return validate_reader(Reader::open(path, format, opts.clone())?, max_issues);
+    }
+    let screen = ReadOptions {
+        duplicates: DuplicateCheck::Screen,
+        ..opts.clone()
+    };
+    let mut reader = Reader::open(path, format, screen)?;
+    let mut report = drain(&mut reader, max_issues)?;
+    let candidates = reader.seen.take_candidates();
+    if candidates.is_empty() {
+        return Ok(report);
+    }
+    let candidates = Arc::new(candidates);
+    let recheck = ReadOptions {
+        duplicates: DuplicateCheck::Only(candidates.clone()),
+        ..opts.clone()
+    };
+    let mut reader = Reader::open(path, Some(report.format), recheck)?;
+    reader.duplicates_only = true;
+    let dups = drain(&mut reader, max_issues)?;
+    // Both lists are in file order and each holds its first `max_issues`: so does the merge.
+    let mut issues = std::mem::take(&mut report.issues);
+    issues.extend(dups.issues);
+    issues.sort_by_key(|i| i.line);
+    issues.truncate(max_issues);
+    report.issues = issues;
+    report.issue_count += dups.issue_count;
+    report.items -= dups.issue_count;
+    report.duplicates = DuplicateCheck::Only(candidates);
+    Ok(report)
 }
 
 /// Drains `reader`, counting valid items and collecting issues (see [`validate`]).
 /// A fatal issue becomes [`FileError::Read`], since the counts would be partial.
-pub fn validate_reader(reader: Reader, max_issues: usize) -> Result<ValidationReport, FileError> {
+pub fn validate_reader(mut reader: Reader, max_issues: usize) -> Result<ValidationReport, FileError> {
+    drain(&mut reader, max_issues)
+}
+
+fn drain(reader: &mut Reader, max_issues: usize) -> Result<ValidationReport, FileError> {
     let mut report = ValidationReport {
         format: reader.format(),
         items: 0,
         issues: Vec::new(),
         issue_count: 0,
+        duplicates: DuplicateCheck::Off,
     };
     for res in reader {
         match res {
@@ -338,32 +395,21 @@ pub struct Reader {
     api: Api,
     /// Path segments the openai-batch `url` must equal; `None` accepts any url.
     expected_url: Option<(String, Vec<String>)>,
+    /// The last `url` that matched: the lines of a file mostly repeat it.
+    url_matched: String,
+    raw_bodies: bool,
     max_line: usize,
     inner: Inner,
     next_index: u64,
-    /// custom_id -> first line. Memory grows with the number of distinct ids
-    /// (not the file size); accepted as the price of catching duplicates,
-    /// which would otherwise make results and resume ambiguous. Only filled for
-    /// formats whose ids come from the file (openai-batch, csv `custom_id`).
-    /// 128-bit digests of the ids seen, with their line (saturating at u32::MAX): 24 bytes an
-    /// id however long it is. `[u64; 2]` rather than `u128` keeps entries 8-byte aligned.
-    seen: HashMap<[u64; 2], u32>,
-    check_duplicates: bool,
+    /// Duplicate ids (only for formats whose ids come from the file: openai-batch, csv
+    /// `custom_id`); see [`DuplicateCheck`].
+    seen: Seen,
+    /// The re-check pass of [`validate`]: yields only duplicate issues, and skips
+    /// openai-batch lines whose id is not a candidate without parsing them whole.
+    duplicates_only: bool,
+    /// Set when the last line was rejected as a duplicate.
+    duplicate_hit: bool,
     done: bool,
-}
-
-/// A 128-bit digest of a custom_id: two SipHash passes with different prefixes. Two distinct
-/// ids collide with probability about n^2 / 2^129 (1e-26 for a million ids), so the set
-/// detects duplicates as a set of strings would, in a fraction of the memory.
-fn id_key(id: &str) -> [u64; 2] {
-    use std::hash::{Hash, Hasher};
-    let half = |salt: u8| {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        salt.hash(&mut h);
-        id.hash(&mut h);
-        h.finish()
-    };
-    [half(0), half(1)]
 }
 
 enum Inner {
@@ -411,13 +457,14 @@ impl Reader {
         opts: ReadOptions,
     ) -> Result<Reader, FileError> {
         let (_head, src) = prepare(src, name, opts.max_line_bytes)?;
-        Reader::from_prepared(src, name.to_string(), format, opts)
+        Reader::from_prepared(src, name.to_string(), format, opts, None)
     }
 
     /// Opens `path` (`-` for stdin) and reads it as `format`, detecting the
     /// format with [`Format::detect`] when `None`. Detection peeks at the
     /// first non-blank line and keeps it, so stdin works too.
     pub fn open(path: &Path, format: Option<Format>, opts: ReadOptions) -> Result<Reader, FileError> {
+        let mut size = None;
         let (name, src): (String, Source) = if path == Path::new("-") {
             (STDIN_NAME.to_string(), Box::new(BufReader::new(io::stdin())))
         } else {
@@ -425,6 +472,7 @@ impl Reader {
                 path: path.display().to_string(),
                 source,
             })?;
+            size = file.metadata().ok().map(|m| m.len());
             (
                 path.display().to_string(),
                 Box::new(BufReader::with_capacity(256 * 1024, file)),
@@ -432,7 +480,7 @@ impl Reader {
         };
         let (head, src) = prepare(src, &name, opts.max_line_bytes)?;
         let format = format.unwrap_or_else(|| Format::detect(path, &head));
-        Reader::from_prepared(src, name, format, opts)
+        Reader::from_prepared(src, name, format, opts, size)
     }
 
     /// The format being read.
@@ -445,7 +493,13 @@ impl Reader {
         &self.name
     }
 
-    fn from_prepared(src: Source, name: String, format: Format, opts: ReadOptions) -> Result<Reader, FileError> {
+    fn from_prepared(
+        src: Source,
+        name: String,
+        format: Format,
+        opts: ReadOptions,
+        size: Option<u64>,
+    ) -> Result<Reader, FileError> {
         let expected_url = match (&opts.expected_url, opts.api) {
             (Some(u), _) => Some((u.clone(), url_segments(u))),
             (None, Api::Forefront) => None,
@@ -465,11 +519,14 @@ impl Reader {
             format,
             api: opts.api,
             expected_url,
+            url_matched: String::new(),
+            raw_bodies: opts.raw_bodies,
             max_line,
             inner,
             next_index: 0,
-            seen: HashMap::new(),
-            check_duplicates: opts.check_duplicates,
+            seen: Seen::new(&opts.duplicates, size),
+            duplicates_only: false,
+            duplicate_hit: false,
             done: false,
         })
     }
@@ -496,16 +553,24 @@ impl Reader {
 
     /// Records `id` as seen on `line`, failing if it was seen before.
     fn claim_id(&mut self, id: &str, line: u64) -> Result<(), String> {
-        if !self.check_duplicates {
-            return Ok(());
+        self.seen.claim(id, line).map_err(|first| {
+            self.duplicate_hit = true;
+            format!("duplicate custom_id {} (first on line {first})", quote(id))
+        })
+    }
+
+    /// In the re-check pass: an openai-batch line whose id is surely unique needs no parse.
+    fn skip_unique(&self, bytes: &[u8]) -> bool {
+        #[derive(serde::Deserialize)]
+        struct IdOnly<'a> {
+            #[serde(borrow)]
+            custom_id: Option<std::borrow::Cow<'a, str>>,
         }
-        match self.seen.entry(id_key(id)) {
-            Entry::Occupied(e) => Err(format!("duplicate custom_id {} (first on line {})", quote(id), e.get())),
-            Entry::Vacant(v) => {
-                v.insert(u32::try_from(line).unwrap_or(u32::MAX));
-                Ok(())
-            }
-        }
+        self.format == Format::OpenaiBatch
+            && serde_json::from_slice::<IdOnly>(bytes)
+                .ok()
+                .and_then(|p| p.custom_id)
+                .is_some_and(|id| !self.seen.is_candidate(&id))
     }
 
     fn next_line(&mut self) -> Option<Result<Item, Issue>> {
@@ -526,6 +591,9 @@ impl Reader {
                 }
                 Ok(LineRead::TooLong) => {
                     *line += 1;
+                    if self.duplicates_only {
+                        continue;
+                    }
                     let reason = format!("line longer than {} bytes", self.max_line);
                     return Some(Err(self.issue(start_line, reason, false)));
                 }
@@ -538,11 +606,22 @@ impl Reader {
                     // Taken out so the parse helpers can borrow `self` mutably;
                     // put back below to keep reusing the allocation.
                     let taken = std::mem::take(buf);
-                    let res = self.parse_line(start_line, strip_eol(&taken));
+                    self.duplicate_hit = false;
+                    let res = if self.duplicates_only && self.skip_unique(strip_eol(&taken)) {
+                        None
+                    } else {
+                        Some(self.parse_line(start_line, strip_eol(&taken)))
+                    };
                     if let Inner::Lines { buf, .. } = &mut self.inner {
                         *buf = taken;
                     }
-                    return Some(res.map_err(|reason| self.issue(start_line, reason, false)));
+                    match res {
+                        Some(Err(reason)) if !self.duplicates_only || self.duplicate_hit => {
+                            return Some(Err(self.issue(start_line, reason, false)))
+                        }
+                        Some(Ok(item)) => return Some(Ok(item)),
+                        _ => continue,
+                    }
                 }
             }
         }
@@ -561,6 +640,11 @@ impl Reader {
                 },
             )),
             Format::Jsonl => {
+                if self.raw_bodies {
+                    if let Some(body) = fast::jsonl_line(text, self.api) {
+                        return Ok(self.item(line, line.to_string(), Payload::Raw(body)));
+                    }
+                }
                 let body = parse_object(text)?;
                 check_body(&body, self.api)?;
                 Ok(self.item(line, line.to_string(), Payload::Body(Value::Object(body))))
@@ -572,6 +656,24 @@ impl Reader {
     }
 
     fn parse_openai(&mut self, line: u64, text: &str) -> Result<Item, String> {
+        if self.raw_bodies {
+            let expected = self.expected_url.as_ref().map(|(_, segs)| segs.as_slice());
+            let last = &mut self.url_matched;
+            let url_ok = |u: &str| {
+                if !last.is_empty() && u == last.as_str() {
+                    return true;
+                }
+                let ok = expected.is_none_or(|segs| url_matches(u, segs));
+                if ok {
+                    u.clone_into(last);
+                }
+                ok
+            };
+            if let Some((id, body)) = fast::openai_line(text, self.api, url_ok) {
+                self.claim_id(&id, line)?;
+                return Ok(self.item(line, id.into_owned(), Payload::Raw(body)));
+            }
+        }
         let mut obj = parse_object(text)?;
         let custom_id = match obj.remove("custom_id") {
             Some(Value::String(s)) if s.is_empty() => return Err("empty \"custom_id\"".to_string()),
@@ -588,7 +690,7 @@ impl Reader {
         match (obj.get("url"), &self.expected_url) {
             (None, _) | (Some(Value::String(_)), None) => {}
             (Some(Value::String(u)), Some((want, segs))) => {
-                if url_segments(u) != *segs {
+                if !url_matches(u, segs) {
                     return Err(format!(
                         "url {} does not match --api {} (expects {})",
                         quote(u),
@@ -644,8 +746,12 @@ impl Reader {
                     }
                     st.row += 1;
                     let row = st.row;
-                    let res = self.parse_csv_record(line, row);
-                    return Some(res.map_err(|reason| self.issue(line, reason, false)));
+                    self.duplicate_hit = false;
+                    match self.parse_csv_record(line, row) {
+                        Ok(item) => return Some(Ok(item)),
+                        Err(_) if self.duplicates_only && !self.duplicate_hit => continue,
+                        Err(reason) => return Some(Err(self.issue(line, reason, false))),
+                    }
                 }
             }
         }
@@ -957,6 +1063,15 @@ fn check_body(body: &Map<String, Value>, api: Api) -> Result<(), String> {
 /// `/v1/chat/completions`, `chat/completions` and
 /// `https://host/openai/v1/chat/completions?x=1` all compare equal.
 fn url_segments(url: &str) -> Vec<String> {
+    segments(url).map(str::to_string).collect()
+}
+
+/// Whether `url`'s segments (see [`url_segments`]) are `want`, without allocating.
+fn url_matches(url: &str, want: &[String]) -> bool {
+    segments(url).eq(want.iter().map(String::as_str))
+}
+
+fn segments(url: &str) -> impl Iterator<Item = &str> + Clone {
     let mut path = url;
     if let Some(i) = path.find("://") {
         let rest = &path[i + 3..];
@@ -965,9 +1080,14 @@ fn url_segments(url: &str) -> Vec<String> {
     if let Some(i) = path.find(['?', '#']) {
         path = &path[..i];
     }
-    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let from = segs.iter().rposition(|s| *s == "v1").map_or(0, |i| i + 1);
-    segs[from..].iter().map(|s| s.to_string()).collect()
+    let segs = path.split('/').filter(|s| !s.is_empty());
+    let from = segs
+        .clone()
+        .enumerate()
+        .filter(|(_, s)| *s == "v1")
+        .last()
+        .map_or(0, |(i, _)| i + 1);
+    segs.skip(from)
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -1370,6 +1490,54 @@ mod tests {
         );
     }
 
+    /// The two-pass check of a file reports what one pass remembering every id reports: the
+    /// same duplicates, interleaved in file order with the other issues, capped the same way.
+    #[test]
+    fn validate_file_in_two_passes_matches_one_pass() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let mut lines = Vec::new();
+        for i in 0..3000 {
+            lines.push(match i % 500 {
+                7 => "{\"custom_id\": 5}".to_string(),
+                9 => batch_line(&format!("id-{}", i / 3)),
+                13 => batch_line("id-3"),
+                _ => batch_line(&format!("id-{i}")),
+            });
+        }
+        // A duplicate whose line is bad otherwise is reported for its other fault only.
+        lines.push(r#"{"custom_id":"id-3","body":{"prompt":"x"}}"#.to_string());
+        let path = dir.path().join("in.jsonl");
+        std::fs::write(&path, lines.join("\n"))?;
+        for max in [2, 5, 100] {
+            let one = validate_reader(Reader::open(&path, None, opts(Api::Chat))?, max)?;
+            let two = validate(&path, None, &opts(Api::Chat), max)?;
+            assert_eq!((two.items, two.issue_count), (one.items, one.issue_count));
+            assert_eq!(two.issues, one.issues, "max {max}");
+            assert!(matches!(two.duplicates, DuplicateCheck::Only(_)));
+        }
+        let two = validate(&path, None, &opts(Api::Chat), 100)?;
+        assert!(two
+            .issues
+            .iter()
+            .any(|i| i.reason == "duplicate custom_id \"id-3\" (first on line 4)"));
+        // A send pass given the candidates skips exactly the duplicates.
+        let o = ReadOptions {
+            duplicates: two.duplicates.clone(),
+            ..opts(Api::Chat)
+        };
+        let res: Vec<_> = Reader::open(&path, None, o)?.collect();
+        let bad = res.iter().filter(|r| r.is_err()).count() as u64;
+        assert_eq!(bad, two.issue_count);
+        // No duplicates: one pass, nothing held for a later one.
+        std::fs::write(&path, [batch_line("a"), batch_line("b")].join("\n"))?;
+        let clean = validate(&path, None, &opts(Api::Chat), 10)?;
+        assert_eq!(
+            (clean.items, clean.issue_count, clean.duplicates),
+            (2, 0, DuplicateCheck::Off)
+        );
+        Ok(())
+    }
+
     #[test]
     fn csv_issues() {
         let data = "prompt,tag,custom_id\n\"\",t,a\nok,t\nfine,t,c\n,t,d\nx,t,\n";
@@ -1507,15 +1675,75 @@ mod tests {
         }
     }
 
+    /// One openai-batch line from interesting parts (some parts left out).
+    fn batch_line_strategy() -> impl Strategy<Value = String> {
+        let id = prop::sample::select(vec!["\"a\"", "\"b\"", "\"\"", "null", "5", "\"a\\u0062\""]);
+        let method = prop::sample::select(vec!["", "\"POST\"", "\"get\"", "null"]);
+        let url = prop::sample::select(vec!["", "\"/v1/completions\"", "\"chat/completions\"", "3"]);
+        let body = prop::sample::select(vec![
+            "{\"prompt\":\"hi\"}",
+            "{\"prompt\":\"  \"}",
+            "{\"prompt\":[ ]}",
+            "{\"prompt\":[1],\"stream\":true}",
+            "{\"messages\":[]}",
+            "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"model\":null}",
+            "{\"prompt\":null}",
+            "{\"prompt\":\"a\",\"prompt\":\"\"}",
+            "[]",
+        ]);
+        (id, method, url, body).prop_map(|(id, method, url, body)| {
+            let mut parts = vec![format!("\"custom_id\":{id}")];
+            if !method.is_empty() {
+                parts.push(format!("\"method\":{method}"));
+            }
+            if !url.is_empty() {
+                parts.push(format!("\"url\":{url}"));
+            }
+            parts.push(format!("\"body\":{body}"));
+            format!("{{{}}}", parts.join(","))
+        })
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// The fast path (raw bodies) accepts exactly the lines the full check accepts, with the
+        /// same ids and bodies, and reports the others with the same reasons.
+        #[test]
+        fn raw_bodies_agree_with_the_full_check(
+            lines in proptest::collection::vec(batch_line_strategy(), 1..12),
+            chat in any::<bool>(),
+        ) {
+            let api = if chat { Api::Chat } else { Api::Completions };
+            let data = lines.join("\n");
+            for format in [Format::OpenaiBatch, Format::Jsonl] {
+                let full = read_with(format, opts(api), data.as_bytes());
+                let raw = read_with(format, ReadOptions { raw_bodies: true, ..opts(api) }, data.as_bytes());
+                prop_assert_eq!(full.len(), raw.len());
+                for (f, r) in full.iter().zip(&raw) {
+                    match (f, r) {
+                        (Ok(f), Ok(r)) => {
+                            prop_assert_eq!((&f.custom_id, f.index, f.line), (&r.custom_id, r.index, r.line));
+                            let body = match &r.body {
+                                Payload::Raw(b) => b.to_value(),
+                                Payload::Body(v) => v.clone(),
+                                other => panic!("{other:?}"),
+                            };
+                            prop_assert_eq!(Payload::Body(body), f.body.clone());
+                        }
+                        (Err(f), Err(r)) => prop_assert_eq!(f, r),
+                        (f, r) => prop_assert!(false, "full {:?} raw {:?}", f, r),
+                    }
+                }
+            }
+        }
 
         #[test]
         fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..2048), max in 1usize..64) {
             for format in Format::ALL {
                 for api in Api::ALL {
                     for max_line_bytes in [max, DEFAULT_MAX_LINE_BYTES] {
-                        let o = ReadOptions { api, expected_url: None, max_line_bytes, check_duplicates: true };
+                        let o = ReadOptions { api, expected_url: None, max_line_bytes, duplicates: DuplicateCheck::All, raw_bodies: false };
                         if let Ok(r) = Reader::new(Box::new(Cursor::new(data.clone())), format, o) {
                             for res in r {
                                 if let Err(issue) = res {

@@ -1,9 +1,12 @@
 //! Result writer producing OpenAI Batch output JSONL.
 //!
-//! Each result is serialised to one buffer, newline included, and written with
-//! a single `write_all` followed by `flush`, so this process never leaves half
-//! a line behind on its own; a crash mid-write can still tear the last line,
-//! which [`crate::batch::truncate_torn_tail`] repairs on resume.
+//! Results are serialised whole, newline included, into a buffer of whole lines
+//! that goes out with a single `write_all`: at once ([`OutputWriter::write_result`]),
+//! or for several results together ([`OutputWriter::buffer_result`], then
+//! [`OutputWriter::flush`] once the caller has nothing more at hand, and at the
+//! latest every [`FLUSH_BYTES`]). So this process never leaves half a line behind
+//! on its own; a crash mid-write can still tear the last line, which
+//! [`crate::batch::truncate_torn_tail`] repairs on resume.
 //!
 //! Failures are written to the main output and also to `<path>.errors.jsonl`.
 //! The errors file is created lazily, on the first failure, so a clean run
@@ -19,6 +22,9 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::resume::truncate_torn_tail;
+
+/// Buffered bytes that make [`OutputWriter::buffer_result`] write at once.
+pub const FLUSH_BYTES: usize = 256 * 1024;
 
 /// The outcome of one request, as handed to [`OutputWriter::write_result`].
 #[derive(Debug, Clone)]
@@ -81,8 +87,11 @@ pub struct OutputWriter {
     resuming: bool,
     /// Sequence number of the last record id issued (`batch_req_<seq>`).
     seq: u64,
-    /// Reused serialisation buffer.
+    /// Whole lines not written yet, for the output and for the errors file.
     buf: Vec<u8>,
+    errors_buf: Vec<u8>,
+    /// The record id being written (`batch_req_<seq>`), reused.
+    id: String,
 }
 
 impl OutputWriter {
@@ -109,6 +118,8 @@ impl OutputWriter {
             resuming: false,
             seq: 0,
             buf: Vec::new(),
+            errors_buf: Vec::new(),
+            id: String::new(),
         })
     }
 
@@ -134,6 +145,8 @@ impl OutputWriter {
             resuming: true,
             seq: already_written,
             buf: Vec::new(),
+            errors_buf: Vec::new(),
+            id: String::new(),
         })
     }
 
@@ -148,10 +161,20 @@ impl OutputWriter {
     }
 
     /// Writes one result line to the output, and to the errors file when it
-    /// is not a success. Each line goes out in one `write_all` plus `flush`.
+    /// is not a success, at once (with whatever was buffered before it).
     pub fn write_result(&mut self, rec: &OutputRecord) -> io::Result<()> {
+        self.buffer_result(rec)?;
+        self.flush()
+    }
+
+    /// Adds one result line (and its errors-file line) to the buffer; writes the buffer
+    /// when it holds [`FLUSH_BYTES`]. Call [`OutputWriter::flush`] when nothing more is at
+    /// hand: a line is only as safe as its last flush.
+    pub fn buffer_result(&mut self, rec: &OutputRecord) -> io::Result<()> {
+        use std::fmt::Write as _;
         self.seq += 1;
-        let id = format!("batch_req_{}", self.seq);
+        self.id.clear();
+        let _ = write!(self.id, "batch_req_{}", self.seq);
         let response = if rec.status_code.is_some() || rec.body.is_some() {
             Some(ResponseOut {
                 status_code: rec.status_code,
@@ -162,18 +185,34 @@ impl OutputWriter {
             None
         };
         let line = Line {
-            id: &id,
+            id: &self.id,
             custom_id: &rec.custom_id,
             response,
             error: rec.error.as_ref().map(|(code, message)| ErrorOut { code, message }),
         };
-        self.buf.clear();
-        serde_json::to_writer(&mut self.buf, &line).map_err(io::Error::other)?;
+        let start = self.buf.len();
+        if let Err(e) = serde_json::to_writer(&mut self.buf, &line) {
+            self.buf.truncate(start);
+            return Err(io::Error::other(e));
+        }
         self.buf.push(b'\n');
-
-        self.main.write_all(&self.buf)?;
-        self.main.flush()?;
         if !rec.is_success() {
+            self.errors_buf.extend_from_slice(&self.buf[start..]);
+        }
+        if self.buf.len() >= FLUSH_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the buffered lines: the output's in one `write_all`, then the errors file's.
+    pub fn flush(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            let r = self.main.write_all(&self.buf);
+            self.buf.clear();
+            r?;
+        }
+        if !self.errors_buf.is_empty() {
             self.append_errors_buf()?;
         }
         Ok(())
@@ -189,10 +228,9 @@ impl OutputWriter {
             "response": null,
             "error": {"code": "invalid_input", "message": message},
         });
-        self.buf.clear();
-        serde_json::to_writer(&mut self.buf, &v).map_err(io::Error::other)?;
-        self.buf.push(b'\n');
-        self.append_errors_buf()
+        serde_json::to_writer(&mut self.errors_buf, &v).map_err(io::Error::other)?;
+        self.errors_buf.push(b'\n');
+        self.flush()
     }
 
     fn append_errors_buf(&mut self) -> io::Result<()> {
@@ -212,10 +250,18 @@ impl OutputWriter {
                     self.errors.insert(f)
                 }
             };
-            errors.write_all(&self.buf)?;
-            errors.flush()?;
+            let r = errors.write_all(&self.errors_buf);
+            self.errors_buf.clear();
+            r?;
         }
         Ok(())
+    }
+}
+
+impl Drop for OutputWriter {
+    /// Buffered lines are whole: writing them is always safe (callers flush and see errors).
+    fn drop(&mut self) {
+        let _ = self.flush();
     }
 }
 
@@ -351,6 +397,37 @@ mod tests {
         let errs = lines(&errors_path_for(&out));
         let err_ids: Vec<&str> = errs.iter().filter_map(|v| v["custom_id"].as_str()).collect();
         assert_eq!(err_ids, ["b", "c"]);
+        Ok(())
+    }
+
+    #[test]
+    fn buffered_lines_go_out_whole_on_flush() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let out = dir.path().join("out.jsonl");
+        let mut w = OutputWriter::create(&out)?;
+        w.buffer_result(&ok("a"))?;
+        w.buffer_result(&failed("b"))?;
+        assert_eq!(std::fs::read(&out)?.len(), 0, "nothing written before the flush");
+        w.flush()?;
+        let main = lines(&out);
+        assert_eq!(main.len(), 2);
+        assert_eq!(main[1]["id"], "batch_req_2");
+        assert_eq!(lines(&errors_path_for(&out)), vec![main[1].clone()]);
+        // A full buffer goes out by itself, in whole lines.
+        let before = std::fs::metadata(&out)?.len();
+        let mut n = 2;
+        while std::fs::metadata(&out)?.len() == before && n < 100_000 {
+            w.buffer_result(&ok("c"))?;
+            n += 1;
+        }
+        let text = std::fs::read_to_string(&out)?;
+        assert!(
+            text.ends_with('\n') && text.len() >= FLUSH_BYTES,
+            "{} bytes",
+            text.len()
+        );
+        drop(w);
+        assert_eq!(lines(&out).len(), n, "the rest is written when the writer goes");
         Ok(())
     }
 

@@ -66,7 +66,7 @@ pub async fn run(mut args: AutoArgs, interrupt: Stop) -> anyhow::Result<ExitStat
         tuning: args.tuning.clone(),
     };
     let valid = validate_input(&run_settings, args.endpoint.api)?;
-    let requests = valid.unwrap_or(0);
+    let requests = valid.items.unwrap_or(0);
     if run_settings.output.exists() {
         return Err(usage_error(
             format!("{} already exists", run_settings.output.display()),

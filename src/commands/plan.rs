@@ -57,6 +57,7 @@ pub fn scan_job(path: &Path, format: Option<crate::batch::Format>, api: crate::a
         match item {
             Ok(item) => match &item.body {
                 Payload::Body(v) => mix.add(v),
+                Payload::Raw(r) => mix.add(&r.to_value()),
                 Payload::Prompt { prompt, .. } => mix.add(&serde_json::json!({ "prompt": prompt })),
             },
             Err(issue) if issue.fatal => return Err(usage_error(issue.to_string(), None)),

@@ -55,6 +55,8 @@ impl Collector {
                     for ev in events.drain(..) {
                         self.on_event(ev, retries_used)?;
                     }
+                    // The lines of every answer at hand, in one write.
+                    self.flush()?;
                     self.progress.update(self.tally.ok, self.tally.failed);
                 }
                 note = notes.recv(), if notes_open => match note {
@@ -73,6 +75,7 @@ impl Collector {
                 _ = ticker.tick() => self.progress.tick(self.tally.start, retries_used.load(Ordering::Relaxed)),
             }
         }
+        self.flush()?;
         // Notes that came after the last event (the feed's final counts).
         while let Ok(note) = notes.try_recv() {
             if let FeedNote::Done(counts) = note {
@@ -148,7 +151,13 @@ impl Collector {
 
     fn write(&mut self, rec: &batch::OutputRecord) -> anyhow::Result<()> {
         self.writer
-            .write_result(rec)
+            .buffer_result(rec)
+            .map_err(|err| anyhow::anyhow!("cannot write {}: {err}", self.output.display()))
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        self.writer
+            .flush()
             .map_err(|err| anyhow::anyhow!("cannot write {}: {err}", self.output.display()))
     }
 

@@ -5,7 +5,7 @@
 use super::queue::Job;
 use super::tally::FeedCounts;
 use crate::api::Api;
-use crate::batch::{self, Format, Item, Payload, ReadOptions, Reader, ResumeState};
+use crate::batch::{self, DuplicateCheck, Format, Item, Payload, ReadOptions, Reader, ResumeState};
 use crate::client::{build_body, prepare_body, wants_stream, MaxTokensField};
 use bytes::Bytes;
 use std::path::PathBuf;
@@ -41,9 +41,10 @@ pub struct FeedSpec {
     pub shard: Option<(u64, u64)>,
     /// Ids already answered (`--resume`).
     pub done: Option<ResumeState>,
-    /// The first pass checked a file for duplicate ids already; stdin had no first pass, and
-    /// with --skip-invalid the duplicates it found must be skipped here too.
-    pub check_duplicates: bool,
+    /// The first pass checked a file for duplicate ids already (Off); stdin had no first pass
+    /// (All), and with --skip-invalid the duplicates it found must be skipped here too (the
+    /// first pass's candidates).
+    pub duplicates: DuplicateCheck,
     /// A bad line ends the run (stdin without `--skip-invalid`, where no first pass ran).
     pub stop_on_invalid: bool,
 }
@@ -59,7 +60,8 @@ pub fn spawn(
 
 fn feed(spec: FeedSpec, jobs: async_channel::Sender<Vec<Job>>, notes: mpsc::UnboundedSender<FeedNote>) {
     let opts = ReadOptions {
-        check_duplicates: spec.check_duplicates,
+        duplicates: spec.duplicates.clone(),
+        raw_bodies: true,
         ..ReadOptions::new(spec.api)
     };
     let reader = match Reader::open(&spec.input, spec.format, opts) {
@@ -112,6 +114,15 @@ fn feed(spec: FeedSpec, jobs: async_channel::Sender<Vec<Job>>, notes: mpsc::Unbo
 fn job_of(item: Item, spec: &FeedSpec) -> Job {
     let model = spec.model.as_deref();
     let mut body = match item.body {
+        // Sent as the file has it: no JSON tree built and written back.
+        Payload::Raw(raw) => {
+            return Job {
+                body: Bytes::from(raw.to_request(model)),
+                stream: raw.stream,
+                custom_id: item.custom_id,
+                attempt: 0,
+            }
+        }
         Payload::Body(v) => v,
         Payload::Prompt { prompt, .. } => build_body(spec.api, model, &prompt, spec.max_tokens, spec.field),
     };

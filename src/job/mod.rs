@@ -17,7 +17,7 @@ pub mod tally;
 mod worker;
 
 use crate::api::Api;
-use crate::batch::{self, Format, OutputWriter, ReadOptions};
+use crate::batch::{self, DuplicateCheck, Format, OutputWriter, ReadOptions};
 use crate::cli::{EndpointArgs, RunTuning};
 use crate::client::{Client, MaxTokensField};
 use crate::engine::rate::RateLimiter;
@@ -135,22 +135,36 @@ pub struct Prepared {
     writer: OutputWriter,
     done: Option<batch::ResumeState>,
     estimate: Option<u64>,
+    /// How the send pass finds the duplicates the first pass found (`--skip-invalid`).
+    duplicates: DuplicateCheck,
+}
+
+/// What the first pass learnt about the input.
+#[derive(Debug, Clone)]
+pub struct Validated {
+    /// Valid items (None for stdin, which is read once).
+    pub items: Option<u64>,
+    /// The duplicate-id candidates of a file, for a send pass that skips invalid lines.
+    pub duplicates: DuplicateCheck,
 }
 
 /// The first pass over the input (every bad line, nothing sent), the resume state and the
 /// output writer (which refuses to overwrite without --resume).
 pub fn prepare(s: &RunSettings, api: Api) -> anyhow::Result<Prepared> {
-    let estimate = validate_input(s, api)?;
-    open_output(s, estimate)
+    let validated = validate_input(s, api)?;
+    open_output(s, validated)
 }
 
 /// The first pass (streamed): every bad line is reported and nothing is sent, unless
 /// `--skip-invalid`. Returns the number of valid items. Stdin can be read only once, so there
 /// bad lines are found as they come (None).
-pub fn validate_input(s: &RunSettings, api: Api) -> anyhow::Result<Option<u64>> {
+pub fn validate_input(s: &RunSettings, api: Api) -> anyhow::Result<Validated> {
     validate_tuning(&s.tuning)?;
     if s.input.as_os_str() == "-" {
-        return Ok(None);
+        return Ok(Validated {
+            items: None,
+            duplicates: DuplicateCheck::All,
+        });
     }
     if !s.input.exists() {
         return Err(usage_error(
@@ -180,11 +194,14 @@ pub fn validate_input(s: &RunSettings, api: Api) -> anyhow::Result<Option<u64>> 
             Some("fix them, or pass --skip-invalid to send the rest and list the bad lines in the errors file".into()),
         ));
     }
-    Ok(Some(report.items))
+    Ok(Validated {
+        items: Some(report.items),
+        duplicates: report.duplicates,
+    })
 }
 
 /// Reads the resume state and opens the output (refusing to overwrite without --resume).
-pub fn open_output(s: &RunSettings, estimate: Option<u64>) -> anyhow::Result<Prepared> {
+pub fn open_output(s: &RunSettings, validated: Validated) -> anyhow::Result<Prepared> {
     let done = if s.resume && s.output.exists() {
         Some(
             batch::read_done(&s.output)
@@ -217,7 +234,12 @@ pub fn open_output(s: &RunSettings, estimate: Option<u64>) -> anyhow::Result<Pre
             s.output.display()
         ));
     }
-    Ok(Prepared { writer, done, estimate })
+    Ok(Prepared {
+        writer,
+        done,
+        estimate: validated.items,
+        duplicates: validated.duplicates,
+    })
 }
 
 /// Switches the resource on, sends the batch, switches it off (also on failure and Ctrl-C).
@@ -269,7 +291,12 @@ pub struct Batch<'a> {
 /// each final outcome; returns when all are answered or the run stops.
 pub async fn send_batch(b: Batch<'_>, prepared: Prepared, interrupt: Stop) -> anyhow::Result<RunOutcome> {
     let s = b.settings;
-    let Prepared { writer, done, estimate } = prepared;
+    let Prepared {
+        writer,
+        done,
+        estimate,
+        duplicates,
+    } = prepared;
     let started_at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     let (jobs_tx, jobs_rx) = async_channel::bounded::<Vec<Job>>(feed::CHUNKS_QUEUED);
     let (note_tx, note_rx) = mpsc::unbounded_channel::<FeedNote>();
@@ -286,7 +313,13 @@ pub async fn send_batch(b: Batch<'_>, prepared: Prepared, interrupt: Stop) -> an
             max_tokens: s.tuning.max_tokens,
             shard: s.shard,
             done,
-            check_duplicates: stdin || s.tuning.skip_invalid,
+            // A file's first pass found any duplicates already: without --skip-invalid it
+            // stopped the run; with it, its candidates let this pass skip them exactly.
+            duplicates: if stdin || s.tuning.skip_invalid {
+                duplicates
+            } else {
+                DuplicateCheck::Off
+            },
             stop_on_invalid: stdin && !s.tuning.skip_invalid,
         },
         jobs_tx,

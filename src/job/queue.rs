@@ -140,6 +140,10 @@ impl Source for JobSource {
     type Item = Job;
 
     async fn next(&self) -> Option<Job> {
+        // The common case, a job at hand: taken without registering as a waiter.
+        if let Take::Job(job) = self.take() {
+            return Some(job);
+        }
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);

@@ -121,6 +121,7 @@ impl Workload {
             if let Some(slot) = reservoir.offer() {
                 let mut body = match item.body {
                     Payload::Body(v) => v,
+                    Payload::Raw(r) => r.to_value(),
                     Payload::Prompt { prompt, .. } => build_body(api, model.as_deref(), &prompt, max_tokens, field),
                 };
                 prepare_body(&mut body, model.as_deref(), Some(stream));
