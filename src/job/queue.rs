@@ -7,7 +7,6 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -130,9 +129,14 @@ impl JobSource {
     }
 
     fn add_chunk(&self, chunk: Vec<Job>) {
+        let n = chunk.len();
         self.queue.lock().expect("job queue lock").ready.extend(chunk);
         // Other idle workers wait on the channel or on this: a chunk holds work for them too.
-        self.changed.notify_waiters();
+        // One wake per job beyond the one this worker takes, not all of them at once: with
+        // 1,024 workers, waking every idle one for each chunk costs more than the requests.
+        for _ in 1..n {
+            self.changed.notify_one();
+        }
     }
 }
 
@@ -165,14 +169,20 @@ impl Source for JobSource {
                 }
                 Err(async_channel::TryRecvError::Empty) => {}
             }
-            let sleep_to = due.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            // No timer unless a retry is due: an idle worker waits on the feed and on changes.
+            let retry_due = async {
+                match due {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 chunk = self.fresh.recv(), if !self.fresh.is_closed() || !self.fresh.is_empty() => {
                     if let Ok(chunk) = chunk {
                         self.add_chunk(chunk);
                     }
                 }
-                _ = tokio::time::sleep_until(sleep_to) => {}
+                _ = retry_due => {}
                 _ = &mut changed => {}
             }
         }
@@ -183,6 +193,7 @@ impl Source for JobSource {
 mod tests {
     use super::*;
     use std::sync::Arc;
+    use std::time::Duration;
 
     fn job(id: &str) -> Job {
         Job {
