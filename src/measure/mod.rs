@@ -457,6 +457,11 @@ async fn measure_level(sweep: &Sweep<'_>, c: u32, sink: &mut Option<&mut OutputW
                             break;
                         }
                         warm_end = Some(now);
+                        if let Some(server) = server {
+                            // Opens the window's counters (not waited for: a slow /metrics
+                            // must not stall the level).
+                            server.scrape_now(Duration::ZERO).await;
+                        }
                     } else if now > hard_limit {
                         break;
                     }
@@ -497,6 +502,11 @@ async fn measure_level(sweep: &Sweep<'_>, c: u32, sink: &mut Option<&mut OutputW
         }
     }
     let end = (Instant::now() - level_start).as_secs_f64();
+    if let (Some(server), Some(_)) = (server, warm_end) {
+        // Closes the window's counters (after `end`, so the wait never lengthens the window).
+        server.scrape_now(Duration::from_millis(500)).await;
+    }
+    let scraped_until = Instant::now();
     if warm_end.is_none() && !interrupted && workload.used_up() && recs.iter().any(|r| r.outcome.is_ok()) {
         // A job sweep's budget ran out during the warm-up: measure the level on all it got
         // rather than throw the lines away.
@@ -564,10 +574,7 @@ async fn measure_level(sweep: &Sweep<'_>, c: u32, sink: &mut Option<&mut OutputW
     };
     let (mut row, requests, estimated) = summarize_level(c, s.gpus, &samples, w, end, offset_ms);
     if let Some(server) = server {
-        let window = server.between(
-            level_start + Duration::from_secs_f64(w),
-            level_start + Duration::from_secs_f64(end),
-        );
+        let window = server.between(level_start + Duration::from_secs_f64(w), scraped_until);
         summarize_server(&window).fill(&mut row);
     }
     Ok(LevelResult {

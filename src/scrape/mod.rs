@@ -47,6 +47,7 @@ pub struct Scraper {
     origin: Instant,
     history: Arc<Mutex<Vec<ServerSnapshot>>>,
     cancel: CancellationToken,
+    fetch: Arc<Fetch>,
 }
 
 impl Drop for Scraper {
@@ -102,8 +103,9 @@ impl Scraper {
         };
         let history = Arc::new(Mutex::new(vec![dialect.snapshot(&samples, 0.0)]));
         let cancel = CancellationToken::new();
+        let fetch = Arc::new(fetch);
         tokio::spawn(scrape_loop(
-            fetch,
+            fetch.clone(),
             dialect,
             origin,
             interval,
@@ -116,7 +118,21 @@ impl Scraper {
             origin,
             history,
             cancel,
+            fetch,
         }))
+    }
+
+    /// One scrape now, besides the regular ones, waiting for it at most `wait`: a level
+    /// brackets its window with scrapes so that its counters have two readings to subtract
+    /// however short it is. A scrape that takes longer still lands in the history later.
+    pub async fn scrape_now(&self, wait: Duration) {
+        let task = tokio::spawn(scrape_once(
+            self.fetch.clone(),
+            self.dialect,
+            self.origin,
+            self.history.clone(),
+        ));
+        let _ = tokio::time::timeout(wait, task).await;
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -179,8 +195,19 @@ fn short_error(e: &reqwest::Error) -> String {
     }
 }
 
+async fn scrape_once(fetch: Arc<Fetch>, dialect: Dialect, origin: Instant, history: Arc<Mutex<Vec<ServerSnapshot>>>) {
+    // A failed scrape is a gap, not an error: the level keeps the scrapes it has.
+    if let Ok(text) = fetch.get().await {
+        let snap = dialect.snapshot(&prom::parse(&text), origin.elapsed().as_secs_f64());
+        let mut h = history.lock().expect("scrape history lock");
+        // Kept in time order: a bracketing scrape may finish after a regular one.
+        let at = h.partition_point(|s| s.at_s <= snap.at_s);
+        h.insert(at, snap);
+    }
+}
+
 async fn scrape_loop(
-    fetch: Fetch,
+    fetch: Arc<Fetch>,
     dialect: Dialect,
     origin: Instant,
     interval: Duration,
@@ -195,14 +222,9 @@ async fn scrape_loop(
             _ = cancel.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        // A failed scrape is a gap, not an error: the level keeps the scrapes it has.
-        let got = tokio::select! {
+        tokio::select! {
             _ = cancel.cancelled() => return,
-            t = fetch.get() => t,
-        };
-        let Ok(text) = got else { continue };
-        let at_s = origin.elapsed().as_secs_f64();
-        let snap = dialect.snapshot(&prom::parse(&text), at_s);
-        history.lock().expect("scrape history lock").push(snap);
+            _ = scrape_once(fetch.clone(), dialect, origin, history.clone()) => {}
+        }
     }
 }
