@@ -8,6 +8,9 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use tokio::sync::Notify;
+
+/// How long an idle worker waits before it looks at the queue again by itself.
+const IDLE_RECHECK: std::time::Duration = std::time::Duration::from_millis(100);
 use tokio::time::Instant;
 
 /// One request of the batch and its attempts so far.
@@ -169,13 +172,13 @@ impl Source for JobSource {
                 }
                 Err(async_channel::TryRecvError::Empty) => {}
             }
-            // No timer unless a retry is due: an idle worker waits on the feed and on changes.
-            let retry_due = async {
-                match due {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
+            // An idle worker waits on the feed and on changes; it also looks again after
+            // IDLE_RECHECK (or when a retry is due, if sooner). The re-check is a safety net:
+            // with one wake per job (not every idle worker per chunk), a CI run once saw a
+            // window of 7 that never had 7 in flight, and a worker must never sit idle for
+            // the rest of a run while jobs are queued.
+            let recheck = Instant::now() + IDLE_RECHECK;
+            let retry_due = tokio::time::sleep_until(due.map_or(recheck, |at| at.min(recheck)));
             tokio::select! {
                 chunk = self.fresh.recv(), if !self.fresh.is_closed() || !self.fresh.is_empty() => {
                     if let Ok(chunk) = chunk {
