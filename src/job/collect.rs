@@ -214,7 +214,11 @@ impl Collector {
             sizeup_version: env!("CARGO_PKG_VERSION").to_string(),
             server: b.server.as_ref().map(|sc| {
                 let window = sc.between(t.start, tokio::time::Instant::now());
-                RunServer::new(sc.dialect().name(), sc.url_display(), summarize_server(&window))
+                RunServer {
+                    dialect: sc.dialect().name().to_string(),
+                    metrics_url: sc.url_display().to_string(),
+                    figures: summarize_server(&window),
+                }
             }),
         };
         if let Some(sv) = &summary.server {
@@ -222,9 +226,9 @@ impl Collector {
             ui::info(format!(
                 "server ({}): {} running on average (max {}), {} waiting",
                 sv.dialect,
-                f(sv.running_mean),
-                f(sv.running_max),
-                f(sv.waiting_mean)
+                f(sv.figures.running_mean),
+                f(sv.figures.running_max),
+                f(sv.figures.waiting_mean)
             ));
         }
         if let Some(dir) = s.summary_path.parent().filter(|d| !d.as_os_str().is_empty()) {

@@ -117,32 +117,13 @@ pub struct RunSummary {
     pub server: Option<RunServer>,
 }
 
-/// What the server's metrics said over a whole run.
+/// What the server's metrics said over a whole run: the level figures, over the run.
 #[derive(Serialize)]
 pub struct RunServer {
     pub dialect: String,
     pub metrics_url: String,
-    pub running_mean: Option<f64>,
-    pub running_max: Option<f64>,
-    pub waiting_mean: Option<f64>,
-    pub kv_cache_usage_max: Option<f64>,
-    pub preemptions: Option<f64>,
-    pub output_tokens_per_s: Option<f64>,
-}
-
-impl RunServer {
-    pub fn new(dialect: &str, metrics_url: &str, l: crate::stats::server::ServerLevel) -> RunServer {
-        RunServer {
-            dialect: dialect.to_string(),
-            metrics_url: metrics_url.to_string(),
-            running_mean: l.running_mean,
-            running_max: l.running_max,
-            waiting_mean: l.waiting_mean,
-            kv_cache_usage_max: l.kv_cache_usage_max,
-            preemptions: l.preemptions,
-            output_tokens_per_s: l.output_tokens_per_s,
-        }
-    }
+    #[serde(flatten)]
+    pub figures: crate::stats::server::ServerLevel,
 }
 
 /// The output line of a finished request.

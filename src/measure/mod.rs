@@ -18,7 +18,7 @@ use crate::scrape::{MetricsSpec, Scraper};
 use crate::stats::ci::{closed_loop_floor, rate_ci};
 use crate::stats::knee::{knee, next_level, LevelPoint};
 use crate::stats::level::{summarize_level, Sample, MIN_OK};
-use crate::stats::server::{summarize_server, tokens_mismatch, verdict};
+use crate::stats::server::{running_max_observed, summarize_server, tokens_mismatch, verdict};
 use crate::target::Target;
 use crate::ui::{self, usage_error};
 pub use levels::{max_level, parse_levels, Levels};
@@ -266,12 +266,11 @@ pub async fn measure(
 
 /// summary.json `server`: which server, where, and its verdict on the knee so far.
 fn server_info(scraper: &Scraper, summary: &Summary) -> ServerInfo {
-    let v = verdict(&summary.levels, summary.knee.as_ref());
     ServerInfo {
         dialect: scraper.dialect().name().to_string(),
         metrics_url: scraper.url_display().to_string(),
-        running_max_observed: v.as_ref().map(|v| v.running_max_observed),
-        verdict: v,
+        running_max_observed: running_max_observed(&summary.levels),
+        verdict: verdict(&summary.levels, summary.knee.as_ref()),
     }
 }
 

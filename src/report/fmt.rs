@@ -41,6 +41,18 @@ pub fn thousands(x: f64) -> String {
     grouped(x.round(), 0)
 }
 
+/// A gauge or count for a sentence: `16` rather than `16.0`, `15.7` rather than `15.71234`;
+/// `-` when not finite.
+pub fn short(v: f64) -> String {
+    if !v.is_finite() {
+        "-".into()
+    } else if (v - v.round()).abs() < 0.05 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

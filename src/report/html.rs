@@ -3,7 +3,7 @@
 //! the knee and its evidence, the workload mix, and the sections a command adds (the plan's
 //! arithmetic, a run's predicted vs achieved).
 
-use super::fmt::thousands;
+use super::fmt::{short, thousands};
 use super::{Exporter, LevelRow, Summary, SvgExporter};
 use std::fmt::Write as _;
 use std::io::Write;
@@ -112,7 +112,7 @@ fn headline(h: &mut String, s: &Summary) {
         h,
         "<p class=\"big\">Knee at concurrency <b>{}</b> ({} per GPU): <b>{} RPM per GPU</b> ({} RPM in all), limited by {}.",
         k.concurrency,
-        s.batch_size_per_gpu.map_or("-".into(), trim_num),
+        s.batch_size_per_gpu.map_or("-".into(), short),
         thousands(k.rpm_per_gpu),
         thousands(k.rpm),
         esc(&k.limited_by)
@@ -220,7 +220,7 @@ fn knee_section(h: &mut String, s: &Summary) {
                 "<li>Server side: {} metrics from <code>{}</code>; at most {} requests running at once.</li>",
                 esc(&sv.dialect),
                 esc(&sv.metrics_url),
-                sv.running_max_observed.map_or("-".into(), trim_num)
+                sv.running_max_observed.map_or("-".into(), short)
             );
             if let Some(v) = &sv.verdict {
                 let _ = writeln!(h, "<li>Verdict: <b>{}</b>: {}.</li>", esc(&v.limit), esc(&v.evidence));
@@ -242,13 +242,13 @@ fn mix_section(h: &mut String, s: &Summary) {
         ("requests with token counts".to_string(), w.requests.to_string()),
         (
             "prompt tokens, mean".into(),
-            w.prompt_tokens_mean.map_or("-".into(), trim_num),
+            w.prompt_tokens_mean.map_or("-".into(), short),
         ),
-        ("output tokens, mean".into(), trim_num(w.output_tokens_mean)),
-        ("prompt bytes, mean".into(), trim_num(w.prompt_bytes_mean)),
+        ("output tokens, mean".into(), short(w.output_tokens_mean)),
+        ("prompt bytes, mean".into(), short(w.prompt_bytes_mean)),
     ];
     if let Some(r) = w.requested_output_tokens_mean {
-        rows.push(("max_tokens asked, mean".into(), trim_num(r)));
+        rows.push(("max_tokens asked, mean".into(), short(r)));
     }
     if let Some(t) = w.tokens_per_prompt_byte {
         rows.push(("prompt tokens per byte".into(), format!("{t:.3}")));
@@ -321,18 +321,7 @@ fn ms(v: f64) -> String {
 }
 
 fn opt(v: Option<f64>) -> String {
-    v.map_or("-".into(), trim_num)
-}
-
-/// 16 rather than 16.0; 15.7 rather than 15.71234.
-fn trim_num(v: f64) -> String {
-    if !v.is_finite() {
-        "-".into()
-    } else if (v - v.round()).abs() < 0.05 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.1}")
-    }
+    v.map_or("-".into(), short)
 }
 
 #[cfg(test)]
@@ -355,7 +344,6 @@ mod tests {
             verdict: Some(ServerVerdict {
                 limit: "server_batch".into(),
                 evidence: "it ran 16 & queued".into(),
-                running_max_observed: 16.0,
             }),
         });
         let sec = Section {

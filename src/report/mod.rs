@@ -275,8 +275,6 @@ pub struct ServerVerdict {
     pub limit: String,
     /// The figures behind it, in a sentence.
     pub evidence: String,
-    #[serde(skip)]
-    pub running_max_observed: f64,
 }
 
 /// serde_json writes non-finite floats as `null`; reading `null` back as NaN keeps

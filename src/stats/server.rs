@@ -4,6 +4,7 @@
 //! Pure: the scraper (`crate::scrape`) hands in timestamped snapshots; nothing here reads a
 //! socket or a clock.
 
+use crate::report::fmt::short;
 use crate::report::{KneeRow, LevelRow, ServerVerdict};
 
 /// One scrape of the server's metrics, summed across label sets (several models or engines
@@ -24,8 +25,8 @@ pub struct ServerSnapshot {
     pub output_tokens_total: Option<f64>,
 }
 
-/// A level's server columns; `None` when unknown.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+/// A level's server columns; `None` when unknown. (Serialized as run-summary.json `server`.)
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
 pub struct ServerLevel {
     pub running_mean: Option<f64>,
     pub running_max: Option<f64>,
@@ -86,6 +87,11 @@ pub fn tokens_mismatch(row: &LevelRow) -> Option<f64> {
     (rel.abs() > 0.10).then_some(rel)
 }
 
+/// The most requests the server ran at once in any level's scrapes; `None` without metrics.
+pub fn running_max_observed(levels: &[LevelRow]) -> Option<f64> {
+    levels.iter().filter_map(|l| l.server_running_max).reduce(f64::max)
+}
+
 /// What limited throughput at the knee, on the server's own evidence.
 ///
 /// Rules, on the highest measured level above the knee (`a`, concurrency C):
@@ -99,15 +105,14 @@ pub fn tokens_mismatch(row: &LevelRow) -> Option<f64> {
 /// - otherwise, the server ran all C at once without a queue, yet throughput stopped: each
 ///   step slowed (`compute`).
 pub fn verdict(levels: &[LevelRow], knee: Option<&KneeRow>) -> Option<ServerVerdict> {
-    let running_max_observed = levels.iter().filter_map(|l| l.server_running_max).reduce(f64::max)?;
+    let running_max_observed = running_max_observed(levels)?;
     let Some(knee) = knee else {
         return Some(ServerVerdict {
             limit: "unconfirmed".into(),
             evidence: format!(
                 "no knee was found; the server ran at most {} requests at once",
-                fmt_n(running_max_observed)
+                short(running_max_observed)
             ),
-            running_max_observed,
         });
     };
     let at_knee = levels
@@ -125,9 +130,8 @@ pub fn verdict(levels: &[LevelRow], knee: Option<&KneeRow>) -> Option<ServerVerd
                 knee.concurrency,
                 at_knee
                     .and_then(|l| l.server_running_mean)
-                    .map_or("an unknown number".into(), fmt_n)
+                    .map_or("an unknown number".into(), short)
             ),
-            running_max_observed,
         });
     };
     let c = f64::from(a.concurrency);
@@ -153,19 +157,19 @@ pub fn verdict(levels: &[LevelRow], knee: Option<&KneeRow>) -> Option<ServerVerd
             format!(
                 "the client-side knee ({}) is below the server's batch ({}), and level {} served more: a level nearer {} may serve more",
                 knee.concurrency,
-                fmt_n(r),
+                short(r),
                 full.map_or(0, |f| f.concurrency),
-                fmt_n(r)
+                short(r)
             )
         };
         (
             "server_batch",
             format!(
                 "the server's batch saturated at {}: at level {} it still ran {} at once and {} waited inside the server; {knee_note}",
-                fmt_n(r),
+                short(r),
                 a.concurrency,
-                fmt_n(running),
-                fmt_n(waiting)
+                short(running),
+                short(waiting)
             ),
         )
     } else if let (true, Some(f)) = (held && queued, full) {
@@ -175,10 +179,10 @@ pub fn verdict(levels: &[LevelRow], knee: Option<&KneeRow>) -> Option<ServerVerd
             format!(
                 "throughput stopped growing at the knee ({}) while the server still ran more at once above it ({} at level {}, no more RPM): each step slowed as its batch grew (compute or memory bandwidth), not its {} slots; beyond them {} waited at level {}",
                 knee.concurrency,
-                fmt_n(f.server_running_mean.unwrap_or(r)),
+                short(f.server_running_mean.unwrap_or(r)),
                 f.concurrency,
-                fmt_n(r),
-                fmt_n(waiting),
+                short(r),
+                short(waiting),
                 a.concurrency
             ),
         )
@@ -188,8 +192,8 @@ pub fn verdict(levels: &[LevelRow], knee: Option<&KneeRow>) -> Option<ServerVerd
             format!(
                 "at level {} the server ran {} and queued {} of {} sent, and sizeup was slow to start requests (client_limited): the client, not the server, is the limit",
                 a.concurrency,
-                fmt_n(running),
-                fmt_n(waiting),
+                short(running),
+                short(waiting),
                 a.concurrency
             ),
         )
@@ -200,7 +204,7 @@ pub fn verdict(levels: &[LevelRow], knee: Option<&KneeRow>) -> Option<ServerVerd
                 "at level {} {:.0}% of requests failed while the server ran {} (batch room left); a rate limiter (HTTP 429) or errors cap throughput: see requests.csv status",
                 a.concurrency,
                 a.error_rate * 100.0,
-                fmt_n(running)
+                short(running)
             ),
         )
     } else if running + waiting < 0.75 * c {
@@ -209,8 +213,8 @@ pub fn verdict(levels: &[LevelRow], knee: Option<&KneeRow>) -> Option<ServerVerd
             format!(
                 "at level {} the server saw only {} running + {} waiting of {} sent: the rest waited before it (a router, gateway or rate limiter), or other replicas not covered by this /metrics served them",
                 a.concurrency,
-                fmt_n(running),
-                fmt_n(waiting),
+                short(running),
+                short(waiting),
                 a.concurrency
             ),
         )
@@ -220,15 +224,14 @@ pub fn verdict(levels: &[LevelRow], knee: Option<&KneeRow>) -> Option<ServerVerd
             format!(
                 "at level {} the server ran {} at once with {} waiting, yet throughput stopped growing: each step slowed as the batch grew (compute or memory bandwidth), not a slot limit",
                 a.concurrency,
-                fmt_n(running),
-                fmt_n(waiting)
+                short(running),
+                short(waiting)
             ),
         )
     };
     Some(ServerVerdict {
         limit: limit.into(),
         evidence,
-        running_max_observed,
     })
 }
 
@@ -239,7 +242,7 @@ pub fn operating_warnings(row: &LevelRow) -> Vec<String> {
     if let Some(p) = row.server_preemptions.filter(|p| *p > 0.0) {
         w.push(format!(
             "the server preempted {} request(s) at concurrency {} (the planned level): its KV cache overflowed, so latency there is fragile; plan fewer requests per GPU (a lower --max-latency-p95-ms) or shorter prompts",
-            fmt_n(p),
+            short(p),
             row.concurrency
         ));
     }
@@ -251,14 +254,6 @@ pub fn operating_warnings(row: &LevelRow) -> Vec<String> {
         ));
     }
     w
-}
-
-fn fmt_n(v: f64) -> String {
-    if (v - v.round()).abs() < 0.05 {
-        format!("{:.0}", v)
-    } else {
-        format!("{:.1}", v)
-    }
 }
 
 #[cfg(test)]
@@ -331,7 +326,7 @@ mod tests {
         ];
         let v = verdict(&levels, Some(&knee(16))).unwrap();
         assert_eq!(v.limit, "server_batch", "{}", v.evidence);
-        assert_eq!(v.running_max_observed, 16.0);
+        assert_eq!(running_max_observed(&levels), Some(16.0));
         assert!(
             v.evidence
                 .contains("saturated at 16: at level 32 it still ran 16 at once and 15.9 waited"),
