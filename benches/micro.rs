@@ -343,8 +343,8 @@ fn bench_writer(c: &mut Criterion) {
         custom_id: "req-0001234".into(),
         status_code: Some(200),
         request_id: Some("req-abc".into()),
-        // Deserialized into whatever the record keeps (a JSON tree or the raw answer text).
-        body: Some(serde_json::from_str(&body.to_string()).expect("json body")),
+        // The raw answer text, as the client keeps it.
+        body: Some(sizeup::api::JsonText::parse(&body.to_string()).expect("json body")),
         error: None,
     };
     let mut g = c.benchmark_group("write_output");

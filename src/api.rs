@@ -84,3 +84,56 @@ impl MaxTokensField {
         }
     }
 }
+
+/// One JSON value as text: well formed (checked once, when it was made) and without
+/// whitespace around it, so it goes into an output line as it is and is never parsed again.
+/// An answer body is kept this way: parsing it a second time only to wrap it cost a tenth of
+/// a request's instructions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JsonText(Box<str>);
+
+impl JsonText {
+    /// Checks `text`: one JSON value (whitespace around it is dropped).
+    pub fn parse(text: &str) -> Result<JsonText, serde_json::Error> {
+        let raw: &serde_json::value::RawValue = serde_json::from_str(text)?;
+        Ok(JsonText(raw.get().into()))
+    }
+
+    pub fn from_value(v: &serde_json::Value) -> JsonText {
+        JsonText(v.to_string().into_boxed_str())
+    }
+
+    /// `text` the caller has just parsed whole with `serde_json::from_slice` or `from_str` (one
+    /// well-formed value, whitespace around it allowed): only the whitespace is cut off.
+    pub(crate) fn parsed(mut text: String) -> JsonText {
+        const WS: [char; 4] = [' ', '\t', '\n', '\r'];
+        text.truncate(text.trim_end_matches(WS).len());
+        let lead = text.len() - text.trim_start_matches(WS).len();
+        text.drain(..lead);
+        JsonText(text.into_boxed_str())
+    }
+
+    pub fn get(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod json_text_tests {
+    use super::JsonText;
+
+    #[test]
+    fn kept_without_the_whitespace_around_it() {
+        assert_eq!(
+            JsonText::parsed(" \r\n{\"a\": [1, 2]}\n".into()).get(),
+            "{\"a\": [1, 2]}"
+        );
+        assert_eq!(JsonText::parsed("7".into()).get(), "7");
+        assert_eq!(JsonText::parse("\t\"x\" \n").unwrap().get(), "\"x\"");
+        assert!(JsonText::parse("{\"a\":1} x").is_err());
+        assert_eq!(
+            JsonText::from_value(&serde_json::json!({"b": null})).get(),
+            "{\"b\":null}"
+        );
+    }
+}

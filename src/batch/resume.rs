@@ -288,7 +288,7 @@ mod tests {
                         custom_id: id.clone(),
                         status_code: Some(*status),
                         request_id: None,
-                        body: Some(serde_json::value::to_raw_value(&serde_json::json!({"id": id})).unwrap()),
+                        body: Some(crate::api::JsonText::from_value(&serde_json::json!({"id": id}))),
                         error: err.then(|| ("e".to_string(), "m".to_string())),
                     };
                     if r.is_success() {

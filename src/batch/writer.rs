@@ -18,8 +18,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
-use serde_json::value::RawValue;
+use crate::api::JsonText;
 
 use super::resume::truncate_torn_tail;
 
@@ -36,7 +35,7 @@ pub struct OutputRecord {
     /// The server's request id (e.g. `x-request-id`), if any.
     pub request_id: Option<String>,
     /// The response body (success or error body), if any.
-    pub body: Option<Box<RawValue>>,
+    pub body: Option<JsonText>,
     /// `(code, message)` when the request failed without a usable response
     /// (timeout, connection error, ...) or the caller classifies it as failed.
     pub error: Option<(String, String)>,
@@ -56,25 +55,53 @@ pub fn errors_path_for(path: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-#[derive(Serialize)]
-struct Line<'a> {
-    id: &'a str,
-    custom_id: &'a str,
-    response: Option<ResponseOut<'a>>,
-    error: Option<ErrorOut<'a>>,
+/// Appends one output line (without its newline) in OpenAI's Batch output shape:
+/// `{"id","custom_id","response":{"status_code","request_id","body"}|null,"error":{"code","message"}|null}`.
+/// Written by hand so the body goes in as the text it is (see [`JsonText`]).
+fn push_line(buf: &mut Vec<u8>, id: &str, rec: &OutputRecord) {
+    buf.extend_from_slice(b"{\"id\":");
+    push_str(buf, id);
+    buf.extend_from_slice(b",\"custom_id\":");
+    push_str(buf, &rec.custom_id);
+    buf.extend_from_slice(b",\"response\":");
+    if rec.status_code.is_some() || rec.body.is_some() {
+        buf.extend_from_slice(b"{\"status_code\":");
+        match rec.status_code {
+            Some(code) => buf.extend_from_slice(code.to_string().as_bytes()),
+            None => buf.extend_from_slice(b"null"),
+        }
+        buf.extend_from_slice(b",\"request_id\":");
+        match &rec.request_id {
+            Some(r) => push_str(buf, r),
+            None => buf.extend_from_slice(b"null"),
+        }
+        buf.extend_from_slice(b",\"body\":");
+        match &rec.body {
+            Some(b) => buf.extend_from_slice(b.get().as_bytes()),
+            None => buf.extend_from_slice(b"null"),
+        }
+        buf.push(b'}');
+    } else {
+        buf.extend_from_slice(b"null");
+    }
+    buf.extend_from_slice(b",\"error\":");
+    match &rec.error {
+        Some((code, message)) => {
+            buf.extend_from_slice(b"{\"code\":");
+            push_str(buf, code);
+            buf.extend_from_slice(b",\"message\":");
+            push_str(buf, message);
+            buf.push(b'}');
+        }
+        None => buf.extend_from_slice(b"null"),
+    }
+    buf.push(b'}');
 }
 
-#[derive(Serialize)]
-struct ResponseOut<'a> {
-    status_code: Option<u16>,
-    request_id: Option<&'a str>,
-    body: Option<&'a RawValue>,
-}
-
-#[derive(Serialize)]
-struct ErrorOut<'a> {
-    code: &'a str,
-    message: &'a str,
+/// A JSON string literal.
+fn push_str(buf: &mut Vec<u8>, s: &str) {
+    // Writing a `str` into a `Vec` cannot fail.
+    let _ = serde_json::to_writer(&mut *buf, s);
 }
 
 /// Appends result lines to an output file and its errors file.
@@ -175,26 +202,8 @@ impl OutputWriter {
         self.seq += 1;
         self.id.clear();
         let _ = write!(self.id, "batch_req_{}", self.seq);
-        let response = if rec.status_code.is_some() || rec.body.is_some() {
-            Some(ResponseOut {
-                status_code: rec.status_code,
-                request_id: rec.request_id.as_deref(),
-                body: rec.body.as_deref(),
-            })
-        } else {
-            None
-        };
-        let line = Line {
-            id: &self.id,
-            custom_id: &rec.custom_id,
-            response,
-            error: rec.error.as_ref().map(|(code, message)| ErrorOut { code, message }),
-        };
         let start = self.buf.len();
-        if let Err(e) = serde_json::to_writer(&mut self.buf, &line) {
-            self.buf.truncate(start);
-            return Err(io::Error::other(e));
-        }
+        push_line(&mut self.buf, &self.id, rec);
         self.buf.push(b'\n');
         if !rec.is_success() {
             self.errors_buf.extend_from_slice(&self.buf[start..]);
@@ -292,8 +301,8 @@ mod tests {
     use super::*;
     use serde_json::{json, Value};
 
-    fn raw(v: Value) -> Box<RawValue> {
-        serde_json::value::to_raw_value(&v).expect("serializable")
+    fn raw(v: Value) -> JsonText {
+        JsonText::from_value(&v)
     }
 
     fn ok(id: &str) -> OutputRecord {
@@ -322,6 +331,44 @@ mod tests {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
+    }
+
+    proptest::proptest! {
+        /// The hand-written line is the JSON a serializer would write for the same record:
+        /// one line, and every field as given (any text in ids, codes and messages).
+        #[test]
+        fn hand_written_line_is_the_record(
+            custom_id in ".*",
+            status in proptest::option::of(100u16..600),
+            request_id in proptest::option::of(".*"),
+            body in proptest::option::of(0usize..3),
+            error in proptest::option::of((".*", ".*")),
+        ) {
+            let bodies = [json!({"choices": [{"text": "a\nb \"c\""}]}), json!([1, 2.5, null]), json!("x")];
+            let rec = OutputRecord {
+                custom_id: custom_id.clone(),
+                status_code: status,
+                request_id: request_id.clone(),
+                body: body.map(|i| raw(bodies[i].clone())),
+                error: error.clone(),
+            };
+            let mut buf = Vec::new();
+            push_line(&mut buf, "batch_req_7", &rec);
+            proptest::prop_assert!(!buf.contains(&b'\n'));
+            let got: Value = serde_json::from_slice(&buf).expect("the line is JSON");
+            let response = if status.is_some() || body.is_some() {
+                json!({"status_code": status, "request_id": request_id, "body": body.map(|i| bodies[i].clone())})
+            } else {
+                Value::Null
+            };
+            let want = json!({
+                "id": "batch_req_7",
+                "custom_id": custom_id,
+                "response": response,
+                "error": error.map(|(code, message)| json!({"code": code, "message": message})),
+            });
+            proptest::prop_assert_eq!(got, want);
+        }
     }
 
     #[test]

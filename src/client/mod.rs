@@ -5,14 +5,15 @@
 //! Long because: the request, its streamed and whole answers, error bodies in five server
 //! dialects and usage from two fields are one protocol; the SSE decoder already lives apart.
 
+mod h1;
 pub mod sse;
 
 use crate::api::Api;
+pub use crate::api::JsonText;
 // Re-exported: the commands and benches build bodies with it through the client's API.
 pub use crate::api::MaxTokensField;
 use crate::secret::Secret;
 use bytes::Bytes;
-use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 use sse::{SseDecoder, SseEvent};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -129,7 +130,7 @@ pub struct Success {
     pub content_events: u64,
     /// The answer as one JSON body (a stream assembled into the non-streamed shape); only kept
     /// when asked for, since a sweep throws bodies away.
-    pub body: Option<Box<RawValue>>,
+    pub body: Option<JsonText>,
     pub request_id: Option<String>,
 }
 
@@ -175,6 +176,8 @@ impl Outcome {
 
 pub struct Client {
     http: reqwest::Client,
+    /// Plain-HTTP endpoints go straight through hyper (see `h1.rs`); the rest through `http`.
+    direct: Option<h1::Direct>,
     url: reqwest::Url,
     api_key: Option<Secret>,
     timeout: Duration,
@@ -263,8 +266,15 @@ impl Client {
             .tcp_nodelay(true)
             .user_agent(concat!("sizeup/", env!("CARGO_PKG_VERSION")))
             .build()?;
+        let direct = h1::Direct::new(
+            &url,
+            cfg.api_key.as_ref().map(Secret::expose),
+            cfg.connect_timeout,
+            cfg.pool.max(1),
+        );
         Ok(Client {
             http,
+            direct,
             url,
             api_key: cfg.api_key.clone(),
             timeout: cfg.timeout,
@@ -376,31 +386,42 @@ impl Client {
         first_token: &mut Option<Instant>,
         answered: &mut bool,
     ) -> Result<Success, Failure> {
-        let mut req = self
-            .http
-            .post(self.url.clone())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body);
-        if close {
-            req = req.header(reqwest::header::CONNECTION, "close");
-        }
-        if let Some(key) = &self.api_key {
-            req = req.bearer_auth(key.expose());
-        }
+        let sending = async {
+            match &self.direct {
+                Some(direct) => match direct.send(body, close).await {
+                    Ok((resp, lease)) => Ok(Answer::Direct {
+                        resp,
+                        lease: Some(lease),
+                    }),
+                    Err(e) => Err(direct_failure(e)),
+                },
+                None => {
+                    let mut req = self
+                        .http
+                        .post(self.url.clone())
+                        .header(reqwest::header::CONTENT_TYPE, "application/json")
+                        .body(body);
+                    if close {
+                        req = req.header(reqwest::header::CONNECTION, "close");
+                    }
+                    if let Some(key) = &self.api_key {
+                        req = req.bearer_auth(key.expose());
+                    }
+                    req.send().await.map(Answer::Pooled).map_err(transport_failure)
+                }
+            }
+        };
         let mut resp = match self.first_byte_timeout {
-            None => req.send().await.map_err(transport_failure)?,
-            Some(limit) => tokio::time::timeout(limit, req.send())
-                .await
-                .map_err(|_| Failure {
-                    kind: FailKind::Timeout,
-                    message: format!(
-                        "no answer headers within {} (--first-byte-timeout)",
-                        humantime::format_duration(limit)
-                    ),
-                    retry_after: None,
-                    body: None,
-                })?
-                .map_err(transport_failure)?,
+            None => sending.await?,
+            Some(limit) => tokio::time::timeout(limit, sending).await.map_err(|_| Failure {
+                kind: FailKind::Timeout,
+                message: format!(
+                    "no answer headers within {} (--first-byte-timeout)",
+                    humantime::format_duration(limit)
+                ),
+                retry_after: None,
+                body: None,
+            })??,
         };
         *answered = true;
         let status = resp.status().as_u16();
@@ -415,7 +436,7 @@ impl Client {
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(parse_retry_after);
-            let bytes = resp.bytes().await.unwrap_or_default();
+            let bytes = resp.read_to_end().await.unwrap_or_default();
             let body: Option<Value> = serde_json::from_slice(&bytes).ok();
             let detail = body.as_ref().and_then(error_message).unwrap_or_else(|| {
                 String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
@@ -448,11 +469,7 @@ impl Client {
             let mut decoder = SseDecoder::new();
             let mut events = Vec::new();
             loop {
-                let chunk = match resp.chunk().await {
-                    Ok(Some(c)) => c,
-                    Ok(None) => break,
-                    Err(e) => return Err(transport_failure(e)),
-                };
+                let Some(chunk) = resp.chunk().await? else { break };
                 decoder
                     .push(&chunk, &mut events)
                     .map_err(|e| decode_failure(e.to_string()))?;
@@ -480,17 +497,11 @@ impl Client {
                 status,
                 usage,
                 content_events,
-                body: body.and_then(|v| serde_json::value::to_raw_value(&v).ok()),
+                body: body.as_ref().map(JsonText::from_value),
                 request_id,
             });
         }
-        let mut bytes = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(transport_failure)? {
-            if bytes.len() + chunk.len() > MAX_BODY {
-                return Err(decode_failure(format!("answer larger than {} MiB", MAX_BODY >> 20)));
-            }
-            bytes.extend_from_slice(&chunk);
-        }
+        let bytes = resp.read_to_end().await?;
         // The common answer (usage, no error) is read through a small typed view and kept as
         // the bytes it came in: no JSON tree is built, cloned or re-serialized per request.
         let peeked = serde_json::from_slice::<Peek>(&bytes)
@@ -502,7 +513,8 @@ impl Client {
         if let Some((prompt_tokens, completion)) = peeked {
             let body = if keep_body {
                 let text = String::from_utf8(bytes).map_err(|_| decode_failure("answer is not UTF-8".into()))?;
-                Some(RawValue::from_string(text).map_err(|e| decode_failure(format!("answer is not JSON: {e}")))?)
+                // `Peek` above parsed these same bytes whole: no second parse to keep them.
+                Some(JsonText::parsed(text))
             } else {
                 None
             };
@@ -543,7 +555,7 @@ impl Client {
             usage,
             content_events: 0,
             body: if keep_body {
-                serde_json::value::to_raw_value(&body).ok()
+                Some(JsonText::from_value(&body))
             } else {
                 None
             },
@@ -556,6 +568,104 @@ fn decode_failure(message: String) -> Failure {
     Failure {
         kind: FailKind::Decode,
         message,
+        retry_after: None,
+        body: None,
+    }
+}
+
+/// An answer whose head arrived, from either transport; its body is read through [`Answer::chunk`].
+enum Answer<'a> {
+    Pooled(reqwest::Response),
+    Direct {
+        resp: hyper::Response<hyper::body::Incoming>,
+        /// Given back to the idle connections when the body has been read to its end.
+        lease: Option<h1::Lease<'a>>,
+    },
+}
+
+impl Answer<'_> {
+    fn status(&self) -> reqwest::StatusCode {
+        match self {
+            Answer::Pooled(r) => r.status(),
+            Answer::Direct { resp, .. } => resp.status(),
+        }
+    }
+
+    fn headers(&self) -> &reqwest::header::HeaderMap {
+        match self {
+            Answer::Pooled(r) => r.headers(),
+            Answer::Direct { resp, .. } => resp.headers(),
+        }
+    }
+
+    /// The next piece of the body; None at its end.
+    async fn chunk(&mut self) -> Result<Option<Bytes>, Failure> {
+        match self {
+            Answer::Pooled(r) => r.chunk().await.map_err(transport_failure),
+            Answer::Direct { resp, lease } => match h1::next_chunk(resp.body_mut()).await {
+                Ok(Some(b)) => Ok(Some(b)),
+                Ok(None) => {
+                    if let Some(l) = lease.take() {
+                        l.release();
+                    }
+                    Ok(None)
+                }
+                Err(e) => Err(hyper_failure(&e)),
+            },
+        }
+    }
+
+    /// The whole body, at most [`MAX_BODY`].
+    async fn read_to_end(&mut self) -> Result<Vec<u8>, Failure> {
+        let mut bytes = Vec::new();
+        while let Some(chunk) = self.chunk().await? {
+            if bytes.len() + chunk.len() > MAX_BODY {
+                return Err(decode_failure(format!("answer larger than {} MiB", MAX_BODY >> 20)));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(bytes)
+    }
+}
+
+/// Classifies a failure of the direct transport as [`transport_failure`] classifies reqwest's.
+fn direct_failure(e: h1::SendError) -> Failure {
+    match e {
+        h1::SendError::Connect(message) => Failure {
+            kind: FailKind::Connect,
+            message,
+            retry_after: None,
+            body: None,
+        },
+        h1::SendError::ConnectTimeout(limit) => Failure {
+            kind: FailKind::Timeout,
+            message: format!("no connection within {}", humantime::format_duration(limit)),
+            retry_after: None,
+            body: None,
+        },
+        h1::SendError::Http(e) => hyper_failure(&e),
+    }
+}
+
+/// A connection that failed once open, or an answer that was not HTTP: like reqwest's request
+/// and body errors, a `Reset` (worth another try), with the error chain as its message.
+fn hyper_failure(e: &hyper::Error) -> Failure {
+    let mut chain: Vec<String> = Vec::new();
+    let mut src: Option<&dyn std::error::Error> = Some(e);
+    while let Some(err) = src {
+        let text = err.to_string();
+        if !chain.iter().any(|c| c.contains(&text)) {
+            chain.push(text);
+        }
+        src = err.source();
+    }
+    Failure {
+        kind: if e.is_timeout() {
+            FailKind::Timeout
+        } else {
+            FailKind::Reset
+        },
+        message: chain.join(": "),
         retry_after: None,
         body: None,
     }

@@ -65,28 +65,27 @@ pub async fn run_window<S, F, Fut, R>(
     let work = Arc::new(work);
     let mut workers = tokio::task::JoinSet::new();
     for worker in 0..concurrency.max(1) {
-        let (source, work, results, stop) = (source.clone(), work.clone(), results.clone(), stop.clone());
+        let (source, work, results, drain) = (source.clone(), work.clone(), results.clone(), stop.drain.clone());
         workers.spawn(async move {
             let mut freed = Instant::now();
             loop {
-                if stop.drain.is_cancelled() {
+                if drain.is_cancelled() {
                     break;
                 }
+                // The source first: an item at hand is taken without polling `drain`, whose
+                // waiter list sits behind a lock shared by every worker. Only a worker that
+                // must wait for work also waits for the drain.
                 let item = tokio::select! {
                     biased;
-                    _ = stop.drain.cancelled() => break,
                     item = source.next() => item,
+                    _ = drain.cancelled() => break,
                 };
                 let Some(item) = item else { break };
                 let slot = Slot {
                     worker,
                     sched_delay: Instant::now() - freed,
                 };
-                let result = tokio::select! {
-                    biased;
-                    _ = stop.abandon.cancelled() => break,
-                    r = work(item, slot) => r,
-                };
+                let result = work(item, slot).await;
                 freed = Instant::now();
                 if results.send(result).is_err() {
                     break;
@@ -95,7 +94,19 @@ pub async fn run_window<S, F, Fut, R>(
         });
     }
     drop(results);
-    while workers.join_next().await.is_some() {}
+    // `abandon` aborts the workers rather than being raced by each request: one waiter here
+    // instead of a lock taken and released around every request.
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.abandon.cancelled() => {
+                workers.abort_all();
+                while workers.join_next().await.is_some() {}
+                break;
+            }
+            joined = workers.join_next() => if joined.is_none() { break },
+        }
+    }
 }
 
 /// The first Ctrl-C cancels `drain` (finish what is in flight), the second `abandon`.

@@ -8,9 +8,6 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use tokio::sync::Notify;
-
-/// How long an idle worker waits before it looks at the queue again by itself.
-const IDLE_RECHECK: std::time::Duration = std::time::Duration::from_millis(100);
 use tokio::time::Instant;
 
 /// One request of the batch and its attempts so far.
@@ -25,11 +22,20 @@ pub struct Job {
 
 /// The workers' shared source. It ends only when the feed is closed and drained, no retry
 /// waits, and no job is in flight (a job in flight may still come back for a retry).
+///
+/// Waking idle workers is a relay: whoever takes a job and leaves another ready (or due)
+/// wakes one idle worker, which takes the next and passes the wake on. A chunk of N jobs so
+/// wakes N workers one after another, never all of them at once (1,024 waking for each chunk
+/// cost more than the requests), and no wake can be lost: the worker that queued work always
+/// takes a job itself next, and every take that leaves work wakes the next.
 pub struct JobSource {
     fresh: async_channel::Receiver<Vec<Job>>,
     queue: Mutex<Queue>,
     in_flight: AtomicUsize,
     changed: Notify,
+    /// Workers registered on `changed` and about to look at the queue, or waiting. Counted
+    /// before they look, so a take that saw no idle worker was surely seen by theirs.
+    idle: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -72,6 +78,7 @@ impl JobSource {
             queue: Mutex::new(Queue::default()),
             in_flight: AtomicUsize::new(0),
             changed: Notify::new(),
+            idle: AtomicUsize::new(0),
         }
     }
 
@@ -85,7 +92,16 @@ impl JobSource {
         }
         // After the push: whoever sees in_flight drop also sees the retry.
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
-        self.changed.notify_waiters();
+        // An idle worker sleeps until the earliest retry it saw; one of them must see this one.
+        self.wake_one();
+    }
+
+    /// Wakes one idle worker, if any waits (a stored permit otherwise: the next worker to
+    /// register looks at the queue anyway).
+    fn wake_one(&self) {
+        if self.idle.load(Ordering::SeqCst) > 0 {
+            self.changed.notify_one();
+        }
     }
 
     /// The job taken by a worker is over (final answer, or dropped by a stop).
@@ -107,17 +123,24 @@ impl JobSource {
         self.queue.lock().expect("job queue lock").retries.len()
     }
 
-    /// A due retry first (it has waited longest), then the next fresh job.
+    /// A due retry first (it has waited longest), then the next fresh job. Leaving more work
+    /// ready, it passes the wake on to one idle worker.
     fn take(&self) -> Take {
         let mut q = self.queue.lock().expect("job queue lock");
+        let now = Instant::now();
         let due = q.retries.peek().map(|Reverse((at, _, _))| *at);
         let job = match due {
-            Some(at) if at <= Instant::now() => q.retries.pop().map(|Reverse((_, _, JobBox(job)))| job),
+            Some(at) if at <= now => q.retries.pop().map(|Reverse((_, _, JobBox(job)))| job),
             _ => q.ready.pop_front(),
         };
         match job {
             Some(job) => {
                 self.in_flight.fetch_add(1, Ordering::SeqCst);
+                let more = !q.ready.is_empty() || q.retries.peek().is_some_and(|Reverse((at, _, _))| *at <= now);
+                drop(q);
+                if more {
+                    self.wake_one();
+                }
                 Take::Job(job)
             }
             None => Take::Wait(due),
@@ -131,15 +154,10 @@ impl JobSource {
         q.ready.is_empty() && q.retries.is_empty() && self.in_flight.load(Ordering::SeqCst) == 0
     }
 
+    /// Queues a chunk from the feed. No wake here: the caller takes a job next, and that take
+    /// starts the relay for the rest.
     fn add_chunk(&self, chunk: Vec<Job>) {
-        let n = chunk.len();
         self.queue.lock().expect("job queue lock").ready.extend(chunk);
-        // Other idle workers wait on the channel or on this: a chunk holds work for them too.
-        // One wake per job beyond the one this worker takes, not all of them at once: with
-        // 1,024 workers, waking every idle one for each chunk costs more than the requests.
-        for _ in 1..n {
-            self.changed.notify_one();
-        }
     }
 }
 
@@ -151,9 +169,11 @@ impl Source for JobSource {
         if let Take::Job(job) = self.take() {
             return Some(job);
         }
+        let _idle = IdleGuard::new(&self.idle);
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
+            // Registered before looking: a wake sent after the look below reaches this worker.
             changed.as_mut().enable();
             let due = match self.take() {
                 Take::Job(job) => return Some(job),
@@ -172,23 +192,34 @@ impl Source for JobSource {
                 }
                 Err(async_channel::TryRecvError::Empty) => {}
             }
-            // An idle worker waits on the feed and on changes; it also looks again after
-            // IDLE_RECHECK (or when a retry is due, if sooner). The re-check is a safety net:
-            // with one wake per job (not every idle worker per chunk), a CI run once saw a
-            // window of 7 that never had 7 in flight, and a worker must never sit idle for
-            // the rest of a run while jobs are queued.
-            let recheck = Instant::now() + IDLE_RECHECK;
-            let retry_due = tokio::time::sleep_until(due.map_or(recheck, |at| at.min(recheck)));
+            let far = Instant::now() + std::time::Duration::from_secs(86_400);
             tokio::select! {
                 chunk = self.fresh.recv(), if !self.fresh.is_closed() || !self.fresh.is_empty() => {
                     if let Ok(chunk) = chunk {
                         self.add_chunk(chunk);
                     }
                 }
-                _ = retry_due => {}
+                _ = tokio::time::sleep_until(due.unwrap_or(far)), if due.is_some() => {}
                 _ = &mut changed => {}
             }
         }
+    }
+}
+
+/// Counts a worker as idle from before its first look at the queue until it leaves `next`
+/// (with a job, at the end, or dropped by a stop).
+struct IdleGuard<'a>(&'a AtomicUsize);
+
+impl<'a> IdleGuard<'a> {
+    fn new(idle: &'a AtomicUsize) -> Self {
+        idle.fetch_add(1, Ordering::SeqCst);
+        IdleGuard(idle)
+    }
+}
+
+impl Drop for IdleGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -204,6 +235,59 @@ mod tests {
             body: Bytes::from_static(b"{}"),
             stream: false,
             attempt: 0,
+        }
+    }
+
+    /// C workers over jobs fed in uneven chunks (up to 40 jobs: most workers must be woken by
+    /// the relay, not by the feed), each job holding its worker until all C hold one (a barrier). A lost wake leaves a worker idle while a job is queued; the others
+    /// then wait at the barrier for good, and the run times out.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_idle_worker_is_woken_for_queued_work() {
+        const C: usize = 7;
+        for round in 0..40usize {
+            let (tx, rx) = async_channel::bounded(2);
+            let src = Arc::new(JobSource::new(rx));
+            let barrier = Arc::new(tokio::sync::Barrier::new(C));
+            let total = C * 20;
+            tokio::spawn(async move {
+                let (mut sent, mut k) = (0, round);
+                while sent < total {
+                    let n = (k % 40 + 1).min(total - sent);
+                    k = (k * 7 + 3) % 1_000_003;
+                    let chunk = (sent..sent + n).map(|i| job(&i.to_string())).collect();
+                    tx.send(chunk).await.unwrap();
+                    sent += n;
+                    if k % 3 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            });
+            let mut workers = tokio::task::JoinSet::new();
+            for _ in 0..C {
+                let (src, barrier) = (src.clone(), barrier.clone());
+                workers.spawn(async move {
+                    let mut n = 0;
+                    while src.next().await.is_some() {
+                        barrier.wait().await;
+                        src.finished();
+                        n += 1;
+                    }
+                    n
+                });
+            }
+            let all = async {
+                let mut done = 0;
+                while let Some(n) = workers.join_next().await {
+                    done += n.unwrap();
+                }
+                done
+            };
+            let done = tokio::time::timeout(Duration::from_secs(20), all).await;
+            assert_eq!(
+                done.ok(),
+                Some(total),
+                "round {round}: a worker was left idle with work queued"
+            );
         }
     }
 

@@ -143,7 +143,7 @@ pub fn output_record(custom_id: String, outcome: Outcome) -> OutputRecord {
                 custom_id,
                 status_code: status,
                 request_id: None,
-                body: f.body.as_ref().and_then(|b| serde_json::value::to_raw_value(b).ok()),
+                body: f.body.as_ref().map(crate::api::JsonText::from_value),
                 error: Some((code, f.message)),
             }
         }

@@ -1,6 +1,10 @@
 //! The measuring loop behind `sweep` and `auto`: a closed loop of C requests at each level
 //! until the rate's confidence interval is narrow enough, the level statistics, the knee, and
 //! the report files rewritten after each level.
+//!
+//! Long because: one level's loop (warm-up, window, the stop rules in seconds and in a job's
+//! lines, the server's scrapes around it) is one state machine; the rest is already apart
+//! (`levels.rs`, `rec.rs`, `workload.rs`).
 
 mod levels;
 mod rec;
@@ -414,6 +418,8 @@ async fn measure_level(sweep: &Sweep<'_>, c: u32, sink: &mut Option<&mut OutputW
         .flatten();
     let mut systematic = false;
     let mut warm_end: Option<f64> = None;
+    // Requests started in the window, kept up to date at each answer for a job sweep's cap.
+    let mut measured_in_window = 0u64;
     let mut ci_met = false;
     let mut interrupted = false;
     let mut unusable = None;
@@ -438,6 +444,28 @@ async fn measure_level(sweep: &Sweep<'_>, c: u32, sink: &mut Option<&mut OutputW
                         break;
                     }
                     recs.push(r);
+                    // A job sweep spends lines: its warm-up and its level end at their counts,
+                    // checked at each answer and not at the next tick, or a fast server would
+                    // spend the level's lines (or the whole budget) between two ticks.
+                    if let Some(cap) = level_cap {
+                        match warm_end {
+                            None if recs.len() >= 2 * c as usize && recs.iter().any(|r| r.outcome.is_ok()) => {
+                                let w = (Instant::now() - level_start).as_secs_f64();
+                                warm_end = Some(w);
+                                measured_in_window = recs.iter().filter(|r| r.start >= w).count() as u64;
+                                if let Some(server) = server {
+                                    server.scrape_now(Duration::ZERO).await;
+                                }
+                            }
+                            Some(w) => {
+                                measured_in_window += u64::from(recs.last().is_some_and(|r| r.start >= w));
+                                if measured_in_window >= cap {
+                                    break;
+                                }
+                            }
+                            None => {}
+                        }
+                    }
                 }
                 None => break,
             },
