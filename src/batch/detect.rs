@@ -61,6 +61,12 @@ fn api_of_shape(messages: bool, prompt: bool, input: bool) -> Option<Api> {
 }
 
 fn api_of_line(line: &[u8]) -> Option<Api> {
+    // An OpenAI Batch line names its API in `url`, mostly before the body: read up to there
+    // only. (A line broken after its url, or with a body that is no object, so names that
+    // url's API here; the validation pass rejects such lines anyway.)
+    if let Some(api) = top_level_url(line).and_then(api_of_url) {
+        return Some(api);
+    }
     let p: Probe = serde_json::from_slice(line).ok()?;
     if let Some(api) = p.url.as_deref().and_then(api_of_url) {
         return Some(api);
@@ -68,6 +74,100 @@ fn api_of_line(line: &[u8]) -> Option<Api> {
     match p.body {
         Some(b) => api_of_shape(b.messages.is_some(), b.prompt.is_some(), b.input.is_some()),
         None => api_of_shape(p.messages.is_some(), p.prompt.is_some(), p.input.is_some()),
+    }
+}
+
+/// The top-level `"url"` string of a JSON object line, found without parsing the rest: the
+/// bytes before it are walked (strings and nested values skipped), nothing after it is read.
+/// None when there is no such url before anything unexpected, or when the url or a key on
+/// the way has escapes: the full probe decides those lines.
+fn top_level_url(line: &[u8]) -> Option<&str> {
+    let mut i = skip_ws(line, 0);
+    if line.get(i) != Some(&b'{') {
+        return None;
+    }
+    i += 1;
+    loop {
+        i = skip_ws(line, i);
+        let (key, next, key_escaped) = string_at(line, i)?;
+        i = skip_ws(line, next);
+        if line.get(i) != Some(&b':') {
+            return None;
+        }
+        i = skip_ws(line, i + 1);
+        if key_escaped {
+            return None;
+        }
+        if key == b"url" {
+            let (value, _, escaped) = string_at(line, i)?;
+            return if escaped { None } else { std::str::from_utf8(value).ok() };
+        }
+        i = skip_ws(line, skip_value(line, i)?);
+        if line.get(i) != Some(&b',') {
+            return None;
+        }
+        i += 1;
+    }
+}
+
+fn skip_ws(line: &[u8], mut i: usize) -> usize {
+    while line.get(i).is_some_and(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r')) {
+        i += 1;
+    }
+    i
+}
+
+/// The string starting at `line[i]` (a quote): its raw content, the index after its closing
+/// quote, and whether it has escapes.
+fn string_at(line: &[u8], i: usize) -> Option<(&[u8], usize, bool)> {
+    if line.get(i) != Some(&b'"') {
+        return None;
+    }
+    let mut j = i + 1;
+    let mut escaped = false;
+    loop {
+        let k = j + line.get(j..)?.iter().position(|&b| b == b'"' || b == b'\\')?;
+        if line[k] == b'\\' {
+            escaped = true;
+            j = k + 2;
+            continue;
+        }
+        return Some((&line[i + 1..k], k + 1, escaped));
+    }
+}
+
+/// The index after the value starting at `line[i]`.
+fn skip_value(line: &[u8], i: usize) -> Option<usize> {
+    match *line.get(i)? {
+        b'"' => string_at(line, i).map(|(_, next, _)| next),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut j = i;
+            loop {
+                match *line.get(j)? {
+                    b'"' => {
+                        j = string_at(line, j)?.1;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(j + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                j += 1;
+            }
+        }
+        _ => {
+            let len = line[i..]
+                .iter()
+                .position(|&b| matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r'))
+                .unwrap_or(line.len() - i);
+            (len > 0).then_some(i + len)
+        }
     }
 }
 
@@ -155,6 +255,80 @@ mod tests {
 
     fn detect(text: &str) -> Result<Detected, String> {
         detect_api(text.as_bytes(), Format::OpenaiBatch)
+    }
+
+    fn value() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            any::<String>().prop_map(serde_json::Value::from),
+            "[a-z\"\\\\/ ]{0,6}".prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map(prop_oneof![Just("url".to_string()), "[a-z\"]{0,4}"], inner, 0..4)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// The scan finds the url a JSON parser finds at the top of the line (when it has no
+        /// escapes), and no other: not one nested in the body or in a string.
+        #[test]
+        fn top_level_url_is_the_parsers(
+            fields in proptest::collection::vec((prop_oneof_keys(), value()), 0..5),
+            url in proptest::option::of(prop_oneof_urls()),
+            at in 0usize..5,
+            pretty in proptest::bool::ANY,
+        ) {
+            let mut obj = serde_json::Map::new();
+            for (i, (k, v)) in fields.into_iter().enumerate() {
+                if i == at {
+                    if let Some(u) = &url {
+                        obj.insert("url".into(), u.clone());
+                    }
+                }
+                obj.entry(k).or_insert(v);
+            }
+            if at >= obj.len() {
+                if let Some(u) = &url {
+                    obj.entry("url").or_insert(u.clone());
+                }
+            }
+            let v = serde_json::Value::Object(obj);
+            let line = if pretty { serde_json::to_string_pretty(&v) } else { serde_json::to_string(&v) }.unwrap();
+            let want = v.get("url").and_then(|u| u.as_str()).filter(|s| !serde_json::to_string(s).unwrap().contains('\\'));
+            let got = top_level_url(line.as_bytes());
+            // Never another url than the parser's; and it is found unless a key has escapes
+            // (one could spell `url`: the full probe decides those lines).
+            if got.is_some() || v.as_object().unwrap().keys().all(|k| !serde_json::to_string(k).unwrap().contains('\\')) {
+                proptest::prop_assert_eq!(got, want, "{}", line);
+            }
+        }
+    }
+
+    fn prop_oneof_keys() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just("custom_id".to_string()),
+            Just("body".to_string()),
+            Just("method".to_string()),
+            "[a-z\"\\\\]{0,5}"
+        ]
+    }
+
+    fn prop_oneof_urls() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(serde_json::Value::from("/v1/chat/completions")),
+            "[a-z/\"\\\\]{0,12}".prop_map(serde_json::Value::from),
+            Just(serde_json::Value::from(7)),
+            Just(serde_json::json!({"url": "/v1/embeddings"})),
+        ]
     }
 
     #[test]

@@ -215,3 +215,98 @@ fn proxied(url: &reqwest::Url) -> bool {
                 && (host == n.trim_start_matches('.') || host.ends_with(&format!(".{}", n.trim_start_matches('.')))))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+
+    /// A loopback server answering every request with `{}`; after `per_conn` answers it closes
+    /// the connection without saying so. Returns its URL and the count of connections.
+    async fn server(per_conn: usize) -> (reqwest::Url, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = reqwest::Url::parse(&format!("http://{}/v1/completions", listener.local_addr().unwrap())).unwrap();
+        let conns = Arc::new(AtomicUsize::new(0));
+        let counted = conns.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    for _ in 0..per_conn {
+                        // Each test request is one small write: a read holds it whole.
+                        match sock.read(&mut buf).await {
+                            Ok(n) if n > 0 => {}
+                            _ => return,
+                        }
+                        if sock.write_all(ANSWER).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (url, conns)
+    }
+
+    async fn one(d: &Direct) -> Result<Bytes, String> {
+        let (mut resp, lease) = d
+            .send(Bytes::from_static(b"{}"), false)
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+        let mut all = Vec::new();
+        while let Some(c) = next_chunk(resp.body_mut()).await.map_err(|e| e.to_string())? {
+            all.extend_from_slice(&c);
+        }
+        lease.release();
+        Ok(all.into())
+    }
+
+    #[tokio::test]
+    async fn keeps_one_connection_for_requests_in_turn() {
+        let (url, conns) = server(usize::MAX).await;
+        let d = Direct::new(&url, Some("k"), Duration::from_secs(5), 4).expect("plain http");
+        for _ in 0..10 {
+            assert_eq!(one(&d).await.unwrap(), Bytes::from_static(b"{}"));
+        }
+        assert_eq!(conns.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_server_closed_is_not_used_again() {
+        let (url, conns) = server(1).await;
+        let d = Direct::new(&url, None, Duration::from_secs(5), 4).expect("plain http");
+        for _ in 0..5 {
+            assert_eq!(one(&d).await.unwrap(), Bytes::from_static(b"{}"));
+            // Time for the close to arrive; a request already on its way meets it as a
+            // reset, which the caller retries (`Client::send`).
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(conns.load(Ordering::SeqCst), 5);
+    }
+
+    #[test]
+    fn only_plain_http_without_credentials() {
+        let direct = |u: &str| Direct::new(&reqwest::Url::parse(u).unwrap(), None, Duration::from_secs(1), 1).is_some();
+        assert!(direct("http://127.0.0.1:8000/v1/completions"));
+        assert!(direct("http://[::1]:8000/v1/chat/completions?x=1"));
+        assert!(!direct("https://api.example.com/v1/completions"));
+        assert!(!direct("http://user:pw@127.0.0.1:8000/v1/completions"));
+    }
+
+    #[test]
+    fn the_key_is_a_sensitive_header() {
+        let url = reqwest::Url::parse("http://127.0.0.1:9/v1/embeddings").unwrap();
+        let d = Direct::new(&url, Some("sk-secret"), Duration::from_secs(1), 1).unwrap();
+        let req = d.request(Bytes::new(), true);
+        assert!(req.headers()[AUTHORIZATION].is_sensitive());
+        assert!(!format!("{:?}", req.headers()).contains("sk-secret"));
+        assert_eq!(req.headers()[HOST], "127.0.0.1:9");
+        assert_eq!(req.uri(), "/v1/embeddings");
+        assert_eq!(req.headers()[CONNECTION], "close");
+    }
+}

@@ -502,22 +502,20 @@ impl Client {
             });
         }
         let bytes = resp.read_to_end().await?;
+        // UTF-8 is checked once for the whole answer, so the parsers below read it as text and
+        // do not check each string again.
+        let text = String::from_utf8(bytes).map_err(|_| decode_failure("answer is not UTF-8".into()))?;
         // The common answer (usage, no error) is read through a small typed view and kept as
-        // the bytes it came in: no JSON tree is built, cloned or re-serialized per request.
-        let peeked = serde_json::from_slice::<Peek>(&bytes)
+        // the text it came in: no JSON tree is built, cloned or re-serialized per request.
+        let peeked = serde_json::from_str::<Peek>(&text)
             .ok()
             .filter(|p| p.error.is_none())
             .and_then(|p| p.usage)
             // An embedding's usage has prompt tokens only: it generates none.
             .and_then(|u| Some((u.prompt_tokens, u.completion_tokens.or(u.prompt_tokens.map(|_| 0))?)));
         if let Some((prompt_tokens, completion)) = peeked {
-            let body = if keep_body {
-                let text = String::from_utf8(bytes).map_err(|_| decode_failure("answer is not UTF-8".into()))?;
-                // `Peek` above parsed these same bytes whole: no second parse to keep them.
-                Some(JsonText::parsed(text))
-            } else {
-                None
-            };
+            // `Peek` above parsed this same text whole: no second parse to keep it.
+            let body = keep_body.then(|| JsonText::parsed(text));
             let usage = Usage {
                 prompt_tokens,
                 completion_tokens: completion,
@@ -532,7 +530,7 @@ impl Client {
             });
         }
         let body: Value =
-            serde_json::from_slice(&bytes).map_err(|e| decode_failure(format!("answer is not JSON: {e}")))?;
+            serde_json::from_str(&text).map_err(|e| decode_failure(format!("answer is not JSON: {e}")))?;
         if let Some(msg) = body
             .get("error")
             .filter(|e| !e.is_null())

@@ -330,7 +330,7 @@ pub async fn send_batch(b: Batch<'_>, prepared: Prepared, interrupt: Stop) -> an
     let (tx, rx) = mpsc::unbounded_channel::<Event>();
     let retries_used = Arc::new(AtomicU64::new(0));
     let streak = Arc::new(std::sync::Mutex::new(attempt::Streak::new(b.stop_after_failures)));
-    let worker = Worker {
+    let worker = Arc::new(Worker {
         streak: streak.clone(),
         client: b.client.clone(),
         limiter: s.rate().map(|r| Arc::new(RateLimiter::new(r, 1))),
@@ -342,11 +342,12 @@ pub async fn send_batch(b: Batch<'_>, prepared: Prepared, interrupt: Stop) -> an
             base: s.tuning.retry_base,
             max: s.tuning.retry_max,
         },
-    };
+    });
     let window = tokio::spawn(run_window(
         s.concurrency as usize,
         source.clone(),
-        move |job: Job, _slot: Slot| worker.clone().attempt(job),
+        // One shared worker: a job clones one `Arc`, not each of the worker's handles.
+        move |job: Job, _slot: Slot| Worker::attempt(worker.clone(), job),
         tx,
         stop.clone(),
     ));

@@ -42,7 +42,7 @@ pub(super) struct Worker {
 }
 
 impl Worker {
-    pub async fn attempt(self, job: Job) -> Event {
+    pub async fn attempt(self: Arc<Self>, job: Job) -> Event {
         if let Some(l) = &self.limiter {
             l.acquire().await;
         }
