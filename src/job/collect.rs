@@ -55,6 +55,14 @@ impl Collector {
                     for ev in events.drain(..) {
                         self.on_event(ev, retries_used)?;
                     }
+                    // Lets the workers that are ready finish their answers first, so one write
+                    // carries a few lines rather than one each time: at tens of thousands of
+                    // answers a second the writes cost more than the lines. Still one pass of
+                    // the scheduler, so at most about one answer per worker waits for it.
+                    tokio::task::yield_now().await;
+                    while let Ok(ev) = rx.try_recv() {
+                        self.on_event(ev, retries_used)?;
+                    }
                     // The lines of every answer at hand, in one write.
                     self.flush()?;
                     self.progress.update(self.tally.ok, self.tally.failed);
