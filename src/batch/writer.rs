@@ -67,7 +67,10 @@ fn push_line(buf: &mut Vec<u8>, id: &str, rec: &OutputRecord) {
     if rec.status_code.is_some() || rec.body.is_some() {
         buf.extend_from_slice(b"{\"status_code\":");
         match rec.status_code {
-            Some(code) => buf.extend_from_slice(code.to_string().as_bytes()),
+            Some(code) => {
+                use std::io::Write as _;
+                let _ = write!(buf, "{code}");
+            }
             None => buf.extend_from_slice(b"null"),
         }
         buf.extend_from_slice(b",\"request_id\":");

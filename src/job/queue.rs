@@ -127,16 +127,18 @@ impl JobSource {
     /// ready, it passes the wake on to one idle worker.
     fn take(&self) -> Take {
         let mut q = self.queue.lock().expect("job queue lock");
-        let now = Instant::now();
         let due = q.retries.peek().map(|Reverse((at, _, _))| *at);
+        // The clock only when a retry waits (most takes have none).
+        let now = due.map(|_| Instant::now());
+        let is_due = |at: Instant| now.is_some_and(|now| at <= now);
         let job = match due {
-            Some(at) if at <= now => q.retries.pop().map(|Reverse((_, _, JobBox(job)))| job),
+            Some(at) if is_due(at) => q.retries.pop().map(|Reverse((_, _, JobBox(job)))| job),
             _ => q.ready.pop_front(),
         };
         match job {
             Some(job) => {
                 self.in_flight.fetch_add(1, Ordering::SeqCst);
-                let more = !q.ready.is_empty() || q.retries.peek().is_some_and(|Reverse((at, _, _))| *at <= now);
+                let more = !q.ready.is_empty() || q.retries.peek().is_some_and(|Reverse((at, _, _))| is_due(*at));
                 drop(q);
                 if more {
                     self.wake_one();
