@@ -648,36 +648,43 @@ fn direct_failure(e: h1::SendError) -> Failure {
 /// A connection that failed once open, or an answer that was not HTTP: like reqwest's request
 /// and body errors, a `Reset` (worth another try), with the error chain as its message.
 fn hyper_failure(e: &hyper::Error) -> Failure {
-    let mut chain: Vec<String> = Vec::new();
-    let mut src: Option<&dyn std::error::Error> = Some(e);
-    while let Some(err) = src {
-        let text = err.to_string();
-        if !chain.iter().any(|c| c.contains(&text)) {
-            chain.push(text);
-        }
-        src = err.source();
-    }
     Failure {
         kind: if e.is_timeout() {
             FailKind::Timeout
         } else {
             FailKind::Reset
         },
-        message: chain.join(": "),
+        message: error_chain(e, |_| {}),
         retry_after: None,
         body: None,
     }
+}
+
+/// An error and its sources as one message (`a: b: c`), each text once (a source's text is
+/// often already inside its parent's); `each` sees every error of the chain on the way.
+fn error_chain<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+    mut each: impl FnMut(&'a (dyn std::error::Error + 'static)),
+) -> String {
+    let mut chain: Vec<String> = Vec::new();
+    let mut src = Some(e);
+    while let Some(err) = src {
+        each(err);
+        let text = err.to_string();
+        if !chain.iter().any(|c| c.contains(&text)) {
+            chain.push(text);
+        }
+        src = err.source();
+    }
+    chain.join(": ")
 }
 
 /// Classifies a transport error. The message is rebuilt from the error chain without the URL,
 /// so credentials in a URL never reach a report.
 fn transport_failure(e: reqwest::Error) -> Failure {
     let e = e.without_url();
-    let mut chain = Vec::new();
     let mut reset = false;
-    let mut src: Option<&dyn std::error::Error> = Some(&e);
-    while let Some(err) = src {
-        let text = err.to_string();
+    let message = error_chain(&e, |err| {
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
             use std::io::ErrorKind::*;
             reset |= matches!(
@@ -688,11 +695,7 @@ fn transport_failure(e: reqwest::Error) -> Failure {
         if let Some(h) = err.downcast_ref::<hyper::Error>() {
             reset |= h.is_incomplete_message() || h.is_closed() || h.is_canceled();
         }
-        if !chain.iter().any(|c: &String| c.contains(&text)) {
-            chain.push(text);
-        }
-        src = err.source();
-    }
+    });
     let kind = if e.is_timeout() {
         FailKind::Timeout
     } else if e.is_connect() {
@@ -704,7 +707,7 @@ fn transport_failure(e: reqwest::Error) -> Failure {
     };
     Failure {
         kind,
-        message: chain.join(": "),
+        message,
         retry_after: None,
         body: None,
     }

@@ -418,7 +418,8 @@ async fn measure_level(sweep: &Sweep<'_>, c: u32, sink: &mut Option<&mut OutputW
         .flatten();
     let mut systematic = false;
     let mut warm_end: Option<f64> = None;
-    // Requests started in the window, kept up to date at each answer for a job sweep's cap.
+    // Requests started in the window (from its opening on, counted at each answer): a job
+    // sweep's level ends at its cap.
     let mut measured_in_window = 0u64;
     let mut ci_met = false;
     let mut interrupted = false;
@@ -444,18 +445,16 @@ async fn measure_level(sweep: &Sweep<'_>, c: u32, sink: &mut Option<&mut OutputW
                         break;
                     }
                     recs.push(r);
-                    // A job sweep spends lines: its warm-up and its level end at their counts,
-                    // checked at each answer and not at the next tick, or a fast server would
-                    // spend the level's lines (or the whole budget) between two ticks.
+                    // A job sweep spends lines: its warm-up and its level (an eighth of the
+                    // budget, not all of it on the first) end at their counts, checked at each
+                    // answer and not at the next tick, or a fast server would spend the level's
+                    // lines (or the whole budget) between two ticks.
                     if let Some(cap) = level_cap {
                         match warm_end {
                             None if recs.len() >= 2 * c as usize && recs.iter().any(|r| r.outcome.is_ok()) => {
                                 let w = (Instant::now() - level_start).as_secs_f64();
                                 warm_end = Some(w);
-                                measured_in_window = recs.iter().filter(|r| r.start >= w).count() as u64;
-                                if let Some(server) = server {
-                                    server.scrape_now(Duration::ZERO).await;
-                                }
+                                measured_in_window = open_window(w, &recs, server).await;
                             }
                             Some(w) => {
                                 measured_in_window += u64::from(recs.last().is_some_and(|r| r.start >= w));
@@ -484,11 +483,7 @@ async fn measure_level(sweep: &Sweep<'_>, c: u32, sink: &mut Option<&mut OutputW
                             break;
                         }
                         warm_end = Some(now);
-                        if let Some(server) = server {
-                            // Opens the window's counters (not waited for: a slow /metrics
-                            // must not stall the level).
-                            server.scrape_now(Duration::ZERO).await;
-                        }
+                        measured_in_window = open_window(now, &recs, server).await;
                     } else if now > hard_limit {
                         break;
                     }
@@ -519,10 +514,6 @@ async fn measure_level(sweep: &Sweep<'_>, c: u32, sink: &mut Option<&mut OutputW
                     break;
                 }
                 if now - w >= s.max_duration.as_secs_f64() {
-                    break;
-                }
-                if level_cap.is_some_and(|cap| measured >= cap) {
-                    // A job sweep spends its budget across the levels, not all on the first.
                     break;
                 }
             }
@@ -614,4 +605,14 @@ async fn measure_level(sweep: &Sweep<'_>, c: u32, sink: &mut Option<&mut OutputW
         systematic,
         recs,
     })
+}
+
+/// Opens a level's window at `w` (seconds into the level): the server's counters are read
+/// (not waited for: a slow /metrics must not stall the level), and the requests already
+/// started since `w` are counted as measured.
+async fn open_window(w: f64, recs: &[Rec], server: Option<&Scraper>) -> u64 {
+    if let Some(server) = server {
+        server.scrape_now(Duration::ZERO).await;
+    }
+    recs.iter().filter(|r| r.start >= w).count() as u64
 }
