@@ -1,19 +1,20 @@
-//! The fast path for JSON input lines: a line read through small borrowed views, its body kept
-//! as the bytes the file holds, with no JSON tree built. It accepts only lines the full check
+//! The fast path for JSON input lines: a line read in one pass by [`crate::api::scan`]'s
+//! cursor, its body kept as the bytes the file holds, with no JSON tree built. It accepts only lines the full check
 //! in [`super::reader`] accepts too, and says nothing about the others: for any line it does
 //! not accept, the reader runs the full check, which gives the exact reason.
 
 use std::borrow::Cow;
+use std::ops::Range;
 
-use serde::Deserialize;
-use serde_json::value::RawValue;
+use crate::api::scan::{once, Cursor, Scan, Unsure};
 
 use super::reader::Api;
 
 /// A request body as the file has it, checked for `--api`.
 #[derive(Debug, Clone)]
 pub struct RawBody {
-    pub json: Box<RawValue>,
+    /// One JSON object, checked (by [`crate::api::scan`]), without whitespace around it.
+    pub json: Box<str>,
     /// The body names a `model` (any value).
     pub has_model: bool,
     /// The body asks for a stream (`"stream": true`).
@@ -22,19 +23,19 @@ pub struct RawBody {
 
 impl PartialEq for RawBody {
     fn eq(&self, other: &Self) -> bool {
-        self.json.get() == other.json.get()
+        self.json == other.json
     }
 }
 
 impl RawBody {
     /// The body as a JSON tree.
     pub fn to_value(&self) -> serde_json::Value {
-        serde_json::from_str(self.json.get()).unwrap_or_default()
+        serde_json::from_str(&self.json).unwrap_or_default()
     }
 
     /// The bytes to send: the body as given, with `"model": model` first when it names none.
     pub fn to_request(&self, model: Option<&str>) -> Vec<u8> {
-        let text = self.json.get();
+        let text = &*self.json;
         let Some(m) = model.filter(|_| !self.has_model) else {
             return text.as_bytes().to_vec();
         };
@@ -50,37 +51,6 @@ impl RawBody {
     }
 }
 
-#[derive(Deserialize)]
-struct Line<'a> {
-    #[serde(borrow)]
-    custom_id: Cow<'a, str>,
-    #[serde(borrow, default, deserialize_with = "present")]
-    method: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "present")]
-    url: Option<&'a RawValue>,
-    #[serde(borrow)]
-    body: &'a RawValue,
-}
-
-#[derive(Deserialize)]
-struct Fields<'a> {
-    #[serde(borrow, default, deserialize_with = "present")]
-    prompt: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "present")]
-    messages: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "present")]
-    input: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "present")]
-    model: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "present")]
-    stream: Option<&'a RawValue>,
-}
-
-/// A field that is there, `null` included (a plain `Option` reads `null` as absent).
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
-    <&RawValue>::deserialize(d).map(Some)
-}
-
 /// An openai-batch line that passes every check but the duplicate-id one: its id and body.
 /// `url_ok` decides the `url` (a string); None: the full check decides.
 pub fn openai_line<'a>(
@@ -88,70 +58,89 @@ pub fn openai_line<'a>(
     api: Api,
     mut url_ok: impl FnMut(&str) -> bool,
 ) -> Option<(Cow<'a, str>, RawBody)> {
-    let line: Line = serde_json::from_str(text).ok()?;
-    if line.custom_id.is_empty() {
-        return None;
-    }
-    if let Some(m) = line.method {
-        if !string(m)?.eq_ignore_ascii_case("POST") {
-            return None;
+    let mut c = Cursor::new(text);
+    let (mut id, mut method, mut url, mut body) = (None, None, None, None);
+    c.object(|c, key| match key {
+        "custom_id" => once(&mut id, c.string()?),
+        "method" => {
+            if !c.string()?.eq_ignore_ascii_case("POST") {
+                return Err(Unsure);
+            }
+            once(&mut method, ())
         }
-    }
-    if let Some(u) = line.url {
-        if !url_ok(&string(u)?) {
-            return None;
+        "url" => {
+            if !url_ok(&c.string()?) {
+                return Err(Unsure);
+            }
+            once(&mut url, ())
         }
-    }
-    let body = body(line.body, api)?;
-    Some((line.custom_id, body))
+        "body" => once(&mut body, read_body(c, api)?),
+        _ => c.skip().map(drop),
+    })
+    .ok()?;
+    c.end().ok()?;
+    let id = id.filter(|id| !id.is_empty())?;
+    Some((id, body?))
 }
 
 /// A jsonl line (the whole line is the body) that passes every check.
 pub fn jsonl_line(text: &str, api: Api) -> Option<RawBody> {
-    let raw: &RawValue = serde_json::from_str(text).ok()?;
-    body(raw, api)
+    let mut c = Cursor::new(text);
+    let body = read_body(&mut c, api).ok()?;
+    c.end().ok()?;
+    Some(body)
 }
 
 /// The body checks of the full path, for a body that surely passes them.
-fn body(raw: &RawValue, api: Api) -> Option<RawBody> {
-    if !raw.get().starts_with('{') {
-        return None;
-    }
-    let f: Fields = serde_json::from_str(raw.get()).ok()?;
+fn read_body(c: &mut Cursor<'_>, api: Api) -> Scan<RawBody> {
+    let text = c.text();
+    let start = c.value_start();
+    let [mut prompt, mut messages, mut input, mut model, mut stream]: [Option<Range<usize>>; 5] = Default::default();
+    c.object(|c, key| {
+        let slot = match key {
+            "prompt" => &mut prompt,
+            "messages" => &mut messages,
+            "input" => &mut input,
+            "model" => &mut model,
+            "stream" => &mut stream,
+            _ => return c.skip().map(drop),
+        };
+        once(slot, c.skip()?)
+    })?;
+    let value = |span: &Option<Range<usize>>| span.clone().map(|s| &text[s]);
     let ok = match api {
-        Api::Chat => f.messages.is_some_and(non_empty_array),
-        Api::Completions | Api::Forefront => f.prompt.is_some_and(text_or_array),
-        Api::Embeddings => f.input.is_some_and(text_or_array),
+        Api::Chat => value(&messages).is_some_and(non_empty_array),
+        Api::Completions | Api::Forefront => value(&prompt).is_some_and(text_or_array),
+        Api::Embeddings => value(&input).is_some_and(text_or_array),
     };
-    ok.then(|| RawBody {
-        json: raw.to_owned(),
-        has_model: f.model.is_some(),
-        stream: f.stream.is_some_and(|s| s.get() == "true"),
+    if !ok {
+        return Err(Unsure);
+    }
+    Ok(RawBody {
+        json: text[start..c.pos()].into(),
+        has_model: model.is_some(),
+        stream: value(&stream) == Some("true"),
     })
 }
 
-/// A JSON string's value; None for any other value.
-fn string(raw: &RawValue) -> Option<Cow<'_, str>> {
-    let text = raw.get();
-    if !text.starts_with('"') {
+/// A checked JSON value that is a string: its content; None for any other value.
+fn string(value: &str) -> Option<Cow<'_, str>> {
+    if !value.starts_with('"') {
         return None;
     }
-    // A valid JSON string without escapes is its own content between the quotes.
-    if !text.contains('\\') {
-        return Some(Cow::Borrowed(&text[1..text.len() - 1]));
-    }
-    serde_json::from_str(text).ok()
+    Cursor::new(value).string().ok()
 }
 
-fn non_empty_array(raw: &RawValue) -> bool {
-    raw.get()
+/// A checked JSON value that is an array with at least one element.
+fn non_empty_array(value: &str) -> bool {
+    value
         .strip_prefix('[')
         .is_some_and(|rest| !rest.trim_start().starts_with(']'))
 }
 
 /// A non-blank string or a non-empty array (what `prompt` and `input` accept).
-fn text_or_array(raw: &RawValue) -> bool {
-    non_empty_array(raw) || string(raw).is_some_and(|s| !s.trim().is_empty())
+fn text_or_array(value: &str) -> bool {
+    non_empty_array(value) || string(value).is_some_and(|s| !s.trim().is_empty())
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 mod h1;
 pub mod sse;
 
+use crate::api::scan::{once, Cursor, Scan, Unsure};
 use crate::api::Api;
 pub use crate::api::JsonText;
 // Re-exported: the commands and benches build bodies with it through the client's API.
@@ -507,14 +508,11 @@ impl Client {
         let text = String::from_utf8(bytes).map_err(|_| decode_failure("answer is not UTF-8".into()))?;
         // The common answer (usage, no error) is read through a small typed view and kept as
         // the text it came in: no JSON tree is built, cloned or re-serialized per request.
-        let peeked = serde_json::from_str::<Peek>(&text)
-            .ok()
-            .filter(|p| p.error.is_none())
-            .and_then(|p| p.usage)
+        let peeked = peek_usage(&text)
             // An embedding's usage has prompt tokens only: it generates none.
-            .and_then(|u| Some((u.prompt_tokens, u.completion_tokens.or(u.prompt_tokens.map(|_| 0))?)));
+            .and_then(|(prompt, completion)| Some((prompt, completion.or(prompt.map(|_| 0))?)));
         if let Some((prompt_tokens, completion)) = peeked {
-            // `Peek` above parsed this same text whole: no second parse to keep it.
+            // `peek_usage` above checked this same text whole: no second parse to keep it.
             let body = keep_body.then(|| JsonText::parsed(text));
             let usage = Usage {
                 prompt_tokens,
@@ -773,10 +771,55 @@ fn error_kind(body: &Value) -> FailKind {
     }
 }
 
-/// Token counts from `usage`, else from llama.cpp's `timings` (sent on the last chunk of a
-/// stream even when usage is not asked for: `predicted_n` generated tokens, `prompt_n` +
-/// `cache_n` prompt tokens; exact, not estimates).
-/// What the fast path reads of an answer; every other field is skipped unparsed.
+/// `usage`'s prompt and completion tokens of an answer that is one JSON object with a `usage`
+/// object and no `error` (or a null one); None for any other answer, which the caller then
+/// reads whole. The scan cursor reads it in one pass; where it is unsure, serde_json's typed
+/// view [`Peek`] decides, so the result is always `Peek`'s.
+fn peek_usage(text: &str) -> Option<(Option<u64>, Option<u64>)> {
+    scan_usage(text).unwrap_or_else(|Unsure| {
+        serde_json::from_str::<Peek>(text)
+            .ok()
+            .filter(|p| p.error.is_none())
+            .and_then(|p| p.usage)
+            .map(|u| (u.prompt_tokens, u.completion_tokens))
+    })
+}
+
+fn scan_usage(text: &str) -> Scan<Option<(Option<u64>, Option<u64>)>> {
+    let mut c = Cursor::new(text);
+    let (mut usage, mut seen_usage, mut error) = (None, None, None);
+    c.object(|c, key| match key {
+        "usage" => {
+            once(&mut seen_usage, ())?;
+            if text[c.value_start()..].starts_with('n') {
+                // `null`, or not JSON: the skip tells.
+                return c.skip().map(drop);
+            }
+            let (mut prompt, mut completion) = (None, None);
+            c.object(|c, key| match key {
+                "prompt_tokens" => once(&mut prompt, c.uint_or_null()?),
+                "completion_tokens" => once(&mut completion, c.uint_or_null()?),
+                _ => c.skip().map(drop),
+            })?;
+            usage = Some((prompt.flatten(), completion.flatten()));
+            Ok(())
+        }
+        "error" => {
+            let span = c.skip()?;
+            if &text[span] != "null" {
+                // An error answer is read whole.
+                return Err(Unsure);
+            }
+            once(&mut error, ())
+        }
+        _ => c.skip().map(drop),
+    })?;
+    c.end()?;
+    Ok(usage)
+}
+
+/// What serde_json reads of an answer where the scan cursor is unsure; every other field is
+/// skipped unparsed.
 #[derive(serde::Deserialize)]
 struct Peek {
     #[serde(default)]
@@ -793,6 +836,9 @@ struct PeekUsage {
     completion_tokens: Option<u64>,
 }
 
+/// Token counts from `usage`, else from llama.cpp's `timings` (sent on the last chunk of a
+/// stream even when usage is not asked for: `predicted_n` generated tokens, `prompt_n` +
+/// `cache_n` prompt tokens; exact, not estimates).
 fn usage_of(v: &Value) -> Option<Usage> {
     reported_usage(v).or_else(|| timings_usage(v))
 }
@@ -1205,5 +1251,89 @@ mod tests {
         assert!(a
             .event(SseEvent::Data(r#"{"error":{"message":"boom"}}"#.into()), &mut t)
             .is_err());
+    }
+
+    /// serde_json's typed view, the reference `peek_usage` must agree with.
+    fn peek_by_serde(text: &str) -> Option<(Option<u64>, Option<u64>)> {
+        serde_json::from_str::<Peek>(text)
+            .ok()
+            .filter(|p| p.error.is_none())
+            .and_then(|p| p.usage)
+            .map(|u| (u.prompt_tokens, u.completion_tokens))
+    }
+
+    #[test]
+    fn usage_is_read_in_one_pass_for_the_common_answer() {
+        let common = r#"{"id":"c","choices":[{"text":" hi\n","index":0}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6},"error":null}"#;
+        assert_eq!(scan_usage(common), Ok(Some((Some(5), Some(1)))));
+        assert_eq!(
+            scan_usage(r#"{"usage":{"prompt_tokens":3}}"#),
+            Ok(Some((Some(3), None)))
+        );
+        assert_eq!(scan_usage(r#"{"usage":null}"#), Ok(None));
+        for unsure in [
+            r#"{"usage":{"prompt_tokens":5.0}}"#,
+            r#"{"usage":{"prompt_tokens":1,"prompt_tokens":2}}"#,
+            r#"{"usage":{},"usage":{}}"#,
+            r#"{"error":{"message":"x"},"usage":{"prompt_tokens":1}}"#,
+            r#"[{"prompt_tokens":1}]"#,
+            r#"{"usage":{"prompt_tokens":1}} x"#,
+        ] {
+            assert_eq!(scan_usage(unsure), Err(Unsure), "{unsure}");
+            assert_eq!(peek_usage(unsure), peek_by_serde(unsure), "{unsure}");
+        }
+    }
+
+    fn answer_strategy() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let count = prop::sample::select(vec![
+            "5",
+            "0",
+            "null",
+            "5.0",
+            "-1",
+            "\"7\"",
+            "18446744073709551616",
+            "1e2",
+        ]);
+        let usage_field = (
+            prop::sample::select(vec!["prompt_tokens", "completion_tokens", "total_tokens", "x"]),
+            count,
+        );
+        let usage = prop_oneof![
+            Just("null".to_string()),
+            Just("[]".to_string()),
+            prop::collection::vec(usage_field, 0..4).prop_map(|f| {
+                let parts: Vec<String> = f.into_iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+                format!("{{{}}}", parts.join(","))
+            }),
+        ];
+        let field = prop_oneof![
+            usage.prop_map(|u| format!("\"usage\": {u}")),
+            prop::sample::select(vec!["null", "{\"message\":\"m\"}", "\"e\"", "false"])
+                .prop_map(|e| format!("\"error\":{e}")),
+            Just("\"choices\":[{\"text\":\"a\\\"b\",\"logprobs\":null}]".to_string()),
+            Just("\"id\":\"cmpl-1\"".to_string()),
+        ];
+        prop::collection::vec(field, 0..5).prop_map(|f| format!("{{{}}}", f.join(",")))
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// The one-pass read gives what serde_json's typed view gives, for any answer, broken
+        /// ones included.
+        #[test]
+        fn peek_usage_agrees_with_serde_json(
+            answer in answer_strategy(),
+            cut in proptest::prelude::any::<proptest::sample::Index>(),
+            broken in proptest::prelude::any::<bool>(),
+        ) {
+            let text = if broken { answer[..cut.index(answer.len() + 1)].to_string() } else { answer };
+            proptest::prop_assert_eq!(peek_usage(&text), peek_by_serde(&text), "{}", text);
+            if let Ok(u) = scan_usage(&text) {
+                proptest::prop_assert_eq!(u, peek_by_serde(&text), "{}", text);
+            }
+        }
     }
 }

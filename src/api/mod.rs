@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+pub mod scan;
+
 /// Which API the endpoint speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
