@@ -3,8 +3,10 @@
 //! requires: lines that disagree are named.
 
 use super::reader::{Api, Format};
+use crate::api::scan::{Cursor, Unsure};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
+use std::borrow::Cow;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
@@ -64,7 +66,7 @@ fn api_of_line(line: &[u8]) -> Option<Api> {
     // An OpenAI Batch line names its API in `url`, mostly before the body: read up to there
     // only. (A line broken after its url, or with a body that is no object, so names that
     // url's API here; the validation pass rejects such lines anyway.)
-    if let Some(api) = top_level_url(line).and_then(api_of_url) {
+    if let Some(api) = top_level_url(line).as_deref().and_then(api_of_url) {
         return Some(api);
     }
     let p: Probe = serde_json::from_slice(line).ok()?;
@@ -77,98 +79,22 @@ fn api_of_line(line: &[u8]) -> Option<Api> {
     }
 }
 
-/// The top-level `"url"` string of a JSON object line, found without parsing the rest: the
-/// bytes before it are walked (strings and nested values skipped), nothing after it is read.
-/// None when there is no such url before anything unexpected, or when the url or a key on
-/// the way has escapes: the full probe decides those lines.
-fn top_level_url(line: &[u8]) -> Option<&str> {
-    let mut i = skip_ws(line, 0);
-    if line.get(i) != Some(&b'{') {
-        return None;
-    }
-    i += 1;
-    loop {
-        i = skip_ws(line, i);
-        let (key, next, key_escaped) = string_at(line, i)?;
-        i = skip_ws(line, next);
-        if line.get(i) != Some(&b':') {
-            return None;
+/// The top-level `"url"` string of a JSON object line, found without reading past it: the
+/// fields before it are checked and skipped, nothing after it is read. None when there is no
+/// such url, or when the line before it is anything the scan cursor is unsure of: the full
+/// probe decides those lines.
+fn top_level_url(line: &[u8]) -> Option<Cow<'_, str>> {
+    let mut c = Cursor::new(std::str::from_utf8(line).ok()?);
+    let mut url = None;
+    // The walk ends at the url (an `Err` on purpose) or at the first thing it cannot vouch for.
+    let _ = c.object(|c, key| {
+        if key == "url" {
+            url = Some(c.string()?);
+            return Err(Unsure);
         }
-        i = skip_ws(line, i + 1);
-        if key_escaped {
-            return None;
-        }
-        if key == b"url" {
-            let (value, _, escaped) = string_at(line, i)?;
-            return if escaped { None } else { std::str::from_utf8(value).ok() };
-        }
-        i = skip_ws(line, skip_value(line, i)?);
-        if line.get(i) != Some(&b',') {
-            return None;
-        }
-        i += 1;
-    }
-}
-
-fn skip_ws(line: &[u8], mut i: usize) -> usize {
-    while line.get(i).is_some_and(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r')) {
-        i += 1;
-    }
-    i
-}
-
-/// The string starting at `line[i]` (a quote): its raw content, the index after its closing
-/// quote, and whether it has escapes.
-fn string_at(line: &[u8], i: usize) -> Option<(&[u8], usize, bool)> {
-    if line.get(i) != Some(&b'"') {
-        return None;
-    }
-    let mut j = i + 1;
-    let mut escaped = false;
-    loop {
-        let k = j + line.get(j..)?.iter().position(|&b| b == b'"' || b == b'\\')?;
-        if line[k] == b'\\' {
-            escaped = true;
-            j = k + 2;
-            continue;
-        }
-        return Some((&line[i + 1..k], k + 1, escaped));
-    }
-}
-
-/// The index after the value starting at `line[i]`.
-fn skip_value(line: &[u8], i: usize) -> Option<usize> {
-    match *line.get(i)? {
-        b'"' => string_at(line, i).map(|(_, next, _)| next),
-        b'{' | b'[' => {
-            let mut depth = 0usize;
-            let mut j = i;
-            loop {
-                match *line.get(j)? {
-                    b'"' => {
-                        j = string_at(line, j)?.1;
-                        continue;
-                    }
-                    b'{' | b'[' => depth += 1,
-                    b'}' | b']' => {
-                        depth -= 1;
-                        if depth == 0 {
-                            return Some(j + 1);
-                        }
-                    }
-                    _ => {}
-                }
-                j += 1;
-            }
-        }
-        _ => {
-            let len = line[i..]
-                .iter()
-                .position(|&b| matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r'))
-                .unwrap_or(line.len() - i);
-            (len > 0).then_some(i + len)
-        }
-    }
+        c.skip().map(drop)
+    });
+    url
 }
 
 /// Lines per API, the first few of each, for the error that names them.
@@ -276,8 +202,8 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// The scan finds the url a JSON parser finds at the top of the line (when it has no
-        /// escapes), and no other: not one nested in the body or in a string.
+        /// The scan finds the url a JSON parser finds at the top of the line, and no other:
+        /// not one nested in the body or in a string.
         #[test]
         fn top_level_url_is_the_parsers(
             fields in proptest::collection::vec((prop_oneof_keys(), value()), 0..5),
@@ -301,8 +227,9 @@ mod tests {
             }
             let v = serde_json::Value::Object(obj);
             let line = if pretty { serde_json::to_string_pretty(&v) } else { serde_json::to_string(&v) }.unwrap();
-            let want = v.get("url").and_then(|u| u.as_str()).filter(|s| !serde_json::to_string(s).unwrap().contains('\\'));
+            let want = v.get("url").and_then(|u| u.as_str());
             let got = top_level_url(line.as_bytes());
+            let got = got.as_deref();
             // Never another url than the parser's; and it is found unless a key has escapes
             // (one could spell `url`: the full probe decides those lines).
             if got.is_some() || v.as_object().unwrap().keys().all(|k| !serde_json::to_string(k).unwrap().contains('\\')) {

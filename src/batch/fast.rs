@@ -33,12 +33,13 @@ impl RawBody {
         serde_json::from_str(&self.json).unwrap_or_default()
     }
 
-    /// The bytes to send: the body as given, with `"model": model` first when it names none.
-    pub fn to_request(&self, model: Option<&str>) -> Vec<u8> {
-        let text = &*self.json;
+    /// The bytes to send: the body as given (not copied), with `"model": model` first when
+    /// it names none.
+    pub fn into_request(self, model: Option<&str>) -> Vec<u8> {
         let Some(m) = model.filter(|_| !self.has_model) else {
-            return text.as_bytes().to_vec();
+            return self.json.into_boxed_bytes().into_vec();
         };
+        let text = &*self.json;
         let rest = text[1..].trim_start();
         let mut out = Vec::with_capacity(text.len() + m.len() + 12);
         out.extend_from_slice(b"{\"model\":");
@@ -183,11 +184,11 @@ mod tests {
     #[test]
     fn the_model_is_added_first_when_missing() {
         let body = jsonl_line(r#"{ "prompt" : "hi" }"#, Api::Completions).unwrap();
-        let sent = body.to_request(Some("m\"1"));
+        let sent = body.clone().into_request(Some("m\"1"));
         let v: serde_json::Value = serde_json::from_slice(&sent).unwrap();
         assert_eq!(v, serde_json::json!({"model": "m\"1", "prompt": "hi"}));
-        assert_eq!(body.to_request(None), br#"{ "prompt" : "hi" }"#);
+        assert_eq!(body.clone().into_request(None), br#"{ "prompt" : "hi" }"#);
         let named = jsonl_line(r#"{"prompt":"hi","model":"x"}"#, Api::Completions).unwrap();
-        assert_eq!(named.to_request(Some("m")), br#"{"prompt":"hi","model":"x"}"#);
+        assert_eq!(named.into_request(Some("m")), br#"{"prompt":"hi","model":"x"}"#);
     }
 }

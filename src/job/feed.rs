@@ -116,12 +116,13 @@ fn job_of(item: Item, spec: &FeedSpec) -> Job {
     let mut body = match item.body {
         // Sent as the file has it: no JSON tree built and written back.
         Payload::Raw(raw) => {
+            let stream = raw.stream;
             return Job {
-                body: Bytes::from(raw.to_request(model)),
-                stream: raw.stream,
+                body: Bytes::from(raw.into_request(model)),
+                stream,
                 custom_id: item.custom_id,
                 attempt: 0,
-            }
+            };
         }
         Payload::Body(v) => v,
         Payload::Prompt { prompt, .. } => build_body(spec.api, model, &prompt, spec.max_tokens, spec.field),
