@@ -19,7 +19,7 @@
 //!   `SIZEUP_BENCH_MEM_LINES` (`200000,1000000,10000000`; each input is generated into the
 //!   bench's temporary folder, and a size its disk cannot hold is skipped),
 //!   `SIZEUP_BENCH_STREAMS` (10000),
-//!   `SIZEUP_BENCH_REPEATS` (client-ceiling repetitions, best kept: 3).
+//!   `SIZEUP_BENCH_REPEATS` (client-ceiling repetitions, best kept: 5).
 //! - `SIZEUP_BENCH_OHA=PATH`: the `oha` binary; else `oha` on PATH, else
 //!   `$SIZEUP_BENCH_CACHE/bin/oha` (default cache `~/.cache/sizeup-bench`). Install it with
 //!   `cargo install oha --locked --root ~/.cache/sizeup-bench` (a long build), or set
@@ -143,7 +143,7 @@ impl Config {
             ceiling_n: env_num("SIZEUP_BENCH_CEILING_N", if quick { 20_000 } else { 60_000 }),
             mem_lines,
             streams: env_num("SIZEUP_BENCH_STREAMS", if quick { 2000 } else { 10_000 }),
-            repeats: env_num("SIZEUP_BENCH_REPEATS", if quick { 1 } else { 3 }).max(1),
+            repeats: env_num("SIZEUP_BENCH_REPEATS", if quick { 1 } else { 5 }).max(1),
         }
     }
 
@@ -640,30 +640,48 @@ impl Bench {
             // (rate, CPU µs per request, simulator CPU µs per request) and (rate, CPU µs per request).
             let mut best_s: Option<(f64, f64, f64)> = None;
             let mut best_o: Option<(f64, f64)> = None;
-            for _ in 0..self.cfg.repeats {
+            let mut pairs = Vec::new();
+            for rep in 0..self.cfg.repeats {
                 // One simulator for both clients of a repetition: same server, same settings.
+                // Who goes first alternates, so neither always meets the fresher server.
                 let sim = self.sim(&args)?;
-                let sim_cpu0 = proc_stat(sim.pid, self.tck).map_or(0.0, |s| s.1);
-                let (summary, stats) = self.sizeup_run(&sim.url, &input, c)?;
-                let sim_cpu = proc_stat(sim.pid, self.tck).map_or(0.0, |s| s.1) - sim_cpu0;
-                let ok = summary["requests_ok"].as_u64().unwrap_or(0) as f64;
-                let wall = summary["wall_time_s"].as_f64().unwrap_or(f64::NAN);
-                let rate = ok / wall;
-                let cpu_us = stats.cpu_s / n as f64 * 1e6;
-                let sim_us = sim_cpu / n as f64 * 1e6;
-                if best_s.is_none_or(|b| rate > b.0) {
-                    best_s = Some((rate, cpu_us, sim_us));
-                }
-                if let Some(oha) = &oha {
-                    match self.run_oha(oha, &sim.url, n, c, body) {
-                        Ok((r, cpu)) => {
-                            if best_o.is_none_or(|b| r > b.0) {
-                                best_o = Some((r, cpu));
-                            }
+                let mut rates = (None, None);
+                for oha_turn in [rep % 2 == 1, rep % 2 == 0] {
+                    if !oha_turn {
+                        let sim_cpu0 = proc_stat(sim.pid, self.tck).map_or(0.0, |s| s.1);
+                        let (summary, stats) = self.sizeup_run(&sim.url, &input, c)?;
+                        let sim_cpu = proc_stat(sim.pid, self.tck).map_or(0.0, |s| s.1) - sim_cpu0;
+                        let ok = summary["requests_ok"].as_u64().unwrap_or(0) as f64;
+                        let wall = summary["wall_time_s"].as_f64().unwrap_or(f64::NAN);
+                        let rate = ok / wall;
+                        let cpu_us = stats.cpu_s / n as f64 * 1e6;
+                        let sim_us = sim_cpu / n as f64 * 1e6;
+                        if best_s.is_none_or(|b| rate > b.0) {
+                            best_s = Some((rate, cpu_us, sim_us));
                         }
-                        Err(e) => self.notes.push(format!("oha at -c {c} failed: {e:#}")),
+                        rates.0 = Some(rate);
+                    } else if let Some(oha) = &oha {
+                        match self.run_oha(oha, &sim.url, n, c, body) {
+                            Ok((r, cpu)) => {
+                                if best_o.is_none_or(|b| r > b.0) {
+                                    best_o = Some((r, cpu));
+                                }
+                                rates.1 = Some(r);
+                            }
+                            Err(e) => self.notes.push(format!("oha at -c {c} failed: {e:#}")),
+                        }
                     }
                 }
+                if let (Some(s), Some(o)) = rates {
+                    pairs.push(format!("{:.0}%", s / o * 100.0));
+                }
+            }
+            if !pairs.is_empty() {
+                self.notes.push(format!(
+                    "Client ceiling -c {c}: sizeup's rate over oha's in each repetition (sizeup first in \
+                     the 1st, 3rd, ...): {}.",
+                    pairs.join(", ")
+                ));
             }
             let (rate, cpu_us, sim_us) = best_s.ok_or_else(|| anyhow!("no run"))?;
             match best_o {
@@ -695,7 +713,7 @@ impl Bench {
         }
         self.notes.push(format!(
             "Client ceiling: {n} non-streamed 1-token requests per client, best of {} \
-             repetitions each, sizeup and oha alternating against one `sizeup sim --gpus 1 \
+             repetitions each, sizeup and oha taking turns (who goes first alternates) against one `sizeup sim --gpus 1 \
              --batch 4096 --decode-step-ms 0.001` per repetition. sizeup's rate is requests_ok / \
              wall_time_s; its CPU per request is the whole process (user+system from \
              /proc/<pid>/stat, input validation, output writing and start-up included) over N. \
