@@ -19,7 +19,7 @@
 //!   `SIZEUP_BENCH_MEM_LINES` (`200000,1000000,10000000`; each input is generated into the
 //!   bench's temporary folder, and a size its disk cannot hold is skipped),
 //!   `SIZEUP_BENCH_STREAMS` (10000),
-//!   `SIZEUP_BENCH_REPEATS` (client-ceiling repetitions, best kept: 5).
+//!   `SIZEUP_BENCH_REPEATS` (client-ceiling repetitions, medians reported: 5).
 //! - `SIZEUP_BENCH_OHA=PATH`: the `oha` binary; else `oha` on PATH, else
 //!   `$SIZEUP_BENCH_CACHE/bin/oha` (default cache `~/.cache/sizeup-bench`). Install it with
 //!   `cargo install oha --locked --root ~/.cache/sizeup-bench` (a long build), or set
@@ -481,6 +481,17 @@ fn met(ok: bool) -> Met {
     }
 }
 
+/// The median of `values` (the mean of the middle two for an even count); NaN for none.
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
 fn fmt_int(v: f64) -> String {
     let s = format!("{:.0}", v.abs());
     let mut out = String::new();
@@ -637,15 +648,15 @@ impl Bench {
             .and_then(|p| cmd_line(p.to_str()?, &["--version"]))
             .unwrap_or_default();
         for c in [64usize, 256, 1024] {
-            // (rate, CPU µs per request, simulator CPU µs per request) and (rate, CPU µs per request).
-            let mut best_s: Option<(f64, f64, f64)> = None;
-            let mut best_o: Option<(f64, f64)> = None;
-            let mut pairs = Vec::new();
+            // Per repetition: sizeup's (rate, CPU µs per request, simulator CPU µs per request),
+            // oha's (rate, CPU µs per request) when it ran.
+            type Rep = ((f64, f64, f64), Option<(f64, f64)>);
+            let mut reps: Vec<Rep> = Vec::new();
             for rep in 0..self.cfg.repeats {
                 // One simulator for both clients of a repetition: same server, same settings.
                 // Who goes first alternates, so neither always meets the fresher server.
                 let sim = self.sim(&args)?;
-                let mut rates = (None, None);
+                let (mut mine, mut theirs) = (None, None);
                 for oha_turn in [rep % 2 == 1, rep % 2 == 0] {
                     if !oha_turn {
                         let sim_cpu0 = proc_stat(sim.pid, self.tck).map_or(0.0, |s| s.1);
@@ -653,58 +664,64 @@ impl Bench {
                         let sim_cpu = proc_stat(sim.pid, self.tck).map_or(0.0, |s| s.1) - sim_cpu0;
                         let ok = summary["requests_ok"].as_u64().unwrap_or(0) as f64;
                         let wall = summary["wall_time_s"].as_f64().unwrap_or(f64::NAN);
-                        let rate = ok / wall;
-                        let cpu_us = stats.cpu_s / n as f64 * 1e6;
-                        let sim_us = sim_cpu / n as f64 * 1e6;
-                        if best_s.is_none_or(|b| rate > b.0) {
-                            best_s = Some((rate, cpu_us, sim_us));
-                        }
-                        rates.0 = Some(rate);
+                        mine = Some((ok / wall, stats.cpu_s / n as f64 * 1e6, sim_cpu / n as f64 * 1e6));
                     } else if let Some(oha) = &oha {
                         match self.run_oha(oha, &sim.url, n, c, body) {
-                            Ok((r, cpu)) => {
-                                if best_o.is_none_or(|b| r > b.0) {
-                                    best_o = Some((r, cpu));
-                                }
-                                rates.1 = Some(r);
-                            }
+                            Ok(r) => theirs = Some(r),
                             Err(e) => self.notes.push(format!("oha at -c {c} failed: {e:#}")),
                         }
                     }
                 }
-                if let (Some(s), Some(o)) = rates {
-                    pairs.push(format!("{:.0}%", s / o * 100.0));
-                }
+                reps.push((mine.ok_or_else(|| anyhow!("no run"))?, theirs));
             }
-            if !pairs.is_empty() {
-                self.notes.push(format!(
-                    "Client ceiling -c {c}: sizeup's rate over oha's in each repetition (sizeup first in \
-                     the 1st, 3rd, ...): {}.",
-                    pairs.join(", ")
-                ));
-            }
-            let (rate, cpu_us, sim_us) = best_s.ok_or_else(|| anyhow!("no run"))?;
-            match best_o {
-                Some((orate, ocpu)) => {
-                    let ratio = rate / orate;
-                    let cpu_ratio = cpu_us / ocpu;
-                    self.row(
-                        &format!("Client ceiling, zero-service sim, `sizeup run -c {c}`"),
-                        format!("{} req/s, {cpu_us:.0} µs CPU/req", fmt_int(rate)),
-                        format!("oha {} req/s, {ocpu:.0} µs CPU/req", fmt_int(orate)),
-                        format!("{:.1}%, CPU {cpu_ratio:.2}x", ratio * 100.0),
-                        CEILING_TARGET,
-                        met(ratio >= 1.0 && cpu_ratio <= 1.5),
-                    );
-                }
-                None => self.row(
-                    &format!("Client ceiling, zero-service sim, `sizeup run -c {c}`"),
-                    format!("{} req/s, {cpu_us:.0} µs CPU/req", fmt_int(rate)),
+            let figure = format!("Client ceiling, zero-service sim, `sizeup run -c {c}`");
+            let (rate, cpu_us, sim_us) = (
+                median(reps.iter().map(|r| r.0 .0)),
+                median(reps.iter().map(|r| r.0 .1)),
+                median(reps.iter().map(|r| r.0 .2)),
+            );
+            let measured = format!("{} req/s, {cpu_us:.0} µs CPU/req", fmt_int(rate));
+            // Each repetition is a pair (one server, back to back): the ratio is taken within the
+            // pair, and the median of the pairs is the figure. The best of each client's own
+            // runs, as before, compared two different moments of a machine whose speed moves
+            // by ±10% between runs, and one lucky run decided it.
+            let pairs: Vec<(f64, f64)> = reps
+                .iter()
+                .filter_map(|(s, o)| o.map(|o| (s.0 / o.0, s.1 / o.1)))
+                .collect();
+            if pairs.is_empty() {
+                self.row(
+                    &figure,
+                    measured,
                     "oha not available".into(),
                     String::new(),
                     CEILING_TARGET,
                     Met::NotRun,
-                ),
+                );
+            } else {
+                let ratio = median(pairs.iter().map(|p| p.0));
+                let cpu_ratio = median(pairs.iter().map(|p| p.1));
+                let (orate, ocpu) = (
+                    median(reps.iter().filter_map(|r| r.1.map(|o| o.0))),
+                    median(reps.iter().filter_map(|r| r.1.map(|o| o.1))),
+                );
+                self.row(
+                    &figure,
+                    measured,
+                    format!("oha {} req/s, {ocpu:.0} µs CPU/req", fmt_int(orate)),
+                    format!("{:.1}%, CPU {cpu_ratio:.2}x", ratio * 100.0),
+                    CEILING_TARGET,
+                    met(ratio >= 1.0 && cpu_ratio <= 1.5),
+                );
+                let each: Vec<String> = pairs
+                    .iter()
+                    .map(|(r, cpu)| format!("{:.0}% ({cpu:.2}x)", r * 100.0))
+                    .collect();
+                self.notes.push(format!(
+                    "Client ceiling -c {c}, each repetition's rate ratio (CPU ratio), sizeup first in \
+                     the 1st, 3rd, ...: {}.",
+                    each.join(", ")
+                ));
             }
             self.notes.push(format!(
                 "Client ceiling -c {c}: the simulator spent {sim_us:.0} µs CPU per request \
@@ -712,9 +729,11 @@ impl Bench {
             ));
         }
         self.notes.push(format!(
-            "Client ceiling: {n} non-streamed 1-token requests per client, best of {} \
-             repetitions each, sizeup and oha taking turns (who goes first alternates) against one `sizeup sim --gpus 1 \
-             --batch 4096 --decode-step-ms 0.001` per repetition. sizeup's rate is requests_ok / \
+            "Client ceiling: {n} non-streamed 1-token requests per client in each of {} \
+             repetitions; a repetition runs sizeup and oha back to back (who goes first \
+             alternates) against one fresh `sizeup sim --gpus 1 --batch 4096 \
+             --decode-step-ms 0.001`. The figures are medians over the repetitions; the ratios \
+             are the medians of the ratios within each repetition. sizeup's rate is requests_ok / \
              wall_time_s; its CPU per request is the whole process (user+system from \
              /proc/<pid>/stat, input validation, output writing and start-up included) over N. \
              oha: {} with `-n {n} -c C -m POST -H 'content-type: application/json' -d BODY`; \
