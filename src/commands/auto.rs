@@ -121,15 +121,20 @@ pub async fn run(mut args: AutoArgs, interrupt: Stop) -> anyhow::Result<ExitStat
             ));
             return Ok(ExitStatus::Interrupted);
         }
-        let mut plan_tuning = args.plan.clone();
+        let plan_tuning = args.plan.clone();
         if workload.used_up() && swept.summary.ci_met.iter().any(|met| !met) {
             ui::warn(format!(
-                "the sweep budget ({} lines, --sweep-budget {}) ran out before every level's CI reached ±{:.0}%: the plan sizes on the CI it got (its low bound)",
+                "the sweep budget ({} lines, --sweep-budget {}) ran out before every level's CI reached ±{:.0}%: {}",
                 workload.sent().min(sample as u64),
                 args.sweep_budget,
-                settings.ci_width * 100.0
+                settings.ci_width * 100.0,
+                // An explicit --estimate mean is the user's call (the planner's own hint
+                // suggests it when the low bound is 0): it is kept, and said.
+                match plan_tuning.estimate {
+                    crate::cli::EstimateChoice::Low => "the plan sizes on the CI it got (its low bound)",
+                    crate::cli::EstimateChoice::Mean => "the plan sizes on the mean, as --estimate mean asks, whose CI is wider than that",
+                }
             ));
-            plan_tuning.estimate = crate::cli::EstimateChoice::Low;
         }
         let levels = &swept.summary.levels;
         let best = levels.iter().filter(|l| l.rpm.is_finite()).max_by(|a, b| a.rpm.total_cmp(&b.rpm));

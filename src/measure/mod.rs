@@ -226,10 +226,10 @@ pub async fn measure(
                 (Some(r), None) => format!("; server: {r:.1} running"),
                 _ => String::new(),
             },
-            if level.ci_met {
-                ""
-            } else {
-                "  (CI wider than --ci-width: hit --max-duration)"
+            match (level.ci_met, level.lines_spent) {
+                (true, _) => "",
+                (false, true) => "  (CI wider than --ci-width: the level's share of the input's lines is spent)",
+                (false, false) => "  (CI wider than --ci-width: hit --max-duration)",
             }
         ));
         if let Some(rel) = tokens_mismatch(&row) {
@@ -344,6 +344,9 @@ struct LevelResult {
     row: Option<LevelRow>,
     requests: Vec<RequestRow>,
     ci_met: bool,
+    /// A job sweep's level ended because its share of the lines (or the whole budget) was
+    /// spent, not at --max-duration.
+    lines_spent: bool,
     interrupted: bool,
     tokens_estimated: bool,
     unusable: Option<anyhow::Error>,
@@ -422,6 +425,7 @@ async fn measure_level(sweep: &Sweep<'_>, c: u32, sink: &mut Option<&mut OutputW
     // sweep's level ends at its cap.
     let mut measured_in_window = 0u64;
     let mut ci_met = false;
+    let mut lines_spent = false;
     let mut interrupted = false;
     let mut unusable = None;
     let mut ticker = tokio::time::interval(Duration::from_millis(100));
@@ -459,6 +463,7 @@ async fn measure_level(sweep: &Sweep<'_>, c: u32, sink: &mut Option<&mut OutputW
                             Some(w) => {
                                 measured_in_window += u64::from(recs.last().is_some_and(|r| r.start >= w));
                                 if measured_in_window >= cap {
+                                    lines_spent = true;
                                     break;
                                 }
                             }
@@ -466,7 +471,11 @@ async fn measure_level(sweep: &Sweep<'_>, c: u32, sink: &mut Option<&mut OutputW
                         }
                     }
                 }
-                None => break,
+                None => {
+                    // The source ran dry: a job sweep's budget is spent.
+                    lines_spent = workload.job;
+                    break;
+                }
             },
             _ = interrupt.cancelled() => {
                 interrupted = true;
@@ -547,6 +556,7 @@ async fn measure_level(sweep: &Sweep<'_>, c: u32, sink: &mut Option<&mut OutputW
         row: None,
         requests: Vec::new(),
         ci_met,
+        lines_spent,
         interrupted,
         tokens_estimated: false,
         unusable: None,
@@ -599,6 +609,7 @@ async fn measure_level(sweep: &Sweep<'_>, c: u32, sink: &mut Option<&mut OutputW
         row: Some(row),
         requests,
         ci_met,
+        lines_spent,
         interrupted,
         tokens_estimated: estimated,
         unusable: None,

@@ -403,6 +403,53 @@ fn an_embeddings_batch_file_runs_and_sweeps() {
     assert_all_answered(&dir.path().join("auto/output.jsonl"), 200);
 }
 
+/// A job sweep's level that ends because its share of the lines is spent says so, not that it
+/// hit --max-duration (which it did not: the whole run takes a fraction of it); and a plan on a
+/// sweep whose lines ran out keeps the --estimate the user chose.
+#[test]
+fn a_job_sweep_level_ended_by_its_lines_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("embed.jsonl");
+    embeddings_file(&input, 120);
+    let o = crate::util::sizeup()
+        .args([
+            "auto",
+            "--target-rpm",
+            "3000",
+            "--yes",
+            "--concurrency",
+            "1,2",
+            "--estimate",
+            "mean",
+        ])
+        // A CI this narrow is never met on a few dozen lines: every level ends on its lines.
+        .args([
+            "--warmup",
+            "0s",
+            "--max-duration",
+            "120s",
+            "--ci-width",
+            "0.0001",
+            "--input",
+        ])
+        .arg(&input)
+        .arg("--out")
+        .arg(dir.path().join("auto"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("the level's share of the input's lines is spent"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hit --max-duration"), "{stderr}");
+    // The explicit --estimate mean is kept (it used to be overridden to low, whose bound is 0
+    // here, and the error then advised the --estimate mean already given).
+    assert!(stderr.contains("as --estimate mean asks"), "{stderr}");
+    assert_all_answered(&dir.path().join("auto/output.jsonl"), 120);
+}
+
 #[test]
 fn a_file_mixing_endpoints_exits_2_naming_the_lines() {
     let input = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/bad/mixed-url.jsonl");
