@@ -119,7 +119,7 @@ impl<'a> Cursor<'a> {
     pub fn skip(&mut self) -> Scan<Range<usize>> {
         let b = self.text.as_bytes();
         let start = self.value_start();
-        let room = MAX_DEPTH - self.depth;
+        let room = MAX_DEPTH.saturating_sub(self.depth);
         // Bit 0 of `objects` tells whether the innermost open container is an object, bit 1
         // the one around it, and so on (`depth` of them, at most 100 < 128).
         let mut objects: u128 = 0;

@@ -1690,6 +1690,13 @@ mod tests {
             "{\"prompt\":null}",
             "{\"prompt\":\"a\",\"prompt\":\"\"}",
             "[]",
+            // Escapes, a key spelled with one, whitespace, repeated and nested fields.
+            " { \"prompt\" : \"a\\nb \\ud83d\\ude00\" , \"max_tokens\" : 5 , \"max_tokens\" : 6 } ",
+            "{\"pro\\u006dpt\":\"x\"}",
+            "{\"prompt\":\"x\",\"model\":\"m\",\"model\":\"n\"}",
+            "{\"prompt\":\"\\u0020\",\"stream\":false}",
+            "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"x\"}]}],\"stream\":true}",
+            "{\"input\":[\"a\",\"b\"],\"logit_bias\":{\"1\":-1e2}}",
         ]);
         (id, method, url, body).prop_map(|(id, method, url, body)| {
             let mut parts = vec![format!("\"custom_id\":{id}")];
