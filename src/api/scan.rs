@@ -90,17 +90,13 @@ impl<'a> Cursor<'a> {
         }
         let text = self.text;
         loop {
-            if self.peek() != Some(b'"') {
-                return Err(Unsure);
-            }
-            let (end, escaped) = string_end(text.as_bytes(), self.i)?;
+            self.peek();
+            let (name, escaped, value) = key(text.as_bytes(), self.i)?;
             if escaped {
                 return Err(Unsure);
             }
-            let key = &text[self.i + 1..end - 1];
-            self.i = end;
-            self.eat(b':')?;
-            field(self, key)?;
+            self.i = value;
+            field(self, &text[name])?;
             match self.peek() {
                 Some(b',') => self.i += 1,
                 Some(b'}') => {
@@ -143,7 +139,7 @@ impl<'a> Cursor<'a> {
                         objects >>= 1;
                     } else {
                         if object {
-                            i = key(b, i)?;
+                            i = key(b, i)?.2;
                         }
                         continue;
                     }
@@ -166,7 +162,7 @@ impl<'a> Cursor<'a> {
                     Some(b',') => {
                         i = ws(b, i + 1);
                         if in_object {
-                            i = key(b, i)?;
+                            i = key(b, i)?.2;
                         }
                         break;
                     }
@@ -225,17 +221,19 @@ fn ws(b: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// An object key at `i` and its `:`: where its value starts (whitespace skipped).
+/// An object key at `i` and its `:`: the key's content (between the quotes), whether it holds
+/// an escape, and where its value starts (whitespace skipped).
 #[inline(always)]
-fn key(b: &[u8], i: usize) -> Scan<usize> {
+fn key(b: &[u8], i: usize) -> Scan<(Range<usize>, bool, usize)> {
     if b.get(i) != Some(&b'"') {
         return Err(Unsure);
     }
-    let i = ws(b, string_end(b, i)?.0);
-    if b.get(i) != Some(&b':') {
+    let (end, escaped) = string_end(b, i)?;
+    let colon = ws(b, end);
+    if b.get(colon) != Some(&b':') {
         return Err(Unsure);
     }
-    Ok(ws(b, i + 1))
+    Ok((i + 1..end - 1, escaped, ws(b, colon + 1)))
 }
 
 fn literal(b: &[u8], i: usize, word: &[u8]) -> Scan<usize> {

@@ -126,9 +126,6 @@ fn read_body(c: &mut Cursor<'_>, api: Api) -> Scan<RawBody> {
 
 /// A checked JSON value that is a string: its content; None for any other value.
 fn string(value: &str) -> Option<Cow<'_, str>> {
-    if !value.starts_with('"') {
-        return None;
-    }
     Cursor::new(value).string().ok()
 }
 

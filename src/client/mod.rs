@@ -776,13 +776,17 @@ fn error_kind(body: &Value) -> FailKind {
 /// reads whole. The scan cursor reads it in one pass; where it is unsure, serde_json's typed
 /// view [`Peek`] decides, so the result is always `Peek`'s.
 fn peek_usage(text: &str) -> Option<(Option<u64>, Option<u64>)> {
-    scan_usage(text).unwrap_or_else(|Unsure| {
-        serde_json::from_str::<Peek>(text)
-            .ok()
-            .filter(|p| p.error.is_none())
-            .and_then(|p| p.usage)
-            .map(|u| (u.prompt_tokens, u.completion_tokens))
-    })
+    scan_usage(text).unwrap_or_else(|Unsure| peek_by_serde(text))
+}
+
+/// What [`peek_usage`] gives, read by serde_json's typed view alone: its fallback, and the
+/// reference its tests compare the cursor with.
+fn peek_by_serde(text: &str) -> Option<(Option<u64>, Option<u64>)> {
+    serde_json::from_str::<Peek>(text)
+        .ok()
+        .filter(|p| p.error.is_none())
+        .and_then(|p| p.usage)
+        .map(|u| (u.prompt_tokens, u.completion_tokens))
 }
 
 fn scan_usage(text: &str) -> Scan<Option<(Option<u64>, Option<u64>)>> {
@@ -1251,15 +1255,6 @@ mod tests {
         assert!(a
             .event(SseEvent::Data(r#"{"error":{"message":"boom"}}"#.into()), &mut t)
             .is_err());
-    }
-
-    /// serde_json's typed view, the reference `peek_usage` must agree with.
-    fn peek_by_serde(text: &str) -> Option<(Option<u64>, Option<u64>)> {
-        serde_json::from_str::<Peek>(text)
-            .ok()
-            .filter(|p| p.error.is_none())
-            .and_then(|p| p.usage)
-            .map(|u| (u.prompt_tokens, u.completion_tokens))
     }
 
     #[test]
