@@ -1,66 +1,142 @@
-//! HTTP/1.1 over plain TCP straight on hyper's connection API: the transport for `http://`
-//! endpoints (local servers, where the client's own CPU is taken from the server it measures).
+//! HTTP/1.1 over plain TCP, written for this one job: the transport for `http://` endpoints
+//! (local servers, where every microsecond the client spends is taken from the server it
+//! measures). `https://`, URLs with credentials and proxied URLs stay on reqwest.
 //!
-//! Why not reqwest here: per request it parses the URL twice (redirect policy and pool key),
-//! runs tower layers and boxes futures, about half of the client's instructions per request
-//! (benches/PROFILE.md). This transport builds the request from parts prepared once and keeps
-//! its own idle connections. `https://`, URLs with credentials and proxied URLs stay on reqwest.
+//! Why not hyper here: its general connection machinery (a task and channels per connection,
+//! a header map built for each request and each answer) was 11,000 of the 28,000 instructions
+//! sizeup spent per request at the client ceiling (benches/PROFILE.md). What this client needs
+//! is small: one kind of request (POST, a head prepared once, a body), and answers read for
+//! their status, three headers and a body framed by `content-length`, `chunked` or the close.
+//! httparse reads the answer head, as it does inside hyper. Each connection is used by the
+//! task that sends on it: no other task, no channel, no wake-up of another thread.
+//!
+//! Connections are kept alive. One taken from the idle list is checked for a close the server
+//! sent meanwhile, without a system call when nothing arrived; a request whose write fails on
+//! a reused connection never reached the server whole, and goes out again on a fresh one.
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper::header::{HeaderValue, AUTHORIZATION, CONNECTION, CONTENT_TYPE, HOST, USER_AGENT};
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
+use bytes::{Buf, Bytes, BytesMut};
 use std::sync::Mutex;
 use std::time::Duration;
-
-type Conn = SendRequest<Full<Bytes>>;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 /// Idle connections tried for one request before a new one is opened: beyond that the server
 /// has evidently dropped them all (the rest are discarded as they come up).
 const REUSE_TRIES: usize = 4;
+/// Largest answer head accepted.
+const MAX_HEAD: usize = 64 * 1024;
+/// Most header lines in an answer head.
+const MAX_HEADERS: usize = 96;
+/// Room made in the read buffer before each read.
+const READ_ROOM: usize = 8 * 1024;
 
 /// One endpoint's connections.
 pub(crate) struct Direct {
     /// `host:port`, resolved at each connect.
     addr: String,
-    /// Origin form (`/v1/completions?x=y`), as sent on the request line.
-    path: hyper::Uri,
-    host: HeaderValue,
-    auth: Option<HeaderValue>,
+    /// The request line and the fixed headers, each line ending in CRLF.
+    head: Vec<u8>,
+    /// The `authorization` line. Never printed: neither this type nor [`Conn`] is `Debug`.
+    auth: Option<Vec<u8>>,
     connect_timeout: Duration,
     idle: Mutex<Vec<Conn>>,
     max_idle: usize,
 }
 
-/// Why no answer head came back. `Connect`: no connection could be opened. `Http`: the
-/// connection failed or the answer was not HTTP.
+/// Why no answer came back whole.
 #[derive(Debug)]
 pub(crate) enum SendError {
+    /// No connection could be opened.
     Connect(String),
     ConnectTimeout(Duration),
-    Http(hyper::Error),
+    /// The connection failed while the request was written or the answer read.
+    Io(std::io::Error),
+    /// The connection closed before the answer was complete (`answered`: some of it came).
+    Closed,
+    /// The answer is not HTTP/1.x as this client reads it.
+    Protocol(String),
 }
 
-/// A connection in use; it goes back to the idle list only through [`Lease::release`], after
-/// its answer was read to the end (a connection with an unread answer cannot carry another).
-pub(crate) struct Lease<'a> {
-    direct: &'a Direct,
-    conn: Conn,
-}
-
-impl Lease<'_> {
-    pub fn release(self) {
-        if self.conn.is_closed() {
-            return;
-        }
-        let mut idle = self.direct.idle.lock().expect("idle connections lock");
-        if idle.len() < self.direct.max_idle {
-            idle.push(self.conn);
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Connect(m) | SendError::Protocol(m) => f.write_str(m),
+            SendError::ConnectTimeout(d) => write!(f, "no connection within {}", humantime::format_duration(*d)),
+            SendError::Io(e) => write!(f, "connection error: {e}"),
+            SendError::Closed => f.write_str("connection closed before the answer was complete"),
         }
     }
+}
+
+/// An open connection and the bytes read from it but not yet used.
+pub(crate) struct Conn {
+    io: TcpStream,
+    buf: BytesMut,
+    /// The request being written; kept to reuse its allocation.
+    out: Vec<u8>,
+}
+
+impl Conn {
+    /// Reads more of the answer into the buffer; the count read (0 at the close).
+    async fn fill(&mut self) -> Result<usize, SendError> {
+        self.buf.reserve(READ_ROOM);
+        self.io.read_buf(&mut self.buf).await.map_err(SendError::Io)
+    }
+
+    /// Whether a kept-alive connection can carry another request: nothing arrived on it since
+    /// its last answer (a close or stray bytes both end it). A system call only when the
+    /// reactor saw something arrive.
+    fn still_open(&self) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+}
+
+/// What the answer head says, as far as the client uses it.
+#[derive(Debug, Default)]
+pub(crate) struct Head {
+    pub status: u16,
+    pub content_type: Option<Box<str>>,
+    pub request_id: Option<Box<str>>,
+    pub retry_after: Option<Box<str>>,
+    framing: Framing,
+    /// The connection cannot carry another request after this answer.
+    close: bool,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    #[default]
+    Empty,
+    Length(u64),
+    Chunked,
+    /// The body ends when the server closes the connection.
+    ToClose,
+}
+
+/// An answer whose head has arrived; its body is read with [`Answer::chunk`]. The connection
+/// goes back to the idle list when the body has been read to its end, and is closed if the
+/// answer is dropped before.
+pub(crate) struct Answer<'a> {
+    pub head: Head,
+    direct: &'a Direct,
+    conn: Option<Conn>,
+    body: Body,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Body {
+    /// Bytes left of a `content-length` body, or of the current chunk.
+    Length(u64),
+    /// Inside a chunked body: before a chunk's size line (`true`: after a chunk's data, whose
+    /// CRLF comes first).
+    ChunkSize {
+        after_data: bool,
+    },
+    ChunkData(u64),
+    Trailers,
+    ToClose,
+    Done,
 }
 
 impl Direct {
@@ -85,18 +161,22 @@ impl Direct {
             Some(q) => format!("{}?{q}", url.path()),
             None => url.path().to_string(),
         };
+        let line_ok = |s: &str| !s.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0);
+        if !line_ok(&authority) || !line_ok(&origin) || origin.contains(' ') {
+            return None;
+        }
+        let head = format!(
+            "POST {origin} HTTP/1.1\r\nhost: {authority}\r\ncontent-type: application/json\r\nuser-agent: sizeup/{}\r\n",
+            env!("CARGO_PKG_VERSION")
+        );
         let auth = match api_key {
-            Some(key) => {
-                let mut v = HeaderValue::from_str(&format!("Bearer {key}")).ok()?;
-                v.set_sensitive(true);
-                Some(v)
-            }
+            Some(key) if line_ok(key) => Some(format!("authorization: Bearer {key}\r\n").into_bytes()),
+            Some(_) => return None,
             None => None,
         };
         Some(Direct {
             addr: format!("{host}:{port}"),
-            path: origin.parse().ok()?,
-            host: HeaderValue::from_str(&authority).ok()?,
+            head: head.into_bytes(),
             auth,
             connect_timeout,
             idle: Mutex::new(Vec::with_capacity(max_idle.min(4096))),
@@ -104,58 +184,59 @@ impl Direct {
         })
     }
 
-    fn request(&self, body: Bytes, close: bool) -> Request<Full<Bytes>> {
-        let mut req = Request::new(Full::new(body));
-        *req.method_mut() = hyper::Method::POST;
-        *req.uri_mut() = self.path.clone();
-        let h = req.headers_mut();
-        h.insert(HOST, self.host.clone());
-        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        h.insert(
-            USER_AGENT,
-            HeaderValue::from_static(concat!("sizeup/", env!("CARGO_PKG_VERSION"))),
-        );
+    /// The request's bytes: head, `content-length`, body.
+    fn write_request(&self, out: &mut Vec<u8>, body: &[u8], close: bool) {
+        out.clear();
+        out.extend_from_slice(&self.head);
         if let Some(a) = &self.auth {
-            h.insert(AUTHORIZATION, a.clone());
+            out.extend_from_slice(a);
         }
         if close {
-            h.insert(CONNECTION, HeaderValue::from_static("close"));
+            out.extend_from_slice(b"connection: close\r\n");
         }
-        req
+        out.extend_from_slice(b"content-length: ");
+        let mut digits = [0u8; 20];
+        out.extend_from_slice(decimal(body.len() as u64, &mut digits));
+        out.extend_from_slice(b"\r\n\r\n");
+        out.extend_from_slice(body);
     }
 
     fn checkout(&self) -> Option<Conn> {
         let mut idle = self.idle.lock().expect("idle connections lock");
         while let Some(c) = idle.pop() {
-            if !c.is_closed() {
+            if c.still_open() {
                 return Some(c);
             }
         }
         None
     }
 
+    fn release(&self, conn: Conn) {
+        let mut idle = self.idle.lock().expect("idle connections lock");
+        if idle.len() < self.max_idle {
+            idle.push(conn);
+        }
+    }
+
     async fn connect(&self) -> Result<Conn, SendError> {
-        let tcp = tokio::time::timeout(self.connect_timeout, tokio::net::TcpStream::connect(&self.addr))
+        let io = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.addr))
             .await
             .map_err(|_| SendError::ConnectTimeout(self.connect_timeout))?
             .map_err(|e| SendError::Connect(format!("error connecting to {}: {e}", self.addr)))?;
-        let _ = tcp.set_nodelay(true);
-        let (conn, driver) = http1::handshake(TokioIo::new(tcp)).await.map_err(SendError::Http)?;
-        tokio::spawn(async move {
-            // Ends when the connection closes or its last `SendRequest` is dropped; an error
-            // here reaches the request that was in flight through `send_request`.
-            let _ = driver.await;
-        });
-        Ok(conn)
+        let _ = io.set_nodelay(true);
+        Ok(Conn {
+            io,
+            buf: BytesMut::with_capacity(2 * READ_ROOM),
+            out: Vec::new(),
+        })
     }
 
-    /// Sends one request and waits for the answer's head. A kept-alive connection that turns
-    /// out closed before the request was written is set aside and the request goes on
-    /// another: it never reached the server, so this is not a retry.
-    pub async fn send(&self, body: Bytes, close: bool) -> Result<(Response<Incoming>, Lease<'_>), SendError> {
-        let mut req = self.request(body, close);
+    /// Sends one request and waits for the answer's head. A request whose write fails on a
+    /// kept-alive connection goes out again on another: it never reached the server whole, so
+    /// this is not a retry.
+    pub async fn send(&self, body: Bytes, close: bool) -> Result<Answer<'_>, SendError> {
         let mut tries = 0;
-        loop {
+        let mut conn = loop {
             let pooled = if tries < REUSE_TRIES { self.checkout() } else { None };
             tries += 1;
             let reused = pooled.is_some();
@@ -163,36 +244,263 @@ impl Direct {
                 Some(c) => c,
                 None => self.connect().await?,
             };
-            if conn.ready().await.is_err() {
-                if reused {
-                    continue;
-                }
-                return Err(SendError::Connect(format!(
-                    "connection to {} closed at once",
-                    self.addr
-                )));
+            let mut out = std::mem::take(&mut conn.out);
+            self.write_request(&mut out, &body, close);
+            let written = conn.io.write_all(&out).await;
+            conn.out = out;
+            match written {
+                Ok(()) => break conn,
+                Err(_) if reused => continue,
+                Err(e) => return Err(SendError::Io(e)),
             }
-            match conn.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, Lease { direct: self, conn })),
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) if reused => req = unsent,
-                    _ => return Err(SendError::Http(e.into_error())),
-                },
+        };
+        let head = read_head(&mut conn).await?;
+        let body = match head.framing {
+            Framing::Empty => Body::Done,
+            Framing::Length(n) => Body::Length(n),
+            Framing::Chunked => Body::ChunkSize { after_data: false },
+            Framing::ToClose => Body::ToClose,
+        };
+        let mut answer = Answer {
+            head,
+            direct: self,
+            conn: Some(conn),
+            body,
+        };
+        if answer.body == Body::Done {
+            answer.finish();
+        }
+        Ok(answer)
+    }
+}
+
+/// Reads an answer head, skipping interim (1xx) answers.
+async fn read_head(conn: &mut Conn) -> Result<Head, SendError> {
+    loop {
+        if !conn.buf.is_empty() {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut parsed = httparse::Response::new(&mut headers);
+            match parsed.parse(&conn.buf) {
+                Ok(httparse::Status::Complete(n)) => {
+                    let head = Head::from_parsed(&parsed)?;
+                    conn.buf.advance(n);
+                    if (100..200).contains(&head.status) {
+                        if head.status == 101 {
+                            return Err(SendError::Protocol("the server switched protocols (101)".into()));
+                        }
+                        continue;
+                    }
+                    return Ok(head);
+                }
+                Ok(httparse::Status::Partial) if conn.buf.len() > MAX_HEAD => {
+                    return Err(SendError::Protocol(format!(
+                        "answer head larger than {} KiB",
+                        MAX_HEAD >> 10
+                    )));
+                }
+                Ok(httparse::Status::Partial) => {}
+                Err(e) => return Err(SendError::Protocol(format!("the answer is not HTTP/1.1: {e}"))),
+            }
+        }
+        if conn.fill().await? == 0 {
+            return Err(SendError::Closed);
+        }
+    }
+}
+
+impl Head {
+    fn from_parsed(p: &httparse::Response<'_, '_>) -> Result<Head, SendError> {
+        let status = p.code.unwrap_or(0);
+        let mut head = Head {
+            status,
+            // HTTP/1.0 closes after each answer unless it says keep-alive.
+            close: p.version == Some(0),
+            ..Head::default()
+        };
+        let mut length: Option<u64> = None;
+        let mut chunked = false;
+        let text = |v: &[u8]| std::str::from_utf8(v).ok().map(|s| s.trim().into());
+        for h in p.headers.iter() {
+            let name = h.name;
+            if name.eq_ignore_ascii_case("content-length") {
+                let n = std::str::from_utf8(h.value)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u64>().ok())
+                    .ok_or_else(|| SendError::Protocol("invalid content-length in the answer".into()))?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(SendError::Protocol("conflicting content-length in the answer".into()));
+                }
+                length = Some(n);
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                // Only the last coding frames the body.
+                chunked = h
+                    .value
+                    .rsplit(|&b| b == b',')
+                    .next()
+                    .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            } else if name.eq_ignore_ascii_case("connection") {
+                for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        head.close = true;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") && p.version == Some(0) {
+                        head.close = false;
+                    }
+                }
+            } else if name.eq_ignore_ascii_case("content-type") {
+                head.content_type = text(h.value);
+            } else if name.eq_ignore_ascii_case("x-request-id") {
+                head.request_id = text(h.value);
+            } else if name.eq_ignore_ascii_case("retry-after") {
+                head.retry_after = text(h.value);
+            }
+        }
+        head.framing = if (100..200).contains(&status) || status == 204 || status == 304 {
+            Framing::Empty
+        } else if chunked {
+            Framing::Chunked
+        } else if let Some(n) = length {
+            if n == 0 {
+                Framing::Empty
+            } else {
+                Framing::Length(n)
+            }
+        } else {
+            head.close = true;
+            Framing::ToClose
+        };
+        Ok(head)
+    }
+}
+
+impl Answer<'_> {
+    /// The next piece of the body; None at its end.
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, SendError> {
+        loop {
+            let Some(conn) = self.conn.as_mut() else {
+                return Ok(None);
+            };
+            match self.body {
+                Body::Done => {
+                    self.finish();
+                    return Ok(None);
+                }
+                Body::Length(left) | Body::ChunkData(left) => {
+                    if conn.buf.is_empty() && conn.fill().await? == 0 {
+                        return Err(SendError::Closed);
+                    }
+                    let n = (conn.buf.len() as u64).min(left) as usize;
+                    let piece = conn.buf.split_to(n).freeze();
+                    let left = left - n as u64;
+                    self.body = match self.body {
+                        Body::Length(_) if left == 0 => Body::Done,
+                        Body::Length(_) => Body::Length(left),
+                        _ if left == 0 => Body::ChunkSize { after_data: true },
+                        _ => Body::ChunkData(left),
+                    };
+                    if self.body == Body::Done {
+                        self.finish();
+                    }
+                    return Ok(Some(piece));
+                }
+                Body::ToClose => {
+                    if conn.buf.is_empty() && conn.fill().await? == 0 {
+                        self.body = Body::Done;
+                        // Nothing more can be sent on it.
+                        self.conn = None;
+                        return Ok(None);
+                    }
+                    return Ok(Some(conn.buf.split().freeze()));
+                }
+                Body::ChunkSize { after_data } => {
+                    let Some(line) = take_line(conn).await? else {
+                        return Err(SendError::Closed);
+                    };
+                    if after_data {
+                        if !line.is_empty() {
+                            return Err(SendError::Protocol("chunk data longer than its size".into()));
+                        }
+                        self.body = Body::ChunkSize { after_data: false };
+                        continue;
+                    }
+                    let size = chunk_size(&line)?;
+                    self.body = if size == 0 {
+                        Body::Trailers
+                    } else {
+                        Body::ChunkData(size)
+                    };
+                }
+                Body::Trailers => {
+                    let Some(line) = take_line(conn).await? else {
+                        return Err(SendError::Closed);
+                    };
+                    if line.is_empty() {
+                        self.body = Body::Done;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The body is read: the connection goes back to the idle list if it can carry another
+    /// request (the server keeps it open and sent nothing beyond this answer).
+    fn finish(&mut self) {
+        self.body = Body::Done;
+        if let Some(conn) = self.conn.take() {
+            if !self.head.close && conn.buf.is_empty() {
+                self.direct.release(conn);
             }
         }
     }
 }
 
-/// The next piece of an answer's body; None at its end.
-pub(crate) async fn next_chunk(body: &mut Incoming) -> Result<Option<Bytes>, hyper::Error> {
-    while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame?.into_data() {
-            if !data.is_empty() {
-                return Ok(Some(data));
+/// The next CRLF-ended line of the buffer (without its CRLF), reading more as needed; None if
+/// the connection closed first.
+async fn take_line(conn: &mut Conn) -> Result<Option<BytesMut>, SendError> {
+    let mut from = 0;
+    loop {
+        if let Some(i) = conn.buf[from..].iter().position(|&b| b == b'\n') {
+            let end = from + i;
+            let mut line = conn.buf.split_to(end + 1);
+            line.truncate(end);
+            if line.last() == Some(&b'\r') {
+                line.truncate(end - 1);
             }
+            return Ok(Some(line));
+        }
+        if conn.buf.len() > MAX_HEAD {
+            return Err(SendError::Protocol("chunk line too long".into()));
+        }
+        from = conn.buf.len();
+        if conn.fill().await? == 0 {
+            return Ok(None);
         }
     }
-    Ok(None)
+}
+
+/// A chunk's size line: hex digits, then optional `;extensions`.
+fn chunk_size(line: &[u8]) -> Result<u64, SendError> {
+    let digits = line.split(|&b| b == b';').next().unwrap_or(&[]).trim_ascii();
+    let bad = || SendError::Protocol("invalid chunk size in the answer".into());
+    if digits.is_empty() || digits.len() > 15 {
+        return Err(bad());
+    }
+    digits.iter().try_fold(0u64, |n, &b| {
+        let d = (b as char).to_digit(16).ok_or_else(bad)?;
+        Ok(n * 16 + u64::from(d))
+    })
+}
+
+/// `n` in decimal, written into `digits`.
+fn decimal(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &digits[i..];
+        }
+    }
 }
 
 /// Whether reqwest would send requests to this URL through a proxy named in the environment;
@@ -219,32 +527,60 @@ fn proxied(url: &reqwest::Url) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+    /// Reads one request (head and `content-length` body) from a test server's socket; false
+    /// at the close.
+    async fn read_request(sock: &mut TcpStream, seen: &mut Vec<u8>) -> bool {
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&seen[..end]).to_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .map_or(0, |v| v.trim().parse().unwrap());
+                if seen.len() >= end + 4 + len {
+                    seen.drain(..end + 4 + len);
+                    return true;
+                }
+            }
+            match sock.read(&mut buf).await {
+                Ok(n) if n > 0 => seen.extend_from_slice(&buf[..n]),
+                _ => return false,
+            }
+        }
+    }
 
-    /// A loopback server answering every request with `{}`; after `per_conn` answers it closes
-    /// the connection without saying so. Returns its URL and the count of connections.
-    async fn server(per_conn: usize) -> (reqwest::Url, Arc<AtomicUsize>) {
+    /// A loopback server answering each request with `answer`, written in pieces of `piece`
+    /// bytes; after `per_conn` answers it closes the connection without saying so. Returns its
+    /// URL and the count of connections.
+    async fn server(answer: Vec<u8>, piece: usize, per_conn: usize) -> (reqwest::Url, Arc<AtomicUsize>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = reqwest::Url::parse(&format!("http://{}/v1/completions", listener.local_addr().unwrap())).unwrap();
         let conns = Arc::new(AtomicUsize::new(0));
         let counted = conns.clone();
+        let answer = Arc::new(answer);
         tokio::spawn(async move {
             while let Ok((mut sock, _)) = listener.accept().await {
                 counted.fetch_add(1, Ordering::SeqCst);
+                let answer = answer.clone();
                 tokio::spawn(async move {
-                    let mut buf = vec![0u8; 4096];
+                    let _ = sock.set_nodelay(true);
+                    let mut seen = Vec::new();
                     for _ in 0..per_conn {
-                        // Each test request is one small write: a read holds it whole.
-                        match sock.read(&mut buf).await {
-                            Ok(n) if n > 0 => {}
-                            _ => return,
-                        }
-                        if sock.write_all(ANSWER).await.is_err() {
+                        if !read_request(&mut sock, &mut seen).await {
                             return;
+                        }
+                        for p in answer.chunks(piece.max(1)) {
+                            if sock.write_all(p).await.is_err() {
+                                return;
+                            }
+                            if piece < answer.len() {
+                                tokio::task::yield_now().await;
+                            }
                         }
                     }
                 });
@@ -253,40 +589,111 @@ mod tests {
         (url, conns)
     }
 
-    async fn one(d: &Direct) -> Result<Bytes, String> {
-        let (mut resp, lease) = d
+    async fn one(d: &Direct) -> Result<(u16, Vec<u8>), String> {
+        let mut answer = d
             .send(Bytes::from_static(b"{}"), false)
             .await
-            .map_err(|e| format!("{e:?}"))?;
+            .map_err(|e| e.to_string())?;
         let mut all = Vec::new();
-        while let Some(c) = next_chunk(resp.body_mut()).await.map_err(|e| e.to_string())? {
+        while let Some(c) = answer.chunk().await.map_err(|e| e.to_string())? {
             all.extend_from_slice(&c);
         }
-        lease.release();
-        Ok(all.into())
+        Ok((answer.head.status, all))
     }
+
+    fn direct(url: &reqwest::Url) -> Direct {
+        Direct::new(url, Some("k"), Duration::from_secs(5), 4).expect("plain http")
+    }
+
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
 
     #[tokio::test]
     async fn keeps_one_connection_for_requests_in_turn() {
-        let (url, conns) = server(usize::MAX).await;
-        let d = Direct::new(&url, Some("k"), Duration::from_secs(5), 4).expect("plain http");
+        let (url, conns) = server(OK.to_vec(), usize::MAX, usize::MAX).await;
+        let d = direct(&url);
         for _ in 0..10 {
-            assert_eq!(one(&d).await.unwrap(), Bytes::from_static(b"{}"));
+            assert_eq!(one(&d).await.unwrap(), (200, b"{}".to_vec()));
         }
         assert_eq!(conns.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
     async fn a_connection_the_server_closed_is_not_used_again() {
-        let (url, conns) = server(1).await;
-        let d = Direct::new(&url, None, Duration::from_secs(5), 4).expect("plain http");
+        let (url, conns) = server(OK.to_vec(), usize::MAX, 1).await;
+        let d = direct(&url);
         for _ in 0..5 {
-            assert_eq!(one(&d).await.unwrap(), Bytes::from_static(b"{}"));
+            assert_eq!(one(&d).await.unwrap(), (200, b"{}".to_vec()));
             // Time for the close to arrive; a request already on its way meets it as a
             // reset, which the caller retries (`Client::send`).
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(conns.load(Ordering::SeqCst), 5);
+    }
+
+    #[tokio::test]
+    async fn answers_framed_every_way_arrive_whole_in_any_pieces() {
+        let cases: [(&[u8], &[u8], bool); 6] = [
+            (OK, b"{}", true),
+            (
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nx-request-id: r1\r\n\r\n5;ext=1\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\ntrailer: t\r\n\r\n",
+                b"hello world",
+                true,
+            ),
+            (
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nabc",
+                b"abc",
+                true,
+            ),
+            (b"HTTP/1.1 204 No Content\r\n\r\n", b"", true),
+            (b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok", b"ok", false),
+            (b"HTTP/1.0 200 OK\r\n\r\nuntil the close", b"until the close", false),
+        ];
+        for (answer, body, reused) in cases {
+            for piece in [1, 3, 7, usize::MAX] {
+                let per_conn = if reused { usize::MAX } else { 1 };
+                let (url, conns) = server(answer.to_vec(), piece, per_conn).await;
+                let d = direct(&url);
+                for _ in 0..3 {
+                    let (status, got) = one(&d).await.unwrap();
+                    assert!(status == 200 || status == 204, "{status}");
+                    assert_eq!(got, body, "piece {piece}: {}", String::from_utf8_lossy(answer));
+                }
+                let expected = if reused { 1 } else { 3 };
+                assert_eq!(
+                    conns.load(Ordering::SeqCst),
+                    expected,
+                    "{}",
+                    String::from_utf8_lossy(answer)
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn headers_the_client_uses_are_read() {
+        let answer = b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7\r\nX-Request-Id: abc\r\nContent-Type: text/event-stream\r\nContent-Length: 0\r\n\r\n";
+        let (url, _) = server(answer.to_vec(), usize::MAX, usize::MAX).await;
+        let d = direct(&url);
+        let a = d.send(Bytes::from_static(b"{}"), false).await.unwrap();
+        assert_eq!(a.head.status, 429);
+        assert_eq!(a.head.retry_after.as_deref(), Some("7"));
+        assert_eq!(a.head.request_id.as_deref(), Some("abc"));
+        assert_eq!(a.head.content_type.as_deref(), Some("text/event-stream"));
+    }
+
+    #[tokio::test]
+    async fn a_cut_answer_or_a_broken_one_is_an_error() {
+        let cases: [&[u8]; 4] = [
+            b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhel",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+            b"not http at all\r\n\r\n",
+        ];
+        for answer in cases {
+            let (url, _) = server(answer.to_vec(), usize::MAX, 1).await;
+            let d = direct(&url);
+            assert!(one(&d).await.is_err(), "{}", String::from_utf8_lossy(answer));
+        }
     }
 
     #[test]
@@ -299,14 +706,68 @@ mod tests {
     }
 
     #[test]
-    fn the_key_is_a_sensitive_header() {
-        let url = reqwest::Url::parse("http://127.0.0.1:9/v1/embeddings").unwrap();
+    fn the_request_on_the_wire() {
+        let url = reqwest::Url::parse("http://127.0.0.1:9/v1/embeddings?x=1").unwrap();
         let d = Direct::new(&url, Some("sk-secret"), Duration::from_secs(1), 1).unwrap();
-        let req = d.request(Bytes::new(), true);
-        assert!(req.headers()[AUTHORIZATION].is_sensitive());
-        assert!(!format!("{:?}", req.headers()).contains("sk-secret"));
-        assert_eq!(req.headers()[HOST], "127.0.0.1:9");
-        assert_eq!(req.uri(), "/v1/embeddings");
-        assert_eq!(req.headers()[CONNECTION], "close");
+        let mut out = Vec::new();
+        d.write_request(&mut out, b"{\"input\":\"a\"}", true);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!(
+                "POST /v1/embeddings?x=1 HTTP/1.1\r\nhost: 127.0.0.1:9\r\ncontent-type: application/json\r\nuser-agent: sizeup/{}\r\nauthorization: Bearer sk-secret\r\nconnection: close\r\ncontent-length: 13\r\n\r\n{{\"input\":\"a\"}}",
+                env!("CARGO_PKG_VERSION")
+            )
+        );
+        // A key that would break the head is refused, not sent.
+        assert!(Direct::new(&url, Some("k\r\nx: y"), Duration::from_secs(1), 1).is_none());
+    }
+
+    #[test]
+    fn chunk_sizes() {
+        assert_eq!(chunk_size(b"1a").unwrap(), 26);
+        assert_eq!(chunk_size(b"0").unwrap(), 0);
+        assert_eq!(chunk_size(b"A ; name=value").unwrap(), 10);
+        assert!(chunk_size(b"").is_err());
+        assert!(chunk_size(b"-1").is_err());
+        assert!(chunk_size(b"1000000000000000").is_err());
+        let mut d = [0u8; 20];
+        assert_eq!(decimal(0, &mut d), b"0");
+        assert_eq!(decimal(u64::MAX, &mut d), u64::MAX.to_string().as_bytes());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+        /// Any body, sent chunked in any chunk sizes and written in any pieces, arrives whole,
+        /// and the connection is kept for the next request.
+        #[test]
+        fn chunked_bodies_arrive_whole(
+            body in proptest::collection::vec(any::<u8>(), 0..600),
+            sizes in proptest::collection::vec(1usize..50, 1..8),
+            piece in 1usize..40,
+        ) {
+            let mut answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n".to_vec();
+            let mut rest = &body[..];
+            let mut i = 0;
+            while !rest.is_empty() {
+                let n = sizes[i % sizes.len()].min(rest.len());
+                answer.extend_from_slice(format!("{n:x}\r\n").as_bytes());
+                answer.extend_from_slice(&rest[..n]);
+                answer.extend_from_slice(b"\r\n");
+                rest = &rest[n..];
+                i += 1;
+            }
+            answer.extend_from_slice(b"0\r\n\r\n");
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let (url, conns) = server(answer, piece, usize::MAX).await;
+                let d = direct(&url);
+                for _ in 0..2 {
+                    let (_, got) = one(&d).await.unwrap();
+                    prop_assert_eq!(&got, &body);
+                }
+                prop_assert_eq!(conns.load(Ordering::SeqCst), 1);
+                Ok(())
+            })?;
+        }
     }
 }

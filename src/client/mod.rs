@@ -177,7 +177,7 @@ impl Outcome {
 
 pub struct Client {
     http: reqwest::Client,
-    /// Plain-HTTP endpoints go straight through hyper (see `h1.rs`); the rest through `http`.
+    /// Plain-HTTP endpoints go through the client's own HTTP/1.1 transport (see `h1.rs`); the rest through `http`.
     direct: Option<h1::Direct>,
     url: reqwest::Url,
     api_key: Option<Secret>,
@@ -389,13 +389,11 @@ impl Client {
     ) -> Result<Success, Failure> {
         let sending = async {
             match &self.direct {
-                Some(direct) => match direct.send(body, close).await {
-                    Ok((resp, lease)) => Ok(Answer::Direct {
-                        resp,
-                        lease: Some(lease),
-                    }),
-                    Err(e) => Err(direct_failure(e)),
-                },
+                Some(direct) => direct
+                    .send(body, close)
+                    .await
+                    .map(Answer::Direct)
+                    .map_err(direct_failure),
                 None => {
                     let mut req = self
                         .http
@@ -425,18 +423,10 @@ impl Client {
             })??,
         };
         *answered = true;
-        let status = resp.status().as_u16();
-        let request_id = resp
-            .headers()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let status = resp.status();
+        let request_id = resp.header(X_REQUEST_ID).map(str::to_string);
         if !(200..300).contains(&status) {
-            let retry_after = resp
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_retry_after);
+            let retry_after = resp.header(reqwest::header::RETRY_AFTER).and_then(parse_retry_after);
             let bytes = resp.read_to_end().await.unwrap_or_default();
             let body: Option<Value> = serde_json::from_slice(&bytes).ok();
             let detail = body.as_ref().and_then(error_message).unwrap_or_else(|| {
@@ -461,9 +451,7 @@ impl Client {
             });
         }
         let is_sse = resp
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
+            .header(reqwest::header::CONTENT_TYPE)
             .is_some_and(|v| v.starts_with("text/event-stream"));
         if stream || is_sse {
             let mut acc = StreamAssembler::new(keep_body);
@@ -572,25 +560,34 @@ fn decode_failure(message: String) -> Failure {
 /// An answer whose head arrived, from either transport; its body is read through [`Answer::chunk`].
 enum Answer<'a> {
     Pooled(reqwest::Response),
-    Direct {
-        resp: hyper::Response<hyper::body::Incoming>,
-        /// Given back to the idle connections when the body has been read to its end.
-        lease: Option<h1::Lease<'a>>,
-    },
+    Direct(h1::Answer<'a>),
 }
 
 impl Answer<'_> {
-    fn status(&self) -> reqwest::StatusCode {
+    fn status(&self) -> u16 {
         match self {
-            Answer::Pooled(r) => r.status(),
-            Answer::Direct { resp, .. } => resp.status(),
+            Answer::Pooled(r) => r.status().as_u16(),
+            Answer::Direct(a) => a.head.status,
         }
     }
 
-    fn headers(&self) -> &reqwest::header::HeaderMap {
+    /// The headers the client reads: `content-type`, `x-request-id`, `retry-after`.
+    fn header(&self, name: reqwest::header::HeaderName) -> Option<&str> {
         match self {
-            Answer::Pooled(r) => r.headers(),
-            Answer::Direct { resp, .. } => resp.headers(),
+            Answer::Pooled(r) => r.headers().get(&name).and_then(|v| v.to_str().ok()),
+            Answer::Direct(a) => {
+                let h = &a.head;
+                let v = if name == reqwest::header::CONTENT_TYPE {
+                    &h.content_type
+                } else if name == reqwest::header::RETRY_AFTER {
+                    &h.retry_after
+                } else if name == X_REQUEST_ID {
+                    &h.request_id
+                } else {
+                    unreachable!("the direct transport keeps no {name} header")
+                };
+                v.as_deref()
+            }
         }
     }
 
@@ -598,16 +595,7 @@ impl Answer<'_> {
     async fn chunk(&mut self) -> Result<Option<Bytes>, Failure> {
         match self {
             Answer::Pooled(r) => r.chunk().await.map_err(transport_failure),
-            Answer::Direct { resp, lease } => match h1::next_chunk(resp.body_mut()).await {
-                Ok(Some(b)) => Ok(Some(b)),
-                Ok(None) => {
-                    if let Some(l) = lease.take() {
-                        l.release();
-                    }
-                    Ok(None)
-                }
-                Err(e) => Err(hyper_failure(&e)),
-            },
+            Answer::Direct(a) => a.chunk().await.map_err(direct_failure),
         }
     }
 
@@ -624,35 +612,20 @@ impl Answer<'_> {
     }
 }
 
-/// Classifies a failure of the direct transport as [`transport_failure`] classifies reqwest's.
-fn direct_failure(e: h1::SendError) -> Failure {
-    match e {
-        h1::SendError::Connect(message) => Failure {
-            kind: FailKind::Connect,
-            message,
-            retry_after: None,
-            body: None,
-        },
-        h1::SendError::ConnectTimeout(limit) => Failure {
-            kind: FailKind::Timeout,
-            message: format!("no connection within {}", humantime::format_duration(limit)),
-            retry_after: None,
-            body: None,
-        },
-        h1::SendError::Http(e) => hyper_failure(&e),
-    }
-}
+const X_REQUEST_ID: reqwest::header::HeaderName = reqwest::header::HeaderName::from_static("x-request-id");
 
-/// A connection that failed once open, or an answer that was not HTTP: like reqwest's request
-/// and body errors, a `Reset` (worth another try), with the error chain as its message.
-fn hyper_failure(e: &hyper::Error) -> Failure {
+/// Classifies a failure of the direct transport as [`transport_failure`] classifies reqwest's:
+/// a connection that failed once open, or an answer that was not HTTP, is a `Reset` (worth
+/// another try).
+fn direct_failure(e: h1::SendError) -> Failure {
+    let kind = match &e {
+        h1::SendError::Connect(_) => FailKind::Connect,
+        h1::SendError::ConnectTimeout(_) => FailKind::Timeout,
+        h1::SendError::Io(_) | h1::SendError::Closed | h1::SendError::Protocol(_) => FailKind::Reset,
+    };
     Failure {
-        kind: if e.is_timeout() {
-            FailKind::Timeout
-        } else {
-            FailKind::Reset
-        },
-        message: error_chain(e, |_| {}),
+        kind,
+        message: e.to_string(),
         retry_after: None,
         body: None,
     }
