@@ -26,9 +26,10 @@ const REUSE_TRIES: usize = 4;
 /// Largest answer head accepted.
 const MAX_HEAD: usize = 64 * 1024;
 /// Most header lines in an answer head.
-const MAX_HEADERS: usize = 96;
-/// Room made in the read buffer before each read.
-const READ_ROOM: usize = 8 * 1024;
+const MAX_HEADERS: usize = 100;
+/// A connection's read buffer, and the room made in it before each read.
+const BUF_SIZE: usize = 8 * 1024;
+const READ_ROOM: usize = 4 * 1024;
 
 /// One endpoint's connections.
 pub(crate) struct Direct {
@@ -51,10 +52,18 @@ pub(crate) enum SendError {
     ConnectTimeout(Duration),
     /// The connection failed while the request was written or the answer read.
     Io(std::io::Error),
-    /// The connection closed before the answer was complete (`answered`: some of it came).
+    /// The connection closed before the answer was complete (before any byte of it, when it
+    /// comes from [`Direct::send`]).
     Closed,
-    /// The answer is not HTTP/1.x as this client reads it.
+    /// The answer is not HTTP/1.x as this client reads it: the server did answer.
     Protocol(String),
+}
+
+impl SendError {
+    /// Whether the server surely read the request: some answer came back.
+    pub fn answered(&self) -> bool {
+        matches!(self, SendError::Protocol(_))
+    }
 }
 
 impl std::fmt::Display for SendError {
@@ -79,7 +88,15 @@ pub(crate) struct Conn {
 impl Conn {
     /// Reads more of the answer into the buffer; the count read (0 at the close).
     async fn fill(&mut self) -> Result<usize, SendError> {
-        self.buf.reserve(READ_ROOM);
+        if self.buf.is_empty() {
+            // Back to the front of the buffer (its pieces handed out are dropped by now), so a
+            // connection keeps reusing the same few hundred bytes instead of sliding through
+            // the whole allocation: at -c 1024 that is the difference between a working set in
+            // cache and 1,024 buffers' worth of misses.
+            self.buf.reserve(BUF_SIZE);
+        } else {
+            self.buf.reserve(READ_ROOM);
+        }
         self.io.read_buf(&mut self.buf).await.map_err(SendError::Io)
     }
 
@@ -161,7 +178,8 @@ impl Direct {
             Some(q) => format!("{}?{q}", url.path()),
             None => url.path().to_string(),
         };
-        let line_ok = |s: &str| !s.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0);
+        // What a header value may hold (as `HeaderValue::from_str`): no control byte but tab.
+        let line_ok = |s: &str| s.bytes().all(|b| b == b'\t' || (b >= 32 && b != 127));
         if !line_ok(&authority) || !line_ok(&origin) || origin.contains(' ') {
             return None;
         }
@@ -226,7 +244,7 @@ impl Direct {
         let _ = io.set_nodelay(true);
         Ok(Conn {
             io,
-            buf: BytesMut::with_capacity(2 * READ_ROOM),
+            buf: BytesMut::with_capacity(BUF_SIZE),
             out: Vec::new(),
         })
     }
@@ -254,7 +272,9 @@ impl Direct {
                 Err(e) => return Err(SendError::Io(e)),
             }
         };
-        let head = read_head(&mut conn).await?;
+        let mut head = read_head(&mut conn).await?;
+        // The request asked for the close: the server need not repeat it (llama.cpp does not).
+        head.close |= close;
         let body = match head.framing {
             Framing::Empty => Body::Done,
             Framing::Length(n) => Body::Length(n),
@@ -303,7 +323,11 @@ async fn read_head(conn: &mut Conn) -> Result<Head, SendError> {
             }
         }
         if conn.fill().await? == 0 {
-            return Err(SendError::Closed);
+            return Err(if conn.buf.is_empty() {
+                SendError::Closed
+            } else {
+                SendError::Protocol("connection closed in the middle of the answer head".into())
+            });
         }
     }
 }
@@ -313,51 +337,68 @@ impl Head {
         let status = p.code.unwrap_or(0);
         let mut head = Head {
             status,
-            // HTTP/1.0 closes after each answer unless it says keep-alive.
-            close: p.version == Some(0),
             ..Head::default()
         };
         let mut length: Option<u64> = None;
-        let mut chunked = false;
-        let text = |v: &[u8]| std::str::from_utf8(v).ok().map(|s| s.trim().into());
+        // Whether a transfer-encoding was named, and whether the last coding named is chunked.
+        let (mut encoded, mut chunked) = (false, false);
+        let (mut says_close, mut says_keep_alive) = (false, false);
+        // A repeated header keeps its first value, as `HeaderMap::get` does on reqwest's path.
+        let text = |slot: &mut Option<Box<str>>, v: &[u8]| {
+            if slot.is_none() {
+                *slot = std::str::from_utf8(v).ok().map(|s| s.trim().into());
+            }
+        };
         for h in p.headers.iter() {
             let name = h.name;
             if name.eq_ignore_ascii_case("content-length") {
-                let n = std::str::from_utf8(h.value)
-                    .ok()
-                    .and_then(|s| s.trim().parse::<u64>().ok())
-                    .ok_or_else(|| SendError::Protocol("invalid content-length in the answer".into()))?;
-                if length.is_some_and(|l| l != n) {
-                    return Err(SendError::Protocol("conflicting content-length in the answer".into()));
+                // A list of equal values is one length (RFC 9110, 8.6); digits only, no sign.
+                if tokens(h.value).next().is_none() {
+                    return Err(SendError::Protocol("empty content-length in the answer".into()));
                 }
-                length = Some(n);
-            } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                // Only the last coding frames the body.
-                chunked = h
-                    .value
-                    .rsplit(|&b| b == b',')
-                    .next()
-                    .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-            } else if name.eq_ignore_ascii_case("connection") {
-                for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                    if token.eq_ignore_ascii_case(b"close") {
-                        head.close = true;
-                    } else if token.eq_ignore_ascii_case(b"keep-alive") && p.version == Some(0) {
-                        head.close = false;
+                for t in tokens(h.value) {
+                    let n = std::str::from_utf8(t)
+                        .ok()
+                        .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
+                        .and_then(|s| s.parse::<u64>().ok())
+                        .ok_or_else(|| SendError::Protocol("invalid content-length in the answer".into()))?;
+                    if length.is_some_and(|l| l != n) {
+                        return Err(SendError::Protocol("conflicting content-length in the answer".into()));
                     }
+                    length = Some(n);
+                }
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                // Only the last coding of the last such header frames the body.
+                if let Some(last) = tokens(h.value).last() {
+                    encoded = true;
+                    chunked = last.eq_ignore_ascii_case(b"chunked");
+                }
+            } else if name.eq_ignore_ascii_case("connection") {
+                for t in tokens(h.value) {
+                    says_close |= t.eq_ignore_ascii_case(b"close");
+                    says_keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
                 }
             } else if name.eq_ignore_ascii_case("content-type") {
-                head.content_type = text(h.value);
+                text(&mut head.content_type, h.value);
             } else if name.eq_ignore_ascii_case("x-request-id") {
-                head.request_id = text(h.value);
+                text(&mut head.request_id, h.value);
             } else if name.eq_ignore_ascii_case("retry-after") {
-                head.retry_after = text(h.value);
+                text(&mut head.retry_after, h.value);
             }
         }
+        // HTTP/1.0 closes after each answer unless it says keep-alive.
+        head.close = says_close || (p.version == Some(0) && !says_keep_alive);
         head.framing = if (100..200).contains(&status) || status == 204 || status == 304 {
             Framing::Empty
-        } else if chunked {
-            Framing::Chunked
+        } else if encoded {
+            // A length beside a transfer-encoding is not trusted: the connection is not reused
+            // (RFC 9112, 6.3); an encoding other than chunked runs to the close.
+            head.close |= length.is_some() || !chunked;
+            if chunked {
+                Framing::Chunked
+            } else {
+                Framing::ToClose
+            }
         } else if let Some(n) = length {
             if n == 0 {
                 Framing::Empty
@@ -451,6 +492,13 @@ impl Answer<'_> {
             }
         }
     }
+}
+
+/// The items of a comma-separated header value.
+fn tokens(v: &[u8]) -> impl Iterator<Item = &[u8]> {
+    v.split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
 }
 
 /// The next CRLF-ended line of the buffer (without its CRLF), reading more as needed; None if
@@ -632,7 +680,7 @@ mod tests {
 
     #[tokio::test]
     async fn answers_framed_every_way_arrive_whole_in_any_pieces() {
-        let cases: [(&[u8], &[u8], bool); 6] = [
+        let cases: [(&[u8], &[u8], bool); 9] = [
             (OK, b"{}", true),
             (
                 b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nx-request-id: r1\r\n\r\n5;ext=1\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\ntrailer: t\r\n\r\n",
@@ -647,6 +695,16 @@ mod tests {
             (b"HTTP/1.1 204 No Content\r\n\r\n", b"", true),
             (b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok", b"ok", false),
             (b"HTTP/1.0 200 OK\r\n\r\nuntil the close", b"until the close", false),
+            (b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 2\r\n\r\nok", b"ok", true),
+            // A length beside a transfer-encoding: the chunks frame the body, the connection is
+            // not trusted again.
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: 99\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+                b"ok",
+                false,
+            ),
+            // An encoding that is not chunked runs to the close.
+            (b"HTTP/1.1 200 OK\r\ntransfer-encoding: identity\r\n\r\nto the end", b"to the end", false),
         ];
         for (answer, body, reused) in cases {
             for piece in [1, 3, 7, usize::MAX] {
@@ -670,8 +728,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_request_that_asks_for_the_close_does_not_reuse_its_connection() {
+        // The server keeps the connection open and says nothing (llama.cpp's streams).
+        let (url, conns) = server(OK.to_vec(), usize::MAX, usize::MAX).await;
+        let d = direct(&url);
+        for _ in 0..3 {
+            let mut a = d.send(Bytes::from_static(b"{}"), true).await.unwrap();
+            while a.chunk().await.unwrap().is_some() {}
+        }
+        assert_eq!(conns.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn lengths_are_read_strictly_and_a_cut_head_counts_as_answered() {
+        for (length, ok) in [("5, 5", true), ("+5", false), ("5, 6", false), ("", false)] {
+            let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {length}\r\n\r\nhello");
+            let (url, _) = server(answer.into_bytes(), usize::MAX, 1).await;
+            let got = one(&direct(&url)).await;
+            assert_eq!(got.is_ok(), ok, "content-length: {length:?}: {got:?}");
+        }
+        let (url, _) = server(b"HTTP/1.1 200 OK\r\ncontent-le".to_vec(), usize::MAX, 1).await;
+        let e = direct(&url).send(Bytes::from_static(b"{}"), false).await.err().unwrap();
+        assert!(e.answered(), "{e}");
+        let (url, _) = server(Vec::new(), usize::MAX, 1).await;
+        let e = direct(&url).send(Bytes::from_static(b"{}"), false).await.err().unwrap();
+        assert!(matches!(e, SendError::Closed) && !e.answered(), "{e}");
+    }
+
+    #[tokio::test]
     async fn headers_the_client_uses_are_read() {
-        let answer = b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7\r\nX-Request-Id: abc\r\nContent-Type: text/event-stream\r\nContent-Length: 0\r\n\r\n";
+        let answer = b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7\r\nX-Request-Id: abc\r\nX-Request-Id: second\r\nContent-Type: text/event-stream\r\nContent-Length: 0\r\n\r\n";
         let (url, _) = server(answer.to_vec(), usize::MAX, usize::MAX).await;
         let d = direct(&url);
         let a = d.send(Bytes::from_static(b"{}"), false).await.unwrap();
@@ -720,6 +806,7 @@ mod tests {
         );
         // A key that would break the head is refused, not sent.
         assert!(Direct::new(&url, Some("k\r\nx: y"), Duration::from_secs(1), 1).is_none());
+        assert!(Direct::new(&url, Some("k\u{7f}"), Duration::from_secs(1), 1).is_none());
     }
 
     #[test]

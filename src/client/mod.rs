@@ -389,11 +389,15 @@ impl Client {
     ) -> Result<Success, Failure> {
         let sending = async {
             match &self.direct {
-                Some(direct) => direct
-                    .send(body, close)
-                    .await
-                    .map(Answer::Direct)
-                    .map_err(direct_failure),
+                Some(direct) => match direct.send(body, close).await {
+                    Ok(a) => Ok(Answer::Direct(a)),
+                    Err(e) => {
+                        // A broken answer is still an answer: the request is not sent again
+                        // as if a stale connection had swallowed it.
+                        *answered |= e.answered();
+                        Err(direct_failure(e))
+                    }
+                },
                 None => {
                     let mut req = self
                         .http
@@ -584,7 +588,8 @@ impl Answer<'_> {
                 } else if name == X_REQUEST_ID {
                     &h.request_id
                 } else {
-                    unreachable!("the direct transport keeps no {name} header")
+                    // The direct transport keeps no other header.
+                    return None;
                 };
                 v.as_deref()
             }
