@@ -154,6 +154,12 @@ pub struct EndpointArgs {
     /// How often to read --server-metrics.
     #[arg(long, value_parser = parse_duration, default_value = "1s", value_name = "DURATION")]
     pub scrape_interval: Duration,
+    /// Threads that send the requests and read the answers. Default: 1 when --endpoint is on
+    /// this machine (localhost, 127.x.x.x, ::1), where every cycle the client spends is taken
+    /// from the server it measures (one thread carries some 50,000 requests a second); the
+    /// machine's cores otherwise, and for the built-in simulator, which shares the process.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub client_threads: Option<u16>,
 }
 
 fn parse_metrics_spec(s: &str) -> Result<MetricsSpec, String> {

@@ -44,7 +44,17 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         Command::Man(args) => return commands::man::run(args),
         other => other,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    let endpoint = match &command {
+        Command::Run(a) => Some(&a.endpoint),
+        Command::Sweep(a) => Some(&a.endpoint),
+        Command::Auto(a) => Some(&a.endpoint),
+        _ => None,
+    };
+    if let Some(n) = endpoint.and_then(commands::client_threads) {
+        runtime.worker_threads(n);
+    }
+    let runtime = runtime.enable_all().build()?;
     // The command runs as a task on the worker threads, not on this thread inside
     // `block_on`: a collector polled here would need a cross-thread wake-up per event.
     runtime.block_on(async move {

@@ -24,6 +24,23 @@ pub fn default_report_dir() -> PathBuf {
     PathBuf::from("reports").join(compact)
 }
 
+/// The runtime's worker threads for a command that sends requests: `--client-threads`, else 1
+/// for an endpoint on this machine (the client then takes as little as it can from the server
+/// it measures: no thread wakes another, nothing is stolen between threads), else None (one
+/// per core). The built-in simulator (no `--endpoint`) runs in the same process and keeps
+/// every core.
+pub fn client_threads(e: &EndpointArgs) -> Option<usize> {
+    if let Some(n) = e.client_threads {
+        return Some(usize::from(n));
+    }
+    let url = reqwest::Url::parse(e.endpoint.as_deref()?).ok()?;
+    // An IPv6 literal keeps its brackets in `host_str`.
+    let host = url.host_str()?.trim_start_matches('[').trim_end_matches(']');
+    let local =
+        host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    local.then_some(1)
+}
+
 /// Settles the API: `--api` when given (the reader then names every line that contradicts it),
 /// else what the input file names, else completions. A file whose lines name different APIs
 /// is refused (exit 2) before anything is sent. Stdin is read once, so there only `--api` counts.
@@ -63,4 +80,40 @@ pub fn print_bytes(bytes: &[u8]) -> anyhow::Result<()> {
     out.write_all(bytes)?;
     out.flush()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn threads(extra: &[&str]) -> Option<usize> {
+        let args = [&["sizeup", "sweep"], extra].concat();
+        match Cli::try_parse_from(args).expect("parses").command {
+            Command::Sweep(a) => client_threads(&a.endpoint),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn one_client_thread_for_a_server_on_this_machine() {
+        for local in [
+            "http://127.0.0.1:8000",
+            "http://localhost:8000/v1",
+            "http://[::1]:8000",
+            "http://127.0.2.1",
+        ] {
+            assert_eq!(threads(&["--endpoint", local]), Some(1), "{local}");
+        }
+        assert_eq!(threads(&["--endpoint", "https://api.example.com"]), None);
+        assert_eq!(threads(&["--endpoint", "http://10.0.0.7:8000"]), None);
+        // The built-in simulator shares the process: it keeps every core.
+        assert_eq!(threads(&[]), None);
+        assert_eq!(
+            threads(&["--endpoint", "http://127.0.0.1:8000", "--client-threads", "4"]),
+            Some(4)
+        );
+        assert!(Cli::try_parse_from(["sizeup", "sweep", "--client-threads", "0"]).is_err());
+    }
 }
