@@ -156,8 +156,9 @@ pub struct EndpointArgs {
     pub scrape_interval: Duration,
     /// Threads that send the requests and read the answers. Default: 1 when --endpoint is on
     /// this machine (localhost, 127.x.x.x, ::1), where every cycle the client spends is taken
-    /// from the server it measures (one thread carries some 50,000 requests a second); the
-    /// machine's cores otherwise, and for the built-in simulator, which shares the process.
+    /// from the server it measures (the whole client spends about 13 µs of CPU per request on
+    /// loopback); the machine's cores otherwise, and for the built-in simulator, which shares
+    /// the process.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub client_threads: Option<u16>,
 }
