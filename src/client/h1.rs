@@ -3,7 +3,7 @@
 //! measures). `https://`, URLs with credentials and proxied URLs stay on reqwest.
 //!
 //! Why not hyper here: its general connection machinery (a task and channels per connection,
-//! a header map built for each request and each answer) was 11,000 of the 28,000 instructions
+//! a header map built for each request and each answer) was 11,000 of the 33,000 instructions
 //! sizeup spent per request at the client ceiling (benches/PROFILE.md). What this client needs
 //! is small: one kind of request (POST, a head prepared once, a body), and answers read for
 //! their status, three headers and a body framed by `content-length`, `chunked` or the close.
@@ -116,19 +116,10 @@ pub(crate) struct Head {
     pub content_type: Option<Box<str>>,
     pub request_id: Option<Box<str>>,
     pub retry_after: Option<Box<str>>,
-    framing: Framing,
+    /// Where reading the body starts, as the head frames it.
+    body: Body,
     /// The connection cannot carry another request after this answer.
     close: bool,
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    #[default]
-    Empty,
-    Length(u64),
-    Chunked,
-    /// The body ends when the server closes the connection.
-    ToClose,
 }
 
 /// An answer whose head has arrived; its body is read with [`Answer::chunk`]. The connection
@@ -141,7 +132,7 @@ pub(crate) struct Answer<'a> {
     body: Body,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 enum Body {
     /// Bytes left of a `content-length` body, or of the current chunk.
     Length(u64),
@@ -152,7 +143,10 @@ enum Body {
     },
     ChunkData(u64),
     Trailers,
+    /// The body ends when the server closes the connection.
     ToClose,
+    /// Read to its end, or empty.
+    #[default]
     Done,
 }
 
@@ -262,11 +256,8 @@ impl Direct {
                 Some(c) => c,
                 None => self.connect().await?,
             };
-            let mut out = std::mem::take(&mut conn.out);
-            self.write_request(&mut out, &body, close);
-            let written = conn.io.write_all(&out).await;
-            conn.out = out;
-            match written {
+            self.write_request(&mut conn.out, &body, close);
+            match conn.io.write_all(&conn.out).await {
                 Ok(()) => break conn,
                 Err(_) if reused => continue,
                 Err(e) => return Err(SendError::Io(e)),
@@ -275,12 +266,7 @@ impl Direct {
         let mut head = read_head(&mut conn).await?;
         // The request asked for the close: the server need not repeat it (llama.cpp does not).
         head.close |= close;
-        let body = match head.framing {
-            Framing::Empty => Body::Done,
-            Framing::Length(n) => Body::Length(n),
-            Framing::Chunked => Body::ChunkSize { after_data: false },
-            Framing::ToClose => Body::ToClose,
-        };
+        let body = head.body;
         let mut answer = Answer {
             head,
             direct: self,
@@ -388,26 +374,26 @@ impl Head {
         }
         // HTTP/1.0 closes after each answer unless it says keep-alive.
         head.close = says_close || (p.version == Some(0) && !says_keep_alive);
-        head.framing = if (100..200).contains(&status) || status == 204 || status == 304 {
-            Framing::Empty
+        head.body = if (100..200).contains(&status) || status == 204 || status == 304 {
+            Body::Done
         } else if encoded {
             // A length beside a transfer-encoding is not trusted: the connection is not reused
             // (RFC 9112, 6.3); an encoding other than chunked runs to the close.
             head.close |= length.is_some() || !chunked;
             if chunked {
-                Framing::Chunked
+                Body::ChunkSize { after_data: false }
             } else {
-                Framing::ToClose
+                Body::ToClose
             }
         } else if let Some(n) = length {
             if n == 0 {
-                Framing::Empty
+                Body::Done
             } else {
-                Framing::Length(n)
+                Body::Length(n)
             }
         } else {
             head.close = true;
-            Framing::ToClose
+            Body::ToClose
         };
         Ok(head)
     }

@@ -428,9 +428,9 @@ impl Client {
         };
         *answered = true;
         let status = resp.status();
-        let request_id = resp.header(X_REQUEST_ID).map(str::to_string);
+        let request_id = resp.header(Kept::RequestId).map(str::to_string);
         if !(200..300).contains(&status) {
-            let retry_after = resp.header(reqwest::header::RETRY_AFTER).and_then(parse_retry_after);
+            let retry_after = resp.header(Kept::RetryAfter).and_then(parse_retry_after);
             let bytes = resp.read_to_end().await.unwrap_or_default();
             let body: Option<Value> = serde_json::from_slice(&bytes).ok();
             let detail = body.as_ref().and_then(error_message).unwrap_or_else(|| {
@@ -455,7 +455,7 @@ impl Client {
             });
         }
         let is_sse = resp
-            .header(reqwest::header::CONTENT_TYPE)
+            .header(Kept::ContentType)
             .is_some_and(|v| v.starts_with("text/event-stream"));
         if stream || is_sse {
             let mut acc = StreamAssembler::new(keep_body);
@@ -575,24 +575,22 @@ impl Answer<'_> {
         }
     }
 
-    /// The headers the client reads: `content-type`, `x-request-id`, `retry-after`.
-    fn header(&self, name: reqwest::header::HeaderName) -> Option<&str> {
+    /// One of the headers the client reads.
+    fn header(&self, which: Kept) -> Option<&str> {
         match self {
-            Answer::Pooled(r) => r.headers().get(&name).and_then(|v| v.to_str().ok()),
-            Answer::Direct(a) => {
-                let h = &a.head;
-                let v = if name == reqwest::header::CONTENT_TYPE {
-                    &h.content_type
-                } else if name == reqwest::header::RETRY_AFTER {
-                    &h.retry_after
-                } else if name == X_REQUEST_ID {
-                    &h.request_id
-                } else {
-                    // The direct transport keeps no other header.
-                    return None;
+            Answer::Pooled(r) => {
+                let name = match which {
+                    Kept::ContentType => reqwest::header::CONTENT_TYPE.as_str(),
+                    Kept::RetryAfter => reqwest::header::RETRY_AFTER.as_str(),
+                    Kept::RequestId => "x-request-id",
                 };
-                v.as_deref()
+                r.headers().get(name).and_then(|v| v.to_str().ok())
             }
+            Answer::Direct(a) => match which {
+                Kept::ContentType => a.head.content_type.as_deref(),
+                Kept::RetryAfter => a.head.retry_after.as_deref(),
+                Kept::RequestId => a.head.request_id.as_deref(),
+            },
         }
     }
 
@@ -617,7 +615,13 @@ impl Answer<'_> {
     }
 }
 
-const X_REQUEST_ID: reqwest::header::HeaderName = reqwest::header::HeaderName::from_static("x-request-id");
+/// The answer headers the client reads (the direct transport keeps only these).
+#[derive(Clone, Copy)]
+enum Kept {
+    ContentType,
+    RetryAfter,
+    RequestId,
+}
 
 /// Classifies a failure of the direct transport as [`transport_failure`] classifies reqwest's:
 /// a connection that failed once open, or an answer that was not HTTP, is a `Reset` (worth
