@@ -156,11 +156,11 @@ pub fn detect_api(src: impl Read, format: Format) -> Result<Detected, String> {
 
 /// [`detect_api`] on a file; the format detected as the reader would.
 pub fn detect_api_in(path: &Path, format: Option<Format>) -> Result<Detected, String> {
-    let mut file = std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let (mut file, _) = super::compress::open_read(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     let mut head = vec![0u8; 64 * 1024];
     let n = read_up_to(&mut file, &mut head).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     head.truncate(n);
-    let format = format.unwrap_or_else(|| Format::detect(path, &head));
+    let format = format.unwrap_or_else(|| Format::detect(&super::compress::strip_ext(path), &head));
     detect_api(std::io::Cursor::new(head).chain(file), format)
 }
 

@@ -9,19 +9,22 @@
 //!    succeeded and [`OutputWriter::resume`] appends after them; otherwise
 //!    [`OutputWriter::create`] refuses to overwrite an existing output.
 
+pub mod compress;
 pub mod detect;
 pub mod dupes;
 pub mod fast;
+pub mod idsort;
 pub mod mix;
 pub mod reader;
 pub mod resume;
 pub mod writer;
 
+pub use compress::{errors_path_for, Compression};
 pub use detect::{detect_api, detect_api_in, Detected};
 pub use dupes::DuplicateCheck;
 pub use reader::{
     in_shard, parse_shard, validate, validate_reader, Api, FileError, Format, Issue, Item, ParseNameError, Payload,
     ReadOptions, Reader, ValidationReport, DEFAULT_MAX_LINE_BYTES,
 };
-pub use resume::{read_done, read_done_from, truncate_torn_tail, ResumeState};
-pub use writer::{errors_path_for, OutputRecord, OutputWriter};
+pub use resume::{read_done, read_done_from, scan_records, truncate_torn_tail, ResumeState};
+pub use writer::{OutputRecord, OutputWriter};

@@ -478,8 +478,17 @@ impl Reader {
                 Box::new(BufReader::with_capacity(256 * 1024, file)),
             )
         };
+        let (src, compression) = super::compress::decoding(src).map_err(|e| FileError::Read {
+            name: name.clone(),
+            line: 1,
+            reason: e.to_string(),
+        })?;
+        if compression != super::compress::Compression::None {
+            // The Bloom screen is sized by the bytes it will see: job text compresses about 8x.
+            size = size.map(|s| s.saturating_mul(8));
+        }
         let (head, src) = prepare(src, &name, opts.max_line_bytes)?;
-        let format = format.unwrap_or_else(|| Format::detect(path, &head));
+        let format = format.unwrap_or_else(|| Format::detect(&super::compress::strip_ext(path), &head));
         Reader::from_prepared(src, name, format, opts, size)
     }
 

@@ -13,13 +13,13 @@
 //! leaves no empty errors file behind; its absence is still checked up front
 //! so a fresh run cannot fail half way on an existing errors file.
 
-use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use crate::api::JsonText;
 
+use super::compress::{encode, errors_path_for, Compression};
 use super::resume::truncate_torn_tail;
 
 /// Buffered bytes that make [`OutputWriter::buffer_result`] write at once.
@@ -46,13 +46,6 @@ impl OutputRecord {
     pub fn is_success(&self) -> bool {
         self.error.is_none() && matches!(self.status_code, Some(200..=299))
     }
-}
-
-/// The path of the errors file that accompanies output `path`.
-pub fn errors_path_for(path: &Path) -> PathBuf {
-    let mut s: OsString = path.as_os_str().to_owned();
-    s.push(".errors.jsonl");
-    PathBuf::from(s)
 }
 
 /// Appends one output line (without its newline) in OpenAI's Batch output shape:
@@ -122,6 +115,10 @@ pub struct OutputWriter {
     errors_buf: Vec<u8>,
     /// The record id being written (`batch_req_<seq>`), reused.
     id: String,
+    /// `.gz`/`.zst` outputs: each flush goes out as one complete member (see `compress`).
+    compression: Compression,
+    /// The compressed bytes of one flush, reused.
+    packed: Vec<u8>,
 }
 
 impl OutputWriter {
@@ -150,6 +147,8 @@ impl OutputWriter {
             buf: Vec::new(),
             errors_buf: Vec::new(),
             id: String::new(),
+            compression: Compression::from_path(path),
+            packed: Vec::new(),
         })
     }
 
@@ -177,6 +176,8 @@ impl OutputWriter {
             buf: Vec::new(),
             errors_buf: Vec::new(),
             id: String::new(),
+            compression: Compression::from_path(path),
+            packed: Vec::new(),
         })
     }
 
@@ -220,7 +221,7 @@ impl OutputWriter {
     /// Writes the buffered lines: the output's in one `write_all`, then the errors file's.
     pub fn flush(&mut self) -> io::Result<()> {
         if !self.buf.is_empty() {
-            let r = self.main.write_all(&self.buf);
+            let r = write_packed(&mut self.main, self.compression, &self.buf, &mut self.packed);
             self.buf.clear();
             r?;
         }
@@ -262,7 +263,7 @@ impl OutputWriter {
                     self.errors.insert(f)
                 }
             };
-            let r = errors.write_all(&self.errors_buf);
+            let r = write_packed(errors, self.compression, &self.errors_buf, &mut self.packed);
             self.errors_buf.clear();
             r?;
         }
@@ -275,6 +276,16 @@ impl Drop for OutputWriter {
     fn drop(&mut self) {
         let _ = self.flush();
     }
+}
+
+/// Writes whole lines in one `write_all`: as they are, or as one compressed member.
+fn write_packed(file: &mut File, c: Compression, lines: &[u8], packed: &mut Vec<u8>) -> io::Result<()> {
+    if c == Compression::None {
+        return file.write_all(lines);
+    }
+    packed.clear();
+    encode(c, lines, packed)?;
+    file.write_all(packed)
 }
 
 fn open_append(path: &Path) -> io::Result<File> {
@@ -436,7 +447,7 @@ mod tests {
             let mut f = OpenOptions::new().append(true).open(&p)?;
             f.write_all(b"{\"id\":\"batch_req_3\",\"cus")?;
         }
-        let state = crate::batch::read_done(&out)?;
+        let state = crate::batch::read_done(&out, None, dir.path())?;
         assert!(state.torn_tail);
         let mut w = OutputWriter::resume(&out, state.lines)?;
         w.write_result(&ok("b"))?;

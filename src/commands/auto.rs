@@ -233,7 +233,7 @@ pub async fn run(mut args: AutoArgs, interrupt: Stop) -> anyhow::Result<ExitStat
         run_settings.plan = Some(plan);
         // The sweep's answers are in the output already: the run goes on from them.
         run_settings.resume = true;
-        let prepared = open_output(&run_settings, valid)?;
+        let prepared = open_output(&run_settings, args.endpoint.api, valid)?;
         run_started = true;
         let outcome = run_on(&run_settings, &args.endpoint, &target, prepared, interrupt).await?;
         // Predicted for the lines the run itself sent (the sweep answered the others).

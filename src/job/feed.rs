@@ -58,12 +58,17 @@ pub fn spawn(
     std::thread::spawn(move || feed(spec, jobs, notes))
 }
 
-fn feed(spec: FeedSpec, jobs: async_channel::Sender<Vec<Job>>, notes: mpsc::UnboundedSender<FeedNote>) {
-    let opts = ReadOptions {
-        duplicates: spec.duplicates.clone(),
+/// How the feed reads the input; resume reads it the same way, so item indices agree.
+pub fn read_options(api: Api, duplicates: DuplicateCheck) -> ReadOptions {
+    ReadOptions {
+        duplicates,
         raw_bodies: true,
-        ..ReadOptions::new(spec.api)
-    };
+        ..ReadOptions::new(api)
+    }
+}
+
+fn feed(spec: FeedSpec, jobs: async_channel::Sender<Vec<Job>>, notes: mpsc::UnboundedSender<FeedNote>) {
+    let opts = read_options(spec.api, spec.duplicates.clone());
     let reader = match Reader::open(&spec.input, spec.format, opts) {
         Ok(r) => r,
         Err(err) => {
@@ -94,7 +99,11 @@ fn feed(spec: FeedSpec, jobs: async_channel::Sender<Vec<Job>>, notes: mpsc::Unbo
             counts.other_shards += 1;
             continue;
         }
-        if spec.done.as_ref().is_some_and(|d| d.is_done(&item.custom_id)) {
+        if spec
+            .done
+            .as_ref()
+            .is_some_and(|d| d.is_done(item.index, &item.custom_id))
+        {
             counts.skipped_done += 1;
             continue;
         }

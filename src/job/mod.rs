@@ -152,7 +152,7 @@ pub struct Validated {
 /// output writer (which refuses to overwrite without --resume).
 pub fn prepare(s: &RunSettings, api: Api) -> anyhow::Result<Prepared> {
     let validated = validate_input(s, api)?;
-    open_output(s, validated)
+    open_output(s, api, validated)
 }
 
 /// The first pass (streamed): every bad line is reported and nothing is sent, unless
@@ -200,11 +200,23 @@ pub fn validate_input(s: &RunSettings, api: Api) -> anyhow::Result<Validated> {
     })
 }
 
+/// How the send pass finds duplicates: a file's first pass found any already (without
+/// --skip-invalid it stopped the run; with it, its candidates let the send pass skip them
+/// exactly); stdin had no first pass.
+fn send_duplicates(s: &RunSettings, validated: DuplicateCheck) -> DuplicateCheck {
+    if s.input.as_os_str() == "-" || s.tuning.skip_invalid {
+        validated
+    } else {
+        DuplicateCheck::Off
+    }
+}
+
 /// Reads the resume state and opens the output (refusing to overwrite without --resume).
-pub fn open_output(s: &RunSettings, validated: Validated) -> anyhow::Result<Prepared> {
+pub fn open_output(s: &RunSettings, api: Api, validated: Validated) -> anyhow::Result<Prepared> {
+    let duplicates = send_duplicates(s, validated.duplicates);
     let done = if s.resume && s.output.exists() {
         Some(
-            batch::read_done(&s.output)
+            read_resume_state(s, api, &duplicates)
                 .map_err(|err| usage_error(format!("cannot resume from {}: {err}", s.output.display()), None))?,
         )
     } else {
@@ -230,7 +242,7 @@ pub fn open_output(s: &RunSettings, validated: Validated) -> anyhow::Result<Prep
         }
         ui::info(format!(
             "resuming: {} requests already answered in {}",
-            state.succeeded.len(),
+            state.succeeded,
             s.output.display()
         ));
     }
@@ -238,8 +250,30 @@ pub fn open_output(s: &RunSettings, validated: Validated) -> anyhow::Result<Prep
         writer,
         done,
         estimate: validated.items,
-        duplicates: validated.duplicates,
+        duplicates,
     })
+}
+
+/// The output's answered ids, joined with the input's lines as the feed will read them (same
+/// reader options, so the same item indices): memory flat in the job's size. Stdin is read
+/// once, by the feed, so there the answered ids are kept in memory.
+fn read_resume_state(s: &RunSettings, api: Api, duplicates: &DuplicateCheck) -> std::io::Result<batch::ResumeState> {
+    let spill = match s.output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if s.input.as_os_str() == "-" {
+        return batch::read_done(&s.output, None, &spill);
+    }
+    let reader = batch::Reader::open(&s.input, s.format, feed::read_options(api, duplicates.clone()))
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    // Bad lines yield no item and no index: the feed skips them the same way.
+    let mut items = reader.filter_map(|item| match item {
+        Ok(i) => Some(Ok((i.custom_id, i.index))),
+        Err(issue) if issue.fatal => Some(Err(std::io::Error::other(issue.to_string()))),
+        Err(_) => None,
+    });
+    batch::read_done(&s.output, Some(&mut items), &spill)
 }
 
 /// Switches the resource on, sends the batch, switches it off (also on failure and Ctrl-C).
@@ -313,13 +347,7 @@ pub async fn send_batch(b: Batch<'_>, prepared: Prepared, interrupt: Stop) -> an
             max_tokens: s.tuning.max_tokens,
             shard: s.shard,
             done,
-            // A file's first pass found any duplicates already: without --skip-invalid it
-            // stopped the run; with it, its candidates let this pass skip them exactly.
-            duplicates: if stdin || s.tuning.skip_invalid {
-                duplicates
-            } else {
-                DuplicateCheck::Off
-            },
+            duplicates,
             stop_on_invalid: stdin && !s.tuning.skip_invalid,
         },
         jobs_tx,
