@@ -58,10 +58,43 @@ pub enum Command {
     Run(RunArgs),
     /// Sweep on a sample of the input, plan for the target rate, then run the batch.
     Auto(AutoArgs),
+    /// Concatenate shard outputs and check that every input line is answered exactly once.
+    Merge(MergeArgs),
     /// Print a shell completion script to stdout.
     Completions(CompletionsArgs),
     /// Print the man page (roff) to stdout, or write one page per command to a folder.
     Man(ManArgs),
+}
+
+/// `sizeup merge`
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  sizeup merge --input jobs.jsonl --output merged.jsonl out/part-*.jsonl
+  sizeup merge --input jobs.jsonl.gz --check out/part-*.jsonl.zst     # verify only, write nothing
+
+Every custom_id of --input must have exactly one successful record across the outputs. Exit 0
+when it does; 1 naming the ids answered twice, missing (no record), failed (only failed
+records: `sizeup run --resume` sends them again) or unknown to the input; 2 for bad input.
+A record that failed and was answered on a later --resume counts once, as answered.
+Memory stays flat in the job's size (ids are sorted in runs spilled beside --output, or in
+the input's folder with --check). Compressed inputs and outputs (.gz, .zst) are read and
+written as `run` does. stdout: one JSON object with the counts.")]
+pub struct MergeArgs {
+    /// The job's input (every line's custom_id is expected once).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Force the input format instead of detecting it.
+    #[arg(long, value_name = "openai-batch|jsonl|csv|text", value_parser = InputFormat::from_str)]
+    pub format: Option<InputFormat>,
+    /// Where the concatenated outputs go (refuses to overwrite; .gz/.zst compress).
+    #[arg(long, required_unless_present = "check", conflicts_with = "check")]
+    pub output: Option<PathBuf>,
+    /// Verify only; write nothing.
+    #[arg(long)]
+    pub check: bool,
+    /// The shard outputs, in the order to concatenate them.
+    #[arg(required = true, value_name = "OUTPUT")]
+    pub parts: Vec<PathBuf>,
 }
 
 /// `sizeup completions`

@@ -42,6 +42,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         Command::Plan(args) => return commands::plan::run(args),
         Command::Completions(args) => return commands::completions::run(args),
         Command::Man(args) => return commands::man::run(args),
+        Command::Merge(args) => return commands::merge::run(args),
         other => other,
     };
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
@@ -65,7 +66,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
                 Command::Sweep(a) => commands::sweep::run(a, interrupt.drain.clone()).await,
                 Command::Run(a) => commands::run::run(a, interrupt).await,
                 Command::Auto(a) => commands::auto::run(a, interrupt).await,
-                Command::Plan(_) | Command::Completions(_) | Command::Man(_) => unreachable!("handled above"),
+                Command::Plan(_) | Command::Completions(_) | Command::Man(_) | Command::Merge(_) => {
+                    unreachable!("handled above")
+                }
             }
         });
         task.await.map_err(|e| anyhow::anyhow!("internal error: {e}"))?

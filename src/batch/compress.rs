@@ -144,6 +144,16 @@ pub fn encode(c: Compression, data: &[u8], out: &mut Vec<u8>) -> io::Result<()> 
     Ok(())
 }
 
+/// Writes whole lines in one `write_all`: as they are, or as one compressed member.
+pub fn write_packed(file: &mut impl Write, c: Compression, lines: &[u8], packed: &mut Vec<u8>) -> io::Result<()> {
+    if c == Compression::None {
+        return file.write_all(lines);
+    }
+    packed.clear();
+    encode(c, lines, packed)?;
+    file.write_all(packed)
+}
+
 /// Counts the bytes a decoder consumes, to find where each member ends.
 struct Counting<R> {
     inner: R,

@@ -14,6 +14,7 @@ pub mod detect;
 pub mod dupes;
 pub mod fast;
 pub mod idsort;
+pub mod merge;
 pub mod mix;
 pub mod reader;
 pub mod resume;

@@ -115,13 +115,13 @@ pub fn open_output(path: &Path) -> io::Result<(Box<dyn BufRead + Send>, bool)> {
     Ok((src, good < len))
 }
 
-/// Streams every complete record of an output: `f(custom_id, succeeded, line)`. Returns the
+/// Streams every complete record of an output: `f(custom_id, succeeded, line, raw line)`. Returns the
 /// record count and whether the tail was torn. A torn last line is skipped; an unparsable line
 /// anywhere else is an `InvalidData` error naming the line.
 pub fn scan_records<R: BufRead>(
     mut src: R,
     name: &str,
-    mut f: impl FnMut(&str, bool, u64) -> io::Result<()>,
+    mut f: impl FnMut(&str, bool, u64, &[u8]) -> io::Result<()>,
 ) -> io::Result<(u64, bool)> {
     let mut buf = Vec::new();
     let mut line_no = 0u64;
@@ -142,7 +142,7 @@ pub fn scan_records<R: BufRead>(
         match parse_record(&buf) {
             Ok((id, ok)) => {
                 records += 1;
-                f(&id, ok, line_no)?;
+                f(&id, ok, line_no, &buf)?;
             }
             Err(_) if src.fill_buf()?.is_empty() => return Ok((records, true)),
             Err(e) => {
@@ -184,7 +184,7 @@ fn join(
     spill: &Path,
 ) -> io::Result<ResumeState> {
     let mut sorter = Sorter::new(spill);
-    let (lines, torn_tail) = scan_records(src, name, |id, ok, _| {
+    let (lines, torn_tail) = scan_records(src, name, |id, ok, _, _| {
         sorter.push(id.as_bytes(), if ok { TAG_SUCCESS } else { TAG_FAILURE })
     })?;
     let mut count = 0u64;
@@ -222,7 +222,7 @@ fn join(
 pub fn read_done_from<R: BufRead>(src: R, name: &str) -> io::Result<ResumeState> {
     let mut succeeded: HashSet<Box<str>> = HashSet::new();
     let mut failed: HashSet<Box<str>> = HashSet::new();
-    let (lines, torn_tail) = scan_records(src, name, |id, ok, _| {
+    let (lines, torn_tail) = scan_records(src, name, |id, ok, _, _| {
         if ok {
             failed.remove(id);
             succeeded.insert(id.into());

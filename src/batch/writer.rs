@@ -14,12 +14,12 @@
 //! so a fresh run cannot fail half way on an existing errors file.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::api::JsonText;
 
-use super::compress::{encode, errors_path_for, Compression};
+use super::compress::{errors_path_for, write_packed, Compression};
 use super::resume::truncate_torn_tail;
 
 /// Buffered bytes that make [`OutputWriter::buffer_result`] write at once.
@@ -278,16 +278,6 @@ impl Drop for OutputWriter {
     }
 }
 
-/// Writes whole lines in one `write_all`: as they are, or as one compressed member.
-fn write_packed(file: &mut File, c: Compression, lines: &[u8], packed: &mut Vec<u8>) -> io::Result<()> {
-    if c == Compression::None {
-        return file.write_all(lines);
-    }
-    packed.clear();
-    encode(c, lines, packed)?;
-    file.write_all(packed)
-}
-
 fn open_append(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .append(true)
@@ -314,6 +304,7 @@ fn already_exists(path: &Path) -> io::Error {
 mod tests {
     use super::*;
     use serde_json::{json, Value};
+    use std::io::Write;
 
     fn raw(v: Value) -> JsonText {
         JsonText::from_value(&v)

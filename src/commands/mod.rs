@@ -4,6 +4,7 @@
 pub mod auto;
 pub mod completions;
 pub mod man;
+pub mod merge;
 pub mod plan;
 pub mod run;
 pub mod sim;

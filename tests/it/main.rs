@@ -11,6 +11,7 @@ mod html_page;
 mod plan;
 mod real;
 mod run;
+mod scale;
 mod secrets;
 mod server_metrics;
 mod sim;
