@@ -12,12 +12,13 @@
 //! measure. Knobs (environment):
 //! - `SIZEUP_BENCH_QUICK=1`: small sizes everywhere (about a minute); results go to
 //!   `$TMPDIR/sizeup-e2e-RESULTS.md` unless `SIZEUP_BENCH_OUT` is set.
-//! - `SIZEUP_BENCH_ONLY=makespan,ceiling,memory,sizing,auto,capacity`: a subset (same output
+//! - `SIZEUP_BENCH_ONLY=makespan,ceiling,memory,resume,sizing,auto,capacity`: a subset (same output
 //!   rule as quick).
 //! - `SIZEUP_BENCH_OUT=PATH`: where to write the markdown.
 //! - `SIZEUP_BENCH_N` (makespan requests, 2000), `SIZEUP_BENCH_CEILING_N` (60000),
 //!   `SIZEUP_BENCH_MEM_LINES` (`200000,1000000,10000000`; each input is generated into the
 //!   bench's temporary folder, and a size its disk cannot hold is skipped),
+//!   `SIZEUP_BENCH_RESUME_LINES` (`1000000,10000000`: `kill -9` near half, then `--resume`),
 //!   `SIZEUP_BENCH_STREAMS` (10000),
 //!   `SIZEUP_BENCH_REPEATS` (client-ceiling repetitions, medians reported: 5).
 //! - `SIZEUP_BENCH_OHA=PATH`: the `oha` binary; else `oha` on PATH, else
@@ -37,7 +38,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const EXE: &str = env!("CARGO_BIN_EXE_sizeup");
-const ALL: [&str; 6] = ["makespan", "ceiling", "memory", "sizing", "auto", "capacity"];
+const ALL: [&str; 7] = ["makespan", "ceiling", "memory", "resume", "sizing", "auto", "capacity"];
 
 fn main() {
     // `cargo bench` passes --bench; anything else (`cargo test --all-targets`) must not start a
@@ -68,6 +69,7 @@ fn main() {
             "makespan" => bench.makespan(),
             "ceiling" => bench.ceiling(),
             "memory" => bench.memory(),
+            "resume" => bench.resume(),
             "sizing" => bench.sizing(),
             "auto" => bench.auto(),
             "capacity" => bench.capacity(),
@@ -92,6 +94,7 @@ struct Config {
     makespan_n: usize,
     ceiling_n: usize,
     mem_lines: Vec<usize>,
+    resume_lines: Vec<usize>,
     streams: usize,
     repeats: usize,
 }
@@ -120,21 +123,27 @@ impl Config {
                     Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/RESULTS.md")
                 }
             });
-        let mem_lines = std::env::var("SIZEUP_BENCH_MEM_LINES")
-            .ok()
-            .map(|v| {
-                v.split(',')
-                    .filter_map(|s| s.trim().replace('_', "").parse().ok())
-                    .collect::<Vec<usize>>()
-            })
-            .filter(|v| !v.is_empty())
-            .unwrap_or_else(|| {
-                if quick {
-                    vec![20_000, 100_000]
-                } else {
-                    vec![200_000, 1_000_000, 10_000_000]
-                }
-            });
+        let lines_list = |name: &str, quick_v: Vec<usize>, full: Vec<usize>| {
+            std::env::var(name)
+                .ok()
+                .map(|v| {
+                    v.split(',')
+                        .filter_map(|s| s.trim().replace('_', "").parse().ok())
+                        .collect::<Vec<usize>>()
+                })
+                .filter(|v| !v.is_empty())
+                .unwrap_or(if quick { quick_v } else { full })
+        };
+        let mem_lines = lines_list(
+            "SIZEUP_BENCH_MEM_LINES",
+            vec![20_000, 100_000],
+            vec![200_000, 1_000_000, 10_000_000],
+        );
+        let resume_lines = lines_list(
+            "SIZEUP_BENCH_RESUME_LINES",
+            vec![20_000, 200_000],
+            vec![1_000_000, 10_000_000],
+        );
         Config {
             quick,
             only,
@@ -142,6 +151,7 @@ impl Config {
             makespan_n: env_num("SIZEUP_BENCH_N", if quick { 480 } else { 2000 }),
             ceiling_n: env_num("SIZEUP_BENCH_CEILING_N", if quick { 20_000 } else { 60_000 }),
             mem_lines,
+            resume_lines,
             streams: env_num("SIZEUP_BENCH_STREAMS", if quick { 2000 } else { 10_000 }),
             repeats: env_num("SIZEUP_BENCH_REPEATS", if quick { 1 } else { 5 }).max(1),
         }
@@ -414,6 +424,44 @@ fn write_batch(path: &Path, n: usize, max_tokens: u32) -> Result<()> {
     }
     w.flush()?;
     Ok(())
+}
+
+/// Newline-terminated lines of a file, streamed.
+fn count_lines(path: &Path) -> Result<u64> {
+    use std::io::BufRead;
+    let mut r = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path)?);
+    let mut n = 0u64;
+    loop {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(n);
+        }
+        n += buf.iter().filter(|&&b| b == b'\n').count() as u64;
+        let len = buf.len();
+        r.consume(len);
+    }
+}
+
+/// How many of the ids `req-00000000`.. of a `write_batch` job have exactly one successful
+/// record in `out`, and how many have more (one byte per id, streamed).
+fn successes_per_id(out: &Path, n: usize) -> Result<(u64, u64)> {
+    use std::io::BufRead;
+    let mut seen = vec![0u8; n];
+    let r = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(out)?);
+    for line in r.lines() {
+        let line = line?;
+        let v: Value = serde_json::from_str(&line).context("an output line that does not parse")?;
+        if !(v["error"].is_null() && v["response"]["status_code"] == 200) {
+            continue;
+        }
+        let id = v["custom_id"].as_str().unwrap_or_default();
+        let i: usize = id.trim_start_matches("req-").parse().context("an unknown id")?;
+        seen[i] = seen[i].saturating_add(1);
+    }
+    Ok((
+        seen.iter().filter(|&&c| c == 1).count() as u64,
+        seen.iter().filter(|&&c| c > 1).count() as u64,
+    ))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -855,6 +903,143 @@ impl Bench {
              VmHWM from /proc/<pid>/status sampled every 10 ms until the process exits."
                 .into(),
         );
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // 3b. Resume at scale: kill -9 near half, then --resume, in bounded memory, every id once
+
+    fn resume(&mut self) -> Result<()> {
+        let args = sim_args(1, 4096, 0.001, 0.0, 1);
+        let mut peaks: Vec<(usize, f64)> = Vec::new();
+        for n in self.cfg.resume_lines.clone() {
+            let figure = format!(
+                "Peak RSS of `sizeup run --resume` after `kill -9` near half, {} lines",
+                fmt_int(n as f64)
+            );
+            let need = n as u64 * 460 + (64 << 20);
+            if free_bytes(self.tmp.path()).is_some_and(|free| free < need) {
+                self.row(
+                    &figure,
+                    "skipped".into(),
+                    format!("needs {} MiB free", need >> 20),
+                    String::new(),
+                    "<= 64 MiB",
+                    Met::NotRun,
+                );
+                continue;
+            }
+            let input = self.path("resume.jsonl");
+            write_batch(&input, n, 1)?;
+            let out = self.path("resume-output.jsonl");
+            let summary = self.path("resume-summary.json");
+            let sim = self.sim(&args)?;
+            let command = |resume: bool, log: &Path| -> Result<Command> {
+                let mut cmd = Command::new(EXE);
+                cmd.args([
+                    "--quiet",
+                    "run",
+                    "--endpoint",
+                    &sim.url,
+                    "--concurrency",
+                    "64",
+                    "--input",
+                ])
+                .arg(&input)
+                .arg("--output")
+                .arg(&out)
+                .arg("--summary")
+                .arg(&summary)
+                .env("NO_COLOR", "1")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(log)?);
+                if resume {
+                    cmd.arg("--resume");
+                }
+                Ok(cmd)
+            };
+            // The first run is killed once its output holds about half the lines (by size:
+            // an output line of this job is about 330 bytes, measured from its first lines).
+            let mut first = command(false, &self.path("resume-first.log"))?.spawn()?;
+            let started = Instant::now();
+            let mut per_line = None;
+            loop {
+                std::thread::sleep(Duration::from_millis(20));
+                if first.try_wait()?.is_some() {
+                    bail!("the first run ended before it was killed");
+                }
+                let size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+                if per_line.is_none() && size > 1 << 20 {
+                    let text = std::fs::read(&out)?;
+                    let whole = text.iter().filter(|&&b| b == b'\n').count().max(1);
+                    per_line = Some(text.len() as f64 / whole as f64);
+                }
+                if per_line.is_some_and(|b| size as f64 >= b * n as f64 / 2.0) {
+                    break;
+                }
+                if started.elapsed() > Duration::from_secs(1800) {
+                    bail!("the first run did not reach half in 30 min");
+                }
+            }
+            first.kill()?; // SIGKILL
+            first.wait()?;
+            let killed_at = count_lines(&out)?;
+            let log = self.path("resume.log");
+            let stats = run_measured(&mut command(true, &log)?, self.tck)?;
+            if !stats.status.success() {
+                bail!(
+                    "sizeup run --resume exited with {} (log: {})",
+                    stats.status,
+                    log.display()
+                );
+            }
+            let served = self
+                .rt
+                .block_on(sim_metric(&sim.url, "sizeup_sim_requests_total{outcome=\"ok\"}"))?;
+            drop(sim);
+            let (once, twice) = successes_per_id(&out, n)?;
+            let _ = std::fs::remove_file(&input);
+            let _ = std::fs::remove_file(&out);
+            if once != n as u64 || twice != 0 {
+                bail!("after resume: {once} of {n} ids answered once, {twice} more than once");
+            }
+            let is_first = peaks.is_empty();
+            peaks.push((n, stats.peak_rss_mib));
+            let (n0, first_peak) = peaks[0];
+            let flat = stats.peak_rss_mib / first_peak;
+            self.row(
+                &format!("{figure} (killed at {})", fmt_int(killed_at as f64)),
+                format!("{:.1} MiB", stats.peak_rss_mib),
+                if is_first {
+                    "64 MiB".into()
+                } else {
+                    format!("{first_peak:.1} MiB at {} lines", fmt_int(n0 as f64))
+                },
+                if is_first {
+                    format!("{:.2}x of 64 MiB", stats.peak_rss_mib / 64.0)
+                } else {
+                    format!("{flat:.2}x")
+                },
+                if is_first {
+                    "<= 64 MiB"
+                } else {
+                    "<= 64 MiB and flat (<= 1.5x)"
+                },
+                met(stats.peak_rss_mib <= 64.0 && (is_first || flat <= 1.5)),
+            );
+            self.notes.push(format!(
+                "Resume {} lines: killed at {} answered; the resuming process took {:.1} s wall, {:.1} s CPU; \
+                 every id answered exactly once in the output (checked), the server answered {} requests \
+                 ({} beyond the job: the ones in flight at the kill).",
+                fmt_int(n as f64),
+                fmt_int(killed_at as f64),
+                stats.wall_s,
+                stats.cpu_s,
+                fmt_int(served),
+                fmt_int(served - n as f64),
+            ));
+        }
         Ok(())
     }
 

@@ -57,7 +57,7 @@ impl Compression {
     }
 
     /// The extension this compression adds (`.gz`), empty for none.
-    fn suffix(self) -> &'static str {
+    pub fn suffix(self) -> &'static str {
         match self {
             Compression::None => "",
             Compression::Gzip => ".gz",

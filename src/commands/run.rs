@@ -59,11 +59,13 @@ fn default_output(input: &Path) -> PathBuf {
     if input.as_os_str() == "-" {
         return PathBuf::from("stdin.output.jsonl");
     }
-    let stem = input
+    // A compressed input gets an output compressed the same way: jobs.jsonl.gz -> jobs.output.jsonl.gz.
+    let compression = batch::Compression::from_path(input);
+    let stem = batch::compress::strip_ext(input)
         .file_stem()
         .map(|s| s.to_string_lossy().to_string())
         .unwrap_or_else(|| "batch".into());
-    input.with_file_name(format!("{stem}.output.jsonl"))
+    input.with_file_name(format!("{stem}.output.jsonl{}", compression.suffix()))
 }
 
 pub fn read_plan(path: &Path) -> anyhow::Result<Plan> {
