@@ -999,6 +999,17 @@ impl Bench {
                 .block_on(sim_metric(&sim.url, "sizeup_sim_requests_total{outcome=\"ok\"}"))?;
             drop(sim);
             let (once, twice) = successes_per_id(&out, n)?;
+            // `sizeup merge --check` of the same output verifies the job in bounded memory too.
+            let merge_log = self.path("merge.log");
+            let mut merge = Command::new(EXE);
+            merge
+                .args(["--quiet", "merge", "--check", "--input"])
+                .arg(&input)
+                .arg(&out)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&merge_log)?);
+            let merged = run_measured(&mut merge, self.tck)?;
             let _ = std::fs::remove_file(&input);
             let _ = std::fs::remove_file(&out);
             if once != n as u64 || twice != 0 {
@@ -1027,6 +1038,22 @@ impl Bench {
                     "<= 64 MiB and flat (<= 1.5x)"
                 },
                 met(stats.peak_rss_mib <= 64.0 && (is_first || flat <= 1.5)),
+            );
+            self.row(
+                &format!(
+                    "Peak RSS of `sizeup merge --check` of that job, {} lines",
+                    fmt_int(n as f64)
+                ),
+                format!("{:.1} MiB", merged.peak_rss_mib),
+                "64 MiB".into(),
+                format!(
+                    "{:.2}x of 64 MiB (exit {}, {:.1} s)",
+                    merged.peak_rss_mib / 64.0,
+                    merged.status.code().unwrap_or(-1),
+                    merged.wall_s
+                ),
+                "<= 64 MiB, exit 0",
+                met(merged.peak_rss_mib <= 64.0 && merged.status.success()),
             );
             self.notes.push(format!(
                 "Resume {} lines: killed at {} answered; the resuming process took {:.1} s wall, {:.1} s CPU; \

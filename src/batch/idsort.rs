@@ -70,8 +70,12 @@ impl Sorter {
             return Ok(());
         }
         self.sort();
-        let file = tempfile::tempfile_in(&self.dir)
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot spill ids to {}: {e}", self.dir.display())))?;
+        // Beside the job's files first (room for them is likely there), else the system's
+        // temporary folder (a read-only input folder under `merge --check`).
+        let file = tempfile::tempfile_in(&self.dir).or_else(|e| {
+            tempfile::tempfile()
+                .map_err(|_| io::Error::new(e.kind(), format!("cannot spill ids to {}: {e}", self.dir.display())))
+        })?;
         let mut w = BufWriter::with_capacity(256 * 1024, file);
         for &(off, len, tag) in &self.entries {
             w.write_all(&len.to_le_bytes())?;

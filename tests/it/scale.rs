@@ -109,3 +109,80 @@ async fn merge_of_shard_outputs_names_a_duplicate_and_a_missing_id() {
     assert!(!tmp.path().join("merged2.jsonl").exists());
     sim.shutdown().await;
 }
+
+/// Resume joins the output with the input's lines by their index as the feed reads them: with
+/// a bad line and a duplicate id skipped (`--skip-invalid`), the indices must still agree, so
+/// exactly the lines not in the output are sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_with_skipped_lines_sends_exactly_the_unanswered_ones() {
+    let sim = SimHandle::start(fast_sim(1, 2, 1.0, 0.0)).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let line = |id: &str| {
+        format!("{{\"custom_id\":\"{id}\",\"method\":\"POST\",\"url\":\"/v1/completions\",\"body\":{{\"prompt\":\"hi {id}\",\"max_tokens\":2}}}}\n")
+    };
+    let mut text = String::new();
+    for id in ["id-1", "id-2"] {
+        text += &line(id);
+    }
+    text += "{\"custom_id\":\"id-3\",\"method\":\"POST\"\n"; // broken
+    for id in ["id-4", "id-2", "id-6", "id-7", "id-8"] {
+        text += &line(id); // line 5 repeats id-2
+    }
+    let input = tmp.path().join("jobs.jsonl");
+    std::fs::write(&input, text).unwrap();
+    let out = tmp.path().join("out.jsonl");
+    let run = |resume: bool| {
+        let mut c = sizeup();
+        c.args([
+            "run",
+            "--quiet",
+            "--endpoint",
+            &sim.url(),
+            "--concurrency",
+            "2",
+            "--skip-invalid",
+            "--input",
+        ])
+        .arg(&input)
+        .arg("--output")
+        .arg(&out);
+        if resume {
+            c.arg("--resume");
+        }
+        c.output().unwrap()
+    };
+    let first = run(false);
+    assert_eq!(
+        first.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let all = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(all.lines().count(), 6);
+    // Keep three answers, as a kill would.
+    let kept: Vec<&str> = all.lines().take(3).collect();
+    std::fs::write(&out, kept.join("\n") + "\n").unwrap();
+    let again = run(true);
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let mut ids: Vec<String> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["custom_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["id-1", "id-2", "id-4", "id-6", "id-7", "id-8"]);
+    let sent = sim_metric(&sim.url(), "sizeup_sim_requests_total{outcome=\"ok\"}").await;
+    assert_eq!(sent, 9.0, "6, then the 3 not kept");
+    sim.shutdown().await;
+}
