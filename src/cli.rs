@@ -593,9 +593,12 @@ pub enum ResourceKind {
   sizeup run --endpoint URL --input jobs.jsonl --concurrency 32 --resume      # after a crash or Ctrl-C
   sizeup run --endpoint URL --input jobs.jsonl --concurrency 8 --shard auto   # in a k8s Indexed Job
 
-Input: OpenAI Batch JSONL, plain JSONL bodies, CSV with a prompt column, or text lines (- = stdin).
+Input: OpenAI Batch JSONL, plain JSONL bodies, CSV with a prompt column, or text lines (- = stdin);
+gzip or zstd compressed files (jobs.jsonl.gz, jobs.jsonl.zst) are read as they are.
 Output: OpenAI Batch output JSONL in completion order; failures also in <output>.errors.jsonl;
-run-summary.json beside the output.")]
+run-summary.json beside the output. An output named .gz or .zst is written compressed, one
+complete member per write, so --resume after a kill -9 appends to it.
+Afterwards, `sizeup merge` joins shard outputs and checks every line was answered once.")]
 pub struct RunArgs {
     #[command(flatten)]
     pub endpoint: EndpointArgs,
@@ -603,7 +606,7 @@ pub struct RunArgs {
     /// can be read only once, so there the run stops at the first bad line.
     #[arg(long)]
     pub input: PathBuf,
-    /// Output JSONL (default <input stem>.output.jsonl beside the input).
+    /// Output JSONL (default <input stem>.output.jsonl beside the input; .gz/.zst compress).
     #[arg(long)]
     pub output: Option<PathBuf>,
     /// A plan.json from `sizeup plan` (uses its total_concurrency and predictions).

@@ -371,7 +371,11 @@ fn drain(reader: &mut Reader, max_issues: usize) -> Result<ValidationReport, Fil
                 return Err(FileError::Read {
                     name: issue.file,
                     line: issue.line,
-                    reason: issue.reason,
+                    // The issue says "read error: ..." already; the file error says it once.
+                    reason: match issue.reason.strip_prefix("read error: ") {
+                        Some(r) => r.to_string(),
+                        None => issue.reason,
+                    },
                 })
             }
             Err(issue) => {

@@ -2,7 +2,7 @@
 //! on stderr, the exit code.
 
 use crate::batch::merge::{merge, Ids, MergeReport};
-use crate::batch::{detect_api_in, Compression, Detected, ReadOptions, Reader};
+use crate::batch::{detect_api_in, Compression, Detected, DuplicateCheck, ReadOptions, Reader};
 use crate::cli::MergeArgs;
 use crate::ui::{self, usage_error, ExitStatus};
 use std::fs::OpenOptions;
@@ -20,9 +20,11 @@ pub fn run(args: MergeArgs) -> anyhow::Result<ExitStatus> {
         Ok(_) => crate::api::Api::Completions,
         Err(e) => return Err(usage_error(e, None)),
     };
-    // The input is read as `run` reads it: the lines it would send are the ids expected.
+    // The input is read as `run` reads it: the lines it would send are the ids expected. Its
+    // duplicate ids come out of the merge's own sort (`input_duplicates`): no set of ids here.
     let opts = ReadOptions {
         raw_bodies: true,
+        duplicates: DuplicateCheck::Off,
         ..ReadOptions::new(api)
     };
     let reader = Reader::open(&args.input, args.format, opts).map_err(|e| usage_error(e.to_string(), None))?;
