@@ -376,7 +376,7 @@ fn drain(reader: &mut Reader, max_issues: usize) -> Result<ValidationReport, Fil
                         Some(r) => r.to_string(),
                         None => issue.reason,
                     },
-                })
+                });
             }
             Err(issue) => {
                 report.issue_count += 1;

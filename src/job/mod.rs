@@ -265,6 +265,11 @@ fn read_resume_state(s: &RunSettings, api: Api, duplicates: &DuplicateCheck) -> 
     if s.input.as_os_str() == "-" {
         return batch::read_done(&s.output, None, &spill);
     }
+    ui::info(format!(
+        "resuming: matching the answers in {} with the lines of {}",
+        s.output.display(),
+        s.input.display()
+    ));
     let reader = batch::Reader::open(&s.input, s.format, feed::read_options(api, duplicates.clone()))
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     // Bad lines yield no item and no index: the feed skips them the same way.
