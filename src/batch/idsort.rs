@@ -19,6 +19,10 @@ pub const RUN_BYTES: usize = 16 * 1024 * 1024;
 /// Bytes of each entry besides the id's own (offset, length, tag).
 const ENTRY_BYTES: usize = 16;
 
+/// Runs merged at once: beyond it, runs are first merged in groups into longer runs, so open
+/// files and read buffers (64 KiB each) stay bounded however many runs a job makes.
+const FAN_IN: usize = 64;
+
 /// Collects `(id, tag)` pairs; [`Sorter::finish`] yields them sorted by id, then tag.
 pub struct Sorter {
     dir: PathBuf,
@@ -65,22 +69,23 @@ impl Sorter {
         });
     }
 
+    /// Beside the job's files first (room for them is likely there), else the system's
+    /// temporary folder (a read-only input folder under `merge --check`).
+    fn temp_file(&self) -> io::Result<File> {
+        tempfile::tempfile_in(&self.dir).or_else(|e| {
+            tempfile::tempfile()
+                .map_err(|_| io::Error::new(e.kind(), format!("cannot spill ids to {}: {e}", self.dir.display())))
+        })
+    }
+
     fn spill(&mut self) -> io::Result<()> {
         if self.entries.is_empty() {
             return Ok(());
         }
         self.sort();
-        // Beside the job's files first (room for them is likely there), else the system's
-        // temporary folder (a read-only input folder under `merge --check`).
-        let file = tempfile::tempfile_in(&self.dir).or_else(|e| {
-            tempfile::tempfile()
-                .map_err(|_| io::Error::new(e.kind(), format!("cannot spill ids to {}: {e}", self.dir.display())))
-        })?;
-        let mut w = BufWriter::with_capacity(256 * 1024, file);
+        let mut w = BufWriter::with_capacity(256 * 1024, self.temp_file()?);
         for &(off, len, tag) in &self.entries {
-            w.write_all(&len.to_le_bytes())?;
-            w.write_all(&self.arena[off as usize..(off + len) as usize])?;
-            w.write_all(&tag.to_le_bytes())?;
+            write_entry(&mut w, &self.arena[off as usize..(off + len) as usize], tag)?;
         }
         let mut file = w.into_inner().map_err(|e| e.into_error())?;
         file.seek(SeekFrom::Start(0))?;
@@ -104,19 +109,50 @@ impl Sorter {
             });
         }
         self.spill()?;
-        let mut runs: Vec<BufReader<File>> = self
-            .runs
-            .into_iter()
-            .map(|f| BufReader::with_capacity(64 * 1024, f))
-            .collect();
-        let mut heap = BinaryHeap::with_capacity(runs.len());
-        for (i, r) in runs.iter_mut().enumerate() {
-            if let Some((id, tag)) = read_entry(r)? {
-                heap.push(Reverse((id, tag, i)));
+        let mut runs = std::mem::take(&mut self.runs);
+        while runs.len() > FAN_IN {
+            let mut longer = Vec::with_capacity(runs.len().div_ceil(FAN_IN));
+            while !runs.is_empty() {
+                let group: Vec<File> = runs.drain(..runs.len().min(FAN_IN)).collect();
+                longer.push(self.merge_into_run(group)?);
             }
+            runs = longer;
         }
-        Ok(Sorted::Runs { runs, heap })
+        merged(runs)
     }
+
+    /// Merges `group` into one new run.
+    fn merge_into_run(&self, group: Vec<File>) -> io::Result<File> {
+        let mut sorted = merged(group)?;
+        let mut w = BufWriter::with_capacity(256 * 1024, self.temp_file()?);
+        while let Some((id, tag)) = sorted.next_pair()? {
+            write_entry(&mut w, &id, tag)?;
+        }
+        let mut file = w.into_inner().map_err(|e| e.into_error())?;
+        file.seek(SeekFrom::Start(0))?;
+        Ok(file)
+    }
+}
+
+/// A k-way merge of sorted runs.
+fn merged(runs: Vec<File>) -> io::Result<Sorted> {
+    let mut runs: Vec<BufReader<File>> = runs
+        .into_iter()
+        .map(|f| BufReader::with_capacity(64 * 1024, f))
+        .collect();
+    let mut heap = BinaryHeap::with_capacity(runs.len());
+    for (i, r) in runs.iter_mut().enumerate() {
+        if let Some((id, tag)) = read_entry(r)? {
+            heap.push(Reverse((id, tag, i)));
+        }
+    }
+    Ok(Sorted::Runs { runs, heap })
+}
+
+fn write_entry(w: &mut impl Write, id: &[u8], tag: u64) -> io::Result<()> {
+    w.write_all(&(id.len() as u32).to_le_bytes())?;
+    w.write_all(id)?;
+    w.write_all(&tag.to_le_bytes())
 }
 
 fn read_entry(r: &mut BufReader<File>) -> io::Result<Option<(Vec<u8>, u64)>> {
@@ -214,7 +250,7 @@ mod tests {
 
         /// Spilled or not, the groups are those of an in-memory map of every pair.
         #[test]
-        fn groups_match_a_map(pairs in proptest::collection::vec(("[a-d]{0,3}", 0u64..5), 0..300), budget in 64usize..2000) {
+        fn groups_match_a_map(pairs in proptest::collection::vec(("[a-d]{0,3}", 0u64..5), 0..600), budget in 64usize..2000) {
             let mut want: BTreeMap<Vec<u8>, Vec<u64>> = BTreeMap::new();
             for (id, tag) in &pairs {
                 want.entry(id.as_bytes().to_vec()).or_default().push(*tag);
@@ -225,6 +261,20 @@ mod tests {
             let want: Vec<_> = want.into_iter().collect();
             prop_assert_eq!(&groups(&pairs, budget), &want);
             prop_assert_eq!(&groups(&pairs, RUN_BYTES), &want);
+        }
+
+        /// More runs than one merge takes: merged in groups first, same result.
+        #[test]
+        fn many_runs_merge_in_levels(pairs in proptest::collection::vec(("[a-z]{0,4}", 0u64..9), 300..1500)) {
+            let mut want: Vec<(Vec<u8>, u64)> = pairs.iter().map(|(id, t)| (id.as_bytes().to_vec(), *t)).collect();
+            want.sort();
+            // A budget of 64 bytes holds 2 or 3 pairs: hundreds of runs, more than FAN_IN.
+            let got: Vec<(Vec<u8>, u64)> = groups(&pairs, 64)
+                .into_iter()
+                .flat_map(|(id, tags)| tags.into_iter().map(move |t| (id.clone(), t)))
+                .collect();
+            prop_assert!(pairs.len() / 3 > FAN_IN);
+            prop_assert_eq!(got, want);
         }
     }
 }
