@@ -79,9 +79,9 @@ pub fn merge(
     let mut pending = Vec::new();
     let mut packed = Vec::new();
     for (p, path) in parts.iter().enumerate() {
-        let (src, torn_member) = open_output(path)?;
+        let text = open_output(path)?;
         let name = path.display().to_string();
-        let (records, torn_line) = scan_records(src, &name, |id, ok, line, raw| {
+        let (records, torn_line) = scan_records(text.src, &name, |id, ok, line, raw| {
             let kind = if ok { TAG_SUCCESS } else { TAG_FAILURE };
             sorter.push(id.as_bytes(), kind | ((p as u64) << LINE_BITS) | line)?;
             if let Some((w, c)) = out.as_mut() {
@@ -94,7 +94,7 @@ pub fn merge(
             Ok(())
         })?;
         report.records += records;
-        if torn_member || torn_line {
+        if text.torn_member || torn_line {
             report.torn.push(path.clone());
         }
     }

@@ -38,6 +38,8 @@ pub struct ResumeState {
     /// True when the last line was torn (no trailing newline, or unparsable)
     /// and was ignored; [`truncate_torn_tail`] removes it.
     pub torn_tail: bool,
+    /// [`OutputText::complete_len`] of a compressed output.
+    pub complete_len: Option<u64>,
     done: Done,
 }
 
@@ -99,20 +101,38 @@ fn is_blank(line: &[u8]) -> bool {
     line.iter().all(u8::is_ascii_whitespace)
 }
 
-/// Opens an output for reading: plain, or its complete compressed members only (a torn last
-/// member is left out and reported by the `bool`).
-pub fn open_output(path: &Path) -> io::Result<(Box<dyn BufRead + Send>, bool)> {
+/// An output opened for reading.
+pub struct OutputText {
+    /// Its text: as it is, or its complete compressed members decoded.
+    pub src: Box<dyn BufRead + Send>,
+    /// A compressed output's torn last member, left out of `src`.
+    pub torn_member: bool,
+    /// A compressed output's length up to the end of its last complete member, which a resume
+    /// cuts the file to (see [`truncate_to`]) without decoding it again.
+    pub complete_len: Option<u64>,
+}
+
+/// Opens an output for reading: plain, or its complete compressed members only.
+pub fn open_output(path: &Path) -> io::Result<OutputText> {
     let file =
         File::open(path).map_err(|e| io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display())))?;
     let c = Compression::from_path(path);
     if c == Compression::None {
-        return Ok((Box::new(BufReader::with_capacity(256 * 1024, file)), false));
+        return Ok(OutputText {
+            src: Box::new(BufReader::with_capacity(256 * 1024, file)),
+            torn_member: false,
+            complete_len: None,
+        });
     }
     let len = file.metadata()?.len();
     let good = compress::valid_len(path, c)?;
     let src: Box<dyn BufRead + Send> = Box::new(BufReader::with_capacity(256 * 1024, file.take(good)));
     let (src, _) = compress::decoding(src)?;
-    Ok((src, good < len))
+    Ok(OutputText {
+        src,
+        torn_member: good < len,
+        complete_len: Some(good),
+    })
 }
 
 /// Streams every complete record of an output: `f(custom_id, succeeded, line, raw line)`. Returns the
@@ -167,13 +187,14 @@ pub fn read_done(
     input: Option<&mut dyn Iterator<Item = io::Result<(String, u64)>>>,
     spill: &Path,
 ) -> io::Result<ResumeState> {
-    let (src, torn_member) = open_output(path)?;
+    let text = open_output(path)?;
     let name = path.display().to_string();
     let mut state = match input {
-        Some(items) => join(src, &name, items, spill)?,
-        None => read_done_from(src, &name)?,
+        Some(items) => join(text.src, &name, items, spill)?,
+        None => read_done_from(text.src, &name)?,
     };
-    state.torn_tail |= torn_member;
+    state.torn_tail |= text.torn_member;
+    state.complete_len = text.complete_len;
     Ok(state)
 }
 
@@ -236,6 +257,7 @@ pub fn read_done_from<R: BufRead>(src: R, name: &str) -> io::Result<ResumeState>
         failed: failed.len() as u64,
         lines,
         torn_tail,
+        complete_len: None,
         done: Done::Ids(succeeded),
     })
 }
@@ -253,13 +275,7 @@ pub fn truncate_torn_tail(path: &Path) -> io::Result<bool> {
     let c = Compression::from_path(path);
     if c != Compression::None {
         // Members hold whole lines: cutting after the last complete one cuts the torn tail.
-        let good = compress::valid_len(path, c)?;
-        if good == len {
-            return Ok(false);
-        }
-        file.set_len(good)?;
-        file.sync_all()?;
-        return Ok(true);
+        return truncate_to(path, compress::valid_len(path, c)?);
     }
     let ends_with_newline = read_at(&mut file, len - 1, 1)? == b"\n";
     // Start of the last line: after the last newline before the final byte.
@@ -277,6 +293,17 @@ pub fn truncate_torn_tail(path: &Path) -> io::Result<bool> {
         }
     }
     file.set_len(start)?;
+    file.sync_all()?;
+    Ok(true)
+}
+
+/// Cuts `path` to its first `complete` bytes when it is longer; returns whether it was.
+pub fn truncate_to(path: &Path, complete: u64) -> io::Result<bool> {
+    let file = OpenOptions::new().write(true).open(path)?;
+    if file.metadata()?.len() <= complete {
+        return Ok(false);
+    }
+    file.set_len(complete)?;
     file.sync_all()?;
     Ok(true)
 }

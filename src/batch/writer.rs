@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use crate::api::JsonText;
 
 use super::compress::{errors_path_for, write_packed, Compression};
-use super::resume::truncate_torn_tail;
+use super::resume::{truncate_to, truncate_torn_tail, ResumeState};
 
 /// Buffered bytes that make [`OutputWriter::buffer_result`] write at once.
 pub const FLUSH_BYTES: usize = 256 * 1024;
@@ -154,17 +154,21 @@ impl OutputWriter {
 
     /// Reopens `path` (created if missing) for appending after a previous run.
     /// Any torn last line of the output and of its errors file is cut off
-    /// first. `already_written` is [`crate::batch::ResumeState::lines`]; new
-    /// record ids continue after it.
-    pub fn resume(path: &Path, already_written: u64) -> io::Result<OutputWriter> {
+    /// first. `done` is what [`crate::batch::read_done`] read of `path`: new record ids
+    /// continue after its `lines`, and a compressed output is cut where it found the last
+    /// complete member, without decoding the file again.
+    pub fn resume(path: &Path, done: &ResumeState) -> io::Result<OutputWriter> {
         let errors_path = errors_path_for(path);
-        for p in [path, errors_path.as_path()] {
-            match truncate_torn_tail(p) {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(with_path(e, "cannot repair", p)),
-            }
-        }
+        let repair = |p: &Path, r: io::Result<bool>| match r {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(with_path(e, "cannot repair", p)),
+            _ => Ok(()),
+        };
+        let main_cut = match done.complete_len {
+            Some(len) => truncate_to(path, len),
+            None => truncate_torn_tail(path),
+        };
+        repair(path, main_cut)?;
+        repair(&errors_path, truncate_torn_tail(&errors_path))?;
         let main = open_append(path)?;
         Ok(OutputWriter {
             path: path.to_path_buf(),
@@ -172,7 +176,7 @@ impl OutputWriter {
             errors_path,
             errors: None,
             resuming: true,
-            seq: already_written,
+            seq: done.lines,
             buf: Vec::new(),
             errors_buf: Vec::new(),
             id: String::new(),
@@ -440,7 +444,7 @@ mod tests {
         }
         let state = crate::batch::read_done(&out, None, dir.path())?;
         assert!(state.torn_tail);
-        let mut w = OutputWriter::resume(&out, state.lines)?;
+        let mut w = OutputWriter::resume(&out, &state)?;
         w.write_result(&ok("b"))?;
         w.write_result(&failed("c"))?;
         let main = lines(&out);

@@ -223,7 +223,7 @@ pub fn open_output(s: &RunSettings, api: Api, validated: Validated) -> anyhow::R
         None
     };
     let writer = match &done {
-        Some(state) => OutputWriter::resume(&s.output, state.lines),
+        Some(state) => OutputWriter::resume(&s.output, state),
         None => OutputWriter::create(&s.output),
     }
     .map_err(|err| {

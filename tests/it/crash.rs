@@ -12,11 +12,11 @@ const CONCURRENCY: usize = 8;
 
 /// The complete lines of an output, plain or compressed (a torn last member left out).
 fn output_text(path: &std::path::Path) -> String {
-    let Ok((mut src, _)) = sizeup::batch::resume::open_output(path) else {
+    let Ok(mut output) = sizeup::batch::resume::open_output(path) else {
         return String::new();
     };
     let mut text = String::new();
-    let _ = std::io::Read::read_to_string(&mut src, &mut text);
+    let _ = std::io::Read::read_to_string(&mut output.src, &mut text);
     text
 }
 
