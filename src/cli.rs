@@ -6,7 +6,7 @@
 use crate::api::{Api, MaxTokensField};
 use crate::batch::Format as InputFormat;
 use crate::scrape::MetricsSpec;
-use crate::ui::{usage_error, ColorChoice};
+use crate::ui::ColorChoice;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -152,9 +152,6 @@ pub struct EndpointArgs {
     /// `url`, else the body's `messages`, `prompt` or `input`), else completions.
     #[arg(long = "api", value_enum, value_name = "API")]
     pub api_flag: Option<Api>,
-    /// The API in use: `--api`, else the input's (set by the command before any request).
-    #[arg(skip = Api::Completions)]
-    pub api: Api,
     /// The `model` field. When absent, sizeup asks GET /v1/models and uses the first.
     #[arg(long)]
     pub model: Option<String>,
@@ -313,35 +310,6 @@ pub struct SloArgs {
     /// Highest acceptable share of failed requests (0..1).
     #[arg(long, value_name = "RATE")]
     pub max_error_rate: Option<f64>,
-}
-
-impl SloArgs {
-    /// Checks SLO flags: positive finite limits, an error rate in [0, 1].
-    pub fn validate(&self) -> anyhow::Result<()> {
-        let s = self;
-        for (v, flag) in [
-            (s.max_latency_p95_ms, "--max-latency-p95-ms"),
-            (s.max_ttft_p95_ms, "--max-ttft-p95-ms"),
-        ] {
-            if let Some(v) = v {
-                if !(v.is_finite() && v > 0.0) {
-                    return Err(usage_error(
-                        format!("{flag} must be a positive number of ms, got {v}"),
-                        None,
-                    ));
-                }
-            }
-        }
-        if let Some(v) = s.max_error_rate {
-            if !(0.0..=1.0).contains(&v) {
-                return Err(usage_error(
-                    format!("--max-error-rate must be in [0, 1], got {v}"),
-                    None,
-                ));
-            }
-        }
-        Ok(())
-    }
 }
 
 /// How each concurrency level is measured.

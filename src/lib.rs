@@ -13,20 +13,24 @@
 //! - [`ui`]: everything a person reads on stderr.
 
 pub mod api;
+pub mod auto;
 pub mod batch;
 pub mod cli;
 pub mod client;
 pub mod commands;
 pub mod engine;
 pub mod files;
+pub mod fmt;
 pub mod job;
 pub mod measure;
+pub mod model;
 pub mod planner;
 pub mod report;
 pub mod resource;
 pub mod scrape;
 pub mod secret;
 pub mod sim;
+pub mod sizing;
 pub mod stats;
 pub mod target;
 pub mod ui;

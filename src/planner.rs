@@ -5,14 +5,17 @@
 //! Pure arithmetic on the sweep results; the command layer does all I/O and
 //! fills in [`Plan::sweep`].
 
-use crate::report::LatencyFit;
+use crate::model::CapacityModel;
+pub use crate::model::{Estimate, Slo};
 use serde::{Deserialize, Serialize};
 
 mod choose;
 mod explain;
+mod sweeps;
 pub use choose::{choose, deadline_target_rpm, options_table, Candidate, Choice, Goal, Objective, OptionRow};
 pub use explain::explain;
 use explain::{gpus_word, human_duration};
+pub use sweeps::{chosen, for_sweeps, server_warnings, Answer, JobSpec, Note, Question, RateGoal, Sizing, SweepOption};
 
 /// One concurrency level of a finished sweep, as the planner needs it.
 #[derive(Clone, Debug)]
@@ -33,24 +36,6 @@ pub struct SweepLevel {
     pub error_rate: f64,
 }
 
-/// Which per-GPU throughput the GPU count is sized from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Estimate {
-    /// The lower confidence bound: conservative, the default.
-    Low,
-    /// The point estimate.
-    Mean,
-}
-
-impl Estimate {
-    fn as_str(self) -> &'static str {
-        match self {
-            Estimate::Low => "low",
-            Estimate::Mean => "mean",
-        }
-    }
-}
-
 /// Everything [`plan`] needs: the sweep and the user's goals and limits.
 #[derive(Clone, Debug)]
 pub struct PlanInput {
@@ -64,12 +49,8 @@ pub struct PlanInput {
     pub headroom: f64,
     /// Size from the CI low bound or the mean.
     pub estimate: Estimate,
-    /// SLO: a level's p95 latency must be at most this (ms).
-    pub max_latency_p95_ms: Option<f64>,
-    /// SLO: a level's p95 TTFT must be at most this (ms).
-    pub max_ttft_p95_ms: Option<f64>,
-    /// SLO: a level's error rate must be at most this (0..=1).
-    pub max_error_rate: Option<f64>,
+    /// The levels a plan may use meet these.
+    pub slo: Slo,
     /// Refuse plans needing more GPUs than this.
     pub max_gpus: Option<u32>,
     /// Requests in the job, for duration and cost.
@@ -126,7 +107,7 @@ pub struct Plan {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usd_per_million_tokens: Option<UsdPerMillion>,
     /// `"low"` or `"mean"`: which per-GPU RPM sized the plan.
-    pub estimate: String,
+    pub estimate: Estimate,
     /// Startup seconds billed per GPU.
     pub startup_s: f64,
     /// The chosen option's label (`sweep --name`, else its folder's name).
@@ -140,10 +121,14 @@ pub struct Plan {
     pub deadline_s: Option<f64>,
     /// `"cost"` or `"time"`: how the option was chosen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub objective: Option<String>,
+    pub objective: Option<Objective>,
     /// Every option compared, the chosen one marked, and why each other lost.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub options: Vec<OptionRow>,
+    /// Which fields this file may hold (`model::schema`); readers refuse a newer one. Last,
+    /// as the keys before it keep their order.
+    #[serde(default = "crate::model::schema::unversioned")]
+    pub schema_version: u32,
 }
 
 /// A job's mean request, in tokens.
@@ -154,15 +139,6 @@ pub struct WorkloadMix {
     pub output_tokens_mean: f64,
     /// Where the figures come from: `sweep` (measured) or the job file (estimated).
     pub source: String,
-}
-
-/// latency = a + b x prompt tokens + c x output tokens, ms.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
-pub struct CapacityModel {
-    pub a_ms: f64,
-    pub b_ms_per_prompt_token: f64,
-    pub c_ms_per_output_token: f64,
-    pub r2: f64,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
@@ -187,7 +163,7 @@ pub const MIN_R2: f64 = 0.5;
 /// trusted for this job; then the levels are left as measured.
 pub fn rescale_for_mix(
     levels: &mut [SweepLevel],
-    fits: &[Option<LatencyFit>],
+    fits: &[Option<CapacityModel>],
     prompt_tokens: f64,
     output_tokens: f64,
 ) -> Result<(), String> {
@@ -301,21 +277,7 @@ fn validate(input: &PlanInput) -> Result<(), PlanError> {
     if input.sweep_gpus < 1 {
         return Err(invalid("--sweep-gpus", input.sweep_gpus, "at least 1"));
     }
-    for (flag, v) in [
-        ("--max-latency-p95-ms", input.max_latency_p95_ms),
-        ("--max-ttft-p95-ms", input.max_ttft_p95_ms),
-    ] {
-        if let Some(v) = v {
-            if !(v.is_finite() && v > 0.0) {
-                return Err(invalid(flag, v, "a finite number of milliseconds > 0"));
-            }
-        }
-    }
-    if let Some(e) = input.max_error_rate {
-        if !(0.0..=1.0).contains(&e) {
-            return Err(invalid("--max-error-rate", e, "a fraction in [0, 1]"));
-        }
-    }
+    input.slo.validate().map_err(PlanError::Invalid)?;
     if let Some(g) = input.max_gpus {
         if g < 1 {
             return Err(invalid("--max-gpus", g, "at least 1"));
@@ -354,28 +316,7 @@ fn validate(input: &PlanInput) -> Result<(), PlanError> {
 
 /// Whether a level meets every SLO that is set. NaN measurements fail.
 fn meets_slo(l: &SweepLevel, input: &PlanInput) -> bool {
-    let latency_ok = input.max_latency_p95_ms.is_none_or(|max| l.latency_p95_ms <= max);
-    // A level without TTFT cannot show it meets a TTFT SLO.
-    let ttft_ok = input
-        .max_ttft_p95_ms
-        .is_none_or(|max| l.ttft_p95_ms.is_some_and(|t| t <= max));
-    let errors_ok = input.max_error_rate.is_none_or(|max| l.error_rate <= max);
-    latency_ok && ttft_ok && errors_ok
-}
-
-/// Human summary of the SLOs in force, for error messages.
-fn slo_summary(input: &PlanInput) -> String {
-    let mut parts = Vec::new();
-    if let Some(v) = input.max_latency_p95_ms {
-        parts.push(format!("--max-latency-p95-ms {v}"));
-    }
-    if let Some(v) = input.max_ttft_p95_ms {
-        parts.push(format!("--max-ttft-p95-ms {v}"));
-    }
-    if let Some(v) = input.max_error_rate {
-        parts.push(format!("--max-error-rate {v}"));
-    }
-    parts.join(", ")
+    input.slo.met(l.latency_p95_ms, l.ttft_p95_ms, l.error_rate)
 }
 
 /// Picks the operating level: the highest RPM among SLO-meeting levels,
@@ -397,7 +338,7 @@ fn operating_level(input: &PlanInput) -> Result<&SweepLevel, PlanError> {
         return Err(PlanError::NoLevelMeetsSlo(format!(
             "none of the {} levels meets {}{lowest_p95}; relax the SLO or sweep lower concurrency",
             input.levels.len(),
-            slo_summary(input)
+            input.slo.words()
         )));
     };
     let chosen = ok
@@ -430,7 +371,7 @@ pub fn plan(input: &PlanInput) -> Result<Plan, PlanError> {
 }
 
 /// The operating level and the GPUs the target needs there, before `--max-gpus`.
-pub(crate) struct Sizing<'a> {
+pub(crate) struct Needed<'a> {
     pub chosen: &'a SweepLevel,
     /// RPM per GPU the count is sized from (CI low or mean, per `--estimate`).
     pub per_gpu: f64,
@@ -438,7 +379,7 @@ pub(crate) struct Sizing<'a> {
 }
 
 /// Validates `input`, picks the operating level and sizes the GPU count for the target.
-pub(crate) fn size(input: &PlanInput) -> Result<Sizing<'_>, PlanError> {
+pub(crate) fn size(input: &PlanInput) -> Result<Needed<'_>, PlanError> {
     validate(input)?;
     let chosen = operating_level(input)?;
     let sweep_gpus = f64::from(input.sweep_gpus);
@@ -473,7 +414,7 @@ pub(crate) fn size(input: &PlanInput) -> Result<Sizing<'_>, PlanError> {
         )));
     }
     // In range and integral after the checks above, so `as` is exact.
-    Ok(Sizing {
+    Ok(Needed {
         chosen,
         per_gpu,
         needed_gpus: needed as u32,
@@ -492,6 +433,7 @@ pub(crate) fn at_gpus(input: &PlanInput, chosen: &SweepLevel, gpus: u32) -> Plan
         _ => None,
     };
     Plan {
+        schema_version: crate::model::schema::PLAN,
         target_rpm: input.target_rpm,
         gpus,
         concurrency_per_gpu,
@@ -511,7 +453,7 @@ pub(crate) fn at_gpus(input: &PlanInput, chosen: &SweepLevel, gpus: u32) -> Plan
         capacity_model: None,
         tokens_per_s_per_gpu: None,
         usd_per_million_tokens: None,
-        estimate: input.estimate.as_str().to_string(),
+        estimate: input.estimate,
         startup_s: input.startup_s,
         name: None,
         gpu_hour_cost: input.gpu_hour_cost,
@@ -551,9 +493,7 @@ mod tests {
             target_rpm: 30_000.0,
             headroom: 0.1,
             estimate: Estimate::Low,
-            max_latency_p95_ms: None,
-            max_ttft_p95_ms: None,
-            max_error_rate: None,
+            slo: Slo::default(),
             max_gpus: None,
             requests: Some(60_000),
             gpu_hour_cost: Some(2.5),
@@ -585,7 +525,7 @@ mod tests {
         // 4 * (93.75 + 120) / 3600 * 2.5 = 4 * 213.75 / 3600 * 2.5 = 0.59375.
         assert!(close(p.cost_usd.unwrap(), 0.59375));
         assert_eq!(p.expected_latency_p95_ms, 1_000.0);
-        assert_eq!(p.estimate, "low");
+        assert_eq!(p.estimate, Estimate::Low);
         assert_eq!(p.sweep, "");
         assert_eq!(p.sweep_gpus, 2);
         assert_eq!(p.startup_s, 120.0);
@@ -648,7 +588,7 @@ mod tests {
         i.estimate = Estimate::Mean;
         let p = plan(&i).unwrap();
         assert_eq!(p.gpus, 4);
-        assert_eq!(p.estimate, "mean");
+        assert_eq!(p.estimate, Estimate::Mean);
     }
 
     #[test]
@@ -656,7 +596,7 @@ mod tests {
         // p95 <= 900 ms leaves only level 8 (9,700 RPM, low 9,500):
         // per GPU low 4,750; 33,000 / 4,750 = 6.95 -> 7; 8 / 2 = 4 per GPU.
         let mut i = base();
-        i.max_latency_p95_ms = Some(900.0);
+        i.slo.max_latency_p95_ms = Some(900.0);
         let p = plan(&i).unwrap();
         assert_eq!(p.chosen_concurrency, 8);
         assert_eq!(p.gpus, 7);
@@ -670,15 +610,15 @@ mod tests {
         // Level 16 loses its TTFT: with a TTFT SLO it fails, so the lowest
         // level within 2% of best is 32.
         i.levels[1].ttft_p95_ms = None;
-        i.max_ttft_p95_ms = Some(10_000.0);
+        i.slo.max_ttft_p95_ms = Some(10_000.0);
         assert_eq!(plan(&i).unwrap().chosen_concurrency, 32);
         // Without a TTFT SLO, the missing TTFT does not matter.
-        i.max_ttft_p95_ms = None;
+        i.slo.max_ttft_p95_ms = None;
         assert_eq!(plan(&i).unwrap().chosen_concurrency, 16);
         // 16 and 32 erroring 5% with a 1% cap -> 64 (19,180 is the best left).
         i.levels[1].error_rate = 0.05;
         i.levels[2].error_rate = 0.05;
-        i.max_error_rate = Some(0.01);
+        i.slo.max_error_rate = Some(0.01);
         assert_eq!(plan(&i).unwrap().chosen_concurrency, 64);
     }
 
@@ -697,7 +637,7 @@ mod tests {
     #[test]
     fn no_level_meets_slo() {
         let mut i = base();
-        i.max_latency_p95_ms = Some(100.0);
+        i.slo.max_latency_p95_ms = Some(100.0);
         let e = plan(&i).unwrap_err();
         let PlanError::NoLevelMeetsSlo(msg) = &e else {
             panic!("{e:?}")
@@ -776,12 +716,12 @@ mod tests {
             ("--headroom", |i| i.headroom = -0.1),
             ("--headroom", |i| i.headroom = f64::NAN),
             ("--sweep-gpus", |i| i.sweep_gpus = 0),
-            ("--max-latency-p95-ms", |i| i.max_latency_p95_ms = Some(0.0)),
-            ("--max-latency-p95-ms", |i| i.max_latency_p95_ms = Some(f64::NAN)),
-            ("--max-ttft-p95-ms", |i| i.max_ttft_p95_ms = Some(-1.0)),
-            ("--max-error-rate", |i| i.max_error_rate = Some(1.5)),
-            ("--max-error-rate", |i| i.max_error_rate = Some(-0.1)),
-            ("--max-error-rate", |i| i.max_error_rate = Some(f64::NAN)),
+            ("--max-latency-p95-ms", |i| i.slo.max_latency_p95_ms = Some(0.0)),
+            ("--max-latency-p95-ms", |i| i.slo.max_latency_p95_ms = Some(f64::NAN)),
+            ("--max-ttft-p95-ms", |i| i.slo.max_ttft_p95_ms = Some(-1.0)),
+            ("--max-error-rate", |i| i.slo.max_error_rate = Some(1.5)),
+            ("--max-error-rate", |i| i.slo.max_error_rate = Some(-0.1)),
+            ("--max-error-rate", |i| i.slo.max_error_rate = Some(f64::NAN)),
             ("--max-gpus", |i| i.max_gpus = Some(0)),
             ("--requests", |i| i.requests = Some(0)),
             ("--gpu-hour-cost", |i| i.gpu_hour_cost = Some(-1.0)),
@@ -805,9 +745,9 @@ mod tests {
         }
         // Error rate bounds are inclusive.
         let mut i = base();
-        i.max_error_rate = Some(0.0);
+        i.slo.max_error_rate = Some(0.0);
         assert!(plan(&i).is_ok());
-        i.max_error_rate = Some(1.0);
+        i.slo.max_error_rate = Some(1.0);
         assert!(plan(&i).is_ok());
     }
 

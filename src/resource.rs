@@ -1,12 +1,23 @@
 //! Switching the resource on before work and off after it: the simulated resource's API
 //! (`POST /resource`), or the user's own hook commands and readiness URL.
 
-use crate::cli::RunTuning;
 use crate::target::Target;
 use crate::ui::{self, usage_error};
 use serde_json::Value;
 use std::time::Duration;
 use tokio::time::Instant;
+
+/// How the resource is switched on and off (`--resource`, `--resource-on`, `--resource-off`,
+/// `--ready-url`, `--ready-timeout`).
+#[derive(Clone, Debug, Default)]
+pub struct ResourceSpec {
+    /// `--resource sim`: the simulated resource's own API.
+    pub sim_api: bool,
+    pub on: Option<String>,
+    pub off: Option<String>,
+    pub ready_url: Option<String>,
+    pub ready_timeout: Duration,
+}
 
 /// Switching the resource on before the batch and off after it.
 pub enum Lifecycle {
@@ -24,8 +35,8 @@ pub enum Lifecycle {
 }
 
 impl Lifecycle {
-    pub fn new(t: &RunTuning, target: &Target) -> anyhow::Result<Lifecycle> {
-        if t.resource.is_some() {
+    pub fn new(t: &ResourceSpec, target: &Target) -> anyhow::Result<Lifecycle> {
+        if t.sim_api {
             let base = crate::client::base_url(&target.endpoint)
                 .map(|u| u.to_string().trim_end_matches('/').to_string())
                 .ok_or_else(|| usage_error("--resource sim needs an http(s) endpoint", None))?;
@@ -34,10 +45,10 @@ impl Lifecycle {
                 key: target.key.as_ref().map(|(k, _)| k.clone()),
             });
         }
-        if t.resource_on.is_some() || t.resource_off.is_some() || t.ready_url.is_some() {
+        if t.on.is_some() || t.off.is_some() || t.ready_url.is_some() {
             return Ok(Lifecycle::Hooks {
-                on: t.resource_on.clone(),
-                off: t.resource_off.clone(),
+                on: t.on.clone(),
+                off: t.off.clone(),
                 ready_url: t.ready_url.clone(),
             });
         }

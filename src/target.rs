@@ -1,83 +1,29 @@
 //! The endpoint a command talks to: the user's, or the built-in simulator started in this
 //! process; with the API key, the client settings and the reachability check.
 
-use crate::cli::{EndpointArgs, SimModelArgs};
+use crate::api::{Api, MaxTokensField};
 use crate::client::{Client, ClientConfig, ClientError};
 use crate::scrape::{MetricsSpec, Scraper};
 use crate::secret::{api_key_from_env, Secret};
-use crate::sim::{gpu::GpuParams, SimConfig, SimHandle};
+use crate::sim::{SimConfig, SimHandle};
 use crate::ui::{self, usage_error};
+use std::time::Duration;
 
-/// Validates the simulated resource's flags into a [`SimConfig`].
-pub fn sim_config(a: &SimModelArgs, gpus: u32) -> anyhow::Result<SimConfig> {
-    let finite_nonneg = |v: f64, flag: &str| -> anyhow::Result<()> {
-        if v.is_finite() && v >= 0.0 {
-            Ok(())
-        } else {
-            Err(usage_error(format!("{flag} must be a number >= 0, got {v}"), None))
-        }
-    };
-    finite_nonneg(a.prefill_ms_per_1k, "--prefill-ms-per-1k")?;
-    finite_nonneg(a.decode_step_ms, "--decode-step-ms")?;
-    finite_nonneg(a.decode_step_ms_per_seq, "--decode-step-ms-per-seq")?;
-    if a.decode_step_ms + a.decode_step_ms_per_seq <= 0.0 {
-        return Err(usage_error(
-            "--decode-step-ms and --decode-step-ms-per-seq are both 0: the simulated GPU would be infinitely fast",
-            Some("give --decode-step-ms a positive value, e.g. 5".into()),
-        ));
-    }
-    if !(0.0..1.0).contains(&a.jitter) {
-        return Err(usage_error(
-            format!("--jitter must be in [0, 1), got {}", a.jitter),
-            None,
-        ));
-    }
-    for (v, flag) in [
-        (a.fail_rate, "--fail-rate"),
-        (a.throttle_rate, "--throttle-rate"),
-        (a.reset_rate, "--reset-rate"),
-    ] {
-        if !(0.0..=1.0).contains(&v) {
-            return Err(usage_error(format!("{flag} must be in [0, 1], got {v}"), None));
-        }
-    }
-    if a.fail_rate + a.throttle_rate + a.reset_rate > 1.0 + 1e-9 {
-        return Err(usage_error(
-            "--fail-rate + --throttle-rate + --reset-rate must not exceed 1",
-            None,
-        ));
-    }
-    if a.batch == 0 || gpus == 0 {
-        return Err(usage_error("--batch and --gpus must be at least 1", None));
-    }
-    if a.default_max_tokens == 0 {
-        return Err(usage_error("--default-max-tokens must be at least 1", None));
-    }
-    if !(1..=65_536).contains(&a.embedding_dim) {
-        return Err(usage_error(
-            format!("--embedding-dim must be from 1 to 65536, got {}", a.embedding_dim),
-            None,
-        ));
-    }
-    Ok(SimConfig {
-        gpus: gpus as usize,
-        params: GpuParams {
-            batch: a.batch as usize,
-            prefill_ms_per_1k: a.prefill_ms_per_1k,
-            decode_step_ms: a.decode_step_ms,
-            decode_step_ms_per_seq: a.decode_step_ms_per_seq,
-        },
-        jitter: a.jitter,
-        seed: a.seed,
-        default_max_tokens: a.default_max_tokens,
-        fail_rate: a.fail_rate,
-        throttle_rate: a.throttle_rate,
-        reset_rate: a.reset_rate,
-        retry_after: a.retry_after,
-        start_delay: a.start_delay,
-        embedding_dim: a.embedding_dim as usize,
-        ..SimConfig::default()
-    })
+/// Where requests go and how: the `--endpoint` flags, validated, with the API settled.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    /// `--endpoint`; `None`: the built-in simulator, started in this process.
+    pub url: Option<String>,
+    pub api: Api,
+    pub model: Option<String>,
+    pub timeout: Duration,
+    pub first_byte_timeout: Option<Duration>,
+    pub connect_timeout: Duration,
+    pub max_tokens_field: MaxTokensField,
+    /// `--stop-after-failures`: stop on a failure every answer repeats (0 never).
+    pub stop_after_failures: u32,
+    pub server_metrics: MetricsSpec,
+    pub scrape_interval: Duration,
 }
 
 /// The endpoint a command talks to: the user's, or a simulator started in this process.
@@ -92,19 +38,14 @@ pub struct Target {
 
 impl Target {
     /// With no `--endpoint`, starts the simulated resource on a free loopback port.
-    pub async fn open(endpoint: &EndpointArgs, sim: &SimModelArgs, gpus: u32) -> anyhow::Result<Target> {
-        Target::open_with(endpoint, sim, gpus, false).await
+    pub async fn open(endpoint: &Endpoint, sim: SimConfig) -> anyhow::Result<Target> {
+        Target::open_with(endpoint, sim, false).await
     }
 
     /// Like [`Target::open`]; `start_off` starts an in-process simulator switched off.
-    pub async fn open_with(
-        endpoint: &EndpointArgs,
-        sim: &SimModelArgs,
-        gpus: u32,
-        start_off: bool,
-    ) -> anyhow::Result<Target> {
+    pub async fn open_with(endpoint: &Endpoint, sim: SimConfig, start_off: bool) -> anyhow::Result<Target> {
         let key = api_key_from_env();
-        match &endpoint.endpoint {
+        match &endpoint.url {
             Some(url) => {
                 crate::client::resolve_url(url, endpoint.api).map_err(|e| usage_error(e.to_string(), None))?;
                 Ok(Target {
@@ -115,18 +56,20 @@ impl Target {
                 })
             }
             None => {
-                let mut cfg = sim_config(sim, gpus)?;
+                let mut cfg = sim;
                 // Listed by /v1/models; not strict, so bodies in the input naming other
                 // models are served too, as by the endpoint the simulator stands in for.
                 if let Some(m) = &endpoint.model {
                     cfg.model = m.clone();
                 }
                 cfg.start_off = start_off;
+                let (cfg_gpus, cfg_batch) = (cfg.gpus, cfg.params.batch);
                 let handle = SimHandle::start(cfg).await?;
                 ui::info(format!(
-                    "note: no --endpoint: using the built-in simulated resource at {} ({gpus} GPU x {} slots)",
+                    "note: no --endpoint: using the built-in simulated resource at {} ({} GPU x {} slots)",
                     handle.url(),
-                    sim.batch
+                    cfg_gpus,
+                    cfg_batch
                 ));
                 // The in-process simulator needs no key; never send a real one to it.
                 Ok(Target {
@@ -142,7 +85,7 @@ impl Target {
     /// A client for this endpoint. Tells the person, once, when the client learns that the
     /// server closes connections after streamed answers (llama.cpp), since from then on streamed
     /// requests pay a new connection each.
-    pub fn client(&self, e: &EndpointArgs, pool: usize) -> anyhow::Result<Client> {
+    pub fn client(&self, e: &Endpoint, pool: usize) -> anyhow::Result<Client> {
         let client = Client::new(&ClientConfig {
             endpoint: self.endpoint.clone(),
             api: e.api,
@@ -171,7 +114,7 @@ impl Target {
     }
 
     /// Fails fast (exit 3) when nothing listens at the endpoint, before any request is built.
-    pub async fn check_reachable(&self, e: &EndpointArgs) -> anyhow::Result<()> {
+    pub async fn check_reachable(&self, e: &Endpoint) -> anyhow::Result<()> {
         let Ok(url) = reqwest::Url::parse(&self.endpoint) else {
             return Ok(());
         };
@@ -198,7 +141,7 @@ impl Target {
 
     /// `--model`, else the first model the endpoint lists (None when it lists none).
     /// Checks first that the endpoint is reachable at all.
-    pub async fn model(&self, e: &EndpointArgs) -> anyhow::Result<Option<String>> {
+    pub async fn model(&self, e: &Endpoint) -> anyhow::Result<Option<String>> {
         self.check_reachable(e).await?;
         if let Some(m) = &e.model {
             return Ok(Some(m.clone()));

@@ -178,7 +178,7 @@ pub fn info(msg: impl AsRef<str>) {
 
 /// RPM figures in messages read as they do in the tables (one formatter; see
 /// [`crate::report::fmt`]).
-pub use crate::report::fmt::thousands;
+pub use crate::fmt::thousands;
 
 #[cfg(test)]
 mod tests {

@@ -15,7 +15,6 @@ pub mod dupes;
 pub mod fast;
 pub mod idsort;
 pub mod merge;
-pub mod mix;
 pub mod reader;
 pub mod resume;
 pub mod writer;

@@ -7,6 +7,7 @@ pub mod man;
 pub mod merge;
 pub mod plan;
 pub mod run;
+pub mod settings;
 pub mod sim;
 pub mod sweep;
 
@@ -45,9 +46,9 @@ pub fn client_threads(e: &EndpointArgs) -> Option<usize> {
 /// Settles the API: `--api` when given (the reader then names every line that contradicts it),
 /// else what the input file names, else completions. A file whose lines name different APIs
 /// is refused (exit 2) before anything is sent. Stdin is read once, so there only `--api` counts.
-pub fn resolve_api(e: &mut EndpointArgs, input: Option<&Path>, format: Option<Format>) -> anyhow::Result<()> {
+pub fn resolve_api(e: &EndpointArgs, input: Option<&Path>, format: Option<Format>) -> anyhow::Result<Api> {
     let file = input.filter(|p| p.as_os_str() != "-" && p.is_file());
-    e.api = match (e.api_flag, file) {
+    Ok(match (e.api_flag, file) {
         (Some(api), _) => api,
         (None, None) => Api::Completions,
         (None, Some(path)) => match detect_api_in(path, format) {
@@ -69,8 +70,7 @@ pub fn resolve_api(e: &mut EndpointArgs, input: Option<&Path>, format: Option<Fo
                 ))
             }
         },
-    };
-    Ok(())
+    })
 }
 
 /// Writes a generated text (completion script, man page) to stdout in one piece; a closed pipe

@@ -1,23 +1,26 @@
 //! `sizeup run`: flags -> [`RunSettings`] -> the batch pipeline in [`crate::job`].
 
+use super::settings;
 use crate::batch;
 use crate::cli::RunArgs;
 use crate::engine::Stop;
 use crate::job::{self, RunSettings, ShardShare};
-use crate::planner::Plan;
+use crate::sizing::read_plan;
 use crate::target::Target;
 use crate::ui::{self, usage_error, ExitStatus};
 use std::path::{Path, PathBuf};
 
-pub async fn run(mut args: RunArgs, interrupt: Stop) -> anyhow::Result<ExitStatus> {
-    super::resolve_api(&mut args.endpoint, Some(&args.input), args.tuning.format)?;
+pub async fn run(args: RunArgs, interrupt: Stop) -> anyhow::Result<ExitStatus> {
+    let api = super::resolve_api(&args.endpoint, Some(&args.input), args.tuning.format)?;
+    let endpoint = settings::endpoint(&args.endpoint, api);
     let s = settings_from_args(&args)?;
-    let prepared = job::prepare(&s, args.endpoint.api)?;
+    let prepared = job::prepare(&s, api)?;
     // With `--resource sim` and no endpoint, the in-process resource starts off, so the run
     // really switches it on (and off).
-    let start_off = s.tuning.resource.is_some() && args.endpoint.endpoint.is_none();
-    let target = Target::open_with(&args.endpoint, &args.sim, s.gpus, start_off).await?;
-    let result = job::run_on(&s, &args.endpoint, &target, prepared, interrupt).await;
+    let start_off = s.resource.sim_api && endpoint.url.is_none();
+    let sim = settings::sim_for(&args.endpoint, &args.sim, s.gpus)?;
+    let target = Target::open_with(&endpoint, sim, start_off).await?;
+    let result = job::run_on(&s, &endpoint, &target, prepared, interrupt).await;
     target.close().await;
     result.map(|r| r.status)
 }
@@ -68,26 +71,9 @@ fn default_output(input: &Path) -> PathBuf {
     input.with_file_name(format!("{stem}.output.jsonl{}", compression.suffix()))
 }
 
-pub fn read_plan(path: &Path) -> anyhow::Result<Plan> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| usage_error(format!("cannot read plan {}: {e}", path.display()), None))?;
-    let plan: Plan = serde_json::from_str(&text).map_err(|e| {
-        usage_error(
-            format!("{}:{}: not a sizeup plan: {e}", path.display(), e.line()),
-            Some("make one with `sizeup plan`".into()),
-        )
-    })?;
-    if plan.total_concurrency == 0 {
-        return Err(usage_error(
-            format!("{}: total_concurrency must be at least 1", path.display()),
-            None,
-        ));
-    }
-    Ok(plan)
-}
-
 /// Validates `run`'s flags into settings.
 pub fn settings_from_args(a: &RunArgs) -> anyhow::Result<RunSettings> {
+    let (tuning, resource) = settings::run_tuning(&a.tuning)?;
     let plan = a.plan.as_deref().map(read_plan).transpose()?;
     // A plan that compared options holds the chosen one's settings at its top level.
     if let Some(p) = plan.as_ref().filter(|p| p.options.len() > 1) {
@@ -155,6 +141,7 @@ pub fn settings_from_args(a: &RunArgs) -> anyhow::Result<RunSettings> {
         resume: a.resume,
         shard,
         share,
-        tuning: a.tuning.clone(),
+        tuning,
+        resource,
     })
 }

@@ -6,7 +6,7 @@ use crate::ui::{self, usage_error, ExitStatus};
 use tokio_util::sync::CancellationToken;
 
 pub async fn run(args: SimArgs) -> anyhow::Result<ExitStatus> {
-    let mut cfg = crate::target::sim_config(&args.model_args, args.gpus)?;
+    let mut cfg = super::settings::sim(&args.model_args, args.gpus)?;
     match &args.served_model_name {
         Some(name) => {
             cfg.model = name.clone();

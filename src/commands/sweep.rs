@@ -1,7 +1,8 @@
 //! `sizeup sweep`: flags -> measurement settings -> [`crate::measure`] -> reports on stdout.
 
+use super::settings;
 use crate::cli::SweepArgs;
-use crate::measure::{max_level, measure, workload_from, Settings};
+use crate::measure::{max_level, measure, workload_from};
 use crate::report::Format as ReportFormat;
 use crate::target::Target;
 use crate::ui::{self, usage_error, ExitStatus};
@@ -10,9 +11,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-pub async fn run(mut args: SweepArgs, interrupt: CancellationToken) -> anyhow::Result<ExitStatus> {
-    super::resolve_api(&mut args.endpoint, args.workload.input.as_deref(), args.workload.format)?;
-    let mut settings = Settings::from_args(&args.measure, &args.slo, args.gpus, &args.endpoint)?;
+pub async fn run(args: SweepArgs, interrupt: CancellationToken) -> anyhow::Result<ExitStatus> {
+    let api = super::resolve_api(&args.endpoint, args.workload.input.as_deref(), args.workload.format)?;
+    let endpoint = settings::endpoint(&args.endpoint, api);
+    let mut settings = settings::measure(&args.measure, &args.slo, args.gpus, &endpoint)?;
     if let Some(c) = args.gpu_hour_cost {
         if !(c.is_finite() && c >= 0.0) {
             return Err(usage_error(
@@ -26,7 +28,7 @@ pub async fn run(mut args: SweepArgs, interrupt: CancellationToken) -> anyhow::R
     }
     settings.name = args.name.clone();
     settings.gpu_hour_cost = args.gpu_hour_cost;
-    let stream = !args.measure.no_stream && args.endpoint.api.streams();
+    let stream = !args.measure.no_stream && api.streams();
     let out: PathBuf = args.out.clone().unwrap_or_else(super::default_report_dir);
     // Input problems surface before any traffic.
     if let Some(p) = &args.workload.input {
@@ -34,18 +36,18 @@ pub async fn run(mut args: SweepArgs, interrupt: CancellationToken) -> anyhow::R
             return Err(usage_error(format!("--input {} does not exist", p.display()), None));
         }
     }
-    let target = Target::open(&args.endpoint, &args.sim, args.gpus).await?;
+    let target = Target::open(&endpoint, settings::sim_for(&args.endpoint, &args.sim, args.gpus)?).await?;
     let result = async {
-        let model = target.model(&args.endpoint).await?;
+        let model = target.model(&endpoint).await?;
         let workload = Arc::new(workload_from(
-            &args.workload,
+            &settings::workload(&args.workload),
             args.sim.seed,
-            args.endpoint.api,
-            args.endpoint.max_tokens_field,
+            api,
+            endpoint.max_tokens_field,
             stream,
             model,
         )?);
-        let client = Arc::new(target.client(&args.endpoint, max_level(&settings.levels))?);
+        let client = Arc::new(target.client(&endpoint, max_level(&settings.levels))?);
         measure(&settings, client, workload, &out, &target, interrupt, None).await
     }
     .await;

@@ -182,53 +182,13 @@ impl Collector {
         let queued = t.queued();
         let not_finished = t.not_finished();
         let achieved_rpm = t.achieved_rpm();
-        let feed = t.feed.unwrap_or_default();
         let predicted = s
             .plan
             .as_ref()
             .and(s.planned_rpm())
             .filter(|rpm| *rpm > 0.0)
             .map(|rpm| queued as f64 / rpm * 60.0);
-        let summary = RunSummary {
-            input: s.input.display().to_string(),
-            output: s.output.display().to_string(),
-            requests_total: queued,
-            requests_ok: t.ok,
-            requests_failed: t.failed,
-            requests_retried: t.retried_requests,
-            retries,
-            stale_connection_resends: b.client.stale_retries(),
-            skipped_already_done: feed.skipped_done,
-            skipped_invalid: t.skipped_invalid,
-            skipped_other_shards: feed.other_shards,
-            not_finished,
-            concurrency: s.concurrency,
-            planned_rpm: s.planned_rpm(),
-            shard: s.share,
-            achieved_rpm,
-            wall_time_s: wall,
-            predicted_duration_s: predicted,
-            achieved_duration_s: wall,
-            latency_p50_ms: t.latency.quantile_ms(0.5),
-            latency_p90_ms: t.latency.quantile_ms(0.9),
-            latency_p95_ms: t.latency.quantile_ms(0.95),
-            latency_p99_ms: t.latency.quantile_ms(0.99),
-            interrupted: self.interrupted,
-            stopped_reason: self.refused.clone().or(self.input_error.clone()).or(self
-                .systematic
-                .as_ref()
-                .map(|(_, m)| format!("systematic failure: {m}"))),
-            started_at,
-            sizeup_version: env!("CARGO_PKG_VERSION").to_string(),
-            server: b.server.as_ref().map(|sc| {
-                let window = sc.between(t.start, tokio::time::Instant::now());
-                RunServer {
-                    dialect: sc.dialect().name().to_string(),
-                    metrics_url: sc.url_display().to_string(),
-                    figures: summarize_server(&window),
-                }
-            }),
-        };
+        let summary = self.run_summary(s, b, started_at, retries, predicted);
         if let Some(sv) = &summary.server {
             let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
             ui::info(format!(
@@ -254,10 +214,7 @@ impl Collector {
             ui::thousands(achieved_rpm),
         );
         if let Some(p) = predicted {
-            line.push_str(&format!(
-                " (predicted {p:.1}s, achieved/predicted {:.2})",
-                wall / p.max(1e-9)
-            ));
+            line.push_str(&format!(" ({})", super::predicted_vs_achieved(p, wall)));
         }
         ui::info(line);
         ui::info(format!(
@@ -270,6 +227,7 @@ impl Collector {
             wall_time_s: wall,
             achieved_rpm,
             requests: queued,
+            predicted_duration_s: predicted,
         };
         if let Some(msg) = self.refused {
             return Err(ui::unusable_error(
@@ -304,5 +262,60 @@ impl Collector {
             return Ok(outcome(ExitStatus::Failure));
         }
         Ok(outcome(ExitStatus::Success))
+    }
+
+    /// run-summary.json's figures.
+    fn run_summary(
+        &self,
+        s: &RunSettings,
+        b: &Batch<'_>,
+        started_at: String,
+        retries: u64,
+        predicted: Option<f64>,
+    ) -> RunSummary {
+        let t = &self.tally;
+        let (wall, queued, not_finished) = (t.wall_s(), t.queued(), t.not_finished());
+        let feed = t.feed.unwrap_or_default();
+        RunSummary {
+            schema_version: crate::model::schema::RUN_SUMMARY,
+            input: s.input.display().to_string(),
+            output: s.output.display().to_string(),
+            requests_total: queued,
+            requests_ok: t.ok,
+            requests_failed: t.failed,
+            requests_retried: t.retried_requests,
+            retries,
+            stale_connection_resends: b.client.stale_retries(),
+            skipped_already_done: feed.skipped_done,
+            skipped_invalid: t.skipped_invalid,
+            skipped_other_shards: feed.other_shards,
+            not_finished,
+            concurrency: s.concurrency,
+            planned_rpm: s.planned_rpm(),
+            shard: s.share,
+            achieved_rpm: t.achieved_rpm(),
+            wall_time_s: wall,
+            predicted_duration_s: predicted,
+            achieved_duration_s: wall,
+            latency_p50_ms: t.latency.quantile_ms(0.5),
+            latency_p90_ms: t.latency.quantile_ms(0.9),
+            latency_p95_ms: t.latency.quantile_ms(0.95),
+            latency_p99_ms: t.latency.quantile_ms(0.99),
+            interrupted: self.interrupted,
+            stopped_reason: self.refused.clone().or(self.input_error.clone()).or(self
+                .systematic
+                .as_ref()
+                .map(|(_, m)| format!("systematic failure: {m}"))),
+            started_at,
+            sizeup_version: env!("CARGO_PKG_VERSION").to_string(),
+            server: b.server.as_ref().map(|sc| {
+                let window = sc.between(t.start, tokio::time::Instant::now());
+                RunServer {
+                    dialect: sc.dialect().name().to_string(),
+                    metrics_url: sc.url_display().to_string(),
+                    figures: summarize_server(&window),
+                }
+            }),
+        }
     }
 }

@@ -18,14 +18,13 @@ mod worker;
 
 use crate::api::Api;
 use crate::batch::{self, DuplicateCheck, Format, OutputWriter, ReadOptions};
-use crate::cli::{EndpointArgs, RunTuning};
 use crate::client::{Client, MaxTokensField};
 use crate::engine::rate::RateLimiter;
 use crate::engine::retry::RetryPolicy;
 use crate::engine::{run_window, Slot, Stop};
 use crate::planner::Plan;
-use crate::resource::Lifecycle;
-use crate::target::Target;
+use crate::resource::{Lifecycle, ResourceSpec};
+use crate::target::{Endpoint, Target};
 use crate::ui::{self, usage_error, ExitStatus};
 use collect::Collector;
 use feed::{FeedNote, FeedSpec};
@@ -52,7 +51,22 @@ pub struct RunSettings {
     pub gpus: u32,
     /// With `--shard` and a plan or `--rate`: this shard's part of the job's settings.
     pub share: Option<ShardShare>,
-    pub tuning: RunTuning,
+    pub tuning: Tuning,
+    pub resource: ResourceSpec,
+}
+
+/// How the batch is sent (`--rate`, `--retries`, `--retry-base`, `--retry-max`,
+/// `--skip-invalid`, `--max-tokens`), validated.
+#[derive(Clone, Debug)]
+pub struct Tuning {
+    /// Send-rate cap, requests per minute.
+    pub rate: Option<f64>,
+    pub retries: u32,
+    pub retry_base: std::time::Duration,
+    pub retry_max: std::time::Duration,
+    pub skip_invalid: bool,
+    /// Output tokens for text and CSV prompts.
+    pub max_tokens: Option<u32>,
 }
 
 /// One shard's part of a plan: shards of one job share its concurrency (and rate) instead of
@@ -113,21 +127,17 @@ pub struct RunOutcome {
     pub wall_time_s: f64,
     pub achieved_rpm: f64,
     pub requests: u64,
+    /// The requests sent over the planned rate, seconds (with a plan).
+    pub predicted_duration_s: Option<f64>,
 }
 
-pub fn validate_tuning(t: &RunTuning) -> anyhow::Result<()> {
-    if let Some(r) = t.rate {
-        if !(r.is_finite() && r > 0.0) {
-            return Err(usage_error(
-                format!("--rate must be a positive number of requests per minute, got {r}"),
-                None,
-            ));
-        }
-    }
-    if t.max_tokens == Some(0) {
-        return Err(usage_error("--max-tokens must be at least 1", None));
-    }
-    Ok(())
+/// The one way a run's prediction is set against what it took: `predicted 12.0s, achieved
+/// 12.6s (+5.0%)`, in the run's last line and in auto's report.
+pub fn predicted_vs_achieved(predicted_s: f64, achieved_s: f64) -> String {
+    format!(
+        "predicted {predicted_s:.1}s, achieved {achieved_s:.1}s ({:+.1}%)",
+        (achieved_s / predicted_s.max(1e-9) - 1.0) * 100.0
+    )
 }
 
 /// Validation and output state, before any network traffic.
@@ -159,7 +169,6 @@ pub fn prepare(s: &RunSettings, api: Api) -> anyhow::Result<Prepared> {
 /// `--skip-invalid`. Returns the number of valid items. Stdin can be read only once, so there
 /// bad lines are found as they come (None).
 pub fn validate_input(s: &RunSettings, api: Api) -> anyhow::Result<Validated> {
-    validate_tuning(&s.tuning)?;
     if s.input.as_os_str() == "-" {
         return Ok(Validated {
             items: None,
@@ -284,14 +293,14 @@ fn read_resume_state(s: &RunSettings, api: Api, duplicates: &DuplicateCheck) -> 
 /// Switches the resource on, sends the batch, switches it off (also on failure and Ctrl-C).
 pub async fn run_on(
     s: &RunSettings,
-    e: &EndpointArgs,
+    e: &Endpoint,
     target: &Target,
     prepared: Prepared,
     interrupt: Stop,
 ) -> anyhow::Result<RunOutcome> {
-    let lifecycle = Lifecycle::new(&s.tuning, target)?;
+    let lifecycle = Lifecycle::new(&s.resource, target)?;
     let result = async {
-        lifecycle.on(s.gpus, s.tuning.ready_timeout).await?;
+        lifecycle.on(s.gpus, s.resource.ready_timeout).await?;
         let model = target.model(e).await?;
         let server = target.watch_server(&e.server_metrics, e.scrape_interval).await;
         let batch = Batch {

@@ -115,6 +115,9 @@ pub struct RunSummary {
     pub sizeup_version: String,
     /// The server's own figures over the run, from its metrics (`--server-metrics`).
     pub server: Option<RunServer>,
+    /// Which fields this file may hold (`model::schema`). Last, as the keys before it keep
+    /// their order.
+    pub schema_version: u32,
 }
 
 /// What the server's metrics said over a whole run: the level figures, over the run.

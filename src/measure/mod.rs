@@ -14,10 +14,10 @@ use rec::{unusable_reason, MixTally, Rec};
 
 use crate::api::Api;
 use crate::batch::OutputWriter;
-use crate::cli::{EndpointArgs, MeasureArgs, SloArgs};
 use crate::client::Client;
 use crate::engine::{run_window, Slot, Stop};
-use crate::report::{Format as ReportFormat, KneeRow, LevelRow, RequestRow, RequestsCsv, ServerInfo, Summary};
+use crate::model::{KneeRow, LevelRow, RequestRow, ServerInfo, Slo, Summary};
+use crate::report::{Format as ReportFormat, RequestsCsv};
 use crate::scrape::{MetricsSpec, Scraper};
 use crate::stats::ci::{closed_loop_floor, rate_ci};
 use crate::stats::knee::{knee, next_level, LevelPoint};
@@ -32,9 +32,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-pub use workload::{workload_from, BodySpec, Workload};
+pub use workload::{workload_from, BodySpec, Workload, WorkloadSpec};
 
-/// Validated measurement settings.
+/// Validated measurement settings (made from the flags by `commands`).
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub gpus: u32,
@@ -43,7 +43,7 @@ pub struct Settings {
     pub ci_width: f64,
     pub min_requests: u64,
     pub max_duration: Duration,
-    pub slo: SloArgs,
+    pub slo: Slo,
     pub api: Api,
     /// `--stop-after-failures`: a level stops (exit 3) on a failure every answer repeats.
     pub stop_after_failures: u32,
@@ -54,39 +54,6 @@ pub struct Settings {
     pub name: Option<String>,
     /// `sweep --gpu-hour-cost`: its price per GPU-hour, recorded in summary.json.
     pub gpu_hour_cost: Option<f64>,
-}
-
-impl Settings {
-    pub fn from_args(m: &MeasureArgs, slo: &SloArgs, gpus: u32, e: &EndpointArgs) -> anyhow::Result<Settings> {
-        if gpus == 0 {
-            return Err(usage_error("--gpus must be at least 1", None));
-        }
-        if !(m.ci_width.is_finite() && m.ci_width > 0.0 && m.ci_width < 1.0) {
-            return Err(usage_error(
-                format!("--ci-width must be in (0, 1), got {}", m.ci_width),
-                None,
-            ));
-        }
-        if m.max_duration.is_zero() {
-            return Err(usage_error("--max-duration must be longer than 0s", None));
-        }
-        slo.validate()?;
-        Ok(Settings {
-            gpus,
-            levels: parse_levels(&m.concurrency, m.max_concurrency)?,
-            warmup: m.warmup,
-            ci_width: m.ci_width,
-            min_requests: m.min_requests,
-            max_duration: m.max_duration,
-            slo: slo.clone(),
-            api: e.api,
-            stop_after_failures: e.stop_after_failures,
-            server_metrics: e.server_metrics.clone(),
-            scrape_interval: e.scrape_interval,
-            name: None,
-            gpu_hour_cost: None,
-        })
-    }
 }
 
 /// What `measure` returns besides the files it wrote.
@@ -112,6 +79,7 @@ pub async fn measure(
         .map_err(|e| usage_error(format!("cannot write {}: {e}", requests_path.display()), None))?;
     let mut requests_csv = RequestsCsv::new(std::io::BufWriter::new(file))?;
     let mut summary = Summary {
+        schema_version: crate::model::schema::SUMMARY,
         endpoint: target.display.clone(),
         model: workload.model.clone().unwrap_or_default(),
         gpus: s.gpus,
@@ -122,7 +90,7 @@ pub async fn measure(
         max_rpm_per_gpu: 0.0,
         started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         sizeup_version: env!("CARGO_PKG_VERSION").to_string(),
-        api: s.api.name().to_string(),
+        api: s.api,
         ci_width_target: s.ci_width,
         ci_met: Vec::new(),
         tokens_estimated: false,
@@ -201,7 +169,7 @@ pub async fn measure(
             write_reports(&summary, out)?;
             break;
         }
-        let slo_ok = meets_slo(&row, &s.slo);
+        let slo_ok = s.slo.met(row.latency_p95_ms, row.ttft_p95_ms, row.error_rate);
         points.push(LevelPoint {
             concurrency: c,
             rpm: row.rpm,
@@ -300,14 +268,6 @@ fn note_repeats(summary: &mut Summary, workload: &Workload, warned: &mut bool) {
     }
 }
 
-fn meets_slo(row: &LevelRow, slo: &SloArgs) -> bool {
-    slo.max_latency_p95_ms.is_none_or(|m| row.latency_p95_ms <= m)
-        && slo
-            .max_ttft_p95_ms
-            .is_none_or(|m| row.ttft_p95_ms.is_some_and(|t| t <= m))
-        && slo.max_error_rate.is_none_or(|m| row.error_rate <= m)
-}
-
 /// Knee, maxima and per-GPU batch size from the levels so far.
 fn finish_summary(summary: &mut Summary, points: &[LevelPoint], gpus: u32) {
     let best = summary.levels.iter().map(|l| l.rpm).fold(0.0, f64::max);
@@ -318,7 +278,7 @@ fn finish_summary(summary: &mut Summary, points: &[LevelPoint], gpus: u32) {
         concurrency: k.concurrency,
         rpm: k.rpm,
         rpm_per_gpu: k.rpm / f64::from(gpus),
-        limited_by: k.limited_by.as_str().to_string(),
+        limited_by: k.limited_by,
     });
     summary.batch_size_per_gpu = k.map(|k| f64::from(k.concurrency) / f64::from(gpus));
 }

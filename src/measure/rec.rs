@@ -3,7 +3,7 @@
 
 use crate::batch::OutputWriter;
 use crate::client::{FailKind, Outcome};
-use crate::report::SweepMix;
+use crate::model::SweepMix;
 use crate::stats::level::{Sample, SampleResult};
 use crate::ui;
 

@@ -3,7 +3,6 @@
 
 use crate::api::Api;
 use crate::batch::{Format, Payload, ReadOptions, Reader};
-use crate::cli::WorkloadArgs;
 use crate::client::{build_body, prepare_body, MaxTokensField};
 use crate::engine::Source;
 use crate::ui::usage_error;
@@ -15,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// How prompts become request bodies.
+#[derive(Clone)]
 pub struct BodySpec {
     pub api: Api,
     pub max_tokens: Option<u32>,
@@ -127,8 +127,8 @@ impl Workload {
                 prepare_body(&mut body, model.as_deref(), Some(stream));
                 let entry = Sampled {
                     custom_id: item.custom_id,
-                    prompt_bytes: crate::batch::mix::prompt_bytes(&body),
-                    requested_tokens: crate::batch::mix::requested_tokens(&body),
+                    prompt_bytes: crate::model::prompt_bytes(&body),
+                    requested_tokens: crate::model::requested_tokens(&body),
                     body: Bytes::from(serde_json::to_vec(&body)?),
                 };
                 match items.get_mut(slot) {
@@ -316,9 +316,20 @@ impl Reservoir {
     }
 }
 
-/// Builds the workload from the sweep flags.
+/// What a sweep sends: a sample of `input`, else synthetic prompts (`--input`, `--format`,
+/// `--sample`, `--prompt-tokens`, `--max-tokens`).
+#[derive(Clone, Debug)]
+pub struct WorkloadSpec {
+    pub input: Option<std::path::PathBuf>,
+    pub format: Option<crate::batch::Format>,
+    pub sample: usize,
+    pub prompt_tokens: u32,
+    pub max_tokens: u32,
+}
+
+/// Builds the sweep's workload.
 pub fn workload_from(
-    w: &WorkloadArgs,
+    w: &WorkloadSpec,
     seed: u64,
     api: Api,
     field: MaxTokensField,

@@ -8,7 +8,8 @@
 //! so the fewest GPUs that meet the target are also the cheapest for that option.
 
 use super::{at_gpus, gpus_word, human_duration, size, Plan, PlanError, PlanInput};
-use crate::report::fmt::{grouped, thousands};
+use crate::fmt::{grouped, thousands};
+pub use crate::model::Objective;
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 
@@ -21,25 +22,6 @@ pub struct Candidate {
     pub sweep: String,
     /// The option's planning input; every candidate has the same target and job.
     pub input: PlanInput,
-}
-
-/// What the choice minimises.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Objective {
-    /// The cheapest option that meets the target (deadline) and limits; the default.
-    #[default]
-    Cost,
-    /// The fastest option within `--budget` and the limits.
-    Time,
-}
-
-impl Objective {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Objective::Cost => "cost",
-            Objective::Time => "time",
-        }
-    }
 }
 
 /// The goal every option is judged against, beyond the target rate in each [`PlanInput`].
@@ -180,7 +162,7 @@ impl Choice {
         let mut plan = self.options[i].plan.clone()?;
         plan.name = Some(self.options[i].name.clone());
         plan.deadline_s = self.deadline_s;
-        plan.objective = Some(self.objective.as_str().to_string());
+        plan.objective = Some(self.objective);
         plan.options = self.rows();
         Some(plan)
     }
@@ -534,7 +516,7 @@ pub fn options_table(choice: &Choice) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::planner::{Estimate, SweepLevel};
+    use crate::planner::{Estimate, Slo, SweepLevel};
 
     /// A sweep of `gpus` GPUs x `slots` slots at 50 ms a request (1,200 RPM per slot), CI ±1%:
     /// levels at half, full and double the slots.
@@ -564,9 +546,7 @@ mod tests {
                 target_rpm: 12_000.0,
                 headroom: 0.1,
                 estimate: Estimate::Low,
-                max_latency_p95_ms: None,
-                max_ttft_p95_ms: None,
-                max_error_rate: None,
+                slo: Slo::default(),
                 max_gpus: None,
                 requests: Some(120_000),
                 gpu_hour_cost: Some(price),
@@ -639,7 +619,7 @@ mod tests {
         assert_eq!(plan.sweep, "reports/a100");
         assert_eq!(plan.options.len(), 2);
         assert_eq!(plan.deadline_s, Some(600.0));
-        assert_eq!(plan.objective.as_deref(), Some("cost"));
+        assert_eq!(plan.objective, Some(Objective::Cost));
     }
 
     #[test]
@@ -771,7 +751,7 @@ mod tests {
             l.latency_p95_ms = 80.0;
         }
         for c in &mut cands {
-            c.input.max_latency_p95_ms = Some(60.0);
+            c.input.slo.max_latency_p95_ms = Some(60.0);
         }
         let c = choose(&cands, &goal()).unwrap();
         assert_eq!(chosen_name(&c), "h100");

@@ -2,7 +2,7 @@
 //! one line each, for stdout.
 
 use super::Plan;
-use crate::report::fmt::grouped;
+use crate::fmt::grouped;
 
 /// "1 GPU" / "4 GPUs".
 pub(super) fn gpus_word(n: u32) -> String {
@@ -30,7 +30,7 @@ pub(super) fn human_duration(s: f64) -> String {
 /// plus lines for concurrency, expected RPM, duration, cost, and the linear
 /// scaling assumption relative to the sweep's GPU count.
 pub fn explain(plan: &Plan) -> String {
-    let (per_gpu, label) = if plan.estimate == "mean" {
+    let (per_gpu, label) = if plan.estimate == crate::model::Estimate::Mean {
         (plan.rpm_per_gpu, "mean")
     } else {
         (plan.rpm_per_gpu_low, "95% CI low")

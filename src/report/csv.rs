@@ -6,7 +6,8 @@
 //! plain numbers. Non-finite floats and `None` become empty cells, which every CSV
 //! consumer treats as "missing".
 
-use super::{Exporter, LevelRow, RequestRow, Summary};
+use super::Exporter;
+use crate::model::{LevelRow, RequestRow, Summary};
 use std::io::Write;
 use std::marker::PhantomData;
 
@@ -217,8 +218,8 @@ impl Exporter for LevelsCsv {
 
 #[cfg(test)]
 mod tests {
-    use super::super::fixtures;
     use super::*;
+    use crate::model::fixtures;
 
     /// The header constants are the user contract; check them against the
     /// field names serde derives, so renaming a field cannot drift silently.

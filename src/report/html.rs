@@ -3,8 +3,9 @@
 //! the knee and its evidence, the workload mix, and the sections a command adds (the plan's
 //! arithmetic, a run's predicted vs achieved).
 
-use super::fmt::{short, thousands};
-use super::{Exporter, LevelRow, Summary, SvgExporter};
+use super::{Exporter, SvgExporter};
+use crate::fmt::{short, thousands};
+use crate::model::{LevelRow, Summary};
 use std::fmt::Write as _;
 use std::io::Write;
 
@@ -75,7 +76,7 @@ fn render(s: &Summary, sections: &[Section]) -> String {
         h,
         "<p class=\"sub\">{} GPU(s), API {}, swept {} by sizeup {}</p>",
         s.gpus,
-        esc(&s.api),
+        esc(s.api.name()),
         esc(&s.started_at),
         esc(&s.sizeup_version)
     );
@@ -115,10 +116,10 @@ fn headline(h: &mut String, s: &Summary) {
         s.batch_size_per_gpu.map_or("-".into(), short),
         thousands(k.rpm_per_gpu),
         thousands(k.rpm),
-        esc(&k.limited_by)
+        esc(k.limited_by.as_str())
     );
     if let Some(v) = s.server.as_ref().and_then(|sv| sv.verdict.as_ref()) {
-        let _ = write!(h, " Server: <b>{}</b>.", esc(&v.limit));
+        let _ = write!(h, " Server: <b>{}</b>.", esc(v.limit.as_str()));
     }
     let _ = writeln!(h, "</p>");
 }
@@ -206,7 +207,7 @@ fn knee_section(h: &mut String, s: &Summary) {
                 "<li>Client side: RPM stopped growing beyond concurrency {} ({} RPM, limited by {}).</li>",
                 k.concurrency,
                 thousands(k.rpm),
-                esc(&k.limited_by)
+                esc(k.limited_by.as_str())
             );
         }
         None => {
@@ -223,7 +224,12 @@ fn knee_section(h: &mut String, s: &Summary) {
                 sv.running_max_observed.map_or("-".into(), short)
             );
             if let Some(v) = &sv.verdict {
-                let _ = writeln!(h, "<li>Verdict: <b>{}</b>: {}.</li>", esc(&v.limit), esc(&v.evidence));
+                let _ = writeln!(
+                    h,
+                    "<li>Verdict: <b>{}</b>: {}.</li>",
+                    esc(v.limit.as_str()),
+                    esc(&v.evidence)
+                );
             }
         }
         None => {
@@ -326,9 +332,9 @@ fn opt(v: Option<f64>) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::fixtures;
     use super::*;
-    use crate::report::{ServerInfo, ServerVerdict};
+    use crate::model::fixtures;
+    use crate::model::{ServerInfo, ServerVerdict};
 
     #[test]
     fn page_has_the_figures_and_no_outside_references() {
@@ -342,7 +348,7 @@ mod tests {
             metrics_url: "http://h:8000/metrics".into(),
             running_max_observed: Some(16.0),
             verdict: Some(ServerVerdict {
-                limit: "server_batch".into(),
+                limit: crate::model::ServerLimit::ServerBatch,
                 evidence: "it ran 16 & queued".into(),
             }),
         });

@@ -1,6 +1,7 @@
 //! `summary.json`: the whole [`Summary`], pretty-printed.
 
-use super::{Exporter, Summary};
+use super::Exporter;
+use crate::model::Summary;
 use std::io::Write;
 
 /// Exporter for `summary.json`.
@@ -21,8 +22,8 @@ impl Exporter for JsonExporter {
 
 #[cfg(test)]
 mod tests {
-    use super::super::fixtures;
     use super::*;
+    use crate::model::fixtures;
 
     #[test]
     fn round_trip() {
@@ -61,6 +62,7 @@ mod tests {
             "distinct_requests",
             "repeated_requests",
             "server",
+            "schema_version",
         ];
         let mut pos = 0;
         for k in keys {

@@ -4,8 +4,9 @@
 //! plain `<text>` elements and the viewer picks the font, so rendering needs no
 //! font files on the machine that runs the sweep.
 
-use super::fmt::thousands;
-use super::{Exporter, LevelRow, Summary};
+use super::Exporter;
+use crate::fmt::thousands;
+use crate::model::{LevelRow, Summary};
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged};
 use plotters::element::DashedPathElement;
 use plotters::prelude::*;
@@ -383,8 +384,8 @@ fn knee_label(concurrency: u32, rpm_per_gpu: f64, rpm: f64, gpus: u32) -> String
 
 #[cfg(test)]
 mod tests {
-    use super::super::fixtures;
     use super::*;
+    use crate::model::fixtures;
 
     fn svg(s: &Summary) -> String {
         let mut buf = Vec::new();

@@ -3,8 +3,9 @@
 //! Plain text only: colours and other terminal decoration are the caller's call,
 //! since the same output may go to a pipe or a log file.
 
-use super::fmt::{grouped, thousands};
-use super::{Exporter, KneeRow, LevelRow, Summary};
+use super::Exporter;
+use crate::fmt::{grouped, thousands};
+use crate::model::{KneeRow, LevelRow, Summary};
 use std::fmt::Write as _;
 use std::io::Write;
 
@@ -162,7 +163,7 @@ fn knee_line(knee: Option<&KneeRow>, gpus: u32) -> String {
     if gpus > 0 {
         let _ = write!(line, " ({} per GPU)", thousands(k.rpm_per_gpu));
     }
-    if !k.limited_by.is_empty() {
+    {
         let _ = write!(line, ", limited by {}", k.limited_by);
     }
     line
@@ -182,8 +183,8 @@ fn max_line(s: &Summary) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::fixtures;
     use super::*;
+    use crate::model::fixtures;
 
     #[test]
     fn snapshot() {
@@ -201,7 +202,7 @@ mod tests {
             concurrency: 16,
             rpm: 19184.0,
             rpm_per_gpu: 9592.0,
-            limited_by: "saturation".into(),
+            limited_by: crate::model::LimitedBy::Saturation,
         });
         s.tokens_estimated = true;
         let expected = "\
@@ -241,12 +242,15 @@ note: token counts are estimated; the server did not report usage
             concurrency: 10,
             rpm: 1234.0,
             rpm_per_gpu: f64::NAN,
-            limited_by: String::new(),
+            limited_by: crate::model::LimitedBy::Slo,
         };
-        assert_eq!(knee_line(Some(&k), 0), "knee: concurrency 10, 1,234 RPM");
+        assert_eq!(
+            knee_line(Some(&k), 0),
+            "knee: concurrency 10, 1,234 RPM, limited by slo"
+        );
         assert_eq!(
             knee_line(Some(&k), 4),
-            "knee: concurrency 10 (2.5 per GPU), 1,234 RPM (- per GPU)"
+            "knee: concurrency 10 (2.5 per GPU), 1,234 RPM (- per GPU), limited by slo"
         );
     }
 }

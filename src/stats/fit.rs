@@ -2,12 +2,12 @@
 //! c x output_tokens, fitted by least squares over the level's successful requests. With it, a
 //! job whose mix differs from the sweep's can be sized by Little's law without a tokenizer.
 
-pub use crate::report::LatencyFit;
+use crate::model::CapacityModel;
 
 /// Least squares over `(prompt_tokens, output_tokens, latency_ms)`. A token count that does
 /// not vary carries no information about its own cost: it is left out (its coefficient 0 and
 /// its cost folded into `a`). None with fewer than 3 points.
-pub fn fit_latency(points: &[(f64, f64, f64)]) -> Option<LatencyFit> {
+pub fn fit_latency(points: &[(f64, f64, f64)]) -> Option<CapacityModel> {
     if points.len() < 3
         || points
             .iter()
@@ -58,7 +58,7 @@ pub fn fit_latency(points: &[(f64, f64, f64)]) -> Option<LatencyFit> {
     };
     let (pmin, pmax) = range(|x| x.0);
     let (omin, omax) = range(|x| x.1);
-    Some(LatencyFit {
+    Some(CapacityModel {
         a_ms: a,
         b_ms_per_prompt_token: b,
         c_ms_per_output_token: c,

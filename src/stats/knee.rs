@@ -7,6 +7,7 @@
 //! growing (or the SLO breaks, or the cap is hit), then bisects the gaps
 //! around the knee so it lands on an exact level, not just a power of two.
 
+pub use crate::model::LimitedBy;
 use std::collections::BTreeMap;
 
 /// One measured concurrency level.
@@ -20,25 +21,6 @@ pub struct LevelPoint {
     pub half_width: f64,
     /// Whether this level met every SLO (latency, TTFT, error rate).
     pub slo_ok: bool,
-}
-
-/// What stopped throughput from growing past the knee.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LimitedBy {
-    /// Throughput stopped growing: the endpoint is saturated.
-    Saturation,
-    /// Throughput was still growing, but higher levels break the SLO.
-    Slo,
-}
-
-impl LimitedBy {
-    /// Stable lowercase name for reports and JSON: `"saturation"` or `"slo"`.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            LimitedBy::Saturation => "saturation",
-            LimitedBy::Slo => "slo",
-        }
-    }
 }
 
 /// The chosen operating point of a sweep.

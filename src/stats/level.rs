@@ -3,7 +3,7 @@
 
 use super::ci::{closed_loop_floor, rate_ci};
 use super::latency::{tpot_ms, Hist, LatencySet};
-use crate::report::{LevelRow, RequestRow};
+use crate::model::{LevelRow, RequestRow};
 
 /// Fewer successful requests than this in a level's window give no RPM (empty fields).
 pub const MIN_OK: usize = 5;

@@ -4,8 +4,8 @@
 //! Pure: the scraper (`crate::scrape`) hands in timestamped snapshots; nothing here reads a
 //! socket or a clock.
 
-use crate::report::fmt::short;
-use crate::report::{KneeRow, LevelRow, ServerVerdict};
+use crate::fmt::short;
+use crate::model::{KneeRow, LevelRow, ServerLimit, ServerVerdict};
 
 /// One scrape of the server's metrics, summed across label sets (several models or engines
 /// behind one endpoint). `None` where the server's dialect has no such metric.
@@ -108,7 +108,7 @@ pub fn verdict(levels: &[LevelRow], knee: Option<&KneeRow>) -> Option<ServerVerd
     let running_max_observed = running_max_observed(levels)?;
     let Some(knee) = knee else {
         return Some(ServerVerdict {
-            limit: "unconfirmed".into(),
+            limit: ServerLimit::Unconfirmed,
             evidence: format!(
                 "no knee was found; the server ran at most {} requests at once",
                 short(running_max_observed)
@@ -124,7 +124,7 @@ pub fn verdict(levels: &[LevelRow], knee: Option<&KneeRow>) -> Option<ServerVerd
         .max_by_key(|l| l.concurrency);
     let Some(a) = above else {
         return Some(ServerVerdict {
-            limit: "unconfirmed".into(),
+            limit: ServerLimit::Unconfirmed,
             evidence: format!(
                 "no level above the knee ({}) has server metrics; at the knee the server ran {}",
                 knee.concurrency,
@@ -163,7 +163,7 @@ pub fn verdict(levels: &[LevelRow], knee: Option<&KneeRow>) -> Option<ServerVerd
             )
         };
         (
-            "server_batch",
+            ServerLimit::ServerBatch,
             format!(
                 "the server's batch saturated at {}: at level {} it still ran {} at once and {} waited inside the server; {knee_note}",
                 short(r),
@@ -175,7 +175,7 @@ pub fn verdict(levels: &[LevelRow], knee: Option<&KneeRow>) -> Option<ServerVerd
     } else if let (true, Some(f)) = (held && queued, full) {
         // RPM stopped at the knee while the server still took more at once above it.
         (
-            "compute",
+            ServerLimit::Compute,
             format!(
                 "throughput stopped growing at the knee ({}) while the server still ran more at once above it ({} at level {}, no more RPM): each step slowed as its batch grew (compute or memory bandwidth), not its {} slots; beyond them {} waited at level {}",
                 knee.concurrency,
@@ -188,7 +188,7 @@ pub fn verdict(levels: &[LevelRow], knee: Option<&KneeRow>) -> Option<ServerVerd
         )
     } else if a.client_limited {
         (
-            "client",
+            ServerLimit::Client,
             format!(
                 "at level {} the server ran {} and queued {} of {} sent, and sizeup was slow to start requests (client_limited): the client, not the server, is the limit",
                 a.concurrency,
@@ -199,7 +199,7 @@ pub fn verdict(levels: &[LevelRow], knee: Option<&KneeRow>) -> Option<ServerVerd
         )
     } else if a.error_rate >= 0.05 {
         (
-            "errors",
+            ServerLimit::Errors,
             format!(
                 "at level {} {:.0}% of requests failed while the server ran {} (batch room left); a rate limiter (HTTP 429) or errors cap throughput: see requests.csv status",
                 a.concurrency,
@@ -209,7 +209,7 @@ pub fn verdict(levels: &[LevelRow], knee: Option<&KneeRow>) -> Option<ServerVerd
         )
     } else if running + waiting < 0.75 * c {
         (
-            "upstream",
+            ServerLimit::Upstream,
             format!(
                 "at level {} the server saw only {} running + {} waiting of {} sent: the rest waited before it (a router, gateway or rate limiter), or other replicas not covered by this /metrics served them",
                 a.concurrency,
@@ -220,7 +220,7 @@ pub fn verdict(levels: &[LevelRow], knee: Option<&KneeRow>) -> Option<ServerVerd
         )
     } else {
         (
-            "compute",
+            ServerLimit::Compute,
             format!(
                 "at level {} the server ran {} at once with {} waiting, yet throughput stopped growing: each step slowed as the batch grew (compute or memory bandwidth), not a slot limit",
                 a.concurrency,
@@ -229,10 +229,7 @@ pub fn verdict(levels: &[LevelRow], knee: Option<&KneeRow>) -> Option<ServerVerd
             ),
         )
     };
-    Some(ServerVerdict {
-        limit: limit.into(),
-        evidence,
-    })
+    Some(ServerVerdict { limit, evidence })
 }
 
 /// Warnings about the level a plan runs at: preemptions or a KV cache near full mean the
@@ -259,7 +256,7 @@ pub fn operating_warnings(row: &LevelRow) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::fixtures::level;
+    use crate::model::fixtures::level;
 
     fn snap(at_s: f64, running: f64, waiting: f64) -> ServerSnapshot {
         ServerSnapshot {
@@ -313,7 +310,7 @@ mod tests {
             concurrency: c,
             rpm: 1.0,
             rpm_per_gpu: 1.0,
-            limited_by: "saturation".into(),
+            limited_by: crate::model::LimitedBy::Saturation,
         }
     }
 
@@ -325,7 +322,7 @@ mod tests {
             with_server(32, 19250.0, 16.0, 15.9),
         ];
         let v = verdict(&levels, Some(&knee(16))).unwrap();
-        assert_eq!(v.limit, "server_batch", "{}", v.evidence);
+        assert_eq!(v.limit.as_str(), "server_batch", "{}", v.evidence);
         assert_eq!(running_max_observed(&levels), Some(16.0));
         assert!(
             v.evidence
@@ -340,7 +337,7 @@ mod tests {
         );
         // A noisy client-side knee below the batch is named as such: level 16 served more.
         let v = verdict(&levels, Some(&knee(8))).unwrap();
-        assert_eq!(v.limit, "server_batch");
+        assert_eq!(v.limit.as_str(), "server_batch");
         assert!(
             v.evidence
                 .contains("knee (8) is below the server's batch (16), and level 16 served more"),
@@ -359,7 +356,7 @@ mod tests {
             with_server(8, 119.0, 4.0, 2.1),
         ];
         let v = verdict(&levels, Some(&knee(2))).unwrap();
-        assert_eq!(v.limit, "compute", "{}", v.evidence);
+        assert_eq!(v.limit.as_str(), "compute", "{}", v.evidence);
         for part in [
             "knee (2) while the server still ran more at once above it (4 at level 4",
             "not its 4 slots; beyond them 2.1 waited at level 8",
@@ -372,26 +369,26 @@ mod tests {
     fn room_left_points_elsewhere() {
         // The server never saw more than 16 although 64 were sent, and nothing queued in it.
         let levels = [with_server(16, 19200.0, 15.8, 0.0), with_server(64, 19300.0, 16.0, 0.0)];
-        assert_eq!(verdict(&levels, Some(&knee(16))).unwrap().limit, "upstream");
+        assert_eq!(verdict(&levels, Some(&knee(16))).unwrap().limit.as_str(), "upstream");
         // Same, but sizeup was the slow one.
         let mut l = levels.clone();
         l[1].client_limited = true;
-        assert_eq!(verdict(&l, Some(&knee(16))).unwrap().limit, "client");
+        assert_eq!(verdict(&l, Some(&knee(16))).unwrap().limit.as_str(), "client");
         // Same, with a tenth of the requests refused.
         let mut l = levels.clone();
         l[1].error_rate = 0.1;
-        assert_eq!(verdict(&l, Some(&knee(16))).unwrap().limit, "errors");
+        assert_eq!(verdict(&l, Some(&knee(16))).unwrap().limit.as_str(), "errors");
         // The server ran all 64 at once: it slowed per step.
         let l = [with_server(16, 19200.0, 15.8, 0.0), with_server(64, 19300.0, 63.5, 0.0)];
-        assert_eq!(verdict(&l, Some(&knee(16))).unwrap().limit, "compute");
+        assert_eq!(verdict(&l, Some(&knee(16))).unwrap().limit.as_str(), "compute");
     }
 
     #[test]
     fn without_metrics_or_levels_above_no_claim() {
         assert!(verdict(&[level(16, 1.0, 1.0)], Some(&knee(16))).is_none());
         let l = [with_server(16, 19200.0, 16.0, 0.0)];
-        assert_eq!(verdict(&l, Some(&knee(16))).unwrap().limit, "unconfirmed");
-        assert_eq!(verdict(&l, None).unwrap().limit, "unconfirmed");
+        assert_eq!(verdict(&l, Some(&knee(16))).unwrap().limit.as_str(), "unconfirmed");
+        assert_eq!(verdict(&l, None).unwrap().limit.as_str(), "unconfirmed");
     }
 
     #[test]

@@ -1,0 +1,37 @@
+//! The capacity model, the one home of "latency = a + b x prompt + c x output tokens": fitted
+//! per level by `stats::fit`, stored in summary.json's levels, used by the planner to size a
+//! job of another mix, and written to plan.json when it sized the plan.
+
+use serde::{Deserialize, Serialize};
+
+/// A fitted latency model (ms) and how well it explains the level.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CapacityModel {
+    pub a_ms: f64,
+    pub b_ms_per_prompt_token: f64,
+    pub c_ms_per_output_token: f64,
+    /// Share of the latency variance the model explains (1 when all requests are alike and
+    /// the model predicts their latency).
+    pub r2: f64,
+    /// Requests fitted.
+    pub n: u64,
+    /// The mix it was fitted on: the model holds inside the range it saw.
+    pub prompt_tokens_min: f64,
+    pub prompt_tokens_max: f64,
+    pub output_tokens_min: f64,
+    pub output_tokens_max: f64,
+}
+
+impl CapacityModel {
+    /// Predicted mean latency (ms) of requests with these mean token counts.
+    pub fn latency_ms(&self, prompt_tokens: f64, output_tokens: f64) -> f64 {
+        self.a_ms + self.b_ms_per_prompt_token * prompt_tokens + self.c_ms_per_output_token * output_tokens
+    }
+
+    /// Whether a mix lies within what the fit saw (10% slack at both ends).
+    pub fn covers(&self, prompt_tokens: f64, output_tokens: f64) -> bool {
+        let within = |v: f64, lo: f64, hi: f64| v >= lo * 0.9 - 1e-9 && v <= hi * 1.1 + 1e-9;
+        within(prompt_tokens, self.prompt_tokens_min, self.prompt_tokens_max)
+            && within(output_tokens, self.output_tokens_min, self.output_tokens_max)
+    }
+}

@@ -1,0 +1,354 @@
+//! The planning entry for sweeps as `plan` and `auto` have them: each sweep's summary turned
+//! into a planning input (its measured levels, its price, the job's mix estimated from the
+//! job's file and, when that mix differs, the levels rescaled with the capacity model), every
+//! option sized and one chosen. Pure: what a person should read comes back as [`Note`]s.
+
+use super::choose::{choose, deadline_target_rpm, Candidate, Choice, Goal};
+use super::{rescale_for_mix, token_figures, Plan, PlanError, PlanInput, SweepLevel, WorkloadMix};
+use crate::model::{Estimate, LevelRow, MixSums, Objective, Slo, Summary, SweepMix};
+
+/// The rate the job must sustain: given, or what a deadline asks for.
+#[derive(Clone, Copy, Debug)]
+pub enum RateGoal {
+    Rpm(f64),
+    /// Seconds from switching the GPUs on to the last answer.
+    Deadline(f64),
+}
+
+/// One deployment option: a sweep's summary, where it came from, and its label when the
+/// sweep recorded none (the folder's name).
+pub struct SweepOption<'a> {
+    pub summary: &'a Summary,
+    /// The sweep folder as given, for plan.json and messages.
+    pub sweep: String,
+    pub folder_name: String,
+}
+
+/// The sizing knobs (`--headroom`, `--estimate`, `--max-gpus`, `--gpu-hour-cost`,
+/// `--startup-s`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sizing {
+    pub headroom: f64,
+    pub estimate: Estimate,
+    pub max_gpus: Option<u32>,
+    /// Overrides each sweep's recorded price.
+    pub gpu_hour_cost: Option<f64>,
+    pub startup_s: f64,
+}
+
+/// What every option is planned for: the job and the user's limits.
+pub struct JobSpec<'a> {
+    /// Requests in the job (`--requests`, or counted from `--input`).
+    pub requests: Option<u64>,
+    /// The job file's sizes (`--input`), to size for its mix.
+    pub mix: Option<&'a MixSums>,
+    pub slo: Slo,
+    pub sizing: Sizing,
+}
+
+/// The whole question: options, rate, job, what to minimise and the budget.
+pub struct Question<'a> {
+    pub options: &'a [SweepOption<'a>],
+    pub rate: RateGoal,
+    pub job: JobSpec<'a>,
+    pub objective: Objective,
+    pub budget_usd: Option<f64>,
+}
+
+/// A line for the person planning: how the mix was judged, a price override, the server's
+/// warnings about the chosen level.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Note {
+    Info(String),
+    Warn(String),
+}
+
+/// The sized options and the notes that explain them.
+pub struct Answer {
+    pub choice: Choice,
+    pub notes: Vec<Note>,
+}
+
+/// Sizes every option for the goal and chooses one (see [`choose`]). Bad input is an error;
+/// an unmet goal is in the choice's `outcome`, for [`chosen`] to turn into one.
+pub fn for_sweeps(q: &Question) -> Result<Answer, PlanError> {
+    let (t, requests) = (q.job.sizing, q.job.requests);
+    let (target_rpm, deadline_s) = match q.rate {
+        RateGoal::Rpm(r) => (r, None),
+        RateGoal::Deadline(d) => (deadline_target_rpm(requests, d, t.startup_s)?, Some(d)),
+    };
+    let several = q.options.len() > 1;
+    let names = option_names(q.options);
+    let mut notes = Vec::new();
+    let mut prepared = Vec::with_capacity(q.options.len());
+    let mut cands = Vec::with_capacity(q.options.len());
+    for (o, name) in q.options.iter().zip(&names) {
+        let price = match (t.gpu_hour_cost, o.summary.gpu_hour_cost) {
+            (Some(flag), Some(own)) if (flag - own).abs() > 1e-12 => {
+                notes.push(Note::Warn(format!(
+                    "`{name}` recorded ${own}/GPU-hour; --gpu-hour-cost {flag} overrides it"
+                )));
+                Some(flag)
+            }
+            (flag, own) => flag.or(own),
+        };
+        let mut say = |n: Note| {
+            notes.push(match n {
+                Note::Info(m) if several => Note::Info(format!("{name}: {m}")),
+                Note::Warn(m) if several => Note::Warn(format!("{name}: {m}")),
+                n => n,
+            })
+        };
+        let p = prepare(o.summary, target_rpm, &q.job, price, &mut say);
+        cands.push(Candidate {
+            name: name.clone(),
+            sweep: o.sweep.clone(),
+            input: p.input.clone(),
+        });
+        prepared.push(p);
+    }
+    let goal = Goal {
+        objective: q.objective,
+        budget_usd: q.budget_usd,
+        deadline_s,
+    };
+    let mut choice = choose(&cands, &goal)?;
+    for ((e, p), o) in choice.options.iter_mut().zip(&prepared).zip(q.options) {
+        if let Some(plan) = e.plan.as_mut() {
+            finish(plan, p, o.summary, q.job.mix, requests);
+        }
+    }
+    if let Ok(i) = choice.outcome {
+        if let (Some(plan), Some(o)) = (choice.options[i].plan.as_ref(), q.options.get(i)) {
+            notes.extend(server_warnings(o.summary, plan).into_iter().map(Note::Warn));
+        }
+    }
+    Ok(Answer { choice, notes })
+}
+
+/// The chosen option's plan, or the unmet goal.
+pub fn chosen(choice: &Choice) -> Result<Plan, PlanError> {
+    match (&choice.outcome, choice.chosen_plan()) {
+        (Ok(_), Some(plan)) => Ok(plan),
+        (Err(e), _) => Err(e.clone()),
+        (Ok(_), None) => Err(PlanError::Unmet("no option could be planned".into())),
+    }
+}
+
+/// The server's warnings about the level the plan runs at (preemptions, a KV cache near full).
+pub fn server_warnings(summary: &Summary, plan: &Plan) -> Vec<String> {
+    summary
+        .levels
+        .iter()
+        .find(|l| l.concurrency == plan.chosen_concurrency)
+        .map(crate::stats::server::operating_warnings)
+        .unwrap_or_default()
+}
+
+/// Each option's label: `sweep --name`, else its folder's name; two of one name (`a/sweep`,
+/// `b/sweep`) are told apart by their paths.
+fn option_names(options: &[SweepOption]) -> Vec<String> {
+    let names: Vec<String> = options
+        .iter()
+        .map(|o| o.summary.name.clone().unwrap_or_else(|| o.folder_name.clone()))
+        .collect();
+    // Judged on the names as they were, so the first of a pair is not renamed alone.
+    let shared = |n: &String| names.iter().filter(|m| *m == n).count() > 1;
+    names
+        .iter()
+        .zip(options)
+        .map(|(n, o)| if shared(n) { o.sweep.clone() } else { n.clone() })
+        .collect()
+}
+
+/// The job's mean request in tokens, estimated from its file with the sweep's ratios: prompt
+/// bytes x the sweep's tokens per byte, asked output tokens x the sweep's answered share.
+fn job_mix(job: &MixSums, sweep: &SweepMix) -> Option<(f64, f64, String)> {
+    let prompt = job.prompt_bytes_mean()? * sweep.tokens_per_prompt_byte?;
+    let (output, how) = match (job.requested_tokens_mean(), sweep.output_per_requested_token) {
+        (Some(asked), Some(share)) => (asked * share, "estimated from the file"),
+        // The job does not say how long its answers are: as long as the sweep's.
+        _ => (
+            sweep.output_tokens_mean,
+            "prompts from the file, output as in the sweep",
+        ),
+    };
+    Some((prompt, output, how.to_string()))
+}
+
+/// What one option's plan is sized for: its planning input and the mix (and whether the
+/// capacity model rescaled the levels for the job's mix).
+struct Prepared {
+    input: PlanInput,
+    mix: Option<(f64, f64, String)>,
+    model_used: bool,
+}
+
+/// The planning input for one sweep, rescaled to the job's mix when it differs.
+fn prepare(
+    summary: &Summary,
+    target_rpm: f64,
+    spec: &JobSpec,
+    gpu_hour_cost: Option<f64>,
+    say: &mut dyn FnMut(Note),
+) -> Prepared {
+    let t = spec.sizing;
+    // A level without data (too few requests finished) says nothing about capacity.
+    let measured: Vec<&LevelRow> = summary.levels.iter().filter(|l| l.rpm.is_finite()).collect();
+    let mut input = PlanInput {
+        levels: measured.iter().map(|l| sweep_level(l)).collect(),
+        sweep_gpus: summary.gpus,
+        target_rpm,
+        headroom: t.headroom,
+        estimate: t.estimate,
+        slo: spec.slo,
+        max_gpus: t.max_gpus,
+        requests: spec.requests,
+        gpu_hour_cost,
+        startup_s: t.startup_s,
+    };
+    // The mix the plan is for: the job's (estimated from its file) or the sweep's own.
+    let sweep_mix = summary.workload;
+    let sweep_tokens = sweep_mix.map(|m| (m.prompt_tokens_mean.unwrap_or(0.0), m.output_tokens_mean));
+    let mut mix = sweep_tokens.map(|(p, o)| (p, o, "sweep".to_string()));
+    let mut model_used = false;
+    if let (Some(job), Some(sm), Some((sp, so))) = (spec.mix, sweep_mix, sweep_tokens) {
+        match job_mix(job, &sm) {
+            Some((jp, jo, how)) => {
+                say(Note::Info(format!(
+                    "mix: the sweep's requests averaged {sp:.0} prompt + {so:.0} output tokens; the job's {jp:.0} + {jo:.0} ({how})"
+                )));
+                let differs = |a: f64, b: f64| (a - b).abs() > 0.1 * b.max(1.0);
+                if differs(jp, sp) || differs(jo, so) {
+                    let fits: Vec<_> = measured.iter().map(|l| l.capacity_model).collect();
+                    match rescale_for_mix(&mut input.levels, &fits, jp, jo) {
+                        Ok(()) => {
+                            model_used = true;
+                            say(Note::Info("the job's mix differs from the sweep's by more than 10%: sized with the capacity model".into()));
+                        }
+                        Err(why) => say(Note::Warn(format!(
+                            "the job's mix differs from the sweep's by more than 10%, but {why}: sized on the sweep as measured (sweep with a sample of this job for a true figure)"
+                        ))),
+                    }
+                }
+                mix = Some((jp, jo, how));
+            }
+            None => say(Note::Warn(
+                "the sweep recorded no token counts to relate to the job's file: sized on the sweep as measured".into(),
+            )),
+        }
+    }
+    Prepared { input, mix, model_used }
+}
+
+fn sweep_level(l: &LevelRow) -> SweepLevel {
+    SweepLevel {
+        concurrency: l.concurrency,
+        rpm: l.rpm,
+        rpm_ci_low: l.rpm_ci_low,
+        rpm_ci_high: l.rpm_ci_high,
+        latency_p95_ms: l.latency_p95_ms,
+        ttft_p95_ms: l.ttft_p95_ms,
+        error_rate: l.error_rate,
+    }
+}
+
+/// Fills in what sizing leaves open: the mix, token figures, the model that sized it.
+fn finish(plan: &mut Plan, p: &Prepared, summary: &Summary, job: Option<&MixSums>, requests: Option<u64>) {
+    if let Some((prompt, output, source)) = &p.mix {
+        plan.workload = Some(WorkloadMix {
+            requests: job.map(|j| j.requests).or(requests),
+            prompt_tokens_mean: *prompt,
+            output_tokens_mean: *output,
+            source: source.clone(),
+        });
+        let (tps, usd) = token_figures(plan.rpm_per_gpu, *prompt, *output, p.input.gpu_hour_cost);
+        plan.tokens_per_s_per_gpu = Some(tps);
+        plan.usd_per_million_tokens = usd;
+    }
+    if p.model_used {
+        plan.capacity_model = summary
+            .levels
+            .iter()
+            .filter(|l| l.rpm.is_finite())
+            .find(|l| l.concurrency == plan.chosen_concurrency)
+            .and_then(|l| l.capacity_model);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::fixtures;
+
+    fn ask<'a>(options: &'a [SweepOption<'a>], rpm: f64) -> Question<'a> {
+        Question {
+            options,
+            rate: RateGoal::Rpm(rpm),
+            job: JobSpec {
+                requests: Some(60_000),
+                mix: None,
+                slo: Slo::default(),
+                sizing: Sizing {
+                    headroom: 0.1,
+                    ..Sizing::default()
+                },
+            },
+            objective: Objective::Cost,
+            budget_usd: None,
+        }
+    }
+
+    #[test]
+    fn one_sweep_is_sized_and_named_by_its_folder() {
+        let s = fixtures::summary();
+        let options = [SweepOption {
+            summary: &s,
+            sweep: "reports/a".into(),
+            folder_name: "a".into(),
+        }];
+        let answer = for_sweeps(&ask(&options, 30_000.0)).unwrap();
+        let plan = chosen(&answer.choice).unwrap();
+        // 9,600 RPM per GPU at the knee (16); CI low 0.99 x: 30,000 x 1.1 / 9,504 -> 4 GPUs.
+        assert_eq!((plan.gpus, plan.chosen_concurrency), (4, 16));
+        assert_eq!(plan.name.as_deref(), Some("a"));
+        assert_eq!(plan.schema_version, crate::model::schema::PLAN);
+    }
+
+    #[test]
+    fn a_flag_price_overrides_the_recorded_one_and_says_so() {
+        let mut s = fixtures::summary();
+        s.gpu_hour_cost = Some(4.0);
+        let options = [SweepOption {
+            summary: &s,
+            sweep: "reports/a".into(),
+            folder_name: "a".into(),
+        }];
+        let mut q = ask(&options, 30_000.0);
+        q.job.sizing.gpu_hour_cost = Some(2.0);
+        let answer = for_sweeps(&q).unwrap();
+        assert!(answer
+            .notes
+            .iter()
+            .any(|n| matches!(n, Note::Warn(m) if m.contains("overrides"))));
+        assert_eq!(chosen(&answer.choice).unwrap().gpu_hour_cost, Some(2.0));
+    }
+
+    #[test]
+    fn two_folders_of_one_name_are_told_apart_by_path() {
+        let s = fixtures::summary();
+        let options = [
+            SweepOption {
+                summary: &s,
+                sweep: "x/sweep".into(),
+                folder_name: "sweep".into(),
+            },
+            SweepOption {
+                summary: &s,
+                sweep: "y/sweep".into(),
+                folder_name: "sweep".into(),
+            },
+        ];
+        assert_eq!(option_names(&options), ["x/sweep", "y/sweep"]);
+    }
+}

@@ -1,0 +1,167 @@
+//! Planning with files: the sweeps' summary.json and the job file read (with errors that name
+//! the file, and `schema_version` checked), [`planner::for_sweeps`] asked, its notes told to
+//! the person, its errors given their exit codes, and plan.json written and read back. The
+//! pure planner below knows none of this; `plan` and `auto` share it.
+
+use crate::api::Api;
+use crate::batch::{Format, Payload, ReadOptions, Reader};
+use crate::model::{schema, MixSums, Summary};
+use crate::planner::{self, Choice, Note, Plan, PlanError, Question};
+use crate::ui::{self, unmet_error, usage_error};
+use std::path::Path;
+
+/// Reads `summary.json` of a sweep folder (or the file itself).
+pub fn read_sweep(dir: &Path) -> anyhow::Result<Summary> {
+    let path = if dir.is_dir() {
+        dir.join("summary.json")
+    } else {
+        dir.to_path_buf()
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        usage_error(
+            format!("cannot read sweep summary {}: {e}", path.display()),
+            Some("--sweep takes the folder a `sizeup sweep` wrote (it holds summary.json)".into()),
+        )
+    })?;
+    schema::check(&path.display().to_string(), &text, schema::SUMMARY).map_err(|m| usage_error(m, None))?;
+    let summary: Summary = serde_json::from_str(&text).map_err(|e| {
+        usage_error(
+            format!("{}:{}: not a sizeup sweep summary: {e}", path.display(), e.line()),
+            Some("re-run `sizeup sweep`, or restore the file; edited summaries must keep every field".into()),
+        )
+    })?;
+    if summary.levels.is_empty() {
+        return Err(usage_error(
+            format!("{}: the sweep has no measured levels", path.display()),
+            None,
+        ));
+    }
+    if summary.gpus == 0 {
+        return Err(usage_error(
+            format!("{}: \"gpus\" must be at least 1", path.display()),
+            None,
+        ));
+    }
+    Ok(summary)
+}
+
+/// The label of a sweep given as `dir`: its folder's name (`plan` shows it when the sweep
+/// recorded no `--name`).
+pub fn folder_name(dir: &Path) -> String {
+    let folder = if dir.is_dir() { Some(dir) } else { dir.parent() };
+    folder
+        .and_then(|d| d.file_name())
+        .map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().to_string())
+}
+
+/// Counts the requests of a batch file and sums their stated sizes (streamed; invalid lines
+/// are not counted).
+pub fn scan_job(path: &Path, format: Option<Format>, api: Api) -> anyhow::Result<MixSums> {
+    let reader = Reader::open(path, format, ReadOptions::new(api)).map_err(|e| usage_error(e.to_string(), None))?;
+    let mut mix = MixSums::default();
+    let mut bad = 0u64;
+    for item in reader {
+        match item {
+            Ok(item) => match &item.body {
+                Payload::Body(v) => mix.add(v),
+                Payload::Raw(r) => mix.add(&r.to_value()),
+                Payload::Prompt { prompt, .. } => mix.add(&serde_json::json!({ "prompt": prompt })),
+            },
+            Err(issue) if issue.fatal => return Err(usage_error(issue.to_string(), None)),
+            Err(_) => bad += 1,
+        }
+    }
+    if bad > 0 {
+        ui::warn(format!(
+            "{}: {bad} invalid lines not counted (`sizeup run` lists them)",
+            path.display()
+        ));
+    }
+    Ok(mix)
+}
+
+/// Sizes every option and chooses one, telling the person the planner's notes. Bad input is
+/// an error (exit 2); an unmet goal stays in the choice, for [`chosen`].
+pub fn decide(q: &Question) -> anyhow::Result<Choice> {
+    let target = match q.rate {
+        planner::RateGoal::Rpm(r) => r,
+        planner::RateGoal::Deadline(_) => 0.0,
+    };
+    let answer = planner::for_sweeps(q).map_err(|e| plan_error(e, target))?;
+    for note in answer.notes {
+        match note {
+            Note::Info(m) => ui::info(m),
+            Note::Warn(m) => ui::warn(m),
+        }
+    }
+    Ok(answer.choice)
+}
+
+/// The chosen option's plan, or the unmet goal as an error (exit 1).
+pub fn chosen(choice: &Choice) -> anyhow::Result<Plan> {
+    planner::chosen(choice).map_err(|e| {
+        let target = choice
+            .options
+            .first()
+            .and_then(|o| o.plan.as_ref())
+            .map_or(0.0, |p| p.target_rpm);
+        plan_error(e, target)
+    })
+}
+
+/// A planner error as the user sees it, with its exit code (2 for bad input, 1 for a goal
+/// no option meets).
+fn plan_error(e: PlanError, target_rpm: f64) -> anyhow::Error {
+    match e {
+        PlanError::Invalid(msg) => usage_error(msg, None),
+        PlanError::NoLevelMeetsSlo(msg) => unmet_error(
+            msg,
+            Some("relax the SLO flags, or sweep lower concurrency levels".into()),
+        ),
+        PlanError::Unreachable {
+            max_gpus,
+            reachable_rpm,
+            needed_gpus,
+        } => unmet_error(
+            format!(
+                "{} RPM needs {needed_gpus} GPUs, more than --max-gpus {max_gpus}; {max_gpus} GPUs reach about {} RPM",
+                ui::thousands(target_rpm),
+                ui::thousands(reachable_rpm)
+            ),
+            Some("raise --max-gpus, lower --target-rpm or --headroom".into()),
+        ),
+        PlanError::Unmet(msg) => unmet_error(
+            msg,
+            Some("raise --max-gpus or --budget, allow a later --deadline, or lower --headroom".into()),
+        ),
+    }
+}
+
+/// Writes plan.json whole (temp file + rename), making its folder.
+pub fn write_plan(plan: &Plan, out: &Path) -> anyhow::Result<()> {
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crate::files::ensure_dir(dir)?;
+    }
+    let text = serde_json::to_string_pretty(plan)? + "\n";
+    crate::files::write_whole(out, text.as_bytes())
+}
+
+/// Reads a plan.json that `plan` or `auto` wrote.
+pub fn read_plan(path: &Path) -> anyhow::Result<Plan> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| usage_error(format!("cannot read plan {}: {e}", path.display()), None))?;
+    schema::check(&path.display().to_string(), &text, schema::PLAN).map_err(|m| usage_error(m, None))?;
+    let plan: Plan = serde_json::from_str(&text).map_err(|e| {
+        usage_error(
+            format!("{}:{}: not a sizeup plan: {e}", path.display(), e.line()),
+            Some("make one with `sizeup plan`".into()),
+        )
+    })?;
+    if plan.total_concurrency == 0 {
+        return Err(usage_error(
+            format!("{}: total_concurrency must be at least 1", path.display()),
+            None,
+        ));
+    }
+    Ok(plan)
+}
