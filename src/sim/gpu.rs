@@ -41,7 +41,7 @@ impl GpuParams {
 
 /// What a sequence hears from its GPU.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Event {
+pub(super) enum Event {
     /// One more token; the last one closes the channel after it.
     Token,
     /// The resource was switched off while the sequence ran.
@@ -49,7 +49,7 @@ pub enum Event {
 }
 
 /// A request handed to the cluster.
-pub struct NewSeq {
+pub(super) struct NewSeq {
     pub prompt_tokens: u32,
     /// Tokens to generate; 0 makes a prefill-only sequence (embeddings), whose channel closes
     /// without a token once its prompt is processed.
@@ -66,7 +66,7 @@ enum Cmd {
 
 /// Live counters, read by `/metrics`.
 #[derive(Default, Debug)]
-pub struct Gauges {
+pub(super) struct Gauges {
     pub running: AtomicUsize,
     pub waiting: AtomicUsize,
     pub generation_tokens: AtomicU64,
@@ -77,7 +77,7 @@ pub struct Gauges {
 
 /// The KV cache one batch slot has room for, in tokens: what `/metrics` relates `kv_tokens`
 /// to (a GPU holds `batch` of them), so long sequences fill the simulated cache.
-pub const KV_TOKENS_PER_SLOT: u64 = 2048;
+pub(super) const KV_TOKENS_PER_SLOT: u64 = 2048;
 
 struct GpuHandle {
     tx: mpsc::UnboundedSender<Cmd>,
@@ -86,7 +86,7 @@ struct GpuHandle {
 }
 
 /// All GPUs of the deployment and the router in front of them.
-pub struct Cluster {
+pub(super) struct Cluster {
     params: GpuParams,
     gauges: Arc<Gauges>,
     /// Grows when the resource API asks for more GPUs; GPUs beyond `active` take no new work.
