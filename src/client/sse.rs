@@ -40,7 +40,7 @@ impl fmt::Display for SseError {
 impl std::error::Error for SseError {}
 
 /// Longest line accepted; a server that sends more without a newline is broken.
-pub const MAX_LINE: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_LINE: usize = 16 * 1024 * 1024;
 
 #[derive(Default, Debug)]
 pub struct SseDecoder {
