@@ -1,6 +1,9 @@
-//! The command line itself: help, bad flags, exit codes, no panics.
+//! The command line itself: help teaches with examples, bad flags (an unknown `--format` too)
+//! exit 2 with a hint, `--version` names the release, stdout carries data only (and a reader that
+//! goes away is no error), completions and man pages come from the same definitions, and nothing
+//! panics.
 
-use crate::util::sizeup;
+use crate::util::{sizeup, sizeup_command, sweep_dir};
 
 #[test]
 fn help_for_every_command_teaches_with_examples() {
@@ -56,6 +59,24 @@ fn version() {
         text.starts_with(&format!("sizeup {}", env!("CARGO_PKG_VERSION"))),
         "{text}"
     );
+}
+
+#[test]
+fn closed_stdout_is_not_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sweep = sweep_dir(tmp.path());
+    let mut child = sizeup_command()
+        .args(["plan", "--sweep"])
+        .arg(&sweep)
+        .args(["--target-rpm", "30000", "--out"])
+        .arg(tmp.path().join("p.json"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader goes away before anything is written
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]

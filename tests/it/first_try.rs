@@ -1,298 +1,26 @@
-//! A user's first try with their own batch file: shards that share a plan, the API taken from
-//! the file, any model on the simulator, embeddings, and an early stop on a failure that every
-//! answer repeats.
+//! A user's own file works on the first try, with no format or API flag: both come from the file
+//! (OpenAI batch chat, completions or embeddings, plain JSONL, CSV, text, stdin, CRLF and BOM),
+//! the built-in simulator serves whatever model the file names, and a bad file exits 2 naming the
+//! file and line before anything is sent.
 
-use crate::util::{batch_file, fast_sim, read_json, sim_metric};
-use serde_json::json;
+use crate::util::run::{
+    assert_each_once_ok, batch_line, errors_path, ids, metrics, outcome, ran, read_records, requests_seen, run_async,
+    run_cmd, run_sync, s, sim_cfg, u,
+};
+use crate::util::{
+    assert_all_answered, batch_file, chat_file, embeddings_file, fast_sim, read_json, sim_metric, sizeup,
+};
 use sizeup::sim::SimHandle;
-use std::collections::BTreeMap;
-
-/// A plan.json as `sizeup plan` writes it, with `total_concurrency` requests in flight.
-fn plan_file(dir: &std::path::Path, gpus: u32, per_gpu: u32, rpm_per_gpu: f64) -> std::path::PathBuf {
-    let plan = json!({
-        "target_rpm": rpm_per_gpu * f64::from(gpus), "gpus": gpus, "concurrency_per_gpu": per_gpu,
-        "total_concurrency": gpus * per_gpu, "rpm_per_gpu": rpm_per_gpu, "rpm_per_gpu_low": rpm_per_gpu,
-        "expected_rpm": rpm_per_gpu * f64::from(gpus), "expected_latency_p95_ms": 50.0, "headroom": 0.0,
-        "requests": null, "expected_duration_s": null, "cost_usd": null, "sweep": "", "sweep_gpus": gpus,
-        "chosen_concurrency": gpus * per_gpu, "estimate": "mean", "startup_s": 0.0
-    });
-    let path = dir.join("plan.json");
-    std::fs::write(&path, plan.to_string()).unwrap();
-    path
-}
-
-/// A simulator that serves only `model` and answers others 404, as vLLM does.
-fn strict_sim(model: &str) -> sizeup::sim::SimConfig {
-    sizeup::sim::SimConfig {
-        model: model.to_string(),
-        strict_model: true,
-        ..fast_sim(1, 8, 1.0, 0.0)
-    }
-}
-
-/// `sizeup` as a child the async tests can await.
-fn tokio_sizeup() -> tokio::process::Command {
-    tokio::process::Command::from(crate::util::sizeup_command())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shards_share_the_plans_concurrency() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = batch_file(dir.path(), 400, 4);
-    let plan = plan_file(dir.path(), 2, 8, 6000.0);
-    // 2 GPUs x 16 slots: the server itself would take 32, so only the client limits in-flight.
-    let sim = SimHandle::start(fast_sim(2, 16, 5.0, 0.0)).await.unwrap();
-    let url = sim.url();
-    let mut children = Vec::new();
-    for k in 0..4 {
-        // Each shard in its own folder, as on separate pods: run-summary.json goes beside.
-        let shard_dir = dir.path().join(format!("shard-{k}"));
-        std::fs::create_dir(&shard_dir).unwrap();
-        let out = shard_dir.join("out.jsonl");
-        let mut cmd = tokio_sizeup();
-        cmd.args(["run", "--endpoint", &url, "--input"])
-            .arg(&input)
-            .args(["--plan"])
-            .arg(&plan)
-            .args(["--shard", &format!("{k}/4"), "--output"])
-            .arg(&out);
-        children.push((k, out, cmd.output()));
-    }
-    let mut ids = BTreeMap::new();
-    for (k, out, child) in children {
-        let o = child.await.unwrap();
-        let stderr = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(0), "shard {k}: {stderr}");
-        assert!(
-            stderr.contains(&format!("shard {k}/4: concurrency 4 of the job's 16")),
-            "{stderr}"
-        );
-        let summary = read_json(&out.with_file_name("run-summary.json"));
-        assert_eq!(summary["shard"]["total_concurrency"], 16, "{summary:#}");
-        assert_eq!(summary["shard"]["concurrency"], 4, "{summary:#}");
-        assert_eq!(summary["concurrency"], 4, "{summary:#}");
-        for line in std::fs::read_to_string(&out).unwrap().lines() {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            *ids.entry(v["custom_id"].as_str().unwrap().to_string()).or_insert(0) += 1;
-        }
-    }
-    let peak = sim_metric(&url, "sizeup_sim_requests_in_flight_max").await;
-    sim.shutdown().await;
-    assert!(
-        peak <= 16.0,
-        "the four shards held {peak} in flight together; the plan says 16"
-    );
-    assert!(
-        peak >= 8.0,
-        "the shards barely overlapped ({peak}): the test did not test"
-    );
-    assert_eq!(ids.len(), 400, "outputs together are the whole job");
-    assert!(ids.values().all(|&n| n == 1), "a line answered twice");
-}
-
-/// `n` chat lines of an OpenAI Batch file naming `model`.
-fn chat_file(path: &std::path::Path, n: usize, model: &str) {
-    let mut text = String::new();
-    for i in 0..n {
-        text.push_str(&format!(
-            "{{\"custom_id\":\"r{i}\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":{{\"model\":\"{model}\",\"messages\":[{{\"role\":\"user\",\"content\":\"hello {i}\"}}],\"max_tokens\":2}}}}\n"
-        ));
-    }
-    std::fs::write(path, text).unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_wrong_model_stops_early_and_resume_completes() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("job.jsonl");
-    chat_file(&input, 5000, "wrong-model");
-    let sim = SimHandle::start(strict_sim("served-model")).await.unwrap();
-    let url = sim.url();
-    let out = dir.path().join("out.jsonl");
-    let run = |input: &std::path::Path, resume: bool| {
-        let mut c = tokio_sizeup();
-        c.args([
-            "run",
-            "--endpoint",
-            &url,
-            "--api",
-            "chat",
-            "--concurrency",
-            "8",
-            "--input",
-        ])
-        .arg(input)
-        .arg("--output")
-        .arg(&out);
-        if resume {
-            c.arg("--resume");
-        }
-        c.output()
-    };
-    let o = run(&input, false).await.unwrap();
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(3), "{stderr}");
-    assert_eq!(
-        stderr.matches("all failed the same way").count(),
-        1,
-        "the error once: {stderr}"
-    );
-    assert!(stderr.contains("model name"), "a hint names the fix: {stderr}");
-    let sent = sim_metric(&url, "sizeup_sim_requests_total").await;
-    assert!(sent <= 20.0 + 8.0, "sent {sent} requests; at most N + concurrency");
-    let written = std::fs::read_to_string(&out).unwrap().lines().count();
-    assert_eq!(written as f64, sent, "every request sent has its output line");
-    let summary = read_json(&dir.path().join("run-summary.json"));
-    assert!(
-        summary["stopped_reason"].as_str().unwrap().contains("systematic"),
-        "{summary:#}"
-    );
-
-    // Fixed file, same ids: --resume sends the rest and retries the failures.
-    chat_file(&input, 5000, "served-model");
-    let o = run(&input, true).await.unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
-    sim.shutdown().await;
-    let mut ok = BTreeMap::new();
-    for line in std::fs::read_to_string(&out).unwrap().lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        if v["response"]["status_code"] == 200 {
-            *ok.entry(v["custom_id"].as_str().unwrap().to_string()).or_insert(0) += 1;
-        }
-    }
-    assert_eq!(ok.len(), 5000);
-    assert!(ok.values().all(|&n| n == 1));
-}
-
-#[test]
-fn levels_without_data_are_empty_and_left_out_of_knee_and_plan() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("sweep");
-    // One slot, 100 ms per request: level 1 finishes ~10 a second; level 32 queues, and its
-    // warm-up (32 answers) cannot end within the 1 s --max-duration.
-    let o = crate::util::sizeup()
-        .args([
-            "sweep",
-            "--concurrency",
-            "1,32",
-            "--warmup",
-            "0s",
-            "--max-duration",
-            "1s",
-        ])
-        .args([
-            "--min-requests",
-            "5",
-            "--ci-width",
-            "0.9",
-            "--batch",
-            "1",
-            "--decode-step-ms",
-            "25",
-        ])
-        .args([
-            "--decode-step-ms-per-seq",
-            "0",
-            "--prefill-ms-per-1k",
-            "0",
-            "--max-tokens",
-            "4",
-            "--out",
-        ])
-        .arg(&out)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(0), "{stderr}");
-    assert!(
-        stderr.contains("level 32: no data") && stderr.contains("--max-duration"),
-        "{stderr}"
-    );
-    let csv = std::fs::read_to_string(out.join("levels.csv")).unwrap();
-    let row32: Vec<&str> = csv
-        .lines()
-        .find(|l| l.starts_with("32,"))
-        .expect("level 32 row")
-        .split(',')
-        .collect();
-    assert_eq!(
-        &row32[4..8],
-        ["", "", "", ""],
-        "rpm, CI and per-GPU empty, not 0: {csv}"
-    );
-    let summary = read_json(&out.join("summary.json"));
-    assert_eq!(summary["knee"]["concurrency"], 1, "{summary:#}");
-    assert!(summary["levels"][1]["rpm"].is_null(), "{summary:#}");
-    let plan = crate::util::sizeup()
-        .args(["plan", "--target-rpm", "100", "--sweep"])
-        .arg(&out)
-        .arg("--out")
-        .arg(dir.path().join("plan.json"))
-        .output()
-        .unwrap();
-    assert_eq!(plan.status.code(), Some(0), "{}", String::from_utf8_lossy(&plan.stderr));
-    let p = read_json(&dir.path().join("plan.json"));
-    assert_eq!(p["chosen_concurrency"], 1, "{p:#}");
-}
-
-#[test]
-fn no_level_with_data_exits_1_and_names_the_fix() {
-    let dir = tempfile::tempdir().unwrap();
-    // 2 s per request against a 1 s --max-duration.
-    let o = crate::util::sizeup()
-        .args([
-            "sweep",
-            "--concurrency",
-            "1",
-            "--warmup",
-            "0s",
-            "--max-duration",
-            "1s",
-            "--batch",
-            "1",
-        ])
-        .args(["--decode-step-ms", "500", "--max-tokens", "4", "--out"])
-        .arg(dir.path().join("s"))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("raise --max-duration"), "{stderr}");
-}
-
-/// `n` embedding lines of an OpenAI Batch file.
-fn embeddings_file(path: &std::path::Path, n: usize) {
-    let mut text = String::new();
-    for i in 0..n {
-        text.push_str(&format!(
-            "{{\"custom_id\":\"e{i}\",\"method\":\"POST\",\"url\":\"/v1/embeddings\",\"body\":{{\"model\":\"text-embedding-3-small\",\"input\":\"document number {i} about batch sizing\"}}}}\n"
-        ));
-    }
-    std::fs::write(path, text).unwrap();
-}
-
-/// Every line of `input` answered 200 once in `output`.
-fn assert_all_answered(output: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(output)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let ids: std::collections::BTreeSet<&str> = lines.iter().map(|v| v["custom_id"].as_str().unwrap()).collect();
-    assert_eq!((lines.len(), ids.len()), (n, n), "each line once");
-    assert!(
-        lines.iter().all(|v| v["response"]["status_code"] == 200),
-        "all answered 200"
-    );
-    lines
-}
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
 
 #[test]
 fn a_users_chat_batch_file_runs_with_no_other_flag() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("chat.jsonl");
     chat_file(&input, 300, "gpt-4o-mini");
-    let o = crate::util::sizeup()
+    let o = sizeup()
         .args(["run", "--concurrency", "4", "--decode-step-ms", "1", "--input"])
         .arg(&input)
         .output()
@@ -311,7 +39,7 @@ fn a_users_chat_batch_file_runs_with_no_other_flag() {
     assert_eq!(lines[0]["response"]["body"]["object"], "chat.completion");
 
     let out = dir.path().join("auto");
-    let o = crate::util::sizeup()
+    let o = sizeup()
         .args([
             "auto",
             "--target-rpm",
@@ -337,7 +65,7 @@ fn an_embeddings_batch_file_runs_and_sweeps() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("embed.jsonl");
     embeddings_file(&input, 200);
-    let o = crate::util::sizeup()
+    let o = sizeup()
         .args(["run", "--concurrency", "8", "--input"])
         .arg(&input)
         .output()
@@ -352,7 +80,7 @@ fn an_embeddings_batch_file_runs_and_sweeps() {
     assert!(body["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
 
     let out = dir.path().join("sweep");
-    let o = crate::util::sizeup()
+    let o = sizeup()
         .args([
             "sweep",
             "--concurrency",
@@ -382,7 +110,7 @@ fn an_embeddings_batch_file_runs_and_sweeps() {
         );
         assert!(level["ttft_p50_ms"].is_null(), "no TTFT for embeddings: {level}");
     }
-    let o = crate::util::sizeup()
+    let o = sizeup()
         .args([
             "auto",
             "--target-rpm",
@@ -403,51 +131,253 @@ fn an_embeddings_batch_file_runs_and_sweeps() {
     assert_all_answered(&dir.path().join("auto/output.jsonl"), 200);
 }
 
-/// A job sweep's level that ends because its share of the lines is spent says so, not that it
-/// hit --max-duration (which it did not: the whole run takes a fraction of it); and a plan on a
-/// sweep whose lines ran out keeps the --estimate the user chose.
 #[test]
-fn a_job_sweep_level_ended_by_its_lines_says_so() {
+fn text_csv_plain_jsonl_and_stdin_inputs() {
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("embed.jsonl");
-    embeddings_file(&input, 120);
-    let o = crate::util::sizeup()
-        .args([
-            "auto",
-            "--target-rpm",
-            "3000",
-            "--yes",
-            "--concurrency",
-            "1,2",
-            "--estimate",
-            "mean",
-        ])
-        // A CI this narrow is never met on a few dozen lines: every level ends on its lines.
-        .args([
-            "--warmup",
-            "0s",
-            "--max-duration",
-            "120s",
-            "--ci-width",
-            "0.0001",
-            "--input",
-        ])
-        .arg(&input)
-        .arg("--out")
-        .arg(dir.path().join("auto"))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(0), "{stderr}");
-    assert!(
-        stderr.contains("the level's share of the input's lines is spent"),
-        "{stderr}"
+    let flags = ["--concurrency", "4", "--decode-step-ms", "1", "--max-tokens", "2"];
+
+    // Text: one prompt per line, blank lines skipped; ids are line numbers. Default output
+    // <stem>.output.jsonl and run-summary.json beside it.
+    let text = dir.path().join("prompts.txt");
+    std::fs::write(&text, "alpha one\n\nbeta two\ngamma three\n").unwrap();
+    let mut args = vec!["--input", s(&text)];
+    args.extend(flags);
+    let r = run_sync(&args, &[]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    let out = dir.path().join("prompts.output.jsonl");
+    let want: Vec<String> = ["1", "3", "4"].iter().map(|s| s.to_string()).collect();
+    let recs = read_records(&out);
+    assert_each_once_ok(&recs, &want, "text input");
+    for r in &recs {
+        let usage = &r["response"]["body"]["usage"];
+        assert_eq!(
+            usage["completion_tokens"], 2,
+            "--max-tokens applies to text prompts: {r}"
+        );
+        assert_eq!(usage["prompt_tokens"], 2, "the prompt is the line: {r}");
+    }
+    let sm = read_json(&dir.path().join("run-summary.json"));
+    assert_eq!(u(&sm, "requests_ok"), 3, "{sm}");
+
+    // CSV with a prompt column (other columns are metadata); ids are row numbers.
+    let csv = dir.path().join("rows.csv");
+    std::fs::write(&csv, "lang,prompt\nen,hello there friend\nfr,bonjour\n").unwrap();
+    let out = dir.path().join("rows-out.jsonl");
+    let mut args = vec!["--input", s(&csv), "--output", s(&out)];
+    args.extend(flags);
+    let r = run_sync(&args, &[]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    let recs = read_records(&out);
+    assert_each_once_ok(&recs, &["1".to_string(), "2".to_string()], "csv input");
+    let row1 = recs.iter().find(|r| r["custom_id"] == "1").unwrap();
+    assert_eq!(
+        row1["response"]["body"]["usage"]["prompt_tokens"], 3,
+        "row 1's prompt: {row1}"
     );
-    assert!(!stderr.contains("hit --max-duration"), "{stderr}");
-    // The explicit --estimate mean is kept (it used to be overridden to low, whose bound is 0
-    // here, and the error then advised the --estimate mean already given).
-    assert!(stderr.contains("as --estimate mean asks"), "{stderr}");
-    assert_all_answered(&dir.path().join("auto/output.jsonl"), 120);
+
+    // Plain JSONL request bodies: ids are line numbers.
+    let plain = dir.path().join("bodies.jsonl");
+    std::fs::write(
+        &plain,
+        "{\"prompt\":\"one two\",\"max_tokens\":1}\n\n{\"prompt\":\"three\",\"max_tokens\":2}\n",
+    )
+    .unwrap();
+    let out = dir.path().join("bodies-out.jsonl");
+    let mut args = vec!["--input", s(&plain), "--output", s(&out)];
+    args.extend(flags);
+    let r = run_sync(&args, &[]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    let recs = read_records(&out);
+    assert_each_once_ok(&recs, &["1".to_string(), "3".to_string()], "plain jsonl input");
+    let line3 = recs.iter().find(|r| r["custom_id"] == "3").unwrap();
+    assert_eq!(
+        line3["response"]["body"]["usage"]["completion_tokens"], 2,
+        "bodies are sent as given: {line3}"
+    );
+
+    // Stdin (`--input -`): OpenAI batch lines.
+    let out = dir.path().join("stdin-out.jsonl");
+    let mut args = vec!["--input", "-", "--output", s(&out)];
+    args.extend(flags);
+    let want = ids("id", 12);
+    let input: String = want.iter().map(|id| batch_line(id, 2) + "\n").collect();
+    let mut c = run_cmd(&args, &[]);
+    c.stdin(Stdio::piped());
+    let mut child = c.spawn().expect("spawn sizeup");
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(input.as_bytes()).unwrap();
+    }
+    let r = ran(child.wait_with_output().unwrap());
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert_each_once_ok(&read_records(&out), &want, "stdin input");
+}
+
+#[test]
+fn valid_crlf_and_bom_inputs_are_accepted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("ok.jsonl");
+    let line = |i: u32| {
+        format!("{{\"custom_id\":\"id-{i}\",\"method\":\"POST\",\"url\":\"/v1/completions\",\"body\":{{\"prompt\":\"hi\",\"max_tokens\":2}}}}")
+    };
+    std::fs::write(&input, format!("\u{feff}{}\r\n{}\r\n\r\n", line(1), line(2))).unwrap();
+    sizeup()
+        .args(["run", "--concurrency", "2", "--decode-step-ms", "1", "--input"])
+        .arg(&input)
+        .arg("--output")
+        .arg(tmp.path().join("out.jsonl"))
+        .assert()
+        .success();
+    let text = std::fs::read_to_string(tmp.path().join("out.jsonl")).unwrap();
+    assert_eq!(text.lines().count(), 2);
+}
+
+fn bad(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/bad").join(name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_file_exits_2_naming_file_and_line_and_sends_nothing() {
+    let sim = SimHandle::start(fast_sim(1, 4, 1.0, 0.0)).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let big = tmp.path().join("ten_mb_line.jsonl");
+    {
+        // A 10 MB single line that is not valid JSON at its very end.
+        let mut f = std::fs::File::create(&big).unwrap();
+        f.write_all(b"{\"custom_id\":\"a\",\"method\":\"POST\",\"url\":\"/v1/completions\",\"body\":{\"prompt\":\"")
+            .unwrap();
+        f.write_all(&vec![b'x'; 10 * 1024 * 1024]).unwrap();
+        f.write_all(b"\"}\n").unwrap();
+    }
+    let cases: Vec<(PathBuf, Vec<&str>)> = vec![
+        (bad("truncated.jsonl"), vec![":2:"]),
+        (bad("wrong_types.jsonl"), vec![":2:", ":3:"]),
+        (bad("missing_fields.jsonl"), vec![":2:", ":3:"]),
+        (bad("duplicate_ids.jsonl"), vec![":3:", "duplicate custom_id"]),
+        (bad("empty.jsonl"), vec!["empty.jsonl"]),
+        (bad("garbage.bin"), vec!["garbage.bin:"]),
+        (bad("invalid_utf8.jsonl"), vec![":2:", "UTF-8"]),
+        (bad("crlf_bad.jsonl"), vec![":2:"]),
+        (bad("bom_bad.jsonl"), vec![":3:"]),
+        (bad("no_prompt.csv"), vec!["prompt"]),
+        (bad("wrong_url.jsonl"), vec![":2:", "/v1/embeddings"]),
+        (bad("mixed-url.jsonl"), vec![":3:", "/v1/completions", "lines 1, 2, 4"]),
+        (big.clone(), vec![":1:"]),
+    ];
+    for (input, wants) in cases {
+        let (url, out_dir, input2) = (sim.url(), tmp.path().to_path_buf(), input.clone());
+        let out = tokio::task::spawn_blocking(move || {
+            sizeup()
+                .args(["run", "--concurrency", "2", "--endpoint", &url, "--input"])
+                .arg(&input2)
+                .arg("--output")
+                .arg(out_dir.join("out.jsonl"))
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        let name = input.file_name().unwrap().to_string_lossy().to_string();
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert!(err.contains(&name), "{name}: the error must name the file: {err}");
+        for want in wants {
+            assert!(err.contains(want), "{name}: expected `{want}` in: {err}");
+        }
+        assert!(!err.contains("panicked"), "{name}: {err}");
+        assert!(
+            !tmp.path().join("out.jsonl").exists(),
+            "{name}: no output may be created"
+        );
+    }
+    assert_eq!(
+        sim_metric(&sim.url(), "sizeup_sim_requests_total{").await,
+        0.0,
+        "nothing may be sent for a bad input"
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_line_stops_before_sending_unless_skip_invalid() {
+    let sim = SimHandle::start(sim_cfg(1, 8, 2.0)).await.expect("sim");
+    let url = sim.url();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("broken-input.jsonl");
+    let text = format!(
+        "{}\n{}\n{}\n{}\n{}\n",
+        batch_line("id-1", 2),
+        batch_line("id-2", 2),
+        r#"{"custom_id":"id-3","method":"POST","url":"/v1/completions","body":{"prompt":"x""#,
+        batch_line("id-4", 2),
+        batch_line("id-5", 2)
+    );
+    std::fs::write(&input, text).unwrap();
+    let out = dir.path().join("out.jsonl");
+    let summary = dir.path().join("summary.json");
+    let r = run_async(
+        &[
+            "--endpoint",
+            &url,
+            "--input",
+            s(&input),
+            "--output",
+            s(&out),
+            "--summary",
+            s(&summary),
+            "--concurrency",
+            "4",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(r.code, Some(2), "{r:?}");
+    assert!(
+        r.stderr.contains("broken-input.jsonl:3:"),
+        "stderr names file:line: {r:?}"
+    );
+    assert!(
+        !r.stderr.contains(":1:") && !r.stderr.contains(":2:"),
+        "only line 3 is bad: {r:?}"
+    );
+    assert!(r.stderr.contains("--skip-invalid"), "hint: {r:?}");
+    assert!(!out.exists(), "no output file when nothing was sent");
+    assert!(!errors_path(&out).exists());
+    let m = metrics(&url).await;
+    assert_eq!(requests_seen(&m), 0, "nothing sent: {m:?}");
+
+    // --skip-invalid: the rest is sent, line 3 is listed in the errors file.
+    let r = run_async(
+        &[
+            "--endpoint",
+            &url,
+            "--input",
+            s(&input),
+            "--output",
+            s(&out),
+            "--summary",
+            s(&summary),
+            "--concurrency",
+            "4",
+            "--skip-invalid",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(r.code, Some(0), "{r:?}");
+    let want: Vec<String> = ["id-1", "id-2", "id-4", "id-5"].iter().map(|s| s.to_string()).collect();
+    assert_each_once_ok(&read_records(&out), &want, "output with --skip-invalid");
+    let errs = read_records(&errors_path(&out));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0]["line"], 3, "{errs:?}");
+    assert_eq!(errs[0]["error"]["code"], "invalid_input", "{errs:?}");
+    let sm = read_json(&summary);
+    assert_eq!(u(&sm, "skipped_invalid"), 1, "{sm}");
+    assert_eq!(u(&sm, "requests_ok"), 4, "{sm}");
+    let m = metrics(&url).await;
+    assert_eq!(outcome(&m, "ok"), 4, "{m:?}");
+    assert_eq!(requests_seen(&m), 4, "{m:?}");
+    sim.shutdown().await;
 }
 
 #[test]
@@ -459,7 +389,7 @@ fn a_file_mixing_endpoints_exits_2_naming_the_lines() {
         vec!["auto", "--target-rpm", "100", "--yes"],
     ] {
         let dir = tempfile::tempdir().unwrap();
-        let o = crate::util::sizeup()
+        let o = sizeup()
             .args(&cmd)
             .arg("--input")
             .arg(&input)
@@ -480,227 +410,29 @@ fn a_file_mixing_endpoints_exits_2_naming_the_lines() {
     }
 }
 
-/// `n` OpenAI Batch completions lines, ids `{tag}{i}`, line i asking for `max_tokens(i)`
-/// output tokens. Prompts are fixed-width (`line 00042`), so every prompt is the same size.
-fn completions_file(path: &std::path::Path, n: usize, tag: &str, max_tokens: impl Fn(usize) -> u32) {
-    let mut text = String::new();
-    for i in 0..n {
-        let max = max_tokens(i);
-        text.push_str(&format!(
-            "{{\"custom_id\":\"{tag}{i}\",\"method\":\"POST\",\"url\":\"/v1/completions\",\"body\":{{\"prompt\":\"line {i:05}\",\"max_tokens\":{max}}}}}\n"
-        ));
-    }
-    std::fs::write(path, text).unwrap();
-}
-
-/// A file sorted by length: the first half asks for `short` output tokens, the rest `long`.
-fn sorted_file(path: &std::path::Path, n: usize, short: u32, long: u32) {
-    completions_file(path, n, "s", |i| if i < n / 2 { short } else { long });
-}
-
-#[test]
-fn the_sweep_samples_the_whole_file_and_flags_repeats() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("sorted.jsonl");
-    sorted_file(&input, 2000, 2, 6);
-    let out = dir.path().join("sweep");
-    let o = crate::util::sizeup()
-        .args([
-            "sweep",
-            "--concurrency",
-            "4",
-            "--warmup",
-            "0s",
-            "--max-duration",
-            "2s",
-            "--ci-width",
-            "0.5",
-        ])
-        .args([
-            "--min-requests",
-            "150",
-            "--sample",
-            "60",
-            "--decode-step-ms",
-            "2",
-            "--input",
-        ])
-        .arg(&input)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(0), "{stderr}");
-    // A head sample would hold only short requests; a uniform one about half long ones.
-    let csv = std::fs::read_to_string(out.join("requests.csv")).unwrap();
-    let tokens: Vec<u64> = csv
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split(',').nth(5)?.parse().ok())
-        .collect();
-    let long = tokens.iter().filter(|&&t| t == 6).count() as f64 / tokens.len() as f64;
-    assert!(
-        (0.25..0.75).contains(&long),
-        "share of long requests {long:.2} of {}",
-        tokens.len()
-    );
-    // 60 lines sampled, at least 150 sent: the rest are repeats, counted and said.
-    let summary = read_json(&out.join("summary.json"));
-    assert_eq!(summary["distinct_requests"], 60, "{summary:#}");
-    assert!(summary["repeated_requests"].as_u64().unwrap() >= 90, "{summary:#}");
-    assert!(
-        summary["levels"][0]["repeated_requests"].as_u64().unwrap() > 0,
-        "{summary:#}"
-    );
-    assert!(
-        stderr.contains("the sample of 60 lines (of 2000 in the file) is used up"),
-        "{stderr}"
-    );
-}
-
-#[test]
-fn one_sweep_of_a_mixed_job_sizes_a_short_and_a_long_job() {
-    let dir = tempfile::tempdir().unwrap();
-    let mixed = dir.path().join("mixed.jsonl");
-    sorted_file(&mixed, 2000, 4, 32);
-    let out = dir.path().join("sweep");
-    // One GPU of 8 slots, 10 ms per output token, no prefill: at concurrency 8 nothing waits,
-    // so a request of T tokens takes 10 T ms and one GPU serves 8 x 60000 / (10 T) RPM.
-    let sim = [
-        "--batch",
-        "8",
-        "--decode-step-ms",
-        "10",
-        "--decode-step-ms-per-seq",
-        "0",
-        "--prefill-ms-per-1k",
-        "0",
-    ];
-    let o = crate::util::sizeup()
-        .args([
-            "sweep",
-            "--concurrency",
-            "8",
-            "--warmup",
-            "0s",
-            "--max-duration",
-            "4s",
-            "--ci-width",
-            "0.3",
-        ])
-        .args(["--min-requests", "80", "--sample", "1000"])
-        .args(sim)
-        .arg("--input")
-        .arg(&mixed)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
-    let summary = read_json(&out.join("summary.json"));
-    let model = &summary["levels"][0]["capacity_model"];
-    assert!(model["r2"].as_f64().unwrap() > 0.9, "{model}");
-    assert!(
-        summary["workload"]["tokens_per_prompt_byte"].as_f64().is_some(),
-        "{summary:#}"
-    );
-
-    for (tokens, tag) in [(4u32, "short"), (32, "long")] {
-        let job = dir.path().join(format!("{tag}.jsonl"));
-        completions_file(&job, 500, tag, |_| tokens);
-        let plan_path = dir.path().join(format!("{tag}-plan.json"));
-        let o = crate::util::sizeup()
-            .args(["plan", "--target-rpm", "1000", "--estimate", "mean", "--sweep"])
-            .arg(&out)
-            .arg("--input")
-            .arg(&job)
-            .arg("--out")
-            .arg(&plan_path)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(0), "{stderr}");
-        assert!(stderr.contains("sized with the capacity model"), "{stderr}");
-        let plan = read_json(&plan_path);
-        let truth = 8.0 * 60_000.0 / (10.0 * f64::from(tokens));
-        let got = plan["rpm_per_gpu"].as_f64().unwrap();
-        assert!(
-            (got / truth - 1.0).abs() < 0.08,
-            "{tag} job: {got:.0} RPM per GPU, truth {truth:.0}; {plan:#}"
-        );
-        assert_eq!(
-            plan["workload"]["output_tokens_mean"].as_f64().map(f64::round),
-            Some(f64::from(tokens)),
-            "{plan:#}"
-        );
-        assert!(
-            plan["capacity_model"]["c_ms_per_output_token"].as_f64().unwrap() > 5.0,
-            "{plan:#}"
-        );
-        assert!(
-            plan["tokens_per_s_per_gpu"]["output"].as_f64().unwrap() > 0.0,
-            "{plan:#}"
-        );
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn auto_sends_each_line_once_the_sweep_included() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("sorted.jsonl");
-    sorted_file(&input, 3000, 4, 16);
-    // 2 GPUs x 8 slots; 10 ms of prefill (2 prompt words) + 1 ms per output token.
-    let mut cfg = fast_sim(2, 8, 1.0, 0.0);
-    cfg.params.prefill_ms_per_1k = 5000.0;
-    let sim = SimHandle::start(cfg).await.unwrap();
-    let url = sim.url();
-    let out = dir.path().join("auto");
-    let o = tokio_sizeup()
-        .args([
-            "auto",
-            "--endpoint",
-            &url,
-            "--gpus",
-            "2",
-            "--target-rpm",
-            "20000",
-            "--yes",
-        ])
-        .args([
-            "--concurrency",
-            "4,8,16",
-            "--warmup",
-            "200ms",
-            "--max-duration",
-            "2s",
-            "--min-requests",
-            "40",
-        ])
-        .args(["--sweep-budget", "0.2", "--input"])
+async fn a_truncated_gzip_input_is_named_and_nothing_is_sent() {
+    let sim = SimHandle::start(fast_sim(1, 4, 1.0, 0.0)).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let plain = std::fs::read(batch_file(tmp.path(), 2_000, 2)).unwrap();
+    let mut gz = Vec::new();
+    sizeup::batch::compress::encode(sizeup::batch::Compression::Gzip, &plain, &mut gz).unwrap();
+    gz.truncate(gz.len() * 2 / 3);
+    let input = tmp.path().join("jobs.jsonl.gz");
+    std::fs::write(&input, gz).unwrap();
+    let out = sizeup()
+        .args(["run", "--endpoint", &sim.url(), "--concurrency", "4", "--input"])
         .arg(&input)
-        .arg("--out")
-        .arg(&out)
+        .arg("--output")
+        .arg(tmp.path().join("out.jsonl"))
         .output()
-        .await
         .unwrap();
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.code() == Some(0), "{stderr}");
-    let sent = sim_metric(&url, "sizeup_sim_requests_total").await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    // The file, the line reached, and what is wrong.
+    assert!(stderr.contains(&format!("{}:", input.display())), "{stderr}");
+    assert!(stderr.contains(": read error: truncated gzip data"), "{stderr}");
+    let sent = sim_metric(&sim.url(), "sizeup_sim_requests_total{outcome=\"ok\"}").await;
+    assert_eq!(sent, 0.0, "nothing sent past a corrupt input");
     sim.shutdown().await;
-    assert_eq!(
-        sent, 3000.0,
-        "the endpoint received each line once, the sweep's included: {stderr}"
-    );
-    assert_all_answered(&out.join("output.jsonl"), 3000);
-    let summary = read_json(&out.join("summary.json"));
-    assert_eq!(summary["repeated_requests"], 0, "{summary:#}");
-    let swept = summary["distinct_requests"].as_u64().unwrap();
-    assert!(swept > 0 && swept <= 1000, "the sweep kept to its budget: {swept}");
-    let run = read_json(&out.join("run-summary.json"));
-    assert_eq!(
-        run["skipped_already_done"].as_u64().unwrap() + run["requests_total"].as_u64().unwrap(),
-        3000,
-        "{run:#}"
-    );
 }

@@ -1,19 +1,17 @@
-//! One integration test binary (ripgrep-style): every module links once.
+//! One integration test binary (ripgrep-style): every module links once. One module per promise
+//! sizeup makes, so "where is X tested?" has one answer; `util` holds the helpers they share.
 
 mod architecture;
-mod auto;
-mod bad_input;
 mod cli;
-mod crash;
+mod exactly_once;
 mod faults;
 mod first_try;
 mod html_page;
-mod plan;
+mod limits;
 mod real;
-mod run;
-mod scale;
+mod resource;
 mod secrets;
-mod server_metrics;
-mod sim;
-mod sweep;
+mod server_evidence;
+mod simulator;
+mod sizing;
 mod util;

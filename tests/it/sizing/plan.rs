@@ -1,33 +1,11 @@
-//! `plan`: pure arithmetic from a sweep folder; never the network.
+//! `plan` sizes a job from sweep folders by arithmetic alone, never the network: GPUs and
+//! concurrency for a target rate or a deadline, the job's own request mix, the cheapest of
+//! several options (the one `run --plan` then takes), and exit 1 naming what is reachable when
+//! the goal is not.
 
-use crate::util::{read_json, sizeup, sizeup_command};
+use crate::util::{batch_file, completions_file, read_json, sizeup, sorted_file, sweep_dir};
 use serde_json::json;
 use std::path::Path;
-
-/// A sweep of a 2 GPU x 8 slot, 50 ms resource (9,600 RPM per GPU), as `sweep` writes it.
-/// Its endpoint is a closed port: `plan` must never try to reach it.
-fn sweep_dir(dir: &Path) -> std::path::PathBuf {
-    let level = |c: u32, rpm: f64, low: f64, high: f64, p95: f64| {
-        json!({"concurrency": c, "duration_s": 10.0, "requests_ok": 1000, "requests_failed": 0, "rpm": rpm,
-               "rpm_ci_low": low, "rpm_ci_high": high, "rpm_per_gpu": rpm / 2.0, "latency_p50_ms": p95 * 0.95,
-               "latency_p90_ms": p95, "latency_p95_ms": p95, "latency_p99_ms": p95 * 1.05, "ttft_p50_ms": p95 * 0.9,
-               "ttft_p95_ms": p95, "tpot_p50_ms": null, "output_tokens_per_s": rpm / 60.0, "error_rate": 0.0,
-               "client_limited": false})
-    };
-    let summary = json!({
-        "endpoint": "http://127.0.0.1:1", "model": "m", "gpus": 2,
-        "levels": [level(8, 9_600.0, 9_500.0, 9_700.0, 51.0), level(16, 19_200.0, 19_000.0, 19_400.0, 52.0),
-                   level(32, 19_250.0, 19_050.0, 19_450.0, 104.0), level(64, 19_260.0, 19_000.0, 19_500.0, 208.0)],
-        "knee": {"concurrency": 16, "rpm": 19_200.0, "rpm_per_gpu": 9_600.0, "limited_by": "saturation"},
-        "batch_size_per_gpu": 8.0, "max_rpm": 19_260.0, "max_rpm_per_gpu": 9_630.0,
-        "started_at": "2026-11-26T00:00:00Z", "sizeup_version": "0.1.0",
-        "api": "completions", "ci_width_target": 0.05, "ci_met": [true, true, true, true], "tokens_estimated": false
-    });
-    let d = dir.join("sweep");
-    std::fs::create_dir_all(&d).unwrap();
-    std::fs::write(d.join("summary.json"), serde_json::to_string_pretty(&summary).unwrap()).unwrap();
-    d
-}
 
 #[test]
 fn issue_example_four_gpus_eight_each_94_seconds() {
@@ -98,7 +76,7 @@ fn issue_example_four_gpus_eight_each_94_seconds() {
 fn counts_requests_from_input_and_honours_slo() {
     let tmp = tempfile::tempdir().unwrap();
     let sweep = sweep_dir(tmp.path());
-    let input = crate::util::batch_file(tmp.path(), 120, 4);
+    let input = batch_file(tmp.path(), 120, 4);
     let out = tmp.path().join("plan.json");
     sizeup()
         .args(["plan", "--sweep"])
@@ -184,24 +162,6 @@ fn bad_plan_inputs_exit_2() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("summary.json"));
-}
-
-#[test]
-fn closed_stdout_is_not_an_error() {
-    let tmp = tempfile::tempdir().unwrap();
-    let sweep = sweep_dir(tmp.path());
-    let mut child = sizeup_command()
-        .args(["plan", "--sweep"])
-        .arg(&sweep)
-        .args(["--target-rpm", "30000", "--out"])
-        .arg(tmp.path().join("p.json"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    drop(child.stdout.take()); // the reader goes away before anything is written
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// A sweep of `gpus` GPUs x `slots` slots at 50 ms a request (1,200 RPM a slot, CI ±1%), levels
@@ -387,7 +347,7 @@ fn run_takes_the_chosen_option_from_the_plan() {
     let tmp = tempfile::tempdir().unwrap();
     let (code, _, stderr, plan) = plan_two(tmp.path(), &[]);
     assert_eq!(code, Some(0), "{stderr}");
-    let input = crate::util::batch_file(tmp.path(), 30, 1);
+    let input = batch_file(tmp.path(), 30, 1);
     let summary = tmp.path().join("run-summary.json");
     let o = sizeup()
         .args(["run", "--decode-step-ms", "1", "--prefill-ms-per-1k", "0", "--input"])
@@ -418,7 +378,7 @@ fn run_takes_the_chosen_option_from_the_plan() {
 #[test]
 fn sweeps_then_plan_on_the_simulator() {
     // Not against the sweep tests, which check rates too.
-    let _serial = crate::sweep::SERIAL.blocking_lock();
+    let _serial = crate::util::SERIAL.blocking_lock();
     let tmp = tempfile::tempdir().unwrap();
     let sweep = |name: &str, batch: &str, price: &str, level: &str| {
         let out = tmp.path().join(name);
@@ -499,4 +459,90 @@ fn sweeps_then_plan_on_the_simulator() {
     // Near the truth ($0.75, $0.5625) within what the measured rates allow.
     assert!((cost(&options[0]) / 0.75 - 1.0).abs() < 0.25, "{stdout}");
     assert!((cost(&options[1]) / 0.5625 - 1.0).abs() < 0.25, "{stdout}");
+}
+
+#[test]
+fn one_sweep_of_a_mixed_job_sizes_a_short_and_a_long_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let mixed = dir.path().join("mixed.jsonl");
+    sorted_file(&mixed, 2000, 4, 32);
+    let out = dir.path().join("sweep");
+    // One GPU of 8 slots, 10 ms per output token, no prefill: at concurrency 8 nothing waits,
+    // so a request of T tokens takes 10 T ms and one GPU serves 8 x 60000 / (10 T) RPM.
+    let sim = [
+        "--batch",
+        "8",
+        "--decode-step-ms",
+        "10",
+        "--decode-step-ms-per-seq",
+        "0",
+        "--prefill-ms-per-1k",
+        "0",
+    ];
+    let o = sizeup()
+        .args([
+            "sweep",
+            "--concurrency",
+            "8",
+            "--warmup",
+            "0s",
+            "--max-duration",
+            "4s",
+            "--ci-width",
+            "0.3",
+        ])
+        .args(["--min-requests", "80", "--sample", "1000"])
+        .args(sim)
+        .arg("--input")
+        .arg(&mixed)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let summary = read_json(&out.join("summary.json"));
+    let model = &summary["levels"][0]["capacity_model"];
+    assert!(model["r2"].as_f64().unwrap() > 0.9, "{model}");
+    assert!(
+        summary["workload"]["tokens_per_prompt_byte"].as_f64().is_some(),
+        "{summary:#}"
+    );
+
+    for (tokens, tag) in [(4u32, "short"), (32, "long")] {
+        let job = dir.path().join(format!("{tag}.jsonl"));
+        completions_file(&job, 500, tag, |_| tokens);
+        let plan_path = dir.path().join(format!("{tag}-plan.json"));
+        let o = sizeup()
+            .args(["plan", "--target-rpm", "1000", "--estimate", "mean", "--sweep"])
+            .arg(&out)
+            .arg("--input")
+            .arg(&job)
+            .arg("--out")
+            .arg(&plan_path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(0), "{stderr}");
+        assert!(stderr.contains("sized with the capacity model"), "{stderr}");
+        let plan = read_json(&plan_path);
+        let truth = 8.0 * 60_000.0 / (10.0 * f64::from(tokens));
+        let got = plan["rpm_per_gpu"].as_f64().unwrap();
+        assert!(
+            (got / truth - 1.0).abs() < 0.08,
+            "{tag} job: {got:.0} RPM per GPU, truth {truth:.0}; {plan:#}"
+        );
+        assert_eq!(
+            plan["workload"]["output_tokens_mean"].as_f64().map(f64::round),
+            Some(f64::from(tokens)),
+            "{plan:#}"
+        );
+        assert!(
+            plan["capacity_model"]["c_ms_per_output_token"].as_f64().unwrap() > 5.0,
+            "{plan:#}"
+        );
+        assert!(
+            plan["tokens_per_s_per_gpu"]["output"].as_f64().unwrap() > 0.0,
+            "{plan:#}"
+        );
+    }
 }

@@ -1,17 +1,8 @@
-//! `auto` end to end on the built-in simulator: sweep a sample, plan, run, compare.
+//! `auto` sizes and runs a job in one command: it sweeps a sample of the job's own lines, plans
+//! for the target or the deadline, stops there without consent, and otherwise runs the rest close
+//! to the plan's prediction.
 
-use crate::util::{batch_file, read_json, sizeup};
-
-const SIM: [&str; 8] = [
-    "--batch",
-    "4",
-    "--decode-step-ms",
-    "5",
-    "--decode-step-ms-per-seq",
-    "0",
-    "--prefill-ms-per-1k",
-    "0",
-];
+use crate::util::{assert_all_answered, batch_file, embeddings_file, read_json, sizeup, SIM};
 
 #[test]
 fn sweep_plan_run_in_one_command() {
@@ -135,92 +126,6 @@ fn without_a_terminal_or_yes_it_stops_after_the_plan() {
 }
 
 #[test]
-fn run_switches_the_resource_on_and_off() {
-    let tmp = tempfile::tempdir().unwrap();
-    let input = batch_file(tmp.path(), 40, 2);
-    // The built-in resource starts off with --resource sim: run must switch it on first.
-    let assert = sizeup()
-        .args([
-            "run",
-            "--resource",
-            "sim",
-            "--gpus",
-            "2",
-            "--concurrency",
-            "4",
-            "--input",
-        ])
-        .arg(&input)
-        .arg("--output")
-        .arg(tmp.path().join("a.jsonl"))
-        .args(SIM)
-        .assert()
-        .success();
-    let err = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
-    assert!(
-        err.contains("switching the resource on with 2 GPUs") && err.contains("switching the resource off"),
-        "{err}"
-    );
-    assert_eq!(
-        std::fs::read_to_string(tmp.path().join("a.jsonl"))
-            .unwrap()
-            .lines()
-            .count(),
-        40
-    );
-
-    // Hooks: {gpus} substituted; the off hook runs even when the run fails (here the endpoint
-    // refuses connections).
-    let log = tmp.path().join("hooks.log");
-    let on = format!("echo on {{gpus}} >> {}", log.display());
-    let off = format!("echo off >> {}", log.display());
-    sizeup()
-        .args([
-            "run",
-            "--gpus",
-            "3",
-            "--concurrency",
-            "4",
-            "--resource-on",
-            &on,
-            "--resource-off",
-            &off,
-            "--input",
-        ])
-        .arg(&input)
-        .arg("--output")
-        .arg(tmp.path().join("b.jsonl"))
-        .args(SIM)
-        .assert()
-        .success();
-    assert_eq!(std::fs::read_to_string(&log).unwrap(), "on 3\noff\n");
-    let out = sizeup()
-        .args([
-            "run",
-            "--endpoint",
-            "http://127.0.0.1:1",
-            "--model",
-            "m",
-            "--concurrency",
-            "2",
-            "--resource-on",
-            &on,
-        ])
-        .args(["--resource-off", &off, "--input"])
-        .arg(&input)
-        .arg("--output")
-        .arg(tmp.path().join("c.jsonl"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(3));
-    assert_eq!(
-        std::fs::read_to_string(&log).unwrap(),
-        "on 3\noff\non 1\noff\n",
-        "switched off after a failure too"
-    );
-}
-
-#[test]
 fn deadline_sizes_the_rest_of_the_job_for_the_time_the_sweep_left() {
     let tmp = tempfile::tempdir().unwrap();
     let input = batch_file(tmp.path(), 3000, 8);
@@ -268,4 +173,51 @@ fn deadline_sizes_the_rest_of_the_job_for_the_time_the_sweep_left() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
+}
+
+/// A job sweep's level that ends because its share of the lines is spent says so, not that it
+/// hit --max-duration (which it did not: the whole run takes a fraction of it); and a plan on a
+/// sweep whose lines ran out keeps the --estimate the user chose.
+#[test]
+fn a_job_sweep_level_ended_by_its_lines_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("embed.jsonl");
+    embeddings_file(&input, 120);
+    let o = sizeup()
+        .args([
+            "auto",
+            "--target-rpm",
+            "3000",
+            "--yes",
+            "--concurrency",
+            "1,2",
+            "--estimate",
+            "mean",
+        ])
+        // A CI this narrow is never met on a few dozen lines: every level ends on its lines.
+        .args([
+            "--warmup",
+            "0s",
+            "--max-duration",
+            "120s",
+            "--ci-width",
+            "0.0001",
+            "--input",
+        ])
+        .arg(&input)
+        .arg("--out")
+        .arg(dir.path().join("auto"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("the level's share of the input's lines is spent"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hit --max-duration"), "{stderr}");
+    // The explicit --estimate mean is kept (it used to be overridden to low, whose bound is 0
+    // here, and the error then advised the --estimate mean already given).
+    assert!(stderr.contains("as --estimate mean asks"), "{stderr}");
+    assert_all_answered(&dir.path().join("auto/output.jsonl"), 120);
 }

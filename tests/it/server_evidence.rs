@@ -1,6 +1,7 @@
-//! The server's own metrics during a sweep and a run: the simulator speaks vLLM's names, so
-//! its batch (G x B running, the rest waiting) must show in the server columns and the verdict;
-//! a server without metrics is a note, never a failure; the key goes only to the endpoint.
+//! The server's own evidence: during a sweep and a run sizeup reads the server's metrics (the
+//! simulator speaks vLLM's names), so its batch (G x B running, the rest waiting) shows in the
+//! server columns and the verdict; a server without metrics is a note, never a failure; the key
+//! goes only to the endpoint.
 
 use crate::util::{batch_file, fast_sim, read_json, sizeup};
 use sizeup::secret::Secret;

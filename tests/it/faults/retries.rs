@@ -1,0 +1,287 @@
+//! What is retried and what is not: 5xx and resets with backoff, 429 no sooner than its
+//! Retry-After, 4xx never; a request out of retries is one failed record (exit 1), and
+//! `--resume` retries the failures and only those.
+
+use crate::util::read_json;
+use crate::util::run::{
+    assert_each_once_ok, custom_id, errors_path, id_counts, is_success, metrics, outcome, read_records, run_async,
+    run_sync, s, sim_cfg, u, write_batch, FAST_RETRY,
+};
+use serde_json::{json, Value};
+use sizeup::sim::{SimConfig, SimHandle};
+use std::collections::{BTreeSet, HashMap};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_are_retried_and_every_id_succeeds_once() {
+    let sim = SimHandle::start(SimConfig {
+        fail_rate: 0.05,
+        reset_rate: 0.02,
+        ..sim_cfg(2, 8, 2.0)
+    })
+    .await
+    .expect("sim");
+    let dir = tempfile::tempdir().unwrap();
+    let (input, want) = write_batch(dir.path(), "jobs.jsonl", 300, 2);
+    let out = dir.path().join("out.jsonl");
+    let summary = dir.path().join("summary.json");
+    let url = sim.url();
+    let r = run_async(
+        &[
+            "--endpoint",
+            &url,
+            "--input",
+            s(&input),
+            "--output",
+            s(&out),
+            "--summary",
+            s(&summary),
+            "--concurrency",
+            "16",
+            FAST_RETRY[0],
+            FAST_RETRY[1],
+            FAST_RETRY[2],
+            FAST_RETRY[3],
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(r.code, Some(0), "{r:?}");
+    let recs = read_records(&out);
+    assert_each_once_ok(&recs, &want, "output with faults");
+    assert!(!errors_path(&out).exists(), "retried-then-ok requests are not failures");
+
+    let sm = read_json(&summary);
+    let m = metrics(&url).await;
+    let faults = outcome(&m, "error_500") + outcome(&m, "reset") + outcome(&m, "throttled_429");
+    assert!(
+        outcome(&m, "error_500") > 0 && outcome(&m, "reset") > 0,
+        "the sim injected both faults: {m:?}"
+    );
+    assert_eq!(u(&sm, "requests_ok"), 300, "{sm}");
+    assert_eq!(u(&sm, "requests_failed"), 0, "{sm}");
+    assert!(u(&sm, "retries") > 0, "{sm}");
+    assert!(
+        u(&sm, "requests_retried") > 0 && u(&sm, "requests_retried") <= u(&sm, "retries"),
+        "{sm}"
+    );
+    // Every failed attempt is retried once, and nothing else is.
+    assert_eq!(
+        u(&sm, "retries"),
+        faults,
+        "retries vs faults the sim injected: {sm} {m:?}"
+    );
+    // A success is never sent again.
+    assert_eq!(outcome(&m, "ok"), 300, "{m:?}");
+    sim.shutdown().await;
+}
+
+#[test]
+fn throttling_429_honours_retry_after() {
+    // The built-in simulator (no --endpoint) with its own fault flags.
+    let dir = tempfile::tempdir().unwrap();
+    let (input, want) = write_batch(dir.path(), "jobs.jsonl", 40, 2);
+    let out = dir.path().join("out.jsonl");
+    let summary = dir.path().join("summary.json");
+    let r = run_sync(
+        &[
+            "--input",
+            s(&input),
+            "--output",
+            s(&out),
+            "--summary",
+            s(&summary),
+            "--concurrency",
+            "8",
+            "--gpus",
+            "1",
+            "--batch",
+            "8",
+            "--decode-step-ms",
+            "2",
+            "--throttle-rate",
+            "0.1",
+            FAST_RETRY[0],
+            FAST_RETRY[1],
+            FAST_RETRY[2],
+            FAST_RETRY[3],
+        ],
+        &[],
+    );
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert_each_once_ok(&read_records(&out), &want, "output with 429s");
+    let sm = read_json(&summary);
+    assert_eq!(u(&sm, "requests_ok"), 40, "{sm}");
+    assert!(u(&sm, "retries") > 0, "seed 1 throttles some of 40 requests: {sm}");
+    // A throttled request waits at least its Retry-After (1 s) although --retry-max is 50ms:
+    // a lower bound, which a slow machine only makes easier to meet.
+    let wall = sm["wall_time_s"].as_f64().expect("wall_time_s");
+    assert!(
+        wall >= 0.95,
+        "429 retried before its Retry-After of 1 s: wall {wall}s, {sm}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_errors_fail_at_once_and_resume_retries_only_failures() {
+    // Strict about the model name (`--served-model-name`), so the unknown model answers 404.
+    let sim = SimHandle::start(SimConfig {
+        strict_model: true,
+        ..sim_cfg(1, 8, 2.0)
+    })
+    .await
+    .expect("sim");
+    let url = sim.url();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("jobs.jsonl");
+    let line = |id: &str, body: Value| {
+        json!({"custom_id": id, "method": "POST", "url": "/v1/completions", "body": body}).to_string() + "\n"
+    };
+    let text = [
+        line("a", json!({"prompt": "one two", "max_tokens": 2})),
+        line(
+            "b",
+            json!({"prompt": "one two", "max_tokens": 2, "model": "no-such-model"}),
+        ),
+        line("c", json!({"prompt": "one two", "max_tokens": 2, "stream": true})),
+        line("d", json!({"prompt": "one two", "max_tokens": 2})),
+        line(
+            "e",
+            json!({"prompt": "one two", "max_tokens": 2, "model": "no-such-model"}),
+        ),
+    ]
+    .concat();
+    std::fs::write(&input, text).unwrap();
+    let out = dir.path().join("out.jsonl");
+    let summary = dir.path().join("summary.json");
+    let args = [
+        "--endpoint",
+        &url,
+        "--input",
+        s(&input),
+        "--output",
+        s(&out),
+        "--summary",
+        s(&summary),
+        "--concurrency",
+        "4",
+        FAST_RETRY[0],
+        FAST_RETRY[1],
+        FAST_RETRY[2],
+        FAST_RETRY[3],
+    ];
+    let r = run_async(&args, &[]).await;
+    assert_eq!(r.code, Some(1), "some requests failed for good: {r:?}");
+    let recs = read_records(&out);
+    assert_eq!(recs.len(), 5, "{recs:?}");
+    assert_eq!(id_counts(&recs).len(), 5);
+    let by_id: HashMap<String, &Value> = recs.iter().map(|r| (custom_id(r), r)).collect();
+    for id in ["a", "c", "d"] {
+        assert!(is_success(by_id[id]), "{}", by_id[id]);
+    }
+    for id in ["b", "e"] {
+        let r = by_id[id];
+        assert!(!is_success(r) && !r["error"].is_null(), "{r}");
+        assert_eq!(r["response"]["status_code"], 404, "{r}");
+    }
+    // A streamed answer is assembled into the same shape as a plain one.
+    let streamed = by_id["c"]["response"]["body"]["choices"][0]["text"]
+        .as_str()
+        .expect("assembled text");
+    let plain = by_id["a"]["response"]["body"]["choices"][0]["text"]
+        .as_str()
+        .expect("text");
+    assert_eq!(streamed.split_whitespace().count(), 2, "{}", by_id["c"]);
+    assert_eq!(plain.split_whitespace().count(), 2, "{}", by_id["a"]);
+    let errs = read_records(&errors_path(&out));
+    let err_ids: BTreeSet<String> = errs.iter().map(custom_id).collect();
+    assert_eq!(
+        err_ids,
+        ["b", "e"].iter().map(|s| s.to_string()).collect::<BTreeSet<_>>(),
+        "{errs:?}"
+    );
+    let sm = read_json(&summary);
+    assert_eq!(
+        (u(&sm, "requests_ok"), u(&sm, "requests_failed"), u(&sm, "retries")),
+        (3, 2, 0),
+        "{sm}"
+    );
+    let m = metrics(&url).await;
+    assert_eq!(outcome(&m, "not_found_404"), 2, "404 is not retried: {m:?}");
+    assert_eq!(outcome(&m, "ok"), 3, "{m:?}");
+
+    // --resume sends the failed ids again, and only those.
+    let mut resume = args.to_vec();
+    resume.push("--resume");
+    let r = run_async(&resume, &[]).await;
+    assert_eq!(r.code, Some(1), "{r:?}");
+    let m = metrics(&url).await;
+    assert_eq!((outcome(&m, "not_found_404"), outcome(&m, "ok")), (4, 3), "{m:?}");
+    let recs = read_records(&out);
+    let counts = id_counts(&recs);
+    assert_eq!(
+        counts.values().copied().collect::<Vec<_>>(),
+        vec![1, 2, 1, 1, 2],
+        "{counts:?}"
+    );
+    assert_eq!(read_records(&errors_path(&out)).len(), 4);
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_exhaust_retries_then_fail() {
+    let sim = SimHandle::start(SimConfig {
+        fail_rate: 1.0,
+        ..sim_cfg(1, 8, 2.0)
+    })
+    .await
+    .expect("sim");
+    let url = sim.url();
+    let dir = tempfile::tempdir().unwrap();
+    let (input, want) = write_batch(dir.path(), "jobs.jsonl", 5, 2);
+    let out = dir.path().join("out.jsonl");
+    let summary = dir.path().join("summary.json");
+    let r = run_async(
+        &[
+            "--endpoint",
+            &url,
+            "--input",
+            s(&input),
+            "--output",
+            s(&out),
+            "--summary",
+            s(&summary),
+            "--concurrency",
+            "4",
+            "--retries",
+            "2",
+            FAST_RETRY[0],
+            FAST_RETRY[1],
+            FAST_RETRY[2],
+            FAST_RETRY[3],
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(r.code, Some(1), "{r:?}");
+    let recs = read_records(&out);
+    assert_eq!(
+        id_counts(&recs).keys().cloned().collect::<Vec<_>>(),
+        want,
+        "one final line per id"
+    );
+    assert_eq!(recs.len(), 5);
+    for r in &recs {
+        assert!(!is_success(r), "{r}");
+        assert_eq!(r["response"]["status_code"], 500, "{r}");
+    }
+    assert_eq!(read_records(&errors_path(&out)).len(), 5);
+    let sm = read_json(&summary);
+    assert_eq!(
+        (u(&sm, "requests_failed"), u(&sm, "retries"), u(&sm, "requests_retried")),
+        (5, 10, 5),
+        "{sm}"
+    );
+    let m = metrics(&url).await;
+    assert_eq!(outcome(&m, "error_500"), 15, "1 try + 2 retries each: {m:?}");
+    sim.shutdown().await;
+}

@@ -1,0 +1,250 @@
+//! A run never has more requests in flight than its concurrency, nor starts them faster than
+//! `--rate`: the concurrency is `--concurrency`'s, else the plan's, and the shards of one job
+//! share the plan's between them.
+
+use crate::util::run::{
+    assert_each_once_ok, gauge, metrics, outcome, read_records, requests_seen, run_async, run_sync, s, sim_cfg, u,
+    write_batch,
+};
+use crate::util::{batch_file, fast_sim, read_json, sim_metric, tokio_sizeup, write_plan};
+use sizeup::sim::SimHandle;
+use std::collections::BTreeMap;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_cap_is_exact() {
+    // One GPU with 64 slots: the server would take far more than 7 at once.
+    let sim = SimHandle::start(sim_cfg(1, 64, 15.0)).await.expect("sim");
+    let dir = tempfile::tempdir().unwrap();
+    let (input, want) = write_batch(dir.path(), "jobs.jsonl", 200, 2);
+    let out = dir.path().join("out.jsonl");
+    let summary = dir.path().join("summary.json");
+    let url = sim.url();
+    let r = run_async(
+        &[
+            "--endpoint",
+            &url,
+            "--input",
+            s(&input),
+            "--output",
+            s(&out),
+            "--summary",
+            s(&summary),
+            "--concurrency",
+            "7",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert_each_once_ok(&read_records(&out), &want, "output");
+    let m = metrics(&url).await;
+    assert_eq!(outcome(&m, "ok"), 200, "{m:?}");
+    assert_eq!(
+        gauge(&m, "sizeup_sim_requests_in_flight_max"),
+        7,
+        "--concurrency 7 must keep exactly 7 in flight (never more, and the window fills): {m:?}"
+    );
+    sim.shutdown().await;
+}
+
+#[test]
+fn rate_cap_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, want) = write_batch(dir.path(), "jobs.jsonl", 60, 1);
+    let out = dir.path().join("out.jsonl");
+    let summary = dir.path().join("summary.json");
+    let r = run_sync(
+        &[
+            "--input",
+            s(&input),
+            "--output",
+            s(&out),
+            "--summary",
+            s(&summary),
+            "--concurrency",
+            "8",
+            "--rate",
+            "1200",
+            "--decode-step-ms",
+            "1",
+            "--batch",
+            "8",
+        ],
+        &[],
+    );
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert_each_once_ok(&read_records(&out), &want, "rate-capped output");
+    let sm = read_json(&summary);
+    let rpm = sm["achieved_rpm"].as_f64().expect("achieved_rpm");
+    assert_eq!(sm["planned_rpm"].as_f64(), Some(1200.0), "{sm}");
+    // The cap must hold (a busy machine can only make it slower) ...
+    assert!(rpm <= 1200.0 * 1.15, "achieved {rpm} RPM over a 1200 RPM cap: {sm}");
+    // ... and the 60 starts need at least 59 intervals of 50 ms.
+    let wall = sm["wall_time_s"].as_f64().expect("wall_time_s");
+    assert!(
+        wall >= 59.0 * 0.05 * 0.95,
+        "60 requests at 20/s took only {wall}s: {sm}"
+    );
+    // Loose lower bound: the limiter does not throttle far below the asked rate.
+    assert!(rpm >= 1200.0 * 0.5, "achieved only {rpm} RPM: {sm}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_sets_concurrency_and_concurrency_flag_overrides_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, want) = write_batch(dir.path(), "jobs.jsonl", 100, 2);
+    let plan = dir.path().join("plan.json");
+    write_plan(&plan, 1, 5, 6000.0);
+
+    let sim = SimHandle::start(sim_cfg(1, 64, 15.0)).await.expect("sim");
+    let (out, summary) = (dir.path().join("out.jsonl"), dir.path().join("summary.json"));
+    let url = sim.url();
+    let r = run_async(
+        &[
+            "--endpoint",
+            &url,
+            "--input",
+            s(&input),
+            "--output",
+            s(&out),
+            "--summary",
+            s(&summary),
+            "--plan",
+            s(&plan),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert_each_once_ok(&read_records(&out), &want, "run with --plan");
+    let sm = read_json(&summary);
+    assert_eq!(u(&sm, "concurrency"), 5, "{sm}");
+    assert_eq!(sm["planned_rpm"].as_f64(), Some(6000.0), "{sm}");
+    let predicted = sm["predicted_duration_s"]
+        .as_f64()
+        .expect("predicted_duration_s with a plan");
+    assert!(
+        (predicted - 1.0).abs() < 1e-6,
+        "100 requests at 6000 RPM = 1 s, got {predicted}: {sm}"
+    );
+    let m = metrics(&url).await;
+    assert_eq!(
+        gauge(&m, "sizeup_sim_requests_in_flight_max"),
+        5,
+        "the plan's total_concurrency: {m:?}"
+    );
+    sim.shutdown().await;
+
+    // --concurrency overrides the plan's.
+    let sim = SimHandle::start(sim_cfg(1, 64, 15.0)).await.expect("sim");
+    let (out, summary) = (dir.path().join("out2.jsonl"), dir.path().join("summary2.json"));
+    let url = sim.url();
+    let r = run_async(
+        &[
+            "--endpoint",
+            &url,
+            "--input",
+            s(&input),
+            "--output",
+            s(&out),
+            "--summary",
+            s(&summary),
+            "--plan",
+            s(&plan),
+            "--concurrency",
+            "3",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert_each_once_ok(&read_records(&out), &want, "run with --plan and --concurrency");
+    assert_eq!(u(&read_json(&summary), "concurrency"), 3);
+    let m = metrics(&url).await;
+    assert_eq!(gauge(&m, "sizeup_sim_requests_in_flight_max"), 3, "{m:?}");
+
+    // A plan with no concurrency, or not a plan at all: exit 2, nothing sent.
+    let bad = dir.path().join("bad-plan.json");
+    let out3 = dir.path().join("out3.jsonl");
+    for text in [None, Some("{\"gpus\": 2}\n")] {
+        match text {
+            None => write_plan(&bad, 1, 0, 6000.0),
+            Some(t) => std::fs::write(&bad, t).unwrap(),
+        }
+        let r = run_async(
+            &[
+                "--endpoint",
+                &url,
+                "--input",
+                s(&input),
+                "--output",
+                s(&out3),
+                "--plan",
+                s(&bad),
+            ],
+            &[],
+        )
+        .await;
+        assert_eq!(r.code, Some(2), "{text:?}: {r:?}");
+        assert!(r.stderr.contains("bad-plan.json"), "{r:?}");
+        assert!(!out3.exists());
+    }
+    assert_eq!(requests_seen(&metrics(&url).await), 100, "the bad plans sent nothing");
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_share_the_plans_concurrency() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = batch_file(dir.path(), 400, 4);
+    let plan = dir.path().join("plan.json");
+    write_plan(&plan, 2, 8, 6000.0);
+    // 2 GPUs x 16 slots: the server itself would take 32, so only the client limits in-flight.
+    let sim = SimHandle::start(fast_sim(2, 16, 5.0, 0.0)).await.unwrap();
+    let url = sim.url();
+    let mut children = Vec::new();
+    for k in 0..4 {
+        // Each shard in its own folder, as on separate pods: run-summary.json goes beside.
+        let shard_dir = dir.path().join(format!("shard-{k}"));
+        std::fs::create_dir(&shard_dir).unwrap();
+        let out = shard_dir.join("out.jsonl");
+        let mut cmd = tokio_sizeup();
+        cmd.args(["run", "--endpoint", &url, "--input"])
+            .arg(&input)
+            .args(["--plan"])
+            .arg(&plan)
+            .args(["--shard", &format!("{k}/4"), "--output"])
+            .arg(&out);
+        children.push((k, out, cmd.output()));
+    }
+    let mut ids = BTreeMap::new();
+    for (k, out, child) in children {
+        let o = child.await.unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(0), "shard {k}: {stderr}");
+        assert!(
+            stderr.contains(&format!("shard {k}/4: concurrency 4 of the job's 16")),
+            "{stderr}"
+        );
+        let summary = read_json(&out.with_file_name("run-summary.json"));
+        assert_eq!(summary["shard"]["total_concurrency"], 16, "{summary:#}");
+        assert_eq!(summary["shard"]["concurrency"], 4, "{summary:#}");
+        assert_eq!(summary["concurrency"], 4, "{summary:#}");
+        for line in std::fs::read_to_string(&out).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            *ids.entry(v["custom_id"].as_str().unwrap().to_string()).or_insert(0) += 1;
+        }
+    }
+    let peak = sim_metric(&url, "sizeup_sim_requests_in_flight_max").await;
+    sim.shutdown().await;
+    assert!(
+        peak <= 16.0,
+        "the four shards held {peak} in flight together; the plan says 16"
+    );
+    assert!(
+        peak >= 8.0,
+        "the shards barely overlapped ({peak}): the test did not test"
+    );
+    assert_eq!(ids.len(), 400, "outputs together are the whole job");
+    assert!(ids.values().all(|&n| n == 1), "a line answered twice");
+}
