@@ -1,9 +1,15 @@
-//! ARCHITECTURE.md's invariants, checked on the source itself: which module may use which,
-//! no import circle among the top-level modules, the pure core free of I/O, `plan` free of the
-//! network, and the simulator and the client strangers to each other.
+//! ARCHITECTURE.md's invariants, checked on the source itself with a real parser (`syn`):
+//! which module may use which (grouped imports, qualified paths and test modules included),
+//! no import circle between files, nothing below `commands` sees clap, no command calls
+//! another, the pure core free of I/O, `plan` free of the network, the simulator and the
+//! client strangers to each other, and no file or function too long to read.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use syn::visit::Visit;
+
+const MAX_FILE_LINES: usize = 900;
+const MAX_FN_LINES: usize = 120;
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {
@@ -16,172 +22,373 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// Source lines that are code: comments (doc or not) and unit tests left out.
-fn code_of(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap();
-    let text = text.split("#[cfg(test)]").next().unwrap_or("");
-    text.lines()
-        .filter(|l| !l.trim_start().starts_with("//"))
-        .collect::<Vec<_>>()
-        .join("\n")
+/// One source file: its module path (`job::queue`), text and syntax tree.
+struct File {
+    rel: String,
+    module: Vec<String>,
+    text: String,
+    ast: syn::File,
 }
 
-/// Top-level module of each file under src/ (`src/job/queue.rs` -> `job`) and its code.
-fn modules() -> BTreeMap<String, String> {
+fn files() -> Vec<File> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    rust_files(&src, &mut files);
-    let mut out: BTreeMap<String, String> = BTreeMap::new();
-    for f in files {
-        let rel = f.strip_prefix(&src).unwrap();
-        let first = rel
-            .components()
-            .next()
-            .unwrap()
-            .as_os_str()
-            .to_string_lossy()
-            .to_string();
-        let module = first.trim_end_matches(".rs").to_string();
-        if module == "lib" || module == "main" {
-            continue;
+    let mut paths = Vec::new();
+    rust_files(&src, &mut paths);
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|p| {
+            let rel = p.strip_prefix(&src).unwrap().to_string_lossy().replace('\\', "/");
+            let mut module: Vec<String> = rel.trim_end_matches(".rs").split('/').map(str::to_string).collect();
+            if matches!(module.last().map(String::as_str), Some("mod" | "lib" | "main")) {
+                module.pop();
+            }
+            let text = std::fs::read_to_string(&p).unwrap();
+            let ast = syn::parse_file(&text).unwrap_or_else(|e| panic!("{rel}: {e}"));
+            File { rel, module, text, ast }
+        })
+        .collect()
+}
+
+/// What a module holds: the items it defines, its inline modules, and its `use` aliases
+/// (re-exports included), by name.
+#[derive(Default)]
+struct Scope {
+    file: usize,
+    defined: BTreeSet<String>,
+    aliases: BTreeMap<String, Vec<String>>,
+    globs: Vec<Vec<String>>,
+}
+
+/// Every `use` tree flattened to (alias, absolute-or-relative path); `*` gives alias "*".
+fn flatten(tree: &syn::UseTree, prefix: &mut Vec<String>, out: &mut Vec<(String, Vec<String>)>) {
+    match tree {
+        syn::UseTree::Path(p) => {
+            prefix.push(p.ident.to_string());
+            flatten(&p.tree, prefix, out);
+            prefix.pop();
         }
-        out.entry(module).or_default().push_str(&code_of(&f));
+        syn::UseTree::Name(n) => {
+            let name = n.ident.to_string();
+            let mut path = prefix.clone();
+            if name != "self" {
+                path.push(name.clone());
+            }
+            let alias = if name == "self" { prefix.last().cloned().unwrap_or_default() } else { name };
+            out.push((alias, path));
+        }
+        syn::UseTree::Rename(r) => {
+            let mut path = prefix.clone();
+            if r.ident != "self" {
+                path.push(r.ident.to_string());
+            }
+            out.push((r.rename.to_string(), path));
+        }
+        syn::UseTree::Glob(_) => out.push(("*".into(), prefix.clone())),
+        syn::UseTree::Group(g) => g.items.iter().for_each(|t| flatten(t, prefix, out)),
+    }
+}
+
+/// A path as written in module `at`, made absolute (`crate::` dropped); `None` for paths
+/// outside the crate (std, dependencies, local names).
+fn absolute(path: &[String], at: &[String], scopes: &BTreeMap<Vec<String>, Scope>) -> Option<Vec<String>> {
+    let first = path.first()?;
+    match first.as_str() {
+        "crate" => Some(path[1..].to_vec()),
+        "self" => Some([at, &path[1..]].concat()),
+        "super" => {
+            let mut base = at.to_vec();
+            let mut rest = path;
+            while rest.first().is_some_and(|s| s == "super") {
+                base.pop()?;
+                rest = &rest[1..];
+            }
+            Some([base.as_slice(), rest].concat())
+        }
+        name => {
+            // A child module of this one, or a name this module imported.
+            let child = [at, std::slice::from_ref(first)].concat();
+            if scopes.contains_key(&child) {
+                return Some([at, path].concat());
+            }
+            let target = scopes.get(at)?.aliases.get(name)?;
+            let target = absolute(target, at, scopes)?;
+            Some([target.as_slice(), &path[1..]].concat())
+        }
+    }
+}
+
+/// The file that defines what `path` (absolute) names, following re-exports.
+fn resolve(path: &[String], scopes: &BTreeMap<Vec<String>, Scope>, depth: usize) -> Option<usize> {
+    if depth > 16 {
+        return None;
+    }
+    // The longest prefix that is a module.
+    let mut n = path.len();
+    while n > 0 && !scopes.contains_key(&path[..n]) {
+        n -= 1;
+    }
+    let module = &path[..n];
+    let scope = scopes.get(module)?;
+    let Some(item) = path.get(n) else {
+        return Some(scope.file);
+    };
+    if scope.defined.contains(item) {
+        return Some(scope.file);
+    }
+    if let Some(target) = scope.aliases.get(item) {
+        let target = absolute(target, module, scopes)?;
+        return resolve(&[target.as_slice(), &path[n + 1..]].concat(), scopes, depth + 1).or(Some(scope.file));
+    }
+    for g in &scope.globs {
+        if let Some(g) = absolute(g, module, scopes) {
+            let found = resolve(&[g.as_slice(), &path[n..]].concat(), scopes, depth + 1);
+            if found.is_some() {
+                return found;
+            }
+        }
+    }
+    Some(scope.file)
+}
+
+/// Scopes of every module, inline ones too (they belong to their file).
+fn scopes(files: &[File]) -> BTreeMap<Vec<String>, Scope> {
+    fn walk(items: &[syn::Item], module: Vec<String>, file: usize, out: &mut BTreeMap<Vec<String>, Scope>) {
+        let mut scope = Scope { file, ..Scope::default() };
+        for item in items {
+            let name = match item {
+                syn::Item::Struct(i) => Some(i.ident.to_string()),
+                syn::Item::Enum(i) => Some(i.ident.to_string()),
+                syn::Item::Fn(i) => Some(i.sig.ident.to_string()),
+                syn::Item::Trait(i) => Some(i.ident.to_string()),
+                syn::Item::Type(i) => Some(i.ident.to_string()),
+                syn::Item::Const(i) => Some(i.ident.to_string()),
+                syn::Item::Static(i) => Some(i.ident.to_string()),
+                syn::Item::Union(i) => Some(i.ident.to_string()),
+                syn::Item::Macro(i) => i.ident.as_ref().map(|i| i.to_string()),
+                syn::Item::Mod(m) => {
+                    if let Some((_, inner)) = &m.content {
+                        walk(inner, [module.clone(), vec![m.ident.to_string()]].concat(), file, out);
+                    }
+                    None
+                }
+                syn::Item::Use(u) => {
+                    let mut flat = Vec::new();
+                    flatten(&u.tree, &mut Vec::new(), &mut flat);
+                    for (alias, path) in flat {
+                        if alias == "*" {
+                            scope.globs.push(path);
+                        } else {
+                            scope.aliases.insert(alias, path);
+                        }
+                    }
+                    None
+                }
+                _ => None,
+            };
+            if let Some(n) = name {
+                scope.defined.insert(n);
+            }
+        }
+        out.insert(module, scope);
+    }
+    let mut out = BTreeMap::new();
+    for (i, f) in files.iter().enumerate() {
+        walk(&f.ast.items, f.module.clone(), i, &mut out);
     }
     out
 }
 
-/// The crate modules a module's code names (`crate::x`).
-fn uses(code: &str, me: &str) -> BTreeSet<String> {
-    code.match_indices("crate::")
-        .map(|(i, _)| {
-            code[i + 7..]
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect::<String>()
+/// Every crate path a file names, with the module it is named in: `use` trees (grouped ones
+/// flattened) and paths in code, test modules included.
+struct Paths {
+    module: Vec<String>,
+    found: Vec<(Vec<String>, Vec<String>)>,
+}
+
+impl<'a> Visit<'a> for Paths {
+    fn visit_item_mod(&mut self, m: &'a syn::ItemMod) {
+        self.module.push(m.ident.to_string());
+        syn::visit::visit_item_mod(self, m);
+        self.module.pop();
+    }
+    fn visit_item_use(&mut self, u: &'a syn::ItemUse) {
+        let mut flat = Vec::new();
+        flatten(&u.tree, &mut Vec::new(), &mut flat);
+        for (_, path) in flat {
+            self.found.push((self.module.clone(), path));
+        }
+    }
+    fn visit_path(&mut self, p: &'a syn::Path) {
+        let segs: Vec<String> = p.segments.iter().map(|s| s.ident.to_string()).collect();
+        self.found.push((self.module.clone(), segs));
+        syn::visit::visit_path(self, p);
+    }
+}
+
+/// Which file each file uses (itself left out).
+fn graph(files: &[File]) -> Vec<BTreeSet<usize>> {
+    let scopes = scopes(files);
+    files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let mut v = Paths {
+                module: f.module.clone(),
+                found: Vec::new(),
+            };
+            v.visit_file(&f.ast);
+            v.found
+                .iter()
+                .filter_map(|(at, p)| absolute(p, at, &scopes))
+                .filter_map(|p| resolve(&p, &scopes, 0))
+                .filter(|&j| j != i)
+                .collect()
         })
-        .filter(|m| !m.is_empty() && m != me)
         .collect()
+}
+
+fn top(f: &File) -> &str {
+    f.module.first().map_or("crate", String::as_str)
 }
 
 #[test]
 fn layering_and_purity() {
-    let mods = modules();
-    let graph: BTreeMap<&str, BTreeSet<String>> = mods.iter().map(|(m, c)| (m.as_str(), uses(c, m))).collect();
+    let files = files();
+    let g = graph(&files);
     let allowed = |m: &str, dep: &str| -> bool {
-        let below_commands = m != "commands";
         match (m, dep) {
-            (_, "commands") if below_commands => false,
+            (_, "commands") => m == "crate",
+            // Flags stop at the commands: nothing below them sees clap's structs.
+            (_, "cli") => matches!(m, "commands" | "crate"),
             ("sim", "client") | ("client", "sim") => false,
-            ("stats" | "planner" | "report", d) => matches!(d, "report" | "stats"),
-            ("api" | "secret" | "engine", _) => false,
+            ("stats" | "planner" | "report" | "model", d) => matches!(d, "model" | "stats" | "report" | "fmt" | "api"),
+            ("api" | "secret" | "engine" | "fmt", _) => false,
             _ => true,
         }
     };
-    for (m, deps) in &graph {
-        for d in deps {
-            assert!(allowed(m, d), "`{m}` must not use `crate::{d}` (see ARCHITECTURE.md)");
+    for (i, f) in files.iter().enumerate() {
+        for &j in &g[i] {
+            let (m, d) = (top(f), top(&files[j]));
+            if m != d {
+                assert!(allowed(m, d), "{} must not use {} (see ARCHITECTURE.md)", f.rel, files[j].rel);
+            }
+        }
+    }
+    // No command calls another: commands share only settings.rs and mod.rs.
+    let is_command = |f: &File| f.module.first().is_some_and(|m| m == "commands") && f.module.len() == 2 && f.module[1] != "settings";
+    for (i, f) in files.iter().enumerate().filter(|(_, f)| is_command(f)) {
+        for &j in &g[i] {
+            assert!(!is_command(&files[j]), "command {} uses command {}", f.rel, files[j].rel);
         }
     }
     // The pure core opens no file, socket or clock.
-    for m in ["stats", "planner", "report"] {
-        let code = &mods[m];
-        for banned in [
-            "std::fs",
-            "tokio::",
-            "reqwest",
-            "std::net",
-            "Instant::now",
-            "SystemTime::now",
-            "std::env",
-        ] {
-            assert!(!code.contains(banned), "`{m}` is pure but uses {banned}");
+    for f in files.iter().filter(|f| matches!(top(f), "stats" | "planner" | "report" | "model")) {
+        for banned in ["std::fs", "tokio::", "reqwest", "std::net", "Instant::now", "SystemTime::now", "std::env"] {
+            assert!(!f.text.contains(banned), "{} is pure but uses {banned}", f.rel);
         }
     }
     // `plan` never touches the network.
-    let plan = code_of(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src/commands/plan.rs"));
-    for banned in [
-        "crate::client",
-        "crate::engine",
-        "crate::target",
-        "reqwest",
-        "tokio::net",
-    ] {
-        assert!(!plan.contains(banned), "commands/plan.rs uses {banned}");
+    let plan = files.iter().find(|f| f.rel == "commands/plan.rs").expect("commands/plan.rs");
+    let plan_deps: Vec<&str> = g[files.iter().position(|f| f.rel == plan.rel).unwrap()].iter().map(|&j| top(&files[j])).collect();
+    for banned in ["client", "engine", "target", "job", "measure", "auto"] {
+        assert!(!plan_deps.contains(&banned), "commands/plan.rs uses crate::{banned}");
+    }
+    for banned in ["reqwest", "tokio::net"] {
+        assert!(!plan.text.contains(banned), "commands/plan.rs uses {banned}");
     }
     // Only `main` picks the exit code; the client never prints.
-    for (m, code) in &mods {
-        assert!(!code.contains("std::process::exit"), "`{m}` exits the process itself");
+    for f in &files {
+        assert!(!f.text.contains("process::exit"), "{} exits the process itself", f.rel);
     }
-    for banned in ["eprintln!", "println!", "crate::ui"] {
-        assert!(
-            !mods["client"].contains(banned),
-            "the client prints or speaks to people ({banned})"
-        );
+    for f in files.iter().filter(|f| top(f) == "client") {
+        for banned in ["eprintln!", "println!", "eprint!", "print!("] {
+            assert!(!f.text.contains(banned), "the client prints ({banned}) in {}", f.rel);
+        }
     }
 }
 
 #[test]
-fn no_import_circle_among_modules() {
-    let mods = modules();
-    let graph: BTreeMap<String, BTreeSet<String>> = mods
-        .iter()
-        .map(|(m, c)| {
-            (
-                m.clone(),
-                uses(c, m).into_iter().filter(|d| mods.contains_key(d)).collect(),
-            )
-        })
-        .collect();
-    // Depth-first search for a back edge; the path found is printed.
-    fn visit(
-        m: &str,
-        graph: &BTreeMap<String, BTreeSet<String>>,
-        state: &mut BTreeMap<String, u8>,
-        path: &mut Vec<String>,
-    ) -> Option<Vec<String>> {
-        match state.get(m) {
-            Some(2) => return None,
-            Some(1) => {
-                let start = path.iter().position(|p| p == m).unwrap();
-                let mut cycle = path[start..].to_vec();
-                cycle.push(m.to_string());
-                return Some(cycle);
+fn no_import_circle_between_files() {
+    let files = files();
+    let g = graph(&files);
+    // Depth-first search for a back edge; the circle found is printed.
+    fn visit(i: usize, g: &[BTreeSet<usize>], state: &mut [u8], path: &mut Vec<usize>) -> Option<Vec<usize>> {
+        match state[i] {
+            2 => return None,
+            1 => {
+                let start = path.iter().position(|&p| p == i).unwrap();
+                return Some([&path[start..], &[i]].concat());
             }
             _ => {}
         }
-        state.insert(m.to_string(), 1);
-        path.push(m.to_string());
-        for d in &graph[m] {
-            if let Some(c) = visit(d, graph, state, path) {
+        state[i] = 1;
+        path.push(i);
+        for &j in &g[i] {
+            if let Some(c) = visit(j, g, state, path) {
                 return Some(c);
             }
         }
         path.pop();
-        state.insert(m.to_string(), 2);
+        state[i] = 2;
         None
     }
-    let mut state = BTreeMap::new();
-    for m in graph.keys() {
-        if let Some(cycle) = visit(m, &graph, &mut state, &mut Vec::new()) {
-            panic!("import circle: {}", cycle.join(" -> "));
+    let mut state = vec![0u8; files.len()];
+    for i in 0..files.len() {
+        if let Some(c) = visit(i, &g, &mut state, &mut Vec::new()) {
+            let names: Vec<&str> = c.iter().map(|&k| files[k].rel.as_str()).collect();
+            panic!("import circle: {}", names.join(" -> "));
         }
     }
 }
 
-#[test]
-fn long_files_say_why() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    rust_files(&src, &mut files);
-    for f in files {
-        let text = std::fs::read_to_string(&f).unwrap();
-        // Unit tests live beside the code; only the code counts.
-        let code_lines = text.split("#[cfg(test)]").next().unwrap_or("").lines().count();
-        let head: String = text.lines().take(12).collect::<Vec<_>>().join("\n");
-        assert!(
-            code_lines <= 600 || head.contains("Long because"),
-            "{} has {code_lines} lines of code and no `Long because` reason at its top",
-            f.display()
-        );
+/// Every function (free, in an impl or a trait, in test modules too) and its length in lines.
+struct Fns(Vec<(String, usize)>);
+
+impl<'a> Visit<'a> for Fns {
+    fn visit_item_fn(&mut self, f: &'a syn::ItemFn) {
+        self.0.push((f.sig.ident.to_string(), span_lines(f)));
+        syn::visit::visit_item_fn(self, f);
     }
+    fn visit_impl_item_fn(&mut self, f: &'a syn::ImplItemFn) {
+        self.0.push((f.sig.ident.to_string(), span_lines(f)));
+        syn::visit::visit_impl_item_fn(self, f);
+    }
+    fn visit_trait_item_fn(&mut self, f: &'a syn::TraitItemFn) {
+        self.0.push((f.sig.ident.to_string(), span_lines(f)));
+        syn::visit::visit_trait_item_fn(self, f);
+    }
+}
+
+fn span_lines(item: &impl syn::spanned::Spanned) -> usize {
+    let span = item.span();
+    span.end().line - span.start().line + 1
+}
+
+#[test]
+fn no_file_or_function_too_long_to_read() {
+    for f in files() {
+        let lines = f.text.lines().count();
+        assert!(lines <= MAX_FILE_LINES, "src/{} has {lines} lines (at most {MAX_FILE_LINES}): split it along a seam", f.rel);
+        let mut fns = Fns(Vec::new());
+        fns.visit_file(&f.ast);
+        for (name, n) in fns.0 {
+            assert!(n <= MAX_FN_LINES, "src/{}: fn {name} has {n} lines (at most {MAX_FN_LINES})", f.rel);
+        }
+    }
+}
+
+/// The parser sees what the old text search missed: a grouped import, and one in a test
+/// module.
+#[test]
+fn the_checker_sees_grouped_imports_and_test_modules() {
+    let text = "use crate::{a::X, b::{self, Y}};\n#[cfg(test)]\nmod tests { use crate::c::Z; fn f() { crate::d::g(); } }\n";
+    let ast = syn::parse_file(text).unwrap();
+    let mut v = Paths {
+        module: vec!["m".into()],
+        found: Vec::new(),
+    };
+    v.visit_file(&ast);
+    let named: BTreeSet<String> = v.found.iter().filter(|(_, p)| p[0] == "crate").map(|(_, p)| p[1].clone()).collect();
+    assert_eq!(named, ["a", "b", "c", "d"].map(String::from).into_iter().collect());
 }
