@@ -1,6 +1,6 @@
 //! The fast path for JSON input lines: a line read in one pass by [`crate::api::scan`]'s
 //! cursor, its body kept as the bytes the file holds, with no JSON tree built. It accepts only lines the full check
-//! in [`super::checks`] accepts too, and says nothing about the others: for any line it does
+//! in `batch::checks` accepts too, and says nothing about the others: for any line it does
 //! not accept, the reader runs the full check, which gives the exact reason.
 
 use std::borrow::Cow;

@@ -4,9 +4,10 @@
 
 use std::io::Cursor;
 
+use super::format::Format;
+use super::lines::Issue;
+use super::reader::{Item, ReadOptions, Reader};
 use crate::api::Api;
-use crate::batch::Format;
-use crate::batch::{Issue, Item, ReadOptions, Reader};
 
 pub(super) fn opts(api: Api) -> ReadOptions {
     ReadOptions::new(api)
