@@ -2,8 +2,9 @@
 //! body's shape (`messages`, `prompt`, `input`). One endpoint per file, as OpenAI's Batch API
 //! requires: lines that disagree are named.
 
-use super::reader::{Api, Format};
+use super::format::Format;
 use crate::api::scan::{Cursor, Unsure};
+use crate::api::Api;
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 use std::borrow::Cow;

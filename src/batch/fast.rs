@@ -1,14 +1,13 @@
 //! The fast path for JSON input lines: a line read in one pass by [`crate::api::scan`]'s
 //! cursor, its body kept as the bytes the file holds, with no JSON tree built. It accepts only lines the full check
-//! in [`super::reader`] accepts too, and says nothing about the others: for any line it does
+//! in `batch::checks` accepts too, and says nothing about the others: for any line it does
 //! not accept, the reader runs the full check, which gives the exact reason.
 
 use std::borrow::Cow;
 use std::ops::Range;
 
 use crate::api::scan::{once, Cursor, Scan, Unsure};
-
-use super::reader::Api;
+use crate::api::Api;
 
 /// A request body as the file has it, checked for `--api`.
 #[derive(Debug, Clone)]
@@ -54,7 +53,7 @@ impl RawBody {
 
 /// An openai-batch line that passes every check but the duplicate-id one: its id and body.
 /// `url_ok` decides the `url` (a string); None: the full check decides.
-pub fn openai_line<'a>(
+pub(super) fn openai_line<'a>(
     text: &'a str,
     api: Api,
     mut url_ok: impl FnMut(&str) -> bool,
@@ -85,7 +84,7 @@ pub fn openai_line<'a>(
 }
 
 /// A jsonl line (the whole line is the body) that passes every check.
-pub fn jsonl_line(text: &str, api: Api) -> Option<RawBody> {
+pub(super) fn jsonl_line(text: &str, api: Api) -> Option<RawBody> {
     let mut c = Cursor::new(text);
     let body = read_body(&mut c, api).ok()?;
     c.end().ok()?;

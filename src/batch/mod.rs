@@ -9,22 +9,33 @@
 //!    succeeded and [`OutputWriter::resume`] appends after them; otherwise
 //!    [`OutputWriter::create`] refuses to overwrite an existing output.
 
+mod checks;
 pub mod compress;
+mod csv_input;
 pub mod detect;
 pub mod dupes;
 pub mod fast;
+mod format;
 pub mod idsort;
+mod lines;
 pub mod merge;
-pub mod reader;
+mod reader;
 pub mod resume;
+mod shard;
+mod validation;
 pub mod writer;
 
+pub use crate::api::Api;
 pub use compress::{errors_path_for, Compression};
 pub use detect::{detect_api, detect_api_in, Detected};
 pub use dupes::DuplicateCheck;
-pub use reader::{
-    in_shard, parse_shard, validate, validate_reader, Api, FileError, Format, Issue, Item, ParseNameError, Payload,
-    ReadOptions, Reader, ValidationReport, DEFAULT_MAX_LINE_BYTES,
-};
+pub use format::{Format, ParseNameError};
+pub use lines::{FileError, Issue};
+pub use reader::{Item, Payload, ReadOptions, Reader};
 pub use resume::{read_done, read_done_from, scan_records, truncate_torn_tail, ResumeState};
+pub use shard::{in_shard, parse_shard};
+pub use validation::{validate, validate_reader, ValidationReport};
 pub use writer::{OutputRecord, OutputWriter};
+
+#[cfg(test)]
+mod testkit;
