@@ -5,9 +5,9 @@ use super::attempt;
 use super::feed::FeedNote;
 use super::progress::Progress;
 use super::queue::JobSource;
+use super::settings::{predicted_vs_achieved, Batch, RunOutcome, RunSettings};
 use super::tally::{RunServer, RunSummary, Tally};
 use super::worker::Event;
-use super::{Batch, RunOutcome, RunSettings};
 use crate::batch::{self, OutputWriter};
 use crate::engine::Stop;
 use crate::stats::server::summarize_server;
@@ -214,7 +214,7 @@ impl Collector {
             ui::thousands(achieved_rpm),
         );
         if let Some(p) = predicted {
-            line.push_str(&format!(" ({})", super::predicted_vs_achieved(p, wall)));
+            line.push_str(&format!(" ({})", predicted_vs_achieved(p, wall)));
         }
         ui::info(line);
         ui::info(format!(

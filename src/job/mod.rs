@@ -13,19 +13,18 @@ mod collect;
 pub mod feed;
 pub mod progress;
 pub mod queue;
+mod settings;
 pub mod tally;
 mod worker;
 
 use crate::api::Api;
-use crate::batch::{self, DuplicateCheck, Format, OutputWriter, ReadOptions};
-use crate::client::{Client, MaxTokensField};
+use crate::batch::{self, DuplicateCheck, OutputWriter, ReadOptions};
 use crate::engine::rate::RateLimiter;
 use crate::engine::retry::RetryPolicy;
 use crate::engine::{run_window, Slot, Stop};
-use crate::planner::Plan;
-use crate::resource::{Lifecycle, ResourceSpec};
+use crate::resource::Lifecycle;
 use crate::target::{Endpoint, Target};
-use crate::ui::{self, usage_error, ExitStatus};
+use crate::ui::{self, usage_error};
 use collect::Collector;
 use feed::{FeedNote, FeedSpec};
 use progress::Progress;
@@ -38,107 +37,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use worker::{Event, Worker};
 
-/// Everything a run needs, validated.
-pub struct RunSettings {
-    pub input: PathBuf,
-    pub format: Option<Format>,
-    pub output: PathBuf,
-    pub summary_path: PathBuf,
-    pub concurrency: u32,
-    pub plan: Option<Plan>,
-    pub resume: bool,
-    pub shard: Option<(u64, u64)>,
-    pub gpus: u32,
-    /// With `--shard` and a plan or `--rate`: this shard's part of the job's settings.
-    pub share: Option<ShardShare>,
-    pub tuning: Tuning,
-    pub resource: ResourceSpec,
-}
-
-/// How the batch is sent (`--rate`, `--retries`, `--retry-base`, `--retry-max`,
-/// `--skip-invalid`, `--max-tokens`), validated.
-#[derive(Clone, Debug)]
-pub struct Tuning {
-    /// Send-rate cap, requests per minute.
-    pub rate: Option<f64>,
-    pub retries: u32,
-    pub retry_base: std::time::Duration,
-    pub retry_max: std::time::Duration,
-    pub skip_invalid: bool,
-    /// Output tokens for text and CSV prompts.
-    pub max_tokens: Option<u32>,
-}
-
-/// One shard's part of a plan: shards of one job share its concurrency (and rate) instead of
-/// each taking the whole, which would put N times the planned requests in flight.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
-pub struct ShardShare {
-    pub index: u64,
-    pub count: u64,
-    /// This shard's requests in flight.
-    pub concurrency: u32,
-    /// The whole job's (the plan's `total_concurrency`).
-    pub total_concurrency: u32,
-    /// This shard's part of `--rate`, requests per minute.
-    pub rate_rpm: Option<f64>,
-}
-
-impl ShardShare {
-    /// Shard `index` of `count` takes `total / count`, the first `total % count` shards one
-    /// more, so the shares sum to the total; never less than 1.
-    pub fn new(index: u64, count: u64, total_concurrency: u32, rate: Option<f64>) -> ShardShare {
-        let n = count.max(1);
-        let base = u64::from(total_concurrency) / n;
-        let extra = u64::from(index < u64::from(total_concurrency) % n);
-        ShardShare {
-            index,
-            count: n,
-            concurrency: (base + extra).max(1) as u32,
-            total_concurrency,
-            rate_rpm: rate.map(|r| r / n as f64),
-        }
-    }
-}
-
-impl RunSettings {
-    /// The rate the run is expected to reach: the plan's (this shard's part of it), else `--rate`.
-    pub fn planned_rpm(&self) -> Option<f64> {
-        let rate = self.rate();
-        match (&self.plan, self.share) {
-            (Some(p), Some(sh)) if sh.total_concurrency > 0 => {
-                Some(p.expected_rpm * f64::from(sh.concurrency) / f64::from(sh.total_concurrency))
-            }
-            (Some(p), _) => Some(p.expected_rpm),
-            (None, _) => rate,
-        }
-        // A --rate below the plan's is what the run will reach.
-        .map(|planned| rate.map_or(planned, |r| planned.min(r)))
-    }
-
-    /// The send-rate cap for this process.
-    pub fn rate(&self) -> Option<f64> {
-        self.share.map_or(self.tuning.rate, |sh| sh.rate_rpm)
-    }
-}
-
-/// What a run reports back to its caller (`run` or `auto`).
-pub struct RunOutcome {
-    pub status: ExitStatus,
-    pub wall_time_s: f64,
-    pub achieved_rpm: f64,
-    pub requests: u64,
-    /// The requests sent over the planned rate, seconds (with a plan).
-    pub predicted_duration_s: Option<f64>,
-}
-
-/// The one way a run's prediction is set against what it took: `predicted 12.0s, achieved
-/// 12.6s (+5.0%)`, in the run's last line and in auto's report.
-pub fn predicted_vs_achieved(predicted_s: f64, achieved_s: f64) -> String {
-    format!(
-        "predicted {predicted_s:.1}s, achieved {achieved_s:.1}s ({:+.1}%)",
-        (achieved_s / predicted_s.max(1e-9) - 1.0) * 100.0
-    )
-}
+pub use settings::{predicted_vs_achieved, Batch, RunOutcome, RunSettings, ShardShare, Tuning};
 
 /// Validation and output state, before any network traffic.
 pub struct Prepared {
@@ -320,21 +219,6 @@ pub async fn run_on(
     result
 }
 
-/// A batch ready to send: settings, how bodies are built, and the client.
-pub struct Batch<'a> {
-    pub settings: &'a RunSettings,
-    pub api: Api,
-    pub field: MaxTokensField,
-    pub model: Option<String>,
-    pub client: Arc<Client>,
-    /// Names the credential variable when the endpoint refuses the key.
-    pub key_hint: String,
-    /// `--stop-after-failures`: see [`attempt::Streak`].
-    pub stop_after_failures: u32,
-    /// The server's metrics during the run (run-summary.json `server`).
-    pub server: Option<crate::scrape::Scraper>,
-}
-
 /// Sends every queued line of the input through a window of `concurrency` workers and writes
 /// each final outcome; returns when all are answered or the run stops.
 pub async fn send_batch(b: Batch<'_>, prepared: Prepared, interrupt: Stop) -> anyhow::Result<RunOutcome> {
@@ -419,21 +303,4 @@ pub async fn send_batch(b: Batch<'_>, prepared: Prepared, interrupt: Stop) -> an
     }
     c.progress.finish();
     c.finish(s, &b, started_at, retries_used.load(Ordering::Relaxed))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::ShardShare;
-
-    #[test]
-    fn shard_shares_sum_to_the_plan() {
-        for (total, n) in [(16u32, 4u64), (17, 4), (3, 2), (64, 7), (1, 1)] {
-            let shares: Vec<u32> = (0..n).map(|k| ShardShare::new(k, n, total, None).concurrency).collect();
-            assert_eq!(shares.iter().sum::<u32>(), total, "{total} over {n}: {shares:?}");
-            assert!(shares.iter().max().unwrap() - shares.iter().min().unwrap() <= 1);
-        }
-        // More shards than slots: each still sends (at least 1).
-        assert_eq!(ShardShare::new(4, 5, 3, None).concurrency, 1);
-        assert_eq!(ShardShare::new(1, 4, 16, Some(6000.0)).rate_rpm, Some(1500.0));
-    }
 }

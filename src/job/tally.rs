@@ -100,7 +100,7 @@ pub struct RunSummary {
     pub concurrency: u32,
     pub planned_rpm: Option<f64>,
     /// With `--shard`: this shard's part of the plan's concurrency and rate.
-    pub shard: Option<super::ShardShare>,
+    pub shard: Option<super::settings::ShardShare>,
     pub achieved_rpm: f64,
     pub wall_time_s: f64,
     pub predicted_duration_s: Option<f64>,

@@ -7,10 +7,11 @@
 //! the GPU count only through startup (each GPU serves the same requests for a shorter time),
 //! so the fewest GPUs that meet the target are also the cheapest for that option.
 
-use super::{at_gpus, gpus_word, human_duration, size, Plan, PlanError, PlanInput};
+use super::explain::{gpus_word, human_duration};
+use super::plan::{OptionRow, Plan};
+use super::size::{at_gpus, size, PlanError, PlanInput};
 use crate::fmt::{grouped, thousands};
 pub use crate::model::Objective;
-use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 
 /// One deployment option: a sweep and its price (in `input.gpu_hour_cost`).
@@ -33,37 +34,6 @@ pub struct Goal {
     /// Wall-clock limit for the job, seconds from switching on (startup included) to the last
     /// answer; the target rate came from it ([`deadline_target_rpm`]).
     pub deadline_s: Option<f64>,
-}
-
-/// One row of the comparison, as plan.json's `options` lists it.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct OptionRow {
-    pub name: String,
-    pub sweep: String,
-    pub gpu_hour_cost: Option<f64>,
-    /// The operating level under the SLO flags; null when no level meets them.
-    pub chosen_concurrency: Option<u32>,
-    /// GPUs the target needs; `gpus` is this capped at `--max-gpus`.
-    pub gpus_needed: Option<u32>,
-    pub gpus: Option<u32>,
-    pub concurrency_per_gpu: Option<u32>,
-    pub total_concurrency: Option<u32>,
-    pub rpm_per_gpu: Option<f64>,
-    pub expected_rpm: Option<f64>,
-    pub expected_latency_p95_ms: Option<f64>,
-    pub expected_duration_s: Option<f64>,
-    pub cost_usd: Option<f64>,
-    pub usd_per_million_tokens: Option<f64>,
-    pub meets_slo: bool,
-    pub meets_target: bool,
-    /// Null without `--deadline`.
-    pub meets_deadline: Option<bool>,
-    pub within_max_gpus: bool,
-    /// Null without `--budget`.
-    pub within_budget: Option<bool>,
-    pub chosen: bool,
-    /// Why this option was not chosen; null for the chosen one.
-    pub lost_because: Option<String>,
 }
 
 /// One option after sizing.

@@ -1,7 +1,7 @@
 //! The plan in words: the arithmetic behind the GPU count, concurrency, duration and cost,
 //! one line each, for stdout.
 
-use super::Plan;
+use super::plan::Plan;
 use crate::fmt::grouped;
 
 /// "1 GPU" / "4 GPUs".

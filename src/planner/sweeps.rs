@@ -4,7 +4,8 @@
 //! option sized and one chosen. Pure: what a person should read comes back as [`Note`]s.
 
 use super::choose::{choose, deadline_target_rpm, Candidate, Choice, Goal};
-use super::{rescale_for_mix, token_figures, Plan, PlanError, PlanInput, SweepLevel, WorkloadMix};
+use super::plan::{Plan, WorkloadMix};
+use super::size::{rescale_for_mix, token_figures, PlanError, PlanInput, SweepLevel};
 use crate::model::{Estimate, LevelRow, MixSums, Objective, Slo, Summary, SweepMix};
 
 /// The rate the job must sustain: given, or what a deadline asks for.

@@ -1,0 +1,128 @@
+//! plan.json: the plan and the comparison of options it carries. A user-facing contract
+//! (`run --plan` and users' scripts read it): fields are added, never renamed or reordered.
+
+use crate::model::{CapacityModel, Estimate, Objective};
+use serde::{Deserialize, Serialize};
+
+/// The result of planning; serialized as the plan file.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Plan {
+    /// Requests per minute the job must sustain.
+    pub target_rpm: f64,
+    /// GPUs (replicas) to run.
+    pub gpus: u32,
+    /// Concurrency to drive against each GPU.
+    pub concurrency_per_gpu: u32,
+    /// `gpus * concurrency_per_gpu`.
+    pub total_concurrency: u32,
+    /// Mean RPM per GPU at the chosen level.
+    pub rpm_per_gpu: f64,
+    /// CI-low RPM per GPU at the chosen level.
+    pub rpm_per_gpu_low: f64,
+    /// `gpus * rpm_per_gpu`.
+    pub expected_rpm: f64,
+    /// p95 latency measured at the chosen level, ms.
+    pub expected_latency_p95_ms: f64,
+    /// Headroom fraction used.
+    pub headroom: f64,
+    /// Requests in the job, if given.
+    pub requests: Option<u64>,
+    /// `requests / expected_rpm * 60`, seconds, excluding startup.
+    pub expected_duration_s: Option<f64>,
+    /// `gpus * (duration + startup) / 3600 * gpu_hour_cost`.
+    pub cost_usd: Option<f64>,
+    /// Sweep folder; left empty by [`plan`], filled in by the command.
+    pub sweep: String,
+    /// GPUs behind the endpoint during the sweep.
+    pub sweep_gpus: u32,
+    /// Sweep concurrency level the plan is based on.
+    pub chosen_concurrency: u32,
+    /// The job's mix the plan was sized for (with `plan --input`, or the sweep's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<WorkloadMix>,
+    /// The chosen level's token-aware latency model, when it sized the plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity_model: Option<CapacityModel>,
+    /// Tokens per second one GPU serves at the plan's rate and mix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_s_per_gpu: Option<TokensPerS>,
+    /// GPU cost per million tokens (with `--gpu-hour-cost`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usd_per_million_tokens: Option<UsdPerMillion>,
+    /// `"low"` or `"mean"`: which per-GPU RPM sized the plan.
+    pub estimate: Estimate,
+    /// Startup seconds billed per GPU.
+    pub startup_s: f64,
+    /// The chosen option's label (`sweep --name`, else its folder's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Price of one of the chosen option's GPUs for one hour, USD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_hour_cost: Option<f64>,
+    /// With `--deadline`: seconds from switching on to the last answer; `target_rpm` came from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_s: Option<f64>,
+    /// `"cost"` or `"time"`: how the option was chosen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objective: Option<Objective>,
+    /// Every option compared, the chosen one marked, and why each other lost.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<OptionRow>,
+    /// Which fields this file may hold (`model::schema`); readers refuse a newer one. Last,
+    /// as the keys before it keep their order.
+    #[serde(default = "crate::model::schema::unversioned")]
+    pub schema_version: u32,
+}
+
+/// A job's mean request, in tokens.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct WorkloadMix {
+    pub requests: Option<u64>,
+    pub prompt_tokens_mean: f64,
+    pub output_tokens_mean: f64,
+    /// Where the figures come from: `sweep` (measured) or the job file (estimated).
+    pub source: String,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TokensPerS {
+    pub input: f64,
+    pub output: f64,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct UsdPerMillion {
+    pub total: Option<f64>,
+    pub output: Option<f64>,
+}
+
+/// One row of the comparison, as plan.json's `options` lists it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct OptionRow {
+    pub name: String,
+    pub sweep: String,
+    pub gpu_hour_cost: Option<f64>,
+    /// The operating level under the SLO flags; null when no level meets them.
+    pub chosen_concurrency: Option<u32>,
+    /// GPUs the target needs; `gpus` is this capped at `--max-gpus`.
+    pub gpus_needed: Option<u32>,
+    pub gpus: Option<u32>,
+    pub concurrency_per_gpu: Option<u32>,
+    pub total_concurrency: Option<u32>,
+    pub rpm_per_gpu: Option<f64>,
+    pub expected_rpm: Option<f64>,
+    pub expected_latency_p95_ms: Option<f64>,
+    pub expected_duration_s: Option<f64>,
+    pub cost_usd: Option<f64>,
+    pub usd_per_million_tokens: Option<f64>,
+    pub meets_slo: bool,
+    pub meets_target: bool,
+    /// Null without `--deadline`.
+    pub meets_deadline: Option<bool>,
+    pub within_max_gpus: bool,
+    /// Null without `--budget`.
+    pub within_budget: Option<bool>,
+    pub chosen: bool,
+    /// Why this option was not chosen; null for the chosen one.
+    pub lost_because: Option<String>,
+}

@@ -1,0 +1,711 @@
+//! Sizing one sweep: the operating level (the highest RPM among levels that meet the SLO,
+//! then the lowest concurrency within 2% of it), the GPUs the target needs there with the
+//! headroom, and the plan's duration and cost. Pure arithmetic.
+
+use super::plan::{Plan, TokensPerS, UsdPerMillion};
+use crate::model::{CapacityModel, Estimate, Slo};
+
+/// One concurrency level of a finished sweep, as the planner needs it.
+#[derive(Clone, Debug)]
+pub struct SweepLevel {
+    /// Concurrency the level ran at (across all sweep GPUs).
+    pub concurrency: u32,
+    /// Measured throughput, requests per minute.
+    pub rpm: f64,
+    /// Lower bound of the throughput confidence interval, RPM.
+    pub rpm_ci_low: f64,
+    /// Upper bound of the throughput confidence interval, RPM.
+    pub rpm_ci_high: f64,
+    /// 95th percentile end-to-end latency, milliseconds.
+    pub latency_p95_ms: f64,
+    /// 95th percentile time to first token, ms; `None` when not streamed.
+    pub ttft_p95_ms: Option<f64>,
+    /// Fraction of requests that failed, 0..=1.
+    pub error_rate: f64,
+}
+
+/// Everything [`plan`] needs: the sweep and the user's goals and limits.
+#[derive(Clone, Debug)]
+pub struct PlanInput {
+    /// Sweep levels, any order.
+    pub levels: Vec<SweepLevel>,
+    /// GPUs (replicas) behind the endpoint during the sweep.
+    pub sweep_gpus: u32,
+    /// Requests per minute the job must sustain.
+    pub target_rpm: f64,
+    /// Extra capacity as a fraction, e.g. 0.1 for 10%.
+    pub headroom: f64,
+    /// Size from the CI low bound or the mean.
+    pub estimate: Estimate,
+    /// The levels a plan may use meet these.
+    pub slo: Slo,
+    /// Refuse plans needing more GPUs than this.
+    pub max_gpus: Option<u32>,
+    /// Requests in the job, for duration and cost.
+    pub requests: Option<u64>,
+    /// Price of one GPU for one hour, USD.
+    pub gpu_hour_cost: Option<f64>,
+    /// Seconds each GPU is billed before serving (boot, model load).
+    pub startup_s: f64,
+}
+
+/// R² below this: the model explains too little of the latency to size a job with.
+pub const MIN_R2: f64 = 0.5;
+
+/// Rescales the sweep's levels to a job of another mix with each level's latency model:
+/// Little's law at the level's concurrency C gives RPM = C x 60000 / latency, so the RPM
+/// (and its CI) scale by the ratio of the sweep's mean latency (C x 60000 / measured RPM) to
+/// the job's predicted one, and p95 latency by its inverse. `Err` says why the model cannot be
+/// trusted for this job; then the levels are left as measured.
+pub fn rescale_for_mix(
+    levels: &mut [SweepLevel],
+    fits: &[Option<CapacityModel>],
+    prompt_tokens: f64,
+    output_tokens: f64,
+) -> Result<(), String> {
+    for (l, fit) in levels.iter().zip(fits) {
+        let Some(f) = fit else {
+            return Err(format!(
+                "level {} has no capacity model (no token counts)",
+                l.concurrency
+            ));
+        };
+        if f.r2 < MIN_R2 {
+            return Err(format!(
+                "the model explains too little of level {}'s latency (R² {:.2} < {MIN_R2})",
+                l.concurrency, f.r2
+            ));
+        }
+        if !f.covers(prompt_tokens, output_tokens) {
+            return Err(format!(
+                "the job's mix ({prompt_tokens:.0} prompt, {output_tokens:.0} output tokens) lies outside what level {} saw ({:.0}-{:.0} prompt, {:.0}-{:.0} output)",
+                l.concurrency, f.prompt_tokens_min, f.prompt_tokens_max, f.output_tokens_min, f.output_tokens_max
+            ));
+        }
+        if f.latency_ms(prompt_tokens, output_tokens) <= 0.0 || l.rpm <= 0.0 {
+            return Err(format!("level {}'s model predicts no positive latency", l.concurrency));
+        }
+    }
+    for (l, fit) in levels.iter_mut().zip(fits) {
+        let f = fit.as_ref().expect("checked above");
+        let sweep_latency = f64::from(l.concurrency) * 60_000.0 / l.rpm;
+        let ratio = f.latency_ms(prompt_tokens, output_tokens) / sweep_latency;
+        l.rpm /= ratio;
+        l.rpm_ci_low /= ratio;
+        l.rpm_ci_high /= ratio;
+        // TTFT depends on the prompt and the queue, not on the answer's length: left as is.
+        l.latency_p95_ms *= ratio;
+    }
+    Ok(())
+}
+
+/// Tokens per second per GPU at `rpm_per_gpu` for this mix, and what a million cost.
+pub fn token_figures(
+    rpm_per_gpu: f64,
+    prompt_tokens: f64,
+    output_tokens: f64,
+    gpu_hour_cost: Option<f64>,
+) -> (TokensPerS, Option<UsdPerMillion>) {
+    let per_s = rpm_per_gpu / 60.0;
+    let t = TokensPerS {
+        input: per_s * prompt_tokens,
+        output: per_s * output_tokens,
+    };
+    let usd = gpu_hour_cost.map(|c| {
+        let per_million = |tps: f64| (tps > 0.0).then(|| c / 3600.0 / tps * 1e6);
+        UsdPerMillion {
+            total: per_million(t.input + t.output),
+            output: per_million(t.output),
+        }
+    });
+    (t, usd)
+}
+
+/// Why no plan could be made.
+#[derive(Clone, Debug, thiserror::Error, PartialEq)]
+pub enum PlanError {
+    /// Bad input: names the flag, the value and what is allowed.
+    #[error("invalid input: {0}")]
+    Invalid(String),
+    /// Every sweep level breaks at least one SLO; the text says which.
+    #[error("no sweep level meets the SLO: {0}")]
+    NoLevelMeetsSlo(String),
+    /// The target needs more GPUs than `--max-gpus` allows.
+    #[error(
+        "target unreachable: needs {needed_gpus} GPUs but --max-gpus is {max_gpus}, \
+         which sustains at most {reachable_rpm:.0} RPM with the requested headroom"
+    )]
+    Unreachable {
+        /// The `--max-gpus` limit.
+        max_gpus: u32,
+        /// Target RPM that `max_gpus` GPUs could sustain with the headroom.
+        reachable_rpm: f64,
+        /// GPUs the requested target would need.
+        needed_gpus: u32,
+    },
+    /// No option meets the goal (deadline, `--max-gpus`, `--budget`); the text names the
+    /// nearest option and how far it falls short.
+    #[error("goal unmet: {0}")]
+    Unmet(String),
+}
+
+/// Levels within this fraction of the best throughput count as equally good,
+/// so the plan prefers the lower concurrency (lower latency, same RPM).
+const NEAR_BEST: f64 = 0.02;
+
+/// Ceil-ing a quotient like 3.0000000000000004 would buy a whole extra GPU
+/// for float noise; rounding to this many parts first absorbs it.
+const ROUND_TO: f64 = 1e9;
+
+fn invalid(flag: &str, value: impl std::fmt::Display, allowed: &str) -> PlanError {
+    PlanError::Invalid(format!("{flag} must be {allowed}, got {value}"))
+}
+
+fn validate(input: &PlanInput) -> Result<(), PlanError> {
+    let t = input.target_rpm;
+    if !(t.is_finite() && t > 0.0) {
+        return Err(invalid("--target-rpm", t, "a finite number > 0"));
+    }
+    let h = input.headroom;
+    if !(h.is_finite() && h >= 0.0) {
+        return Err(invalid("--headroom", h, "a finite number >= 0 (0.1 = 10%)"));
+    }
+    if input.sweep_gpus < 1 {
+        return Err(invalid("--sweep-gpus", input.sweep_gpus, "at least 1"));
+    }
+    input.slo.validate().map_err(PlanError::Invalid)?;
+    if let Some(g) = input.max_gpus {
+        if g < 1 {
+            return Err(invalid("--max-gpus", g, "at least 1"));
+        }
+    }
+    if input.requests == Some(0) {
+        return Err(invalid("--requests", 0, "at least 1"));
+    }
+    if let Some(c) = input.gpu_hour_cost {
+        if !(c.is_finite() && c >= 0.0) {
+            return Err(invalid("--gpu-hour-cost", c, "a finite number >= 0"));
+        }
+    }
+    let s = input.startup_s;
+    if !(s.is_finite() && s >= 0.0) {
+        return Err(invalid("--startup-s", s, "a finite number of seconds >= 0"));
+    }
+    if input.levels.is_empty() {
+        return Err(PlanError::Invalid(
+            "--sweep has no levels: run a sweep that measures at least one level".into(),
+        ));
+    }
+    if let Some(l) = input
+        .levels
+        .iter()
+        .find(|l| !l.rpm.is_finite() || !l.rpm_ci_low.is_finite())
+    {
+        return Err(PlanError::Invalid(format!(
+            "--sweep level at concurrency {} has non-finite RPM ({} , CI low {}); \
+             RPM values must be finite",
+            l.concurrency, l.rpm, l.rpm_ci_low
+        )));
+    }
+    Ok(())
+}
+
+/// Whether a level meets every SLO that is set. NaN measurements fail.
+fn meets_slo(l: &SweepLevel, input: &PlanInput) -> bool {
+    input.slo.met(l.latency_p95_ms, l.ttft_p95_ms, l.error_rate)
+}
+
+/// Picks the operating level: the highest RPM among SLO-meeting levels,
+/// then the lowest concurrency within [`NEAR_BEST`] of it.
+fn operating_level(input: &PlanInput) -> Result<&SweepLevel, PlanError> {
+    let ok: Vec<&SweepLevel> = input.levels.iter().filter(|l| meets_slo(l, input)).collect();
+    let Some(best_rpm) = ok.iter().map(|l| l.rpm).max_by(f64::total_cmp) else {
+        let lowest_p95 = input
+            .levels
+            .iter()
+            .min_by(|a, b| a.latency_p95_ms.total_cmp(&b.latency_p95_ms))
+            .map(|l| {
+                format!(
+                    "; lowest p95 latency measured was {:.0} ms at concurrency {}",
+                    l.latency_p95_ms, l.concurrency
+                )
+            })
+            .unwrap_or_default();
+        return Err(PlanError::NoLevelMeetsSlo(format!(
+            "none of the {} levels meets {}{lowest_p95}; relax the SLO or sweep lower concurrency",
+            input.levels.len(),
+            input.slo.words()
+        )));
+    };
+    let chosen = ok
+        .iter()
+        .filter(|l| l.rpm >= best_rpm * (1.0 - NEAR_BEST))
+        // Lowest concurrency; on a repeated level, the higher RPM.
+        .min_by(|a, b| a.concurrency.cmp(&b.concurrency).then(b.rpm.total_cmp(&a.rpm)))
+        .copied()
+        // Non-empty: the best level itself passes the filter.
+        .unwrap_or(ok[0]);
+    Ok(chosen)
+}
+
+/// GPUs, concurrency, duration and cost for `input`.
+///
+/// See the module docs and the field docs on [`Plan`] for the arithmetic.
+/// `Plan::sweep` is left empty for the caller to fill.
+pub fn plan(input: &PlanInput) -> Result<Plan, PlanError> {
+    let s = size(input)?;
+    if let Some(max_gpus) = input.max_gpus {
+        if s.needed_gpus > max_gpus {
+            return Err(PlanError::Unreachable {
+                max_gpus,
+                reachable_rpm: f64::from(max_gpus) * s.per_gpu / (1.0 + input.headroom),
+                needed_gpus: s.needed_gpus,
+            });
+        }
+    }
+    Ok(at_gpus(input, s.chosen, s.needed_gpus))
+}
+
+/// The operating level and the GPUs the target needs there, before `--max-gpus`.
+pub(crate) struct Needed<'a> {
+    pub chosen: &'a SweepLevel,
+    /// RPM per GPU the count is sized from (CI low or mean, per `--estimate`).
+    pub per_gpu: f64,
+    pub needed_gpus: u32,
+}
+
+/// Validates `input`, picks the operating level and sizes the GPU count for the target.
+pub(crate) fn size(input: &PlanInput) -> Result<Needed<'_>, PlanError> {
+    validate(input)?;
+    let chosen = operating_level(input)?;
+    let sweep_gpus = f64::from(input.sweep_gpus);
+    let rpm_per_gpu = chosen.rpm / sweep_gpus;
+    let rpm_per_gpu_low = chosen.rpm_ci_low / sweep_gpus;
+    if rpm_per_gpu <= 0.0 {
+        return Err(PlanError::Invalid(format!(
+            "--sweep: chosen level at concurrency {} has throughput {} RPM; \
+             the planner needs a level with RPM > 0",
+            chosen.concurrency, chosen.rpm
+        )));
+    }
+    let per_gpu = match input.estimate {
+        Estimate::Low => rpm_per_gpu_low,
+        Estimate::Mean => rpm_per_gpu,
+    };
+    if per_gpu <= 0.0 {
+        // Only reachable for Low: a CI so wide its lower bound is <= 0.
+        return Err(PlanError::Invalid(format!(
+            "--estimate low: the CI low bound at concurrency {} is {} RPM, so any GPU \
+             count is possible; measure longer or use --estimate mean",
+            chosen.concurrency, chosen.rpm_ci_low
+        )));
+    }
+    let needed = input.target_rpm * (1.0 + input.headroom) / per_gpu;
+    let needed = ((needed * ROUND_TO).round() / ROUND_TO).ceil().max(1.0);
+    if needed > f64::from(u32::MAX) {
+        return Err(PlanError::Invalid(format!(
+            "--target-rpm {} needs more than {} GPUs at {per_gpu:.3} RPM per GPU",
+            input.target_rpm,
+            u32::MAX
+        )));
+    }
+    // In range and integral after the checks above, so `as` is exact.
+    Ok(Needed {
+        chosen,
+        per_gpu,
+        needed_gpus: needed as u32,
+    })
+}
+
+/// The plan for `gpus` GPUs at level `chosen` (validated by [`size`]).
+pub(crate) fn at_gpus(input: &PlanInput, chosen: &SweepLevel, gpus: u32) -> Plan {
+    let sweep_gpus = f64::from(input.sweep_gpus);
+    let rpm_per_gpu = chosen.rpm / sweep_gpus;
+    let concurrency_per_gpu = chosen.concurrency.div_ceil(input.sweep_gpus);
+    let expected_rpm = f64::from(gpus) * rpm_per_gpu;
+    let expected_duration_s = input.requests.map(|r| r as f64 / expected_rpm * 60.0);
+    let cost_usd = match (expected_duration_s, input.gpu_hour_cost) {
+        (Some(d), Some(c)) => Some(f64::from(gpus) * (d + input.startup_s) / 3600.0 * c),
+        _ => None,
+    };
+    Plan {
+        schema_version: crate::model::schema::PLAN,
+        target_rpm: input.target_rpm,
+        gpus,
+        concurrency_per_gpu,
+        total_concurrency: gpus.saturating_mul(concurrency_per_gpu),
+        rpm_per_gpu,
+        rpm_per_gpu_low: chosen.rpm_ci_low / sweep_gpus,
+        expected_rpm,
+        expected_latency_p95_ms: chosen.latency_p95_ms,
+        headroom: input.headroom,
+        requests: input.requests,
+        expected_duration_s,
+        cost_usd,
+        sweep: String::new(),
+        sweep_gpus: input.sweep_gpus,
+        chosen_concurrency: chosen.concurrency,
+        workload: None,
+        capacity_model: None,
+        tokens_per_s_per_gpu: None,
+        usd_per_million_tokens: None,
+        estimate: input.estimate,
+        startup_s: input.startup_s,
+        name: None,
+        gpu_hour_cost: input.gpu_hour_cost,
+        deadline_s: None,
+        objective: None,
+        options: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::explain::{explain, human_duration};
+    use super::*;
+    use proptest::prelude::*;
+
+    fn level(concurrency: u32, rpm: f64, ci_low: f64, p95: f64) -> SweepLevel {
+        SweepLevel {
+            concurrency,
+            rpm,
+            rpm_ci_low: ci_low,
+            rpm_ci_high: rpm + (rpm - ci_low),
+            latency_p95_ms: p95,
+            ttft_p95_ms: Some(p95 / 4.0),
+            error_rate: 0.0,
+        }
+    }
+
+    /// The brief's 2 GPU x 8 slot sweep: saturated from 16 at ~19,200 RPM.
+    fn base() -> PlanInput {
+        PlanInput {
+            levels: vec![
+                level(8, 9_700.0, 9_500.0, 800.0),
+                level(16, 19_200.0, 19_000.0, 1_000.0),
+                level(32, 19_250.0, 19_050.0, 2_000.0),
+                level(64, 19_180.0, 18_980.0, 4_000.0),
+            ],
+            sweep_gpus: 2,
+            target_rpm: 30_000.0,
+            headroom: 0.1,
+            estimate: Estimate::Low,
+            slo: Slo::default(),
+            max_gpus: None,
+            requests: Some(60_000),
+            gpu_hour_cost: Some(2.5),
+            startup_s: 120.0,
+        }
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() <= 1e-9 * b.abs().max(1.0)
+    }
+
+    #[test]
+    fn must_pass_two_gpu_sweep() {
+        let p = plan(&base()).unwrap();
+        // Chosen: best 19,250 @32; 16 is within 2% (>= 18,865) and lowest.
+        assert_eq!(p.chosen_concurrency, 16);
+        // per GPU: 19,200 / 2 = 9,600 mean, 19,000 / 2 = 9,500 low.
+        assert!(close(p.rpm_per_gpu, 9_600.0));
+        assert!(close(p.rpm_per_gpu_low, 9_500.0));
+        // 30,000 * 1.1 / 9,500 = 3.47 -> 4.
+        assert_eq!(p.gpus, 4);
+        // ceil(16 / 2) = 8, total 4 * 8 = 32.
+        assert_eq!(p.concurrency_per_gpu, 8);
+        assert_eq!(p.total_concurrency, 32);
+        // 4 * 9,600 = 38,400.
+        assert!(close(p.expected_rpm, 38_400.0));
+        // 60,000 / 38,400 * 60 = 93.75 s.
+        assert!(close(p.expected_duration_s.unwrap(), 93.75));
+        // 4 * (93.75 + 120) / 3600 * 2.5 = 4 * 213.75 / 3600 * 2.5 = 0.59375.
+        assert!(close(p.cost_usd.unwrap(), 0.59375));
+        assert_eq!(p.expected_latency_p95_ms, 1_000.0);
+        assert_eq!(p.estimate, Estimate::Low);
+        assert_eq!(p.sweep, "");
+        assert_eq!(p.sweep_gpus, 2);
+        assert_eq!(p.startup_s, 120.0);
+        assert_eq!(p.requests, Some(60_000));
+    }
+
+    #[test]
+    fn rounds_up() {
+        // 28,595 * 1.0 / 9,500 = 3.01 -> 4.
+        let mut i = base();
+        i.headroom = 0.0;
+        i.target_rpm = 28_595.0;
+        assert_eq!(plan(&i).unwrap().gpus, 4);
+    }
+
+    #[test]
+    fn exact_multiple_not_over_rounded() {
+        // 28,500 / 9,500 = 3 exactly -> 3.
+        let mut i = base();
+        i.headroom = 0.0;
+        i.target_rpm = 28_500.0;
+        assert_eq!(plan(&i).unwrap().gpus, 3);
+        // Float noise: 3,000 * (1 + 0.1) / 1,100 is 3.0000000000000004 in
+        // f64 (1.1 is not exact); a bare ceil would say 4.
+        let mut i = base();
+        i.levels = vec![level(16, 2_200.0, 2_200.0, 1_000.0)];
+        i.target_rpm = 3_000.0;
+        i.headroom = 0.1;
+        assert!((3_000.0f64 * (1.0 + 0.1) / 1_100.0).ceil() > 3.0);
+        assert_eq!(plan(&i).unwrap().gpus, 3);
+    }
+
+    #[test]
+    fn at_least_one_gpu() {
+        let mut i = base();
+        i.target_rpm = 1.0;
+        let p = plan(&i).unwrap();
+        assert_eq!(p.gpus, 1);
+        assert_eq!(p.total_concurrency, 8);
+    }
+
+    #[test]
+    fn headroom_adds_gpus() {
+        // No headroom: 30,000 / 9,500 = 3.16 -> 4. 50%: 45,000 / 9,500 =
+        // 4.74 -> 5. 100%: 60,000 / 9,500 = 6.32 -> 7.
+        let mut i = base();
+        for (h, g) in [(0.0, 4), (0.5, 5), (1.0, 7)] {
+            i.headroom = h;
+            assert_eq!(plan(&i).unwrap().gpus, g, "headroom {h}");
+        }
+    }
+
+    #[test]
+    fn ci_low_vs_mean() {
+        // 34,900 * 1.1 = 38,390. Low: / 9,500 = 4.04 -> 5. Mean: / 9,600 =
+        // 3.999 -> 4.
+        let mut i = base();
+        i.target_rpm = 34_900.0;
+        assert_eq!(plan(&i).unwrap().gpus, 5);
+        i.estimate = Estimate::Mean;
+        let p = plan(&i).unwrap();
+        assert_eq!(p.gpus, 4);
+        assert_eq!(p.estimate, Estimate::Mean);
+    }
+
+    #[test]
+    fn latency_slo_excludes_levels() {
+        // p95 <= 900 ms leaves only level 8 (9,700 RPM, low 9,500):
+        // per GPU low 4,750; 33,000 / 4,750 = 6.95 -> 7; 8 / 2 = 4 per GPU.
+        let mut i = base();
+        i.slo.max_latency_p95_ms = Some(900.0);
+        let p = plan(&i).unwrap();
+        assert_eq!(p.chosen_concurrency, 8);
+        assert_eq!(p.gpus, 7);
+        assert_eq!(p.concurrency_per_gpu, 4);
+        assert_eq!(p.expected_latency_p95_ms, 800.0);
+    }
+
+    #[test]
+    fn ttft_and_error_slos() {
+        let mut i = base();
+        // Level 16 loses its TTFT: with a TTFT SLO it fails, so the lowest
+        // level within 2% of best is 32.
+        i.levels[1].ttft_p95_ms = None;
+        i.slo.max_ttft_p95_ms = Some(10_000.0);
+        assert_eq!(plan(&i).unwrap().chosen_concurrency, 32);
+        // Without a TTFT SLO, the missing TTFT does not matter.
+        i.slo.max_ttft_p95_ms = None;
+        assert_eq!(plan(&i).unwrap().chosen_concurrency, 16);
+        // 16 and 32 erroring 5% with a 1% cap -> 64 (19,180 is the best left).
+        i.levels[1].error_rate = 0.05;
+        i.levels[2].error_rate = 0.05;
+        i.slo.max_error_rate = Some(0.01);
+        assert_eq!(plan(&i).unwrap().chosen_concurrency, 64);
+    }
+
+    #[test]
+    fn near_best_boundary_is_two_percent() {
+        // Best 10,000: 9,800 is exactly 2% below (kept), 9,799 is not.
+        let mut i = base();
+        i.levels = vec![
+            level(4, 9_799.0, 9_700.0, 100.0),
+            level(8, 9_800.0, 9_700.0, 100.0),
+            level(16, 10_000.0, 9_900.0, 100.0),
+        ];
+        assert_eq!(plan(&i).unwrap().chosen_concurrency, 8);
+    }
+
+    #[test]
+    fn no_level_meets_slo() {
+        let mut i = base();
+        i.slo.max_latency_p95_ms = Some(100.0);
+        let e = plan(&i).unwrap_err();
+        let PlanError::NoLevelMeetsSlo(msg) = &e else {
+            panic!("{e:?}")
+        };
+        assert!(msg.contains("--max-latency-p95-ms 100"), "{msg}");
+        assert!(msg.contains("800 ms at concurrency 8"), "{msg}");
+    }
+
+    #[test]
+    fn unreachable_target() {
+        // Needs 4 (see must-pass); cap 3 -> reachable 3 * 9,500 / 1.1 =
+        // 25,909.09 RPM.
+        let mut i = base();
+        i.max_gpus = Some(3);
+        let e = plan(&i).unwrap_err();
+        let PlanError::Unreachable {
+            max_gpus,
+            reachable_rpm,
+            needed_gpus,
+        } = e
+        else {
+            panic!("{e:?}")
+        };
+        assert_eq!((max_gpus, needed_gpus), (3, 4));
+        assert!(close(reachable_rpm, 28_500.0 / 1.1));
+        // Exactly enough is fine.
+        i.max_gpus = Some(4);
+        assert_eq!(plan(&i).unwrap().gpus, 4);
+    }
+
+    #[test]
+    fn cost_needs_requests_and_price() {
+        let mut i = base();
+        i.gpu_hour_cost = None;
+        let p = plan(&i).unwrap();
+        assert!(p.cost_usd.is_none());
+        assert!(p.expected_duration_s.is_some());
+        let mut i = base();
+        i.requests = None;
+        let p = plan(&i).unwrap();
+        assert!(p.cost_usd.is_none() && p.expected_duration_s.is_none());
+        // Free GPUs cost 0; no startup: 4 * 93.75 / 3600 * 2.5 = 0.2604166.
+        let mut i = base();
+        i.gpu_hour_cost = Some(0.0);
+        assert_eq!(plan(&i).unwrap().cost_usd, Some(0.0));
+        i.gpu_hour_cost = Some(2.5);
+        i.startup_s = 0.0;
+        assert!(close(plan(&i).unwrap().cost_usd.unwrap(), 375.0 / 3600.0 * 2.5));
+    }
+
+    #[test]
+    fn concurrency_per_gpu_rounds_up() {
+        // Level 17 on 2 GPUs -> ceil(8.5) = 9 per GPU.
+        let mut i = base();
+        i.levels = vec![level(17, 19_200.0, 19_000.0, 1_000.0)];
+        let p = plan(&i).unwrap();
+        assert_eq!(p.concurrency_per_gpu, 9);
+        assert_eq!(p.total_concurrency, 36);
+    }
+
+    fn invalid_flag(i: &PlanInput) -> String {
+        match plan(i) {
+            Err(PlanError::Invalid(m)) => m,
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_inputs_are_invalid_and_name_the_flag() {
+        type Edit = fn(&mut PlanInput);
+        let cases: Vec<(&str, Edit)> = vec![
+            ("--target-rpm", |i| i.target_rpm = 0.0),
+            ("--target-rpm", |i| i.target_rpm = -5.0),
+            ("--target-rpm", |i| i.target_rpm = f64::NAN),
+            ("--target-rpm", |i| i.target_rpm = f64::INFINITY),
+            ("--headroom", |i| i.headroom = -0.1),
+            ("--headroom", |i| i.headroom = f64::NAN),
+            ("--sweep-gpus", |i| i.sweep_gpus = 0),
+            ("--max-latency-p95-ms", |i| i.slo.max_latency_p95_ms = Some(0.0)),
+            ("--max-latency-p95-ms", |i| i.slo.max_latency_p95_ms = Some(f64::NAN)),
+            ("--max-ttft-p95-ms", |i| i.slo.max_ttft_p95_ms = Some(-1.0)),
+            ("--max-error-rate", |i| i.slo.max_error_rate = Some(1.5)),
+            ("--max-error-rate", |i| i.slo.max_error_rate = Some(-0.1)),
+            ("--max-error-rate", |i| i.slo.max_error_rate = Some(f64::NAN)),
+            ("--max-gpus", |i| i.max_gpus = Some(0)),
+            ("--requests", |i| i.requests = Some(0)),
+            ("--gpu-hour-cost", |i| i.gpu_hour_cost = Some(-1.0)),
+            ("--gpu-hour-cost", |i| i.gpu_hour_cost = Some(f64::NAN)),
+            ("--startup-s", |i| i.startup_s = -1.0),
+            ("--startup-s", |i| i.startup_s = f64::INFINITY),
+            ("--sweep", |i| i.levels.clear()),
+            ("--sweep", |i| i.levels[0].rpm = f64::NAN),
+            ("--sweep", |i| {
+                i.levels = vec![level(4, 0.0, 0.0, 10.0)];
+            }),
+            ("--estimate", |i| {
+                i.levels = vec![level(4, 100.0, -20.0, 10.0)];
+            }),
+        ];
+        for (flag, edit) in cases {
+            let mut i = base();
+            edit(&mut i);
+            let msg = invalid_flag(&i);
+            assert!(msg.contains(flag), "{flag}: {msg}");
+        }
+        // Error rate bounds are inclusive.
+        let mut i = base();
+        i.slo.max_error_rate = Some(0.0);
+        assert!(plan(&i).is_ok());
+        i.slo.max_error_rate = Some(1.0);
+        assert!(plan(&i).is_ok());
+    }
+
+    #[test]
+    fn explain_shows_the_arithmetic() {
+        let text = explain(&plan(&base()).unwrap());
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "4 GPUs: 30,000 RPM target x 1.10 / 9,500 RPM per GPU (95% CI low) = 3.47 -> 4"
+        );
+        assert!(lines[1].contains("8 per GPU") && lines[1].contains("= 32 total"));
+        assert!(lines[2].contains("= 38,400 RPM"), "{}", lines[2]);
+        assert!(lines[3].contains("60,000 requests") && lines[3].contains("93.75 s"));
+        assert!(lines[4].contains("$2.50") && lines[4].contains("$0.59"), "{}", lines[4]);
+        assert_eq!(
+            lines[5],
+            "sweep measured 2 GPUs; plan uses 4 (2.0x): assumes linear scaling across replicas"
+        );
+    }
+
+    #[test]
+    fn explain_mean_without_cost() {
+        let mut i = base();
+        i.estimate = Estimate::Mean;
+        i.requests = None;
+        i.target_rpm = 5_000.0;
+        // 5,500 / 9,600 = 0.57 -> 1.
+        let text = explain(&plan(&i).unwrap());
+        assert!(text.starts_with("1 GPU: 5,000 RPM target x 1.10 / 9,600 RPM per GPU (mean) = 0.57 -> 1"));
+        assert!(!text.contains("duration") && !text.contains("cost"));
+        assert!(text.contains("plan uses 1 (0.5x)"));
+    }
+
+    #[test]
+    fn human_durations() {
+        assert_eq!(human_duration(93.75), "1m 34s");
+        assert_eq!(human_duration(7_500.0), "2h 05m");
+    }
+
+    proptest! {
+        #[test]
+        fn gpus_non_decreasing_in_target(
+            a in 1.0f64..1e6,
+            b in 1.0f64..1e6,
+            headroom in 0.0f64..2.0,
+            mean in any::<bool>(),
+        ) {
+            let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+            let mut i = base();
+            i.headroom = headroom;
+            i.estimate = if mean { Estimate::Mean } else { Estimate::Low };
+            i.target_rpm = lo;
+            let g_lo = plan(&i).unwrap().gpus;
+            i.target_rpm = hi;
+            let p = plan(&i).unwrap();
+            prop_assert!(g_lo <= p.gpus);
+            // And the plan always covers the target with headroom (up to the
+            // 1e-9 rounding guard).
+            let per = if mean { p.rpm_per_gpu } else { p.rpm_per_gpu_low };
+            prop_assert!(f64::from(p.gpus) * per >= hi * (1.0 + headroom) * (1.0 - 1e-9));
+        }
+    }
+}
