@@ -128,137 +128,150 @@ mod tests {
 
     type Expect = (Dialect, f64, f64, Option<f64>, Option<f64>, Option<f64>, Option<f64>);
 
+    /// Detects the dialect of one fixture and reads its snapshot: (file, (dialect, running,
+    /// waiting, kv, preemptions, prompt tokens, output tokens)).
+    fn reads((file, text): (&str, &str), (dialect, running, waiting, kv, pre, prompt, out): Expect) {
+        let samples = prom::parse(text);
+        assert_eq!(Dialect::detect(&samples), Some(dialect), "{file}");
+        let s = dialect.snapshot(&samples, 1.5);
+        assert_eq!(s.at_s, 1.5);
+        assert_eq!(s.running, Some(running), "{file} running");
+        assert_eq!(s.waiting, Some(waiting), "{file} waiting");
+        assert_eq!(s.kv_usage, kv, "{file} kv");
+        assert_eq!(s.preemptions_total, pre, "{file} preemptions");
+        assert_eq!(s.prompt_tokens_total, prompt, "{file} prompt tokens");
+        assert_eq!(s.output_tokens_total, out, "{file} output tokens");
+    }
+
+    // One test per server: every dialect reads from its server's own text.
     #[test]
-    fn every_dialect_reads_from_its_servers_text() {
-        // (file, (dialect, running, waiting, kv, preemptions, prompt tokens, output tokens))
-        let cases: [((&str, &str), Expect); 11] = [
+    fn vllm_reads_from_its_servers_text() {
+        reads(
+            fixture!("vllm-v0.11.0-busy.prom"),
             (
-                fixture!("vllm-v0.11.0-busy.prom"),
-                (
-                    Dialect::Vllm,
-                    8.0,
-                    16.0,
-                    Some(0.873),
-                    Some(3.0),
-                    Some(732160.0),
-                    Some(422625.0),
-                ),
+                Dialect::Vllm,
+                8.0,
+                16.0,
+                Some(0.873),
+                Some(3.0),
+                Some(732160.0),
+                Some(422625.0),
             ),
-            // vLLM before 0.10: the KV gauge had its older name.
+        );
+        // vLLM before 0.10: the KV gauge had its older name.
+        reads(
+            fixture!("vllm-v0.6.3-busy.prom"),
             (
-                fixture!("vllm-v0.6.3-busy.prom"),
-                (
-                    Dialect::Vllm,
-                    8.0,
-                    16.0,
-                    Some(0.873),
-                    Some(3.0),
-                    Some(727280.0),
-                    Some(422177.0),
-                ),
+                Dialect::Vllm,
+                8.0,
+                16.0,
+                Some(0.873),
+                Some(3.0),
+                Some(727280.0),
+                Some(422177.0),
             ),
+        );
+        reads(
+            fixture!("vllm-v0.11.0-show-hidden-0.10.prom"),
             (
-                fixture!("vllm-v0.11.0-show-hidden-0.10.prom"),
-                (
-                    Dialect::Vllm,
-                    8.0,
-                    16.0,
-                    Some(0.873),
-                    Some(3.0),
-                    Some(732160.0),
-                    Some(422625.0),
-                ),
+                Dialect::Vllm,
+                8.0,
+                16.0,
+                Some(0.873),
+                Some(3.0),
+                Some(732160.0),
+                Some(422625.0),
             ),
-            // Two models behind one server: summed (KV: the fuller one).
+        );
+        // Two models behind one server: summed (KV: the fuller one).
+        reads(
+            fixture!("vllm-v0.11.0-two-models.prom"),
             (
-                fixture!("vllm-v0.11.0-two-models.prom"),
-                (
-                    Dialect::Vllm,
-                    12.0,
-                    18.0,
-                    Some(0.873),
-                    Some(3.0),
-                    Some(1110814.0),
-                    Some(656014.0),
-                ),
+                Dialect::Vllm,
+                12.0,
+                18.0,
+                Some(0.873),
+                Some(3.0),
+                Some(1110814.0),
+                Some(656014.0),
             ),
-            // Data parallel: two engines, summed.
+        );
+        // Data parallel: two engines, summed.
+        reads(
+            fixture!("vllm-v0.11.0-dp2.prom"),
             (
-                fixture!("vllm-v0.11.0-dp2.prom"),
-                (
-                    Dialect::Vllm,
-                    15.0,
-                    27.0,
-                    Some(0.873),
-                    Some(4.0),
-                    Some(1418094.0),
-                    Some(843145.0),
-                ),
+                Dialect::Vllm,
+                15.0,
+                27.0,
+                Some(0.873),
+                Some(4.0),
+                Some(1418094.0),
+                Some(843145.0),
             ),
+        );
+    }
+
+    #[test]
+    fn sglang_reads_from_its_servers_text() {
+        reads(
+            fixture!("sglang-v0.5.3-busy.prom"),
             (
-                fixture!("sglang-v0.5.3-busy.prom"),
-                (
-                    Dialect::Sglang,
-                    8.0,
-                    16.0,
-                    Some(0.87),
-                    None,
-                    Some(703957.0),
-                    Some(426514.0),
-                ),
+                Dialect::Sglang,
+                8.0,
+                16.0,
+                Some(0.87),
+                None,
+                Some(703957.0),
+                Some(426514.0),
             ),
-            // Tensor parallel: only rank 0 reports the scheduler's gauges, so nothing doubles.
+        );
+        // Tensor parallel: only rank 0 reports the scheduler's gauges, so nothing doubles.
+        reads(
+            fixture!("sglang-v0.5.3-busy-tp2.prom"),
             (
-                fixture!("sglang-v0.5.3-busy-tp2.prom"),
-                (
-                    Dialect::Sglang,
-                    8.0,
-                    16.0,
-                    Some(0.87),
-                    None,
-                    Some(703957.0),
-                    Some(426514.0),
-                ),
+                Dialect::Sglang,
+                8.0,
+                16.0,
+                Some(0.87),
+                None,
+                Some(703957.0),
+                Some(426514.0),
             ),
+        );
+    }
+
+    #[test]
+    fn tgi_reads_from_its_servers_text() {
+        reads(
+            fixture!("tgi-v3.3.7-busy.prom"),
+            (Dialect::Tgi, 8.0, 16.0, None, None, Some(971288.0), Some(422323.0)),
+        );
+    }
+
+    #[test]
+    fn llamacpp_reads_from_its_servers_text() {
+        // Captured from a real llama-server (-np 4, --metrics) with 10 requests sent: 4
+        // in its slots, 5 deferred; this build has no KV gauge.
+        reads(
+            fixture!("llamacpp-busy.prom"),
+            (Dialect::LlamaCpp, 4.0, 5.0, None, None, Some(168.0), Some(64.0)),
+        );
+        reads(
+            fixture!("llamacpp-idle.prom"),
+            (Dialect::LlamaCpp, 0.0, 0.0, None, None, Some(0.0), Some(0.0)),
+        );
+        reads(
+            fixture!("llamacpp-7841fc7-busy.prom"),
             (
-                fixture!("tgi-v3.3.7-busy.prom"),
-                (Dialect::Tgi, 8.0, 16.0, None, None, Some(971288.0), Some(422323.0)),
+                Dialect::LlamaCpp,
+                4.0,
+                6.0,
+                Some(0.549316),
+                None,
+                Some(187342.0),
+                Some(96512.0),
             ),
-            // Captured from a real llama-server (-np 4, --metrics) with 10 requests sent: 4
-            // in its slots, 5 deferred; this build has no KV gauge.
-            (
-                fixture!("llamacpp-busy.prom"),
-                (Dialect::LlamaCpp, 4.0, 5.0, None, None, Some(168.0), Some(64.0)),
-            ),
-            (
-                fixture!("llamacpp-idle.prom"),
-                (Dialect::LlamaCpp, 0.0, 0.0, None, None, Some(0.0), Some(0.0)),
-            ),
-            (
-                fixture!("llamacpp-7841fc7-busy.prom"),
-                (
-                    Dialect::LlamaCpp,
-                    4.0,
-                    6.0,
-                    Some(0.549316),
-                    None,
-                    Some(187342.0),
-                    Some(96512.0),
-                ),
-            ),
-        ];
-        for ((file, text), (dialect, running, waiting, kv, pre, prompt, out)) in cases {
-            let samples = prom::parse(text);
-            assert_eq!(Dialect::detect(&samples), Some(dialect), "{file}");
-            let s = dialect.snapshot(&samples, 1.5);
-            assert_eq!(s.at_s, 1.5);
-            assert_eq!(s.running, Some(running), "{file} running");
-            assert_eq!(s.waiting, Some(waiting), "{file} waiting");
-            assert_eq!(s.kv_usage, kv, "{file} kv");
-            assert_eq!(s.preemptions_total, pre, "{file} preemptions");
-            assert_eq!(s.prompt_tokens_total, prompt, "{file} prompt tokens");
-            assert_eq!(s.output_tokens_total, out, "{file} output tokens");
-        }
+        );
     }
 
     #[test]

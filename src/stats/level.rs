@@ -51,6 +51,27 @@ pub fn summarize_level(
     end: f64,
     offset_ms: f64,
 ) -> (LevelRow, Vec<RequestRow>, bool) {
+    let rate = window_rate(c, recs, w, end);
+    let tokens = window_tokens(recs, w, end);
+    let m = measure(c, recs, w, offset_ms);
+    let row = level_row(c, gpus, &rate, &tokens, &m);
+    (row, m.rows, m.estimated)
+}
+
+/// The level's window and what ended inside it: the RPM and its interval.
+struct WindowRate {
+    /// Seconds from the end of the warm-up to the end of the level (never 0: it divides).
+    window: f64,
+    ok: u64,
+    failed: u64,
+    rpm: f64,
+    low: f64,
+    high: f64,
+}
+
+/// Counts the requests that ended inside `[w, end)` and turns the successful ones into an RPM
+/// with its confidence interval.
+fn window_rate(c: u32, recs: &[Sample], w: f64, end: f64) -> WindowRate {
     let window = (end - w).max(f64::MIN_POSITIVE);
     let ok_ends: Vec<f64> = recs
         .iter()
@@ -73,20 +94,29 @@ pub fn summarize_level(
         }
         None => (0.0, rpm * 2.0),
     };
+    WindowRate {
+        window,
+        ok: ok_ends.len() as u64,
+        failed,
+        rpm,
+        low,
+        high,
+    }
+}
 
-    let mut lat = LatencySet::default();
+/// Tokens of the successful requests that ended inside the window.
+struct WindowTokens {
+    completion: u64,
+    /// `None` when no answer in the window reported its prompt's tokens.
+    prompt: Option<u64>,
+}
+
+/// Sums the tokens of the answers that ended inside `[w, end)`, whenever they started: the
+/// token rates are over the same window as the RPM.
+fn window_tokens(recs: &[Sample], w: f64, end: f64) -> WindowTokens {
     let mut tokens_in_window = 0u64;
     let (mut prompt_in_window, mut prompt_known) = (0u64, false);
-    let mut estimated = false;
-    let mut sched = 0.0;
-    let mut latency_sum = 0.0;
-    let mut measured = 0usize;
-    let mut repeated = 0u64;
-    let mut fit_points: Vec<(f64, f64, f64)> = Vec::new();
-    let mut rows = Vec::new();
     for r in recs {
-        let e2e_ms = (r.end - r.start) * 1000.0;
-        let ttft_ms = r.ttft_ms;
         if let SampleResult::Ok {
             completion_tokens,
             prompt_tokens,
@@ -101,28 +131,57 @@ pub fn summarize_level(
                 }
             }
         }
+    }
+    WindowTokens {
+        completion: tokens_in_window,
+        prompt: prompt_known.then_some(prompt_in_window),
+    }
+}
+
+/// What the requests that started after the warm-up measured.
+#[derive(Default)]
+struct Measured {
+    lat: LatencySet,
+    estimated: bool,
+    /// Sums over the measured requests, for the client self-check.
+    sched: f64,
+    latency_sum: f64,
+    measured: usize,
+    repeated: u64,
+    /// (prompt tokens, output tokens, latency ms) of answers with real token counts.
+    fit_points: Vec<(f64, f64, f64)>,
+    rows: Vec<RequestRow>,
+}
+
+/// Records every request that started after the warm-up `w`: its latencies, its figures for
+/// the self-check and the capacity fit, and its requests.csv row.
+fn measure(c: u32, recs: &[Sample], w: f64, offset_ms: f64) -> Measured {
+    let mut m = Measured::default();
+    for r in recs {
         if r.start < w {
             continue;
         }
-        measured += 1;
-        repeated += u64::from(r.repeated);
-        sched += r.sched_delay;
-        latency_sum += r.end - r.start;
+        m.measured += 1;
+        m.repeated += u64::from(r.repeated);
+        m.sched += r.sched_delay;
+        m.latency_sum += r.end - r.start;
+        let e2e_ms = (r.end - r.start) * 1000.0;
+        let ttft_ms = r.ttft_ms;
         let (status, error, prompt_tokens, output_tokens) = match &r.result {
             SampleResult::Ok {
                 prompt_tokens,
                 completion_tokens,
                 estimated: est,
             } => {
-                estimated |= *est;
+                m.estimated |= *est;
                 if let (Some(p), false) = (prompt_tokens, *est) {
-                    fit_points.push((*p as f64, *completion_tokens as f64, e2e_ms));
+                    m.fit_points.push((*p as f64, *completion_tokens as f64, e2e_ms));
                 }
-                lat.e2e.record_ms(e2e_ms);
+                m.lat.e2e.record_ms(e2e_ms);
                 if let Some(t) = ttft_ms {
-                    lat.ttft.record_ms(t);
+                    m.lat.ttft.record_ms(t);
                     if let Some(tp) = tpot_ms(e2e_ms, t, *completion_tokens) {
-                        lat.tpot.record_ms(tp);
+                        m.lat.tpot.record_ms(tp);
                     }
                 }
                 (
@@ -134,7 +193,7 @@ pub fn summarize_level(
             }
             SampleResult::Failed { label, message } => (label.clone(), message.clone(), None, None),
         };
-        rows.push(RequestRow {
+        m.rows.push(RequestRow {
             concurrency: c,
             start_ms: offset_ms + r.start * 1000.0,
             latency_ms: e2e_ms,
@@ -145,27 +204,41 @@ pub fn summarize_level(
             error,
         });
     }
-    let q = |h: &Hist, p: f64| h.quantile_ms(p);
-    // Client self-check: the engine's own gap between a slot freeing and its next request
-    // starting, against the latency it measures. Above 5% (and 1 ms), the client, not the
-    // resource, is limiting.
-    let mean_sched = if measured > 0 { sched / measured as f64 } else { 0.0 };
-    let mean_latency = if measured > 0 {
-        latency_sum / measured as f64
+    m
+}
+
+/// Client self-check: the engine's own gap between a slot freeing and its next request
+/// starting, against the latency it measures. Above 5% (and 1 ms), the client, not the
+/// resource, is limiting.
+fn client_limited(m: &Measured) -> bool {
+    let mean_sched = if m.measured > 0 {
+        m.sched / m.measured as f64
     } else {
         0.0
     };
-    let client_limited = mean_sched > 0.001 && mean_sched > 0.05 * mean_latency;
-    let total = ok_ends.len() as u64 + failed;
-    let row = LevelRow {
+    let mean_latency = if m.measured > 0 {
+        m.latency_sum / m.measured as f64
+    } else {
+        0.0
+    };
+    mean_sched > 0.001 && mean_sched > 0.05 * mean_latency
+}
+
+/// Assembles the level row; the server columns stay empty (the scraper fills them).
+fn level_row(c: u32, gpus: u32, rate: &WindowRate, tokens: &WindowTokens, m: &Measured) -> LevelRow {
+    let q = |h: &Hist, p: f64| h.quantile_ms(p);
+    let lat = &m.lat;
+    let window = rate.window;
+    let total = rate.ok + rate.failed;
+    LevelRow {
         concurrency: c,
         duration_s: window,
-        requests_ok: ok_ends.len() as u64,
-        requests_failed: failed,
-        rpm,
-        rpm_ci_low: low,
-        rpm_ci_high: high,
-        rpm_per_gpu: rpm / f64::from(gpus),
+        requests_ok: rate.ok,
+        requests_failed: rate.failed,
+        rpm: rate.rpm,
+        rpm_ci_low: rate.low,
+        rpm_ci_high: rate.high,
+        rpm_per_gpu: rate.rpm / f64::from(gpus),
         latency_p50_ms: q(&lat.e2e, 0.5).unwrap_or(f64::NAN),
         latency_p90_ms: q(&lat.e2e, 0.9).unwrap_or(f64::NAN),
         latency_p95_ms: q(&lat.e2e, 0.95).unwrap_or(f64::NAN),
@@ -173,22 +246,21 @@ pub fn summarize_level(
         ttft_p50_ms: q(&lat.ttft, 0.5),
         ttft_p95_ms: q(&lat.ttft, 0.95),
         tpot_p50_ms: q(&lat.tpot, 0.5),
-        output_tokens_per_s: tokens_in_window as f64 / window,
-        repeated_requests: repeated,
+        output_tokens_per_s: tokens.completion as f64 / window,
+        repeated_requests: m.repeated,
         server_running_mean: None,
         server_running_max: None,
         server_waiting_mean: None,
         server_kv_cache_usage_max: None,
         server_preemptions: None,
         server_output_tokens_per_s: None,
-        capacity_model: super::fit::fit_latency(&fit_points),
-        input_tokens_per_s: if prompt_known {
-            prompt_in_window as f64 / window
+        capacity_model: super::fit::fit_latency(&m.fit_points),
+        input_tokens_per_s: tokens.prompt.map_or(f64::NAN, |p| p as f64 / window),
+        error_rate: if total > 0 {
+            rate.failed as f64 / total as f64
         } else {
-            f64::NAN
+            0.0
         },
-        error_rate: if total > 0 { failed as f64 / total as f64 } else { 0.0 },
-        client_limited,
-    };
-    (row, rows, estimated)
+        client_limited: client_limited(m),
+    }
 }

@@ -106,12 +106,27 @@ pub fn running_max_observed(levels: &[LevelRow]) -> Option<f64> {
 ///   step slowed (`compute`).
 pub fn verdict(levels: &[LevelRow], knee: Option<&KneeRow>) -> Option<ServerVerdict> {
     let running_max_observed = running_max_observed(levels)?;
+    let (knee, a) = match knee_and_level_above(levels, knee, running_max_observed) {
+        Ok(found) => found,
+        Err(unconfirmed) => return Some(unconfirmed),
+    };
+    let (limit, evidence) = classify(levels, knee, a, running_max_observed);
+    Some(ServerVerdict { limit, evidence })
+}
+
+/// The knee and the highest level above it with server metrics, or why there is nothing to
+/// judge (`unconfirmed`, with what the server was seen doing). `r`: the most it ran at once.
+fn knee_and_level_above<'a>(
+    levels: &'a [LevelRow],
+    knee: Option<&'a KneeRow>,
+    r: f64,
+) -> Result<(&'a KneeRow, &'a LevelRow), ServerVerdict> {
     let Some(knee) = knee else {
-        return Some(ServerVerdict {
+        return Err(ServerVerdict {
             limit: ServerLimit::Unconfirmed,
             evidence: format!(
                 "no knee was found; the server ran at most {} requests at once",
-                short(running_max_observed)
+                short(r)
             ),
         });
     };
@@ -123,7 +138,7 @@ pub fn verdict(levels: &[LevelRow], knee: Option<&KneeRow>) -> Option<ServerVerd
         .filter(|l| l.concurrency > knee.concurrency && l.rpm.is_finite() && l.server_running_mean.is_some())
         .max_by_key(|l| l.concurrency);
     let Some(a) = above else {
-        return Some(ServerVerdict {
+        return Err(ServerVerdict {
             limit: ServerLimit::Unconfirmed,
             evidence: format!(
                 "no level above the knee ({}) has server metrics; at the knee the server ran {}",
@@ -134,10 +149,14 @@ pub fn verdict(levels: &[LevelRow], knee: Option<&KneeRow>) -> Option<ServerVerd
             ),
         });
     };
+    Ok((knee, a))
+}
+
+/// The rules of [`verdict`] on level `a` above the knee; `r`: the most the server ran at once.
+fn classify(levels: &[LevelRow], knee: &KneeRow, a: &LevelRow, r: f64) -> (ServerLimit, String) {
     let c = f64::from(a.concurrency);
     let running = a.server_running_mean.unwrap_or(0.0);
     let waiting = a.server_waiting_mean.unwrap_or(0.0);
-    let r = running_max_observed;
     // The batch is full: above the knee the server kept running about its most ever (a scrape
     // between an answer and the next request sees one fewer) while requests queued inside it.
     let held = running >= 0.85 * r - 0.5 && r < c;
@@ -150,7 +169,7 @@ pub fn verdict(levels: &[LevelRow], knee: Option<&KneeRow>) -> Option<ServerVerd
     let knee_row = levels.iter().find(|l| l.concurrency == knee.concurrency);
     let knee_is_batch = f64::from(knee.concurrency) >= 0.85 * r
         || matches!((full, knee_row), (Some(f), Some(k)) if f.rpm_ci_low > k.rpm_ci_high);
-    let (limit, evidence) = if held && queued && knee_is_batch {
+    if held && queued && knee_is_batch {
         let knee_note = if f64::from(knee.concurrency) >= 0.85 * r {
             format!("the knee ({}) is where the batch filled", knee.concurrency)
         } else {
@@ -186,7 +205,16 @@ pub fn verdict(levels: &[LevelRow], knee: Option<&KneeRow>) -> Option<ServerVerd
                 a.concurrency
             ),
         )
-    } else if a.client_limited {
+    } else {
+        batch_room_left(a, running, waiting)
+    }
+}
+
+/// The rules of [`verdict`] once the server's batch is not what held throughput at level `a`
+/// (it ran `running` at once, `waiting` queued inside it).
+fn batch_room_left(a: &LevelRow, running: f64, waiting: f64) -> (ServerLimit, String) {
+    let c = f64::from(a.concurrency);
+    if a.client_limited {
         (
             ServerLimit::Client,
             format!(
@@ -228,8 +256,7 @@ pub fn verdict(levels: &[LevelRow], knee: Option<&KneeRow>) -> Option<ServerVerd
                 short(waiting)
             ),
         )
-    };
-    Some(ServerVerdict { limit, evidence })
+    }
 }
 
 /// Warnings about the level a plan runs at: preemptions or a KV cache near full mean the
