@@ -24,6 +24,7 @@ pub mod fmt;
 pub mod job;
 pub mod measure;
 pub mod model;
+pub mod outcome;
 pub mod planner;
 pub mod report;
 pub mod resource;

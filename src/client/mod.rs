@@ -25,6 +25,6 @@ mod url;
 // Re-exported: the commands and benches build bodies with it through the client's API.
 pub use crate::api::MaxTokensField;
 pub use body::{build_body, prepare_body, wants_stream};
-pub use outcome::{ClientError, FailKind, Failure, Outcome, Success, Usage};
+pub use outcome::{error_type, ClientError, FailKind, Failure, Outcome, Success, Usage};
 pub use send::{first_model, Client, ClientConfig};
 pub use url::{base_url, redact_url, resolve_url};

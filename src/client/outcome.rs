@@ -189,6 +189,14 @@ pub(super) fn error_message(body: &Value) -> Option<String> {
 /// The class of an error that arrived inside a 2xx answer (a JSON body or a stream event):
 /// the HTTP status the error names (`error.code`, `code`, or TGI's `error.http_status_code`,
 /// 400..599), else a decode failure. So a mid-stream 500 is retried like any 500, a 400 is not.
+/// The error's type as servers name it (`error.type`, `type`, TGI's `error_type`): the one
+/// reading of it, for the systematic-failure streak (`crate::outcome::Streak`).
+pub fn error_type(body: &Value) -> Option<&str> {
+    ["/error/type", "/type", "/error_type"]
+        .iter()
+        .find_map(|p| body.pointer(p).and_then(|v| v.as_str()))
+}
+
 pub(super) fn error_kind(body: &Value) -> FailKind {
     let code = ["/error/code", "/code", "/error/http_status_code"]
         .iter()

@@ -1,7 +1,6 @@
 //! The collector: the one place outcomes become output lines and counts, feed notes and
 //! Ctrl-C are handled, and the run ends with run-summary.json and its exit status.
 
-use super::attempt;
 use super::feed::FeedNote;
 use super::progress::Progress;
 use super::queue::JobSource;
@@ -29,7 +28,7 @@ pub(super) struct Collector {
     pub(super) refused: Option<String>,
     pub(super) input_error: Option<String>,
     pub(super) interrupted: bool,
-    pub(super) streak: Arc<std::sync::Mutex<attempt::Streak>>,
+    pub(super) streak: Arc<std::sync::Mutex<crate::outcome::Streak>>,
     /// Set when the streak stopped the run: the status and message every answer repeated.
     pub(super) systematic: Option<(Option<u16>, String)>,
 }
@@ -241,7 +240,7 @@ impl Collector {
                     "stopped: the last {} finished requests all failed the same way: {msg}",
                     self.streak.lock().map_or(0, |s| s.len())
                 ),
-                Some(attempt::streak_hint(status)),
+                Some(crate::outcome::streak_hint(status)),
             ));
         }
         if let Some(msg) = self.input_error {

@@ -255,7 +255,9 @@ pub async fn send_batch(b: Batch<'_>, prepared: Prepared, interrupt: Stop) -> an
     let stop = Stop::new();
     let (tx, rx) = mpsc::unbounded_channel::<Event>();
     let retries_used = Arc::new(AtomicU64::new(0));
-    let streak = Arc::new(std::sync::Mutex::new(attempt::Streak::new(b.stop_after_failures)));
+    let streak = Arc::new(std::sync::Mutex::new(crate::outcome::Streak::new(
+        b.stop_after_failures,
+    )));
     let worker = Arc::new(Worker {
         streak: streak.clone(),
         client: b.client.clone(),

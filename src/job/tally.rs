@@ -54,7 +54,7 @@ impl Tally {
         } else {
             self.failed += 1;
         }
-        output_record(custom_id, outcome)
+        crate::outcome::output_record(custom_id, outcome)
     }
 
     /// Seconds from the start to the last final answer.
@@ -127,28 +127,4 @@ pub struct RunServer {
     pub metrics_url: String,
     #[serde(flatten)]
     pub figures: crate::stats::server::ServerLevel,
-}
-
-/// The output line of a finished request.
-pub fn output_record(custom_id: String, outcome: Outcome) -> OutputRecord {
-    match outcome.result {
-        Ok(ok) => OutputRecord {
-            custom_id,
-            status_code: Some(ok.status),
-            request_id: ok.request_id,
-            body: ok.body,
-            error: None,
-        },
-        Err(f) => {
-            let status = f.kind.status();
-            let code = status.map_or_else(|| f.kind.label(), |c| format!("http_{c}"));
-            OutputRecord {
-                custom_id,
-                status_code: status,
-                request_id: None,
-                body: f.body.as_ref().map(crate::api::JsonText::from_value),
-                error: Some((code, f.message)),
-            }
-        }
-    }
 }

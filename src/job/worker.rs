@@ -38,7 +38,7 @@ pub(super) struct Worker {
     pub retries_used: Arc<AtomicU64>,
     pub policy: RetryPolicy,
     /// `--stop-after-failures`: shared by the workers, in the order answers finish.
-    pub streak: Arc<Mutex<attempt::Streak>>,
+    pub streak: Arc<Mutex<crate::outcome::Streak>>,
 }
 
 impl Worker {

@@ -372,7 +372,7 @@ async fn measure_level(sweep: &Sweep<'_>, c: u32, sink: &mut Option<&mut OutputW
     ));
 
     let mut recs: Vec<Rec> = Vec::new();
-    let mut streak = crate::job::attempt::Streak::new(s.stop_after_failures);
+    let mut streak = crate::outcome::Streak::new(s.stop_after_failures);
     // A job sweep's budget is shared: about an eighth per level (doubling to the knee and a
     // few bisection steps), never less than twice --min-requests.
     let level_cap = workload
@@ -402,7 +402,7 @@ async fn measure_level(sweep: &Sweep<'_>, c: u32, sink: &mut Option<&mut OutputW
                         let f = failure.expect("a streak is made of failures");
                         unusable = Some(ui::unusable_error(
                             format!("stopped at level {c}: the last {} requests all failed the same way: {}", streak.len(), f.message),
-                            Some(crate::job::attempt::streak_hint(f.kind.status())),
+                            Some(crate::outcome::streak_hint(f.kind.status())),
                         ));
                         systematic = true;
                         recs.push(r);

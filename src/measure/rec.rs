@@ -31,7 +31,7 @@ impl Rec {
         if let (Ok(kept), Ok(ok)) = (&mut outcome.result, &mut self.outcome.result) {
             kept.body = ok.body.take();
         }
-        w.write_result(&crate::job::tally::output_record(id, outcome))
+        w.write_result(&crate::outcome::output_record(id, outcome))
             .map_err(|e| anyhow::anyhow!("cannot write the job's output: {e}"))
     }
 }
