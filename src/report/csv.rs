@@ -6,7 +6,7 @@
 //! plain numbers. Non-finite floats and `None` become empty cells, which every CSV
 //! consumer treats as "missing".
 
-use super::Exporter;
+use super::exporter::Exporter;
 use crate::model::{LevelRow, RequestRow, Summary};
 use std::io::Write;
 use std::marker::PhantomData;

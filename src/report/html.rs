@@ -3,7 +3,8 @@
 //! the knee and its evidence, the workload mix, and the sections a command adds (the plan's
 //! arithmetic, a run's predicted vs achieved).
 
-use super::{Exporter, SvgExporter};
+use super::exporter::Exporter;
+use super::svg::SvgExporter;
 use crate::fmt::{short, thousands};
 use crate::model::{LevelRow, Summary};
 use std::fmt::Write as _;

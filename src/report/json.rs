@@ -1,6 +1,6 @@
 //! `summary.json`: the whole [`Summary`], pretty-printed.
 
-use super::Exporter;
+use super::exporter::Exporter;
 use crate::model::Summary;
 use std::io::Write;
 

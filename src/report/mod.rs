@@ -4,103 +4,25 @@
 //! file per output format. Exporters never open files themselves; the caller hands
 //! them a `&mut dyn Write`, so the same code serves files, stdout and tests.
 //!
-//! They render the domain model (`crate::model`: [`Summary`] and its rows); nothing here
-//! decides a figure.
-
-use crate::model::Summary;
-use std::io::Write;
+//! They render the domain model (`crate::model`: [`Summary`](crate::model::Summary) and its
+//! rows); nothing here decides a figure.
+//!
+//! This file only declares the modules and re-exports their items: `exporter.rs` holds the
+//! trait and imports no sibling, each format's file implements it, and `format.rs` picks
+//! the exporter for a [`Format`] (no exporter uses it).
 
 pub mod csv;
+pub mod exporter;
+pub mod format;
 pub mod html;
 pub mod json;
 pub mod svg;
 pub mod table;
 
 pub use self::csv::{CsvRow, CsvWriter, LevelsCsv, LevelsCsvWriter, RequestsCsv, LEVELS_HEADER, REQUESTS_HEADER};
+pub use self::exporter::Exporter;
+pub use self::format::Format;
 pub use self::html::{HtmlExporter, Section};
 pub use self::json::JsonExporter;
 pub use self::svg::SvgExporter;
 pub use self::table::TableExporter;
-
-/// Writes a [`Summary`] in one output format.
-pub trait Exporter {
-    /// Render `summary` into `out`. Implementations must not panic on any data.
-    fn write(&self, summary: &Summary, out: &mut dyn Write) -> anyhow::Result<()>;
-}
-
-/// The summary formats sizeup can write.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Format {
-    /// `levels.csv`: one row per concurrency level.
-    LevelsCsv,
-    /// `summary.json`: the whole [`Summary`], pretty-printed.
-    Json,
-    /// `throughput.svg`: RPM per GPU and p95 latency vs concurrency.
-    Svg,
-    /// Fixed-width text table for the terminal.
-    Table,
-    /// `report.html`: the self-contained page.
-    Html,
-}
-
-impl Format {
-    /// Every format, in the order a run usually writes them.
-    pub const ALL: [Format; 5] = [
-        Format::LevelsCsv,
-        Format::Json,
-        Format::Svg,
-        Format::Table,
-        Format::Html,
-    ];
-
-    /// The exporter that renders this format.
-    pub fn exporter(&self) -> Box<dyn Exporter> {
-        match self {
-            Format::LevelsCsv => Box::new(LevelsCsv),
-            Format::Json => Box::new(JsonExporter),
-            Format::Svg => Box::new(SvgExporter),
-            Format::Table => Box::new(TableExporter),
-            Format::Html => Box::new(HtmlExporter),
-        }
-    }
-
-    /// Conventional file name inside the output directory; `None` for the table,
-    /// which is meant for stdout.
-    pub fn file_name(&self) -> Option<&'static str> {
-        match self {
-            Format::LevelsCsv => Some("levels.csv"),
-            Format::Json => Some("summary.json"),
-            Format::Svg => Some("throughput.svg"),
-            Format::Table => None,
-            Format::Html => Some("report.html"),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::fixtures;
-
-    #[test]
-    fn formats_have_exporters_and_names() {
-        let names: Vec<_> = Format::ALL.iter().map(|f| f.file_name()).collect();
-        assert_eq!(
-            names,
-            [
-                Some("levels.csv"),
-                Some("summary.json"),
-                Some("throughput.svg"),
-                None,
-                Some("report.html")
-            ]
-        );
-        for s in std::iter::once(fixtures::summary()).chain(fixtures::nasty()) {
-            for f in Format::ALL {
-                let mut buf = Vec::new();
-                f.exporter().write(&s, &mut buf).unwrap();
-                assert!(!buf.is_empty(), "{f:?}");
-            }
-        }
-    }
-}

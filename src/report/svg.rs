@@ -4,10 +4,12 @@
 //! plain `<text>` elements and the viewer picks the font, so rendering needs no
 //! font files on the machine that runs the sweep.
 
-use super::Exporter;
+use super::exporter::Exporter;
 use crate::fmt::thousands;
-use crate::model::{LevelRow, Summary};
+use crate::model::{KneeRow, LevelRow, Summary};
+use plotters::chart::DualCoordChartContext;
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged};
+use plotters::coord::types::RangedCoordf64;
 use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 use std::io::Write;
@@ -113,11 +115,55 @@ fn axis_max(values: impl Iterator<Item = f64>) -> f64 {
     }
 }
 
+/// The chart with its two value axes (RPM per GPU on the left, p95 latency on the right)
+/// over one log2 concurrency axis.
+type Chart<'a, DB> =
+    DualCoordChartContext<'a, DB, Cartesian2d<Log2Axis, RangedCoordf64>, Cartesian2d<Log2Axis, RangedCoordf64>>;
+
+/// The plotted ranges: x on the log2 axis, the left (RPM per GPU) and right (latency) axes.
+struct Frame {
+    x_min: f64,
+    x_max: f64,
+    rpm_min: f64,
+    rpm_max: f64,
+    lat_max: f64,
+}
+
 fn draw_chart<DB: DrawingBackend>(
     root: &DrawingArea<DB, plotters::coord::Shift>,
     summary: &Summary,
     title: &str,
 ) -> anyhow::Result<()> {
+    let points = plot_points(summary);
+    let frame = frame_of(&points);
+    let ticks = x_ticks(&points, &frame);
+    let x_axis = Log2Axis {
+        range: frame.x_min..frame.x_max,
+        ticks: ticks.clone(),
+    };
+
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(70)
+        .right_y_label_area_size(70)
+        .build_cartesian_2d(x_axis.clone(), frame.rpm_min..frame.rpm_max)
+        .map_err(plot_err)?
+        .set_secondary_coord(x_axis, 0.0..frame.lat_max);
+
+    draw_axes(&mut chart, &ticks, frame.rpm_min)?;
+    draw_error_bars(&mut chart, &points, &frame)?;
+    draw_rpm_series(&mut chart, &points)?;
+    draw_latency_series(&mut chart, &points)?;
+    if let Some(knee) = &summary.knee {
+        draw_knee(root, &mut chart, knee, summary.gpus, &frame)?;
+    }
+    draw_legend(&mut chart)
+}
+
+/// One point per level, sorted along the x axis.
+fn plot_points(summary: &Summary) -> Vec<Point> {
     // Every RPM figure is divided by the same GPU count, so bars and points agree even for a
     // summary without GPUs (drawn as one).
     let gpus = f64::from(summary.gpus.max(1));
@@ -133,43 +179,45 @@ fn draw_chart<DB: DrawingBackend>(
         })
         .collect();
     points.sort_by(|a, b| a.x.total_cmp(&b.x));
+    points
+}
 
-    let x_min = points.first().map_or(0.0, |p| p.x) - 0.3;
-    let x_max = points.last().map_or(0.0, |p| p.x) + 0.3;
-    let rpm_max = axis_max(points.iter().flat_map(|p| [p.rpm, p.ci_high, p.ci_low]));
-    let lat_max = axis_max(points.iter().map(|p| p.level.latency_p95_ms));
-    // A normal-approximation CI can dip below zero on tiny samples; extend the
-    // axis rather than let the bar run out of the frame.
-    let rpm_min = points
-        .iter()
-        .map(|p| p.ci_low)
-        .filter(|v| v.is_finite())
-        .fold(0.0_f64, f64::min);
+/// The ranges that hold every point (`points` sorted along x).
+fn frame_of(points: &[Point]) -> Frame {
+    Frame {
+        x_min: points.first().map_or(0.0, |p| p.x) - 0.3,
+        x_max: points.last().map_or(0.0, |p| p.x) + 0.3,
+        // A normal-approximation CI can dip below zero on tiny samples; extend the
+        // axis rather than let the bar run out of the frame.
+        rpm_min: points
+            .iter()
+            .map(|p| p.ci_low)
+            .filter(|v| v.is_finite())
+            .fold(0.0_f64, f64::min),
+        rpm_max: axis_max(points.iter().flat_map(|p| [p.rpm, p.ci_high, p.ci_low])),
+        lat_max: axis_max(points.iter().map(|p| p.level.latency_p95_ms)),
+    }
+}
 
-    // Ticks at the measured levels when there are few of them (they are what the
-    // reader looks for); otherwise at powers of two, thinned to keep labels apart.
+/// Ticks at the measured levels when there are few of them (they are what the
+/// reader looks for); otherwise at powers of two, thinned to keep labels apart.
+fn x_ticks(points: &[Point], frame: &Frame) -> Vec<f64> {
     let mut ticks: Vec<f64> = points.iter().map(|p| p.x).collect();
     ticks.dedup();
     if ticks.len() > 10 {
-        let (lo, hi) = (x_min.ceil() as i64, x_max.floor() as i64);
+        let (lo, hi) = (frame.x_min.ceil() as i64, frame.x_max.floor() as i64);
         let step = ((hi - lo) / 10 + 1).max(1) as usize;
         ticks = (lo..=hi).step_by(step).map(|k| k as f64).collect();
     }
-    let x_axis = Log2Axis {
-        range: x_min..x_max,
-        ticks: ticks.clone(),
-    };
+    ticks
+}
 
-    let mut chart = ChartBuilder::on(root)
-        .caption(title, ("sans-serif", 20))
-        .margin(15)
-        .x_label_area_size(45)
-        .y_label_area_size(70)
-        .right_y_label_area_size(70)
-        .build_cartesian_2d(x_axis.clone(), rpm_min..rpm_max)
-        .map_err(plot_err)?
-        .set_secondary_coord(x_axis, 0.0..lat_max);
-
+/// Both axes with their descriptions and tick labels.
+fn draw_axes<'a, DB: DrawingBackend + 'a>(
+    chart: &mut Chart<'a, DB>,
+    ticks: &[f64],
+    rpm_min: f64,
+) -> anyhow::Result<()> {
     // Every tick keeps its mark; only labels that have room are written (refined levels such
     // as 14, 15, 16 sit a few pixels apart on a log axis).
     let candidates: Vec<(f64, u32)> = ticks
@@ -205,10 +253,17 @@ fn draw_chart<DB: DrawingBackend>(
         .y_label_formatter(&|v| thousands(*v))
         .draw()
         .map_err(plot_err)?;
+    Ok(())
+}
 
-    // Error bars: one polyline per level (bottom cap, stem, top cap), so the SVG
-    // has exactly one path per bar.
-    let cap = (x_max - x_min) * 0.008;
+/// Error bars: one polyline per level (bottom cap, stem, top cap), so the SVG
+/// has exactly one path per bar.
+fn draw_error_bars<'a, DB: DrawingBackend + 'a>(
+    chart: &mut Chart<'a, DB>,
+    points: &[Point],
+    frame: &Frame,
+) -> anyhow::Result<()> {
+    let cap = (frame.x_max - frame.x_min) * 0.008;
     let bars = points.iter().filter_map(|p| {
         let (lo, hi) = (p.ci_low, p.ci_high);
         (lo.is_finite() && hi.is_finite()).then(|| {
@@ -226,7 +281,11 @@ fn draw_chart<DB: DrawingBackend>(
         })
     });
     chart.draw_series(bars).map_err(plot_err)?;
+    Ok(())
+}
 
+/// RPM per GPU on the left axis: a line and a dot per level.
+fn draw_rpm_series<'a, DB: DrawingBackend + 'a>(chart: &mut Chart<'a, DB>, points: &[Point]) -> anyhow::Result<()> {
     let rpm_pts: Vec<(f64, f64)> = points
         .iter()
         .filter(|p| p.rpm.is_finite())
@@ -240,7 +299,11 @@ fn draw_chart<DB: DrawingBackend>(
     chart
         .draw_series(rpm_pts.iter().map(|&p| Circle::new(p, 4, RPM_COLOR.filled())))
         .map_err(plot_err)?;
+    Ok(())
+}
 
+/// p95 latency on the right axis: a line and a triangle per level.
+fn draw_latency_series<'a, DB: DrawingBackend + 'a>(chart: &mut Chart<'a, DB>, points: &[Point]) -> anyhow::Result<()> {
     let lat_pts: Vec<(f64, f64)> = points
         .iter()
         .filter(|p| p.level.latency_p95_ms.is_finite())
@@ -258,39 +321,56 @@ fn draw_chart<DB: DrawingBackend>(
                 .map(|&p| TriangleMarker::new(p, 5, LATENCY_COLOR.filled())),
         )
         .map_err(plot_err)?;
+    Ok(())
+}
 
-    if let Some(knee) = &summary.knee {
-        let x = log2_x(knee.concurrency);
-        // A knee outside the plotted levels would draw outside the frame.
-        if (x_min..=x_max).contains(&x) {
-            let label = knee_label(knee.concurrency, knee.rpm_per_gpu, knee.rpm, summary.gpus);
-            chart
-                .draw_series(std::iter::once(DashedPathElement::new(
-                    vec![(x, rpm_min), (x, rpm_max)],
-                    6,
-                    4,
-                    KNEE_COLOR.stroke_width(2),
-                )))
-                .map_err(plot_err)?
-                .label(label.clone())
-                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], KNEE_COLOR.stroke_width(2)));
-            // Put the label beside the line, on the side with more room.
-            let right_side = x < (x_min + x_max) / 2.0;
-            let anchor = if right_side {
-                plotters::style::text_anchor::HPos::Left
-            } else {
-                plotters::style::text_anchor::HPos::Right
-            };
-            let style = TextStyle::from(("sans-serif", 15).into_font()).color(&KNEE_COLOR).pos(
-                plotters::style::text_anchor::Pos::new(anchor, plotters::style::text_anchor::VPos::Top),
-            );
-            let (px, py) = chart.backend_coord(&(x, rpm_max));
-            let dx = if right_side { 6 } else { -6 };
-            root.draw(&Text::new(label, (px + dx, py + 6), style))
-                .map_err(plot_err)?;
-        }
+/// The knee: a dashed vertical line with its label beside it, on the side with more room.
+fn draw_knee<'a, DB: DrawingBackend + 'a>(
+    root: &DrawingArea<DB, plotters::coord::Shift>,
+    chart: &mut Chart<'a, DB>,
+    knee: &KneeRow,
+    gpus: u32,
+    frame: &Frame,
+) -> anyhow::Result<()> {
+    let x = log2_x(knee.concurrency);
+    // A knee outside the plotted levels would draw outside the frame.
+    if !(frame.x_min..=frame.x_max).contains(&x) {
+        return Ok(());
     }
+    let label = knee_label(knee.concurrency, knee.rpm_per_gpu, knee.rpm, gpus);
+    chart
+        .draw_series(std::iter::once(DashedPathElement::new(
+            vec![(x, frame.rpm_min), (x, frame.rpm_max)],
+            6,
+            4,
+            KNEE_COLOR.stroke_width(2),
+        )))
+        .map_err(plot_err)?
+        .label(label.clone())
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], KNEE_COLOR.stroke_width(2)));
+    // Put the label beside the line, on the side with more room.
+    let right_side = x < (frame.x_min + frame.x_max) / 2.0;
+    let anchor = if right_side {
+        plotters::style::text_anchor::HPos::Left
+    } else {
+        plotters::style::text_anchor::HPos::Right
+    };
+    let style =
+        TextStyle::from(("sans-serif", 15).into_font())
+            .color(&KNEE_COLOR)
+            .pos(plotters::style::text_anchor::Pos::new(
+                anchor,
+                plotters::style::text_anchor::VPos::Top,
+            ));
+    let (px, py) = chart.backend_coord(&(x, frame.rpm_max));
+    let dx = if right_side { 6 } else { -6 };
+    root.draw(&Text::new(label, (px + dx, py + 6), style))
+        .map_err(plot_err)?;
+    Ok(())
+}
 
+/// The series legend, in the lower right corner.
+fn draw_legend<'a, DB: DrawingBackend + 'a>(chart: &mut Chart<'a, DB>) -> anyhow::Result<()> {
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::LowerRight)
@@ -518,15 +598,29 @@ mod tests {
         );
     }
 
-    /// Redraws the committed example from its summary.json (no sweep, no network):
-    /// `cargo test --lib redraw_example -- --ignored`.
+    /// The committed example's summary.json and throughput.svg, read at compile time.
+    const EXAMPLE_SUMMARY: &str = include_str!("../../reports/example/summary.json");
+    const EXAMPLE_SVG: &str = include_str!("../../reports/example/throughput.svg");
+
+    /// The committed example's chart is what this code draws from its summary.json (no
+    /// sweep, no network).
     #[test]
-    #[ignore = "rewrites reports/example/throughput.svg"]
+    fn example_chart_is_current() {
+        let summary: Summary = serde_json::from_str(EXAMPLE_SUMMARY).unwrap();
+        assert!(
+            svg(&summary) == EXAMPLE_SVG,
+            "reports/example/throughput.svg is stale; redraw it with `redraw_example`"
+        );
+    }
+
+    /// Prints the committed example's chart, redrawn from its summary.json, on stdout
+    /// between two marker lines: `cargo test --lib redraw_example -- --ignored --nocapture`,
+    /// then copy the lines between the markers to reports/example/throughput.svg.
+    #[test]
+    #[ignore = "prints reports/example/throughput.svg on stdout"]
     fn redraw_example() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("reports/example");
-        let summary: Summary =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
-        std::fs::write(dir.join("throughput.svg"), svg(&summary)).unwrap();
+        let summary: Summary = serde_json::from_str(EXAMPLE_SUMMARY).unwrap();
+        println!("----- throughput.svg -----\n{}----- end -----", svg(&summary));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! Plain text only: colours and other terminal decoration are the caller's call,
 //! since the same output may go to a pipe or a log file.
 
-use super::Exporter;
+use super::exporter::Exporter;
 use crate::fmt::{grouped, thousands};
 use crate::model::{KneeRow, LevelRow, Summary};
 use std::fmt::Write as _;
