@@ -21,6 +21,7 @@ pub mod commands;
 pub mod engine;
 pub mod files;
 pub mod fmt;
+pub mod hash;
 pub mod job;
 pub mod measure;
 pub mod model;

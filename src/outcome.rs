@@ -118,7 +118,7 @@ mod tests {
         ] {
             assert!(!s.record(Some((FailKind::Http(422), None))));
             assert!(!s.record(breaker), "{breaker:?}");
-            assert!(s.is_empty());
+            assert_eq!(s.len(), 0);
         }
         // 0 = never.
         let mut s = Streak::new(0);

@@ -155,7 +155,7 @@ impl Bloom {
         let n = self.blocks.len() as u128;
         let block = &mut self.blocks[((u128::from(h) * n) >> 64) as usize];
         // Bit positions from a second, independent mix of the digest.
-        let mut bits = splitmix64(h);
+        let mut bits = crate::hash::splitmix64(h);
         let mut present = true;
         for _ in 0..7 {
             let pos = (bits & 511) as usize;
@@ -166,13 +166,6 @@ impl Bloom {
         }
         present
     }
-}
-
-fn splitmix64(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 #[cfg(test)]

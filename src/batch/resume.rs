@@ -17,6 +17,7 @@ use serde::Deserialize;
 
 use super::compress::{self, Compression};
 use super::idsort::Sorter;
+use super::lines::is_blank;
 
 /// Tags of the sort: what a pair stands for, in the top two bits; the rest is an input line's
 /// index (or, for `merge`, where a record was read).
@@ -95,10 +96,6 @@ fn parse_record(line: &[u8]) -> Result<(std::borrow::Cow<'_, str>, bool), String
     let status = rec.response.and_then(|r| r.status_code);
     let ok = rec.error.is_none() && matches!(status, Some(200..=299));
     Ok((rec.custom_id, ok))
-}
-
-fn is_blank(line: &[u8]) -> bool {
-    line.iter().all(u8::is_ascii_whitespace)
 }
 
 /// An output opened for reading.

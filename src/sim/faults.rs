@@ -52,13 +52,12 @@ impl AppState {
 
 /// Splits seeds so that neighbouring request indices get unrelated random streams.
 pub(super) fn mix(seed: u64, index: u64) -> u64 {
-    let mut z = seed
-        ^ index
-            .wrapping_add(0x9E37_79B9_7F4A_7C15)
-            .wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    // The index is spread once before it meets the seed, so seed ^ index cannot cancel.
+    crate::hash::mix64(
+        seed ^ index
+            .wrapping_add(crate::hash::GOLDEN)
+            .wrapping_mul(0xBF58_476D_1CE4_E5B9),
+    )
 }
 
 #[cfg(test)]

@@ -310,7 +310,7 @@ fn layering_and_purity() {
             // The sweep and the run share their outcome policy below both (`outcome`).
             ("measure", "job") | ("job", "measure") => false,
             ("stats" | "planner" | "report" | "model", d) => matches!(d, "model" | "stats" | "report" | "fmt" | "api"),
-            ("api" | "secret" | "engine" | "fmt", _) => false,
+            ("api" | "secret" | "engine" | "fmt" | "hash", _) => false,
             _ => true,
         }
     };
