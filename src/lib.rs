@@ -13,28 +13,28 @@
 //! - [`ui`]: everything a person reads on stderr.
 
 pub mod api;
-pub mod auto;
+pub(crate) mod auto;
 pub mod batch;
 pub mod cli;
 pub mod client;
-pub mod commands;
-pub mod engine;
-pub mod files;
-pub mod fmt;
-pub mod hash;
-pub mod job;
-pub mod measure;
-pub mod model;
-pub mod outcome;
-pub mod planner;
-pub mod report;
-pub mod resource;
-pub mod scrape;
+pub(crate) mod commands;
+pub(crate) mod engine;
+pub(crate) mod files;
+pub(crate) mod fmt;
+pub(crate) mod hash;
+pub(crate) mod job;
+pub(crate) mod measure;
+pub(crate) mod model;
+pub(crate) mod outcome;
+pub(crate) mod planner;
+pub(crate) mod report;
+pub(crate) mod resource;
+pub(crate) mod scrape;
 pub mod secret;
 pub mod sim;
-pub mod sizing;
+pub(crate) mod sizing;
 pub mod stats;
-pub mod target;
+pub(crate) mod target;
 pub mod ui;
 
 use cli::{Cli, Command};

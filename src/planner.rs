@@ -11,9 +11,8 @@ mod plan;
 mod size;
 mod sweeps;
 
-pub use crate::model::{Estimate, Slo};
-pub use choose::{choose, deadline_target_rpm, options_table, Candidate, Choice, Goal, Objective};
+pub use choose::{options_table, Choice, Objective};
 pub use explain::explain;
-pub use plan::{OptionRow, Plan, TokensPerS, UsdPerMillion, WorkloadMix};
-pub use size::{plan, rescale_for_mix, token_figures, PlanError, PlanInput, SweepLevel, MIN_R2};
-pub use sweeps::{chosen, for_sweeps, server_warnings, Answer, JobSpec, Note, Question, RateGoal, Sizing, SweepOption};
+pub use plan::Plan;
+pub use size::PlanError;
+pub use sweeps::{chosen, for_sweeps, server_warnings, JobSpec, Note, Question, RateGoal, Sizing, SweepOption};

@@ -44,6 +44,23 @@ impl Api {
         }
     }
 
+    /// The API a URL's route names (`…/chat/completions`, `…/completions`, `…/embeddings`),
+    /// whatever comes before it (a base path, `/openai/v1`) and after it (query, fragment,
+    /// a trailing slash); `None` for a base URL. The one place a route is read: the batch
+    /// reader detects a line's API with it, the client keeps a URL that already names one.
+    pub fn of_route(url: &str) -> Option<Api> {
+        let path = url.split(['?', '#']).next().unwrap_or(url).trim_end_matches('/');
+        if path.ends_with("/chat/completions") {
+            Some(Api::Chat)
+        } else if path.ends_with("/completions") {
+            Some(Api::Completions)
+        } else if path.ends_with("/embeddings") {
+            Some(Api::Embeddings)
+        } else {
+            None
+        }
+    }
+
     /// Whether the API streams tokens (server-sent events) when asked.
     pub fn streams(self) -> bool {
         matches!(self, Api::Completions | Api::Chat)

@@ -5,7 +5,7 @@
 
 mod budget;
 
-pub use budget::{sweep_lines, MAX_SWEEP_LINES, MIN_SWEEP_LINES};
+pub use budget::sweep_lines;
 
 use crate::batch::{Format, OutputWriter};
 use crate::engine::Stop;

@@ -39,21 +39,6 @@ struct Shape {
     input: Option<IgnoredAny>,
 }
 
-/// The API an OpenAI Batch `url` names (`/v1/chat/completions`, `/v1/completions`,
-/// `/v1/embeddings`, with or without a prefix or query).
-pub fn api_of_url(url: &str) -> Option<Api> {
-    let path = url.split(['?', '#']).next().unwrap_or(url).trim_end_matches('/');
-    if path.ends_with("/chat/completions") {
-        Some(Api::Chat)
-    } else if path.ends_with("/completions") {
-        Some(Api::Completions)
-    } else if path.ends_with("/embeddings") {
-        Some(Api::Embeddings)
-    } else {
-        None
-    }
-}
-
 fn api_of_shape(messages: bool, prompt: bool, input: bool) -> Option<Api> {
     match (messages, prompt, input) {
         (true, _, _) => Some(Api::Chat),
@@ -67,11 +52,11 @@ fn api_of_line(line: &[u8]) -> Option<Api> {
     // An OpenAI Batch line names its API in `url`, mostly before the body: read up to there
     // only. (A line broken after its url, or with a body that is no object, so names that
     // url's API here; the validation pass rejects such lines anyway.)
-    if let Some(api) = top_level_url(line).as_deref().and_then(api_of_url) {
+    if let Some(api) = top_level_url(line).as_deref().and_then(Api::of_route) {
         return Some(api);
     }
     let p: Probe = serde_json::from_slice(line).ok()?;
-    if let Some(api) = p.url.as_deref().and_then(api_of_url) {
+    if let Some(api) = p.url.as_deref().and_then(Api::of_route) {
         return Some(api);
     }
     match p.body {
@@ -277,8 +262,11 @@ mod tests {
         );
         assert_eq!(detect_api("hello\n".as_bytes(), Format::Text), Ok(Detected::Unknown));
         assert_eq!(detect("{}\n\nnot json\n"), Ok(Detected::Unknown));
-        assert_eq!(api_of_url("https://x/openai/v1/chat/completions?v=1"), Some(Api::Chat));
-        assert_eq!(api_of_url("/v1/forefront"), None);
+        assert_eq!(
+            Api::of_route("https://x/openai/v1/chat/completions?v=1"),
+            Some(Api::Chat)
+        );
+        assert_eq!(Api::of_route("/v1/forefront"), None);
     }
 
     #[test]

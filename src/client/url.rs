@@ -17,7 +17,7 @@ pub fn resolve_url(endpoint: &str, api: Api) -> Result<reqwest::Url, ClientError
         )));
     }
     let path = url.path().trim_end_matches('/');
-    if api == Api::Forefront || path.ends_with("/completions") || path.ends_with("/embeddings") {
+    if api == Api::Forefront || Api::of_route(path).is_some() {
         return Ok(url);
     }
     let base = path.strip_suffix("/v1").unwrap_or(path);

@@ -26,8 +26,6 @@ pub trait Source: Send + Sync + 'static {
 /// What a worker knows about the slot it runs an item in.
 #[derive(Clone, Copy, Debug)]
 pub struct Slot {
-    /// Which worker (0-based).
-    pub worker: usize,
     /// Time from this worker's previous item finishing to this one starting: the client's own
     /// scheduling delay, which the sweep's self-check compares with latency.
     pub sched_delay: Duration,
@@ -64,7 +62,7 @@ pub async fn run_window<S, F, Fut, R>(
 {
     let work = Arc::new(work);
     let mut workers = tokio::task::JoinSet::new();
-    for worker in 0..concurrency.max(1) {
+    for _ in 0..concurrency.max(1) {
         let (source, work, results, drain) = (source.clone(), work.clone(), results.clone(), stop.drain.clone());
         workers.spawn(async move {
             let mut freed = Instant::now();
@@ -82,7 +80,6 @@ pub async fn run_window<S, F, Fut, R>(
                 };
                 let Some(item) = item else { break };
                 let slot = Slot {
-                    worker,
                     sched_delay: Instant::now() - freed,
                 };
                 let result = work(item, slot).await;

@@ -118,7 +118,8 @@ impl JobSource {
         self.changed.notify_waiters();
     }
 
-    /// Jobs waiting for a retry now (they count as not finished when a run stops).
+    /// Jobs waiting for a retry now.
+    #[cfg(test)]
     pub fn waiting_retries(&self) -> usize {
         self.queue.lock().expect("job queue lock").retries.len()
     }

@@ -485,8 +485,9 @@ pub fn options_table(choice: &Choice) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::size::SweepLevel;
     use super::*;
-    use crate::planner::{Estimate, Slo, SweepLevel};
+    use crate::model::{Estimate, Slo};
 
     /// A sweep of `gpus` GPUs x `slots` slots at 50 ms a request (1,200 RPM per slot), CI ±1%:
     /// levels at half, full and double the slots.

@@ -24,6 +24,7 @@ pub enum Format {
 
 impl Format {
     /// Every format, in the order a run usually writes them.
+    #[cfg(test)]
     pub const ALL: [Format; 5] = [
         Format::LevelsCsv,
         Format::Json,

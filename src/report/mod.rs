@@ -19,10 +19,6 @@ pub mod json;
 pub mod svg;
 pub mod table;
 
-pub use self::csv::{CsvRow, CsvWriter, LevelsCsv, LevelsCsvWriter, RequestsCsv, LEVELS_HEADER, REQUESTS_HEADER};
-pub use self::exporter::Exporter;
+pub use self::csv::RequestsCsv;
 pub use self::format::Format;
-pub use self::html::{HtmlExporter, Section};
-pub use self::json::JsonExporter;
-pub use self::svg::SvgExporter;
-pub use self::table::TableExporter;
+pub use self::html::Section;
