@@ -353,7 +353,7 @@ pub struct MeasureArgs {
   sizeup sweep --endpoint URL_A --gpus 2 --name h100 --gpu-hour-cost 4 --out reports/h100
   sizeup sweep --endpoint URL_B --gpus 2 --name a100 --gpu-hour-cost 1.5 --out reports/a100
 
-Writes levels.csv, requests.csv, summary.json and throughput.svg to --out
+Writes levels.csv, requests.csv, summary.json, throughput.svg and report.html to --out
 (default reports/<UTC timestamp>/) and a table to stdout (--json: summary.json instead).")]
 pub struct SweepArgs {
     #[command(flatten)]

@@ -1,16 +1,10 @@
 //! sizeup: size, plan and run large batch jobs on LLM inference endpoints.
 //!
-//! # Layout
-//! - [`cli`]: clap structs (the `--help` text); [`commands`]: one module per command.
-//! - [`sim`]: the built-in simulated GPU resource (server).
-//! - [`client`]: request bodies, SSE decoding, one [`client::Outcome`] per request.
-//! - [`engine`]: the closed-loop sliding window, rate limiting, shutdown.
-//! - [`measure`]: the sweep's measuring loop and workloads; [`job`]: the batch pipeline
-//!   (queue, feed, attempt decision, tally) behind `run` and `auto`.
-//! - [`target`]: the endpoint or in-process simulator; [`resource`]: switching it on and off.
-//! - [`stats`], [`planner`], [`report`]: pure computation and exporters (no network, no clock).
-//! - [`batch`]: batch input readers, output writer, resume state.
-//! - [`ui`]: everything a person reads on stderr.
+//! `main` parses the command line and picks the exit code; [`run`] hands it to the command,
+//! which turns flags into typed settings and calls the library. The code map, the invariants
+//! (checked by `tests/it/architecture.rs`) and where each promise is tested are in
+//! ARCHITECTURE.md. The public modules are those the tests and benches drive; the rest are
+//! the crate's own.
 
 pub mod api;
 pub(crate) mod auto;

@@ -3,7 +3,7 @@
 
 use crate::batch::OutputWriter;
 use crate::client::{FailKind, Outcome};
-use crate::model::SweepMix;
+use crate::model::{MixSums, SweepMix};
 use crate::stats::level::{Sample, SampleResult};
 use crate::ui;
 
@@ -63,20 +63,18 @@ impl Rec {
     }
 }
 
-/// Sums over a sweep's successful requests: reported tokens against the file's own figures.
+/// Sums over a sweep's successful requests: reported tokens against the file's own figures
+/// (the same [`MixSums`] `plan --input` takes of a whole job).
 #[derive(Default)]
 pub(super) struct MixTally {
-    ok: u64,
+    file: MixSums,
     prompt_tokens: u64,
     with_prompt_tokens: u64,
     output_tokens: u64,
-    prompt_bytes: u64,
     /// Over the requests that report prompt tokens.
     bytes_with_prompt_tokens: u64,
-    requested: u64,
     /// Over the requests that state their output limit.
     output_with_requested: u64,
-    with_requested: u64,
 }
 
 impl MixTally {
@@ -86,33 +84,30 @@ impl MixTally {
             if ok.usage.estimated {
                 continue;
             }
-            self.ok += 1;
+            self.file.add_sizes(r.prompt_bytes, r.requested_tokens);
             self.output_tokens += ok.usage.completion_tokens;
-            self.prompt_bytes += r.prompt_bytes;
             if let Some(p) = ok.usage.prompt_tokens {
                 self.prompt_tokens += p;
                 self.with_prompt_tokens += 1;
                 self.bytes_with_prompt_tokens += r.prompt_bytes;
             }
-            if let Some(t) = r.requested_tokens {
-                self.requested += t;
+            if r.requested_tokens.is_some() {
                 self.output_with_requested += ok.usage.completion_tokens;
-                self.with_requested += 1;
             }
         }
     }
 
     pub(super) fn summary(&self) -> Option<SweepMix> {
-        let ok = self.ok as f64;
+        let f = &self.file;
         let ratio = |num: u64, den: u64| (den > 0).then(|| num as f64 / den as f64);
-        (self.ok > 0).then(|| SweepMix {
-            requests: self.ok,
+        Some(SweepMix {
+            requests: f.requests,
             prompt_tokens_mean: ratio(self.prompt_tokens, self.with_prompt_tokens),
-            output_tokens_mean: self.output_tokens as f64 / ok,
-            prompt_bytes_mean: self.prompt_bytes as f64 / ok,
-            requested_output_tokens_mean: ratio(self.requested, self.with_requested),
+            output_tokens_mean: ratio(self.output_tokens, f.requests)?,
+            prompt_bytes_mean: f.prompt_bytes_mean()?,
+            requested_output_tokens_mean: f.requested_tokens_mean(),
             tokens_per_prompt_byte: ratio(self.prompt_tokens, self.bytes_with_prompt_tokens),
-            output_per_requested_token: ratio(self.output_with_requested, self.requested),
+            output_per_requested_token: ratio(self.output_with_requested, f.requested_tokens),
         })
     }
 }

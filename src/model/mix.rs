@@ -48,9 +48,14 @@ pub struct MixSums {
 
 impl MixSums {
     pub fn add(&mut self, body: &Value) {
+        self.add_sizes(prompt_bytes(body), requested_tokens(body));
+    }
+
+    /// One request of `prompt_bytes`, asking for `requested` output tokens when it says.
+    pub fn add_sizes(&mut self, prompt_bytes: u64, requested: Option<u64>) {
         self.requests += 1;
-        self.prompt_bytes += prompt_bytes(body);
-        if let Some(t) = requested_tokens(body) {
+        self.prompt_bytes += prompt_bytes;
+        if let Some(t) = requested {
             self.with_requested += 1;
             self.requested_tokens += t;
         }

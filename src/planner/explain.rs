@@ -86,9 +86,11 @@ pub fn explain(plan: &Plan) -> String {
         ));
         if let Some(cost) = plan.cost_usd {
             let gpu_hours = f64::from(plan.gpus) * (d + plan.startup_s) / 3600.0;
-            // The hourly price is not stored in the plan; recover it from the
-            // cost so the line shows the full product.
-            let rate = if gpu_hours > 0.0 { cost / gpu_hours } else { 0.0 };
+            // The plan's own hourly price; a plan written before it was stored has only
+            // the cost, from which the price is recovered.
+            let rate = plan
+                .gpu_hour_cost
+                .unwrap_or(if gpu_hours > 0.0 { cost / gpu_hours } else { 0.0 });
             lines.push(format!(
                 "cost: {} x ({} s + {} s startup) / 3600 = {} GPU-hours x ${rate:.2} = ${}",
                 gpus_word(plan.gpus),

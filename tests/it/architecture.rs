@@ -487,3 +487,37 @@ fn the_checker_sees_grouped_imports_and_test_modules() {
         .collect();
     assert_eq!(named, ["a", "b", "c", "d"].map(String::from).into_iter().collect());
 }
+
+/// Every file ARCHITECTURE.md names (`level.rs`, `sizing/{sweep,plan}.rs`) exists under `src/`
+/// or `tests/it/`, so the map cannot keep rooms that were moved or removed.
+#[test]
+fn the_code_map_names_only_files_that_exist() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = std::fs::read_to_string(root.join("ARCHITECTURE.md")).unwrap();
+    let mut present = Vec::new();
+    rust_files(&root.join("src"), &mut present);
+    rust_files(&root.join("tests/it"), &mut present);
+    let present: Vec<String> = present.iter().map(|p| p.to_string_lossy().replace('\\', "/")).collect();
+    let mut named = 0;
+    for quoted in doc.split('`').skip(1).step_by(2) {
+        let Some(stem) = quoted.strip_suffix(".rs") else {
+            continue;
+        };
+        // `dir/{a,b}.rs` names dir/a.rs and dir/b.rs.
+        let names: Vec<String> = match (stem.find('{'), stem.strip_suffix('}')) {
+            (Some(i), Some(inner)) => inner[i + 1..]
+                .split(',')
+                .map(|n| format!("{}{n}.rs", &stem[..i]))
+                .collect(),
+            _ => vec![format!("{stem}.rs")],
+        };
+        for name in names {
+            named += 1;
+            assert!(
+                present.iter().any(|p| p.ends_with(&format!("/{name}"))),
+                "ARCHITECTURE.md names `{name}`, which is no file in src/ or tests/it/"
+            );
+        }
+    }
+    assert!(named > 40, "the map should name the files it describes; found {named}");
+}

@@ -77,7 +77,7 @@ async fn sweep_finds_knee(gpus: usize, batch: usize, step_ms: f64, jitter: f64) 
         assert!(l["ttft_p50_ms"].as_f64().unwrap() <= l["latency_p50_ms"].as_f64().unwrap());
     }
 
-    // Files and columns exactly as PRODUCT.md names them.
+    // Files and columns exactly as the README names them.
     let levels_csv = std::fs::read_to_string(out.join("levels.csv")).unwrap();
     assert_eq!(
         levels_csv.lines().next().unwrap(),

@@ -167,7 +167,7 @@ pub fn assert_all_answered(output: &std::path::Path, n: usize) -> Vec<serde_json
     lines
 }
 
-/// A plan.json as `sizeup plan` writes it (the fields PRODUCT.md lists, plus the sweep details):
+/// A plan.json as `sizeup plan` writes it (the fields the README lists, plus the sweep details):
 /// `gpus` x `per_gpu` requests in flight, `rpm_per_gpu` each.
 pub fn write_plan(path: &Path, gpus: u32, per_gpu: u32, rpm_per_gpu: f64) {
     let plan = json!({
