@@ -176,8 +176,23 @@ impl Fetch {
         if !status.is_success() {
             return Err(format!("HTTP {}", status.as_u16()));
         }
-        resp.text().await.map_err(|e| short_error(&e))
+        read_bounded(resp, MAX_METRICS_BYTES).await
     }
+}
+
+/// A `/metrics` page larger than this is refused rather than held: vLLM's is tens of KiB, and
+/// the scraper runs beside the measured client for the whole sweep.
+const MAX_METRICS_BYTES: usize = 16 << 20;
+
+async fn read_bounded(mut resp: reqwest::Response, limit: usize) -> Result<String, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| short_error(&e))? {
+        if body.len() + chunk.len() > limit {
+            return Err(format!("metrics page over {} MiB", limit >> 20));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    String::from_utf8(body).map_err(|_| "metrics page is not UTF-8".to_string())
 }
 
 /// reqwest's error without the URL (which may carry a query we leave out of output).
@@ -226,5 +241,45 @@ async fn scrape_loop(
             _ = cancel.cancelled() => return,
             _ = scrape_once(fetch.clone(), dialect, origin, history.clone()) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// A one-answer raw-TCP server on 127.0.0.1 sending a `bytes`-long 200 page.
+    fn page_server(bytes: usize) -> reqwest::Url {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut head = [0u8; 1024];
+            let _ = s.read(&mut head);
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\ncontent-length: {bytes}\r\nconnection: close\r\n\r\n"
+            );
+            let line = b"vllm:num_requests_running 1\n";
+            let mut left = bytes;
+            while left > 0 {
+                let n = left.min(line.len());
+                if s.write_all(&line[..n]).is_err() {
+                    return;
+                }
+                left -= n;
+            }
+        });
+        format!("http://{addr}/metrics").parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_page_over_the_bound_is_refused_and_one_under_it_read() {
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let small = http.get(page_server(10_000)).send().await.unwrap();
+        assert_eq!(read_bounded(small, 1 << 20).await.unwrap().len(), 10_000);
+        let big = http.get(page_server(3 << 20)).send().await.unwrap();
+        assert_eq!(read_bounded(big, 1 << 20).await.unwrap_err(), "metrics page over 1 MiB");
     }
 }

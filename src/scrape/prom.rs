@@ -28,7 +28,9 @@ fn parse_line(line: &str) -> Option<PromSample> {
     if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
         return None;
     }
-    let mut rest = &line[name_end..];
+    // The text format allows blanks between the name and its labels (`name {a="b"} 1`), as
+    // the reference parser reads them.
+    let mut rest = line[name_end..].trim_start();
     let mut labels = Vec::new();
     if let Some(after) = rest.strip_prefix('{') {
         let (parsed, tail) = parse_labels(after)?;
@@ -114,6 +116,7 @@ mod tests {
                     # TYPE vllm:num_requests_running gauge\n\
                     vllm:num_requests_running{engine=\"0\",model_name=\"m\"} 8.0\n\
                     vllm:num_requests_running{engine=\"1\",model_name=\"m\"} 7\n\
+                    vllm:num_requests_running {engine=\"2\"} 4\n\
                     tgi_queue_size 3 1700000000000\n\
                     weird{path=\"a \\\"b\\\", c} d\\\\\"} 1e3\n\
                     h_bucket{le=\"+Inf\"} 12\n\
@@ -122,17 +125,18 @@ mod tests {
                     broken{a=\"x\" 1\n\
                     9starts_with_digit 1\n";
         let s = parse(text);
-        assert_eq!(s.len(), 6, "{s:?}");
+        assert_eq!(s.len(), 7, "{s:?}");
         assert_eq!(s[0].name, "vllm:num_requests_running");
         assert_eq!(
             s[0].labels,
             vec![("engine".into(), "0".into()), ("model_name".into(), "m".into())]
         );
-        assert_eq!(s[2].value, 3.0);
-        assert_eq!(s[3].labels[0].1, "a \"b\", c} d\\");
-        assert_eq!(s[3].value, 1000.0);
-        assert_eq!(s[4].labels[0].1, "+Inf");
-        assert_eq!(sum(&s, "vllm:num_requests_running"), Some(15.0));
+        assert_eq!(s[2].labels, vec![("engine".into(), "2".into())]);
+        assert_eq!(s[3].value, 3.0);
+        assert_eq!(s[4].labels[0].1, "a \"b\", c} d\\");
+        assert_eq!(s[4].value, 1000.0);
+        assert_eq!(s[5].labels[0].1, "+Inf");
+        assert_eq!(sum(&s, "vllm:num_requests_running"), Some(19.0));
         assert_eq!(max(&s, "vllm:num_requests_running"), Some(8.0));
         assert_eq!(sum(&s, "nan_metric"), None);
         assert_eq!(sum(&s, "absent"), None);
