@@ -13,6 +13,12 @@ impl Secret {
     }
 
     /// The raw value, for the one place that needs it: the `Authorization` header.
+    /// Whether the key can travel in an HTTP header: no line break or other control character
+    /// (a key pasted with its trailing newline would otherwise fail every request).
+    pub fn is_header_safe(&self) -> bool {
+        self.0.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -52,5 +58,14 @@ mod tests {
         assert_eq!(format!("{s}"), "***");
         assert!(!format!("{s:?}").contains("sk-live"));
         assert_eq!(s.expose(), "sk-live-123");
+    }
+
+    #[test]
+    fn a_pasted_newline_is_not_header_safe() {
+        assert!(Secret::new("sk-live-123").is_header_safe());
+        assert!(Secret::new("a b\tc").is_header_safe());
+        for bad in ["sk-live-123\n", "sk\r\nX-Evil: 1", "sk\u{7f}", "sk\0"] {
+            assert!(!Secret::new(bad).is_header_safe(), "{bad:?}");
+        }
     }
 }

@@ -48,6 +48,18 @@ impl Target {
         match &endpoint.url {
             Some(url) => {
                 crate::client::resolve_url(url, endpoint.api).map_err(|e| usage_error(e.to_string(), None))?;
+                if let Some((k, var)) = &key {
+                    if !k.is_header_safe() {
+                        return Err(usage_error(
+                            format!(
+                                "{var} holds a line break or another control character, which no HTTP header can carry"
+                            ),
+                            Some(format!(
+                                "strip it: export {var}=\"$(printf %s \"${var}\" | tr -d '\\r\\n')\""
+                            )),
+                        ));
+                    }
+                }
                 Ok(Target {
                     endpoint: url.clone(),
                     display: crate::client::redact_url(url),

@@ -123,3 +123,27 @@ fn debug_output_of_settings_is_redacted() {
     assert!(!text.contains(KEY), "{text}");
     assert!(text.contains("***"));
 }
+
+/// A key pasted with its newline is refused at start (exit 2, naming the variable, never the
+/// key) instead of failing every request with a builder error.
+#[test]
+fn a_key_with_a_line_break_is_refused_before_sending() {
+    let out = sizeup()
+        .env("SIZEUP_API_KEY", format!("{KEY}\n"))
+        .args([
+            "sweep",
+            "--endpoint",
+            "http://127.0.0.1:9",
+            "--concurrency",
+            "1",
+            "--max-duration",
+            "2s",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("SIZEUP_API_KEY holds a line break"), "{stderr}");
+    assert_clean("stderr", &out.stderr);
+    assert_clean("stdout", &out.stdout);
+}
