@@ -13,10 +13,10 @@ impl Secret {
     }
 
     /// The raw value, for the one place that needs it: the `Authorization` header.
-    /// Whether the key can travel in an HTTP header: no line break or other control character
-    /// (a key pasted with its trailing newline would otherwise fail every request).
+    /// Whether the key can travel in an HTTP header (see [`header_safe`]): a key pasted with
+    /// its trailing newline would otherwise fail every request.
     pub fn is_header_safe(&self) -> bool {
-        self.0.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+        header_safe(&self.0)
     }
 
     pub fn expose(&self) -> &str {
@@ -34,6 +34,12 @@ impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("***")
     }
+}
+
+/// What an HTTP header value may hold, as `HeaderValue::from_str` checks it: no control byte
+/// but tab. The one check for the key at start and for each line the plain-http client writes.
+pub fn header_safe(text: &str) -> bool {
+    text.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
 }
 
 /// The environment variables an API key is read from, in order of preference.

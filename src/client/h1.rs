@@ -172,8 +172,7 @@ impl Direct {
             Some(q) => format!("{}?{q}", url.path()),
             None => url.path().to_string(),
         };
-        // What a header value may hold (as `HeaderValue::from_str`): no control byte but tab.
-        let line_ok = |s: &str| s.bytes().all(|b| b == b'\t' || (b >= 32 && b != 127));
+        let line_ok = crate::secret::header_safe;
         if !line_ok(&authority) || !line_ok(&origin) || origin.contains(' ') {
             return None;
         }
