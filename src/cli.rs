@@ -495,6 +495,10 @@ pub struct PlanArgs {
     #[command(flatten)]
     pub tuning: PlanTuning,
     /// Where to write plan.json.
+    /// The job will run as N shards (`run --shard auto` in a job array): recorded in plan.json,
+    /// so each shard takes 1/N of the plan's concurrency and a re-run task knows the count.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub shards: Option<u64>,
     #[arg(long, default_value = "reports/plan.json")]
     pub out: PathBuf,
     /// Print plan.json to stdout instead of the explanation.

@@ -33,7 +33,7 @@ pub use format::{Format, ParseNameError};
 pub use lines::{FileError, Issue};
 pub use reader::{Item, Payload, ReadOptions, Reader};
 pub use resume::{read_done, read_done_from, scan_records, truncate_torn_tail, ResumeState};
-pub use shard::{in_shard, parse_shard};
+pub use shard::{in_shard, parse_shard, resolve_auto, AutoShard, ShardRefusal};
 pub use validation::{validate, validate_reader, ValidationReport};
 pub use writer::{OutputRecord, OutputWriter};
 

@@ -64,6 +64,10 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitStatus> {
             return Err(e);
         }
     };
+    let plan = planner::Plan {
+        shards: args.shards,
+        ..plan
+    };
     write_plan(&plan, &args.out)?;
     if args.json {
         writeln!(stdout, "{}", serde_json::to_string_pretty(&plan)?)?;

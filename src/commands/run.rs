@@ -25,37 +25,48 @@ pub async fn run(args: RunArgs, interrupt: Stop) -> anyhow::Result<ExitStatus> {
     result.map(|r| r.status)
 }
 
-/// `--shard K/N` or `auto` (JOB_COMPLETION_INDEX with JOB_COMPLETION_COUNT or the array size,
-/// or SLURM_ARRAY_TASK_ID with SLURM_ARRAY_TASK_COUNT).
-pub fn parse_shard_flag(s: &str) -> anyhow::Result<(u64, u64)> {
-    if s.trim() == "auto" {
-        let get = |k: &str| std::env::var(k).ok().and_then(|v| v.trim().parse::<u64>().ok());
-        let pair = match (get("JOB_COMPLETION_INDEX"), get("SLURM_ARRAY_TASK_ID")) {
-            (Some(k), _) => get("JOB_COMPLETION_COUNT")
-                .or_else(|| get("SIZEUP_SHARDS"))
-                .map(|n| (k, n)),
-            (None, Some(k)) => {
-                let min = get("SLURM_ARRAY_TASK_MIN").unwrap_or(0);
-                get("SLURM_ARRAY_TASK_COUNT")
-                    .or_else(|| get("SIZEUP_SHARDS"))
-                    .map(|n| (k.saturating_sub(min), n))
-            }
-            (None, None) => None,
+/// `--shard K/N`, `auto/N` or `auto`: the index from the job system, the count from `auto/N`,
+/// else the plan's `shards`, else `SIZEUP_SHARDS`, else the job system's (see
+/// [`batch::resolve_auto`], which refuses where the scheduler's variables are ambiguous).
+pub fn parse_shard_flag(s: &str, plan_shards: Option<u64>) -> anyhow::Result<(u64, u64)> {
+    let s = s.trim();
+    if let Some(rest) = s.strip_prefix("auto") {
+        let count = match rest.strip_prefix('/') {
+            Some(n) => match n.trim().parse::<u64>() {
+                Ok(n) if n > 0 => Some((n, format!("--shard auto/{n}"))),
+                _ => {
+                    return Err(usage_error(
+                        format!("--shard {s:?}: the count after auto/ must be a whole number of at least 1"),
+                        Some("e.g. --shard auto/4 for a job split into 4 shards".into()),
+                    ))
+                }
+            },
+            None if rest.is_empty() => plan_shards.map(|n| (n, "the plan's shards".to_string())),
+            None => return Err(shard_usage(s)),
         };
-        return match pair {
-            Some((k, n)) if n > 0 && k < n => Ok((k, n)),
-            _ => Err(usage_error(
-                "--shard auto: no shard index and count found in the environment",
-                Some("set JOB_COMPLETION_INDEX and JOB_COMPLETION_COUNT (Kubernetes Indexed Job), or SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT; or give --shard K/N".into()),
-            )),
-        };
+        let resolved = batch::resolve_auto(|k| std::env::var(k).ok(), count)
+            .map_err(|r| usage_error(r.message, Some(r.hint)))?;
+        ui::info(format!(
+            "--shard auto: shard {}/{} (index from {}, count from {})",
+            resolved.index, resolved.count, resolved.index_from, resolved.count_from
+        ));
+        return Ok((resolved.index, resolved.count));
     }
-    batch::parse_shard(s).map_err(|e| {
-        usage_error(
-            format!("--shard: {e}"),
-            Some("use K/N with 0 <= K < N, e.g. --shard 0/4".into()),
-        )
-    })
+    let shard = batch::parse_shard(s).map_err(|_| shard_usage(s))?;
+    if let Some(n) = plan_shards.filter(|&n| n != shard.1) {
+        ui::warn(format!(
+            "--shard {s}: the plan was made for {n} shards; {} shards share its concurrency",
+            shard.1
+        ));
+    }
+    Ok(shard)
+}
+
+fn shard_usage(s: &str) -> anyhow::Error {
+    usage_error(
+        format!("--shard: invalid shard {s:?} (expected K/N with 0 <= K < N, auto or auto/N)"),
+        Some("use K/N with 0 <= K < N, e.g. --shard 0/4; or auto/N in a job array".into()),
+    )
 }
 
 fn default_output(input: &Path) -> PathBuf {
@@ -91,7 +102,8 @@ pub fn settings_from_args(a: &RunArgs) -> anyhow::Result<RunSettings> {
         (None, Some(p)) => p.total_concurrency,
         (None, None) => return Err(usage_error("give --concurrency N or --plan plan.json", None)),
     };
-    let shard = a.shard.as_deref().map(parse_shard_flag).transpose()?;
+    let plan_shards = plan.as_ref().and_then(|p| p.shards);
+    let shard = a.shard.as_deref().map(|f| parse_shard_flag(f, plan_shards)).transpose()?;
     // A plan's concurrency and a --rate are the whole job's: each shard takes its share. An
     // explicit --concurrency is this process's own.
     let share = shard.and_then(|(k, n)| {

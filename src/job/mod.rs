@@ -11,6 +11,7 @@
 pub mod attempt;
 mod collect;
 pub mod feed;
+pub mod layout;
 pub mod progress;
 pub mod queue;
 mod settings;
@@ -122,7 +123,11 @@ fn send_duplicates(s: &RunSettings, validated: DuplicateCheck) -> DuplicateCheck
 /// Reads the resume state and opens the output (refusing to overwrite without --resume).
 pub fn open_output(s: &RunSettings, api: Api, validated: Validated) -> anyhow::Result<Prepared> {
     let duplicates = send_duplicates(s, validated.duplicates);
-    let done = if s.resume && s.output.exists() {
+    let resuming = s.resume && s.output.exists();
+    if resuming {
+        layout::check(&s.output, s.shard)?;
+    }
+    let done = if resuming {
         Some(
             read_resume_state(s, api, &duplicates)
                 .map_err(|err| usage_error(format!("cannot resume from {}: {err}", s.output.display()), None))?,
@@ -141,6 +146,7 @@ pub fn open_output(s: &RunSettings, api: Api, validated: Validated) -> anyhow::R
             exists.then(|| "pass --resume to continue that run, or choose another --output".to_string()),
         )
     })?;
+    layout::record(&s.output, s.shard, done.is_none())?;
     if let Some(state) = &done {
         if state.torn_tail {
             ui::warn(format!(

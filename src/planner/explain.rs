@@ -75,6 +75,19 @@ pub fn explain(plan: &Plan) -> String {
             grouped(plan.expected_latency_p95_ms, 0)
         ),
     ]);
+    if let Some(n) = plan.shards {
+        // As `run` splits it: T / N each, the first T mod N one more, at least 1.
+        let (base, extra) = (u64::from(plan.total_concurrency) / n, u64::from(plan.total_concurrency) % n);
+        let share = match (base.max(1), extra) {
+            (b, 0) => b.to_string(),
+            (b, _) if base == 0 => b.to_string(),
+            (b, _) => format!("{b} or {}", b + 1),
+        };
+        lines.push(format!(
+            "shards: {n}, each keeping {share} of the {} in flight (`run --plan --shard auto`)",
+            plan.total_concurrency
+        ));
+    }
     if let (Some(r), Some(d)) = (plan.requests, plan.expected_duration_s) {
         lines.push(format!(
             "duration: {} requests / {} RPM x 60 = {} s ({}), plus {} s startup",

@@ -68,6 +68,10 @@ pub struct Plan {
     /// Every option compared, the chosen one marked, and why each other lost.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub options: Vec<OptionRow>,
+    /// With `plan --shards N`: the job runs as N shards, which share `total_concurrency`;
+    /// `run --plan --shard auto` takes its shard count from here, not from the scheduler.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<u64>,
     /// Which fields this file may hold (`model::schema`); readers refuse a newer one. Last,
     /// as the keys before it keep their order.
     #[serde(default = "crate::model::schema::unversioned")]

@@ -358,6 +358,7 @@ pub(crate) fn at_gpus(input: &PlanInput, chosen: &SweepLevel, gpus: u32) -> Plan
         deadline_s: None,
         objective: None,
         options: Vec::new(),
+        shards: None,
     }
 }
 

@@ -199,6 +199,11 @@ async fn shards_share_the_plans_concurrency() {
     let input = batch_file(dir.path(), 400, 4);
     let plan = dir.path().join("plan.json");
     write_plan(&plan, 2, 8, 6000.0);
+    // A plan made with `plan --shards 4`: `--shard auto` takes the count from it, the index
+    // from the Indexed Job's environment.
+    let mut with_shards = read_json(&plan);
+    with_shards["shards"] = 4.into();
+    std::fs::write(&plan, with_shards.to_string()).unwrap();
     // 2 GPUs x 16 slots: the server itself would take 32, so only the client limits in-flight.
     let sim = SimHandle::start(fast_sim(2, 16, 5.0, 0.0)).await.unwrap();
     let url = sim.url();
@@ -213,8 +218,9 @@ async fn shards_share_the_plans_concurrency() {
             .arg(&input)
             .args(["--plan"])
             .arg(&plan)
-            .args(["--shard", &format!("{k}/4"), "--output"])
-            .arg(&out);
+            .args(["--shard", "auto", "--output"])
+            .arg(&out)
+            .env("JOB_COMPLETION_INDEX", k.to_string());
         children.push((k, out, cmd.output()));
     }
     let mut ids = BTreeMap::new();

@@ -64,21 +64,74 @@ fn shards_are_disjoint_and_cover_every_id() {
         "--shard auto with JOB_COMPLETION_INDEX=1/COUNT=4 equals --shard 1/4"
     );
 
-    // Slurm array: SLURM_ARRAY_TASK_ID counted from SLURM_ARRAY_TASK_MIN.
+    // Slurm array `--array=0-3`: task 1 is shard 1/4.
     let out = dir.path().join("out-slurm.jsonl");
     let mut args = vec!["--input", s(&input), "--output", s(&out), "--shard", "auto"];
     args.extend(sim_flags);
-    let r = run_sync(
-        &args,
-        &[
-            ("SLURM_ARRAY_TASK_ID", "2"),
-            ("SLURM_ARRAY_TASK_MIN", "1"),
+    let array = |id: &'static str| {
+        vec![
+            ("SLURM_ARRAY_TASK_ID", id),
+            ("SLURM_ARRAY_TASK_MIN", "0"),
+            ("SLURM_ARRAY_TASK_MAX", "3"),
+            ("SLURM_ARRAY_TASK_STEP", "1"),
             ("SLURM_ARRAY_TASK_COUNT", "4"),
-        ],
-    );
+        ]
+    };
+    let r = run_sync(&args, &array("1"));
     assert_eq!(r.code, Some(0), "{r:?}");
     let slurm: BTreeSet<String> = read_records(&out).iter().map(custom_id).collect();
-    assert_eq!(slurm, shard1, "SLURM_ARRAY_TASK_ID=2 with MIN=1 is shard 1/4");
+    assert_eq!(slurm, shard1, "SLURM_ARRAY_TASK_ID=1 of 0-3 is shard 1/4");
+
+    // A re-run of task 1 the Slurm way (`sbatch --array=1`) is an array of one: with
+    // `auto/4` it resumes its own shard and sends nothing more; the count from the array
+    // alone (1) is refused rather than read as "the whole job".
+    let rerun = [
+        ("SLURM_ARRAY_TASK_ID", "1"),
+        ("SLURM_ARRAY_TASK_MIN", "1"),
+        ("SLURM_ARRAY_TASK_MAX", "1"),
+        ("SLURM_ARRAY_TASK_STEP", "1"),
+        ("SLURM_ARRAY_TASK_COUNT", "1"),
+    ];
+    let mut resume = vec!["--input", s(&input), "--output", s(&out), "--resume", "--shard"];
+    let r = run_sync(&[&resume[..], &["auto"], &sim_flags[..]].concat(), &rerun);
+    assert_eq!(r.code, Some(2), "{r:?}");
+    assert!(r.stderr.contains("one-task array"), "{r:?}");
+    resume.push("auto/4");
+    resume.extend(sim_flags);
+    let r = run_sync(&resume, &rerun);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert_eq!(read_records(&out).len(), shard1.len(), "the re-run sent nothing twice: {r:?}");
+    // The layout is recorded beside the output: resuming it as another shard is refused.
+    for other in ["0/1", "1/3"] {
+        let mut args = vec!["--input", s(&input), "--output", s(&out), "--resume", "--shard", other];
+        args.extend(sim_flags);
+        let r = run_sync(&args, &[]);
+        assert_eq!(r.code, Some(2), "--shard {other}: {r:?}");
+        assert!(r.stderr.contains("was written as shard 1/4"), "{r:?}");
+    }
+    let mut args = vec!["--input", s(&input), "--output", s(&out), "--resume"];
+    args.extend(sim_flags);
+    assert_eq!(run_sync(&args, &[]).code, Some(2), "unsharded resume of a shard's output");
+    assert_eq!(read_records(&out).len(), shard1.len());
+
+    // A stepped array (`--array=0-6:2`) is refused by every task, before anything is sent.
+    for id in ["0", "2", "4", "6"] {
+        let stepped = [
+            ("SLURM_ARRAY_TASK_ID", id),
+            ("SLURM_ARRAY_TASK_MIN", "0"),
+            ("SLURM_ARRAY_TASK_MAX", "6"),
+            ("SLURM_ARRAY_TASK_STEP", "2"),
+            ("SLURM_ARRAY_TASK_COUNT", "4"),
+        ];
+        let o = dir.path().join(format!("out-step-{id}.jsonl"));
+        for shard in ["auto", "auto/4"] {
+            let mut args = vec!["--input", s(&input), "--output", s(&o), "--shard", shard];
+            args.extend(sim_flags);
+            let r = run_sync(&args, &stepped);
+            assert_eq!(r.code, Some(2), "task {id} --shard {shard}: {r:?}");
+            assert!(!o.exists(), "task {id}: nothing written");
+        }
+    }
 
     // Invalid shards: exit 2, nothing written.
     let bad = dir.path().join("out-bad.jsonl");
@@ -87,6 +140,9 @@ fn shards_are_disjoint_and_cover_every_id() {
         ("1/0", vec![]),
         ("x", vec![]),
         ("auto", vec![]),
+        ("auto/0", vec![("JOB_COMPLETION_INDEX", "0")]),
+        ("auto/x", vec![("JOB_COMPLETION_INDEX", "0")]),
+        ("autox", vec![("JOB_COMPLETION_INDEX", "0")]),
         (
             "auto",
             vec![("JOB_COMPLETION_INDEX", "4"), ("JOB_COMPLETION_COUNT", "4")],

@@ -70,6 +70,19 @@ fn issue_example_four_gpus_eight_each_94_seconds() {
         .success();
     let v: serde_json::Value = serde_json::from_slice(&assert.get_output().stdout).unwrap();
     assert_eq!(v["gpus"], 4);
+    assert!(v.get("shards").is_none(), "no --shards, no shards: {v:#}");
+
+    // --shards N is carried in plan.json and explained.
+    let assert = sizeup()
+        .args(["plan", "--sweep"])
+        .arg(&sweep)
+        .args(["--target-rpm", "30000", "--shards", "3", "--out"])
+        .arg(tmp.path().join("p3.json"))
+        .assert()
+        .success();
+    let text = String::from_utf8_lossy(&assert.get_output().stdout).to_string();
+    assert!(text.contains("shards: 3, each keeping 10 or 11 of the 32 in flight"), "{text}");
+    assert_eq!(read_json(&tmp.path().join("p3.json"))["shards"], 3);
 }
 
 #[test]

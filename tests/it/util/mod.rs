@@ -29,7 +29,7 @@ pub fn fast_sim(gpus: usize, batch: usize, step_ms: f64, jitter: f64) -> SimConf
 
 /// Environment variables that would change what a child does (an API key, a shard); removed
 /// from every `sizeup` a test starts, so the developer's shell cannot change a result.
-const ENV_SCRUB: [&str; 8] = [
+const ENV_SCRUB: [&str; 10] = [
     "SIZEUP_API_KEY",
     "OPENAI_API_KEY",
     "JOB_COMPLETION_INDEX",
@@ -38,6 +38,8 @@ const ENV_SCRUB: [&str; 8] = [
     "SLURM_ARRAY_TASK_ID",
     "SLURM_ARRAY_TASK_COUNT",
     "SLURM_ARRAY_TASK_MIN",
+    "SLURM_ARRAY_TASK_MAX",
+    "SLURM_ARRAY_TASK_STEP",
 ];
 
 /// The `sizeup` binary with a scrubbed environment and `NO_COLOR`: every test that starts one
