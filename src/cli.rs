@@ -165,6 +165,11 @@ pub struct EndpointArgs {
     /// Limit for opening a connection (TCP and TLS).
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub connect_timeout: Duration,
+    /// A kept-alive connection idle longer than this is closed, not used again: NAT gateways
+    /// and load balancers silently forget idle flows (often after 60 to 350 s), and a request
+    /// sent on a forgotten one waits for --timeout. 0 reuses no connection that went idle.
+    #[arg(long, value_parser = parse_duration, default_value = "50s", value_name = "DURATION")]
+    pub pool_idle_timeout: Duration,
     /// Which body field carries the output limit. Self-hosted servers (vLLM, TGI, llama.cpp)
     /// read max_tokens; OpenAI's newer chat models want max_completion_tokens.
     #[arg(long, value_enum, default_value_t = MaxTokensField::MaxTokens)]

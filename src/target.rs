@@ -2,7 +2,7 @@
 //! process; with the API key, the client settings and the reachability check.
 
 use crate::api::{Api, MaxTokensField};
-use crate::client::{Client, ClientConfig, ClientError};
+use crate::client::{Client, ClientConfig, ClientError, Unreachable};
 use crate::scrape::{MetricsSpec, Scraper};
 use crate::secret::{api_key_from_env, Secret};
 use crate::sim::{SimConfig, SimHandle};
@@ -19,6 +19,8 @@ pub struct Endpoint {
     pub timeout: Duration,
     pub first_byte_timeout: Option<Duration>,
     pub connect_timeout: Duration,
+    /// `--pool-idle-timeout`: kept-alive connections idle longer are not used again.
+    pub pool_idle_timeout: Duration,
     pub max_tokens_field: MaxTokensField,
     /// `--stop-after-failures`: stop on a failure every answer repeats (0 never).
     pub stop_after_failures: u32,
@@ -106,6 +108,7 @@ impl Target {
             timeout: e.timeout,
             first_byte_timeout: e.first_byte_timeout,
             pool,
+            pool_idle_timeout: e.pool_idle_timeout,
         })
         .map_err(|err| match err {
             // As `?` on the builder's error always did: its own message and causes, exit 2.
@@ -126,29 +129,33 @@ impl Target {
     }
 
     /// Fails fast (exit 3) when nothing listens at the endpoint, before any request is built.
+    /// Connects where the requests will: through the proxy the environment names for the URL,
+    /// if one applies, and to any of the host's addresses.
     pub async fn check_reachable(&self, e: &Endpoint) -> anyhow::Result<()> {
         let Ok(url) = reqwest::Url::parse(&self.endpoint) else {
             return Ok(());
         };
-        let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+        let Err(why) = crate::client::reach(&url, e.connect_timeout).await else {
             return Ok(());
         };
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
-        match tokio::time::timeout(e.connect_timeout, tokio::net::TcpStream::connect((host.as_str(), port))).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(err)) => Err(ui::unusable_error(
-                format!("cannot connect to {}: {err}", self.display),
+        let through = match why.proxy() {
+            Some(p) => format!(" through the proxy {p} (from HTTP_PROXY/HTTPS_PROXY/ALL_PROXY)"),
+            None => String::new(),
+        };
+        Err(match why {
+            Unreachable::Failed { message, .. } => ui::unusable_error(
+                format!("cannot connect to {}{through}: {message}", self.display),
                 Some("is the server up? check --endpoint (or leave it out to use the built-in simulator)".into()),
-            )),
-            Err(_) => Err(ui::unusable_error(
+            ),
+            Unreachable::Timeout { .. } => ui::unusable_error(
                 format!(
-                    "cannot connect to {} within {}",
+                    "cannot connect to {}{through} within {}",
                     self.display,
                     humantime::format_duration(e.connect_timeout)
                 ),
                 Some("check --endpoint and the network, or raise --connect-timeout".into()),
-            )),
-        }
+            ),
+        })
     }
 
     /// `--model`, else the first model the endpoint lists (None when it lists none).

@@ -5,7 +5,10 @@
 //! This file only names the parts and re-exports what the rest of the crate uses; each part
 //! uses its siblings, never this file:
 //! - `send.rs`: the [`Client`], its send loop and one exchange in steps; `GET /v1/models`.
-//! - `transport.rs`: one answer from either transport (reqwest's or `h1.rs`), errors classified.
+//! - `transport.rs`: one answer from either transport (reqwest's or `h1/`), errors classified.
+//! - `h1/`: the plain-http HTTP/1.1 transport; `connect.rs` opens a connection to any of a
+//!   host's addresses, `proxy.rs` the environment's proxy rules (as reqwest's).
+//! - `reach.rs`: the pre-flight check that the endpoint (or its proxy) accepts connections.
 //! - `parse.rs`: a whole answer read into an outcome (usage, error bodies, the checks).
 //! - `stream.rs`: a streamed answer read into an outcome, through the SSE decoder `sse.rs`.
 //! - `outcome.rs`: [`Outcome`], [`FailKind`], [`ClientError`], error type and message of an answer.
@@ -13,9 +16,12 @@
 //! - `body.rs`: request bodies built and prepared for measurement.
 
 mod body;
+mod connect;
 mod h1;
 mod outcome;
 mod parse;
+mod proxy;
+mod reach;
 mod send;
 pub mod sse;
 mod stream;
@@ -26,5 +32,6 @@ mod url;
 pub use crate::api::MaxTokensField;
 pub use body::{build_body, prepare_body, wants_stream};
 pub use outcome::{error_type, ClientError, FailKind, Failure, Outcome, Success, Usage};
+pub use reach::{reach, Unreachable};
 pub use send::{first_model, Client, ClientConfig};
 pub use url::{base_url, redact_url, resolve_url};

@@ -34,6 +34,8 @@ pub struct ClientConfig {
     /// Idle keep-alive connections kept per host: the concurrency, so no request waits for a
     /// new TCP (and TLS) handshake after warm-up.
     pub pool: usize,
+    /// An idle kept-alive connection older than this is not used again (`--pool-idle-timeout`).
+    pub pool_idle_timeout: Duration,
 }
 
 pub struct Client {
@@ -73,6 +75,7 @@ impl Client {
         let http = reqwest::Client::builder()
             .connect_timeout(cfg.connect_timeout)
             .pool_max_idle_per_host(cfg.pool.max(1))
+            .pool_idle_timeout(cfg.pool_idle_timeout)
             .tcp_nodelay(true)
             .user_agent(concat!("sizeup/", env!("CARGO_PKG_VERSION")))
             .build()?;
@@ -81,6 +84,7 @@ impl Client {
             cfg.api_key.as_ref().map(Secret::expose),
             cfg.connect_timeout,
             cfg.pool.max(1),
+            cfg.pool_idle_timeout,
         );
         Ok(Client {
             http,

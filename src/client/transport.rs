@@ -48,7 +48,7 @@ impl Answer<'_> {
     pub(super) async fn chunk(&mut self) -> Result<Option<Bytes>, Failure> {
         match self {
             Answer::Pooled(r) => r.chunk().await.map_err(transport_failure),
-            Answer::Direct(a) => a.chunk().await.map_err(direct_failure),
+            Answer::Direct(a) => a.chunk().await.map_err(direct_body_failure),
         }
     }
 
@@ -87,6 +87,16 @@ pub(super) fn direct_failure(e: h1::SendError) -> Failure {
         message: e.to_string(),
         retry_after: None,
         body: None,
+    }
+}
+
+/// Classifies a failure of the direct transport met in a body after its head: one that breaks
+/// its framing (a bad chunk size) is a `Decode` failure, not worth another try, as reqwest
+/// records it; a connection cut mid-body is a `Reset`, as there.
+fn direct_body_failure(e: h1::SendError) -> Failure {
+    match e {
+        h1::SendError::Protocol(m) => decode_failure(m),
+        e => direct_failure(e),
     }
 }
 

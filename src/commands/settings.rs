@@ -25,6 +25,7 @@ pub fn endpoint(e: &EndpointArgs, api: Api) -> Endpoint {
         timeout: e.timeout,
         first_byte_timeout: e.first_byte_timeout,
         connect_timeout: e.connect_timeout,
+        pool_idle_timeout: e.pool_idle_timeout,
         max_tokens_field: e.max_tokens_field,
         stop_after_failures: e.stop_after_failures,
         server_metrics: e.server_metrics.clone(),

@@ -203,6 +203,7 @@ fn client(url: &str, api: Api, pool: usize) -> Client {
         api,
         api_key: None,
         connect_timeout: Duration::from_secs(5),
+        pool_idle_timeout: Duration::from_secs(50),
         timeout: Duration::from_secs(20),
         first_byte_timeout: None,
         pool,

@@ -115,6 +115,7 @@ fn debug_output_of_settings_is_redacted() {
         api: sizeup::api::Api::Chat,
         api_key: Some(Secret::new(KEY)),
         connect_timeout: std::time::Duration::from_secs(1),
+        pool_idle_timeout: std::time::Duration::from_secs(50),
         timeout: std::time::Duration::from_secs(1),
         first_byte_timeout: None,
         pool: 1,

@@ -27,9 +27,9 @@ pub fn fast_sim(gpus: usize, batch: usize, step_ms: f64, jitter: f64) -> SimConf
     }
 }
 
-/// Environment variables that would change what a child does (an API key, a shard); removed
-/// from every `sizeup` a test starts, so the developer's shell cannot change a result.
-const ENV_SCRUB: [&str; 10] = [
+/// Environment variables that would change what a child does (an API key, a shard, a proxy);
+/// removed from every `sizeup` a test starts, so the developer's shell cannot change a result.
+const ENV_SCRUB: [&str; 19] = [
     "SIZEUP_API_KEY",
     "OPENAI_API_KEY",
     "JOB_COMPLETION_INDEX",
@@ -40,6 +40,15 @@ const ENV_SCRUB: [&str; 10] = [
     "SLURM_ARRAY_TASK_MIN",
     "SLURM_ARRAY_TASK_MAX",
     "SLURM_ARRAY_TASK_STEP",
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "REQUEST_METHOD",
 ];
 
 /// The `sizeup` binary with a scrubbed environment and `NO_COLOR`: every test that starts one
