@@ -165,6 +165,11 @@ pub struct EndpointArgs {
     /// Limit for opening a connection (TCP and TLS).
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub connect_timeout: Duration,
+    /// After Ctrl-C or SIGTERM (`scancel`, a Kubernetes eviction), how long the requests in
+    /// flight may take to finish before they are abandoned (a later --resume sends them).
+    /// The default stays under Kubernetes' 30 s grace period; a second signal abandons at once.
+    #[arg(long, value_parser = parse_duration, default_value = "20s", value_name = "DURATION")]
+    pub drain_timeout: Duration,
     /// A kept-alive connection idle longer than this is closed, not used again: NAT gateways
     /// and load balancers silently forget idle flows (often after 60 to 350 s), and a request
     /// sent on a forgotten one waits for --timeout. 0 reuses no connection that went idle.

@@ -52,6 +52,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         Command::Auto(a) => Some(&a.endpoint),
         _ => None,
     };
+    let endpoint_drain = endpoint.map(|e| e.drain_timeout);
     if let Some(n) = endpoint.and_then(commands::client_threads) {
         runtime.worker_threads(n);
     }
@@ -59,7 +60,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     // The command runs as a task on the worker threads, not on this thread inside
     // `block_on`: a collector polled here would need a cross-thread wake-up per event.
     runtime.block_on(async move {
-        let interrupt = engine::watch_ctrl_c();
+        let drain_timeout = endpoint_drain.unwrap_or(std::time::Duration::from_secs(20));
+        let interrupt = engine::watch_signals(drain_timeout);
+        let terminated = interrupt.terminated.clone();
         let task = tokio::spawn(async move {
             match command {
                 Command::Sim(a) => commands::sim::run(a).await,
@@ -71,6 +74,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
                 }
             }
         });
-        task.await.map_err(|e| anyhow::anyhow!("internal error: {e}"))?
+        let status = task.await.map_err(|e| anyhow::anyhow!("internal error: {e}"))??;
+        // A scheduler's stop is told apart from a person's: Slurm and Kubernetes read 143.
+        Ok(match status {
+            ExitStatus::Interrupted if terminated.is_cancelled() => ExitStatus::Terminated,
+            s => s,
+        })
     })
 }

@@ -14,8 +14,10 @@ pub enum ExitStatus {
     Failure,
     /// 3: the endpoint is unusable (refused, 401/403, every warm-up request failed).
     Unusable,
-    /// 130: interrupted after a clean drain.
+    /// 130: interrupted (Ctrl-C) after a drain.
     Interrupted,
+    /// 143: stopped by SIGTERM (`scancel`, an eviction) after a drain.
+    Terminated,
 }
 
 impl From<ExitStatus> for std::process::ExitCode {
@@ -25,6 +27,7 @@ impl From<ExitStatus> for std::process::ExitCode {
             ExitStatus::Failure => 1,
             ExitStatus::Unusable => 3,
             ExitStatus::Interrupted => 130,
+            ExitStatus::Terminated => 143,
         })
     }
 }

@@ -41,7 +41,8 @@ pub async fn run(args: SimArgs) -> anyhow::Result<ExitStatus> {
     let stop = CancellationToken::new();
     let trigger = stop.clone();
     tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
+        // Ctrl-C or SIGTERM (a service manager, a container stop) ends it cleanly.
+        let _ = crate::engine::Signals::new().next().await;
         trigger.cancel();
     });
     crate::sim::serve(listener, cfg, stop).await?;

@@ -8,6 +8,9 @@
 
 pub mod rate;
 pub mod retry;
+mod signals;
+
+pub use signals::{watch_signals, Signals};
 
 use std::future::Future;
 use std::sync::Arc;
@@ -38,6 +41,8 @@ pub struct Stop {
     pub drain: CancellationToken,
     /// Cancelled: drop items in flight at once (their results are not sent).
     pub abandon: CancellationToken,
+    /// Cancelled when the stop came from SIGTERM (a scheduler), not Ctrl-C: exit 143, not 130.
+    pub terminated: CancellationToken,
 }
 
 impl Stop {
@@ -104,21 +109,6 @@ pub async fn run_window<S, F, Fut, R>(
             joined = workers.join_next() => if joined.is_none() { break },
         }
     }
-}
-
-/// The first Ctrl-C cancels `drain` (finish what is in flight), the second `abandon`.
-pub fn watch_ctrl_c() -> Stop {
-    let stop = Stop::new();
-    let s = stop.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            s.drain.cancel();
-            if tokio::signal::ctrl_c().await.is_ok() {
-                s.abandon.cancel();
-            }
-        }
-    });
-    stop
 }
 
 #[cfg(test)]

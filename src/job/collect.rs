@@ -72,7 +72,10 @@ impl Collector {
                 },
                 _ = interrupt.drain.cancelled(), if !self.interrupted => {
                     self.interrupted = true;
-                    ui::info("interrupted: finishing the requests in flight (Ctrl-C again abandons them)");
+                    let by = if interrupt.terminated.is_cancelled() { "SIGTERM" } else { "Ctrl-C" };
+                    ui::info(format!(
+                        "{by}: finishing the requests in flight within --drain-timeout (Ctrl-C again abandons them)"
+                    ));
                     self.source.close_feed();
                     self.stop.drain.cancel();
                 }

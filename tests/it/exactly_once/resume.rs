@@ -164,6 +164,16 @@ async fn resume_with_skipped_lines_sends_exactly_the_unanswered_ones() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_drains_exits_130_and_resume_completes() {
+    signal_drains_and_resume_completes("-INT", 130).await;
+}
+
+/// `scancel`, a Kubernetes eviction and `docker stop` send SIGTERM: the same drain, exit 143.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_exits_143_and_resume_completes() {
+    signal_drains_and_resume_completes("-TERM", 143).await;
+}
+
+async fn signal_drains_and_resume_completes(signal: &str, code: i32) {
     let sim = SimHandle::start(sim_cfg(1, 8, 20.0)).await.expect("sim");
     let url = sim.url();
     let dir = tempfile::tempdir().unwrap();
@@ -195,12 +205,12 @@ async fn sigint_drains_exits_130_and_resume_completes() {
     );
     let pid = child.id().expect("pid").to_string();
     let st = std::process::Command::new("kill")
-        .args(["-INT", &pid])
+        .args([signal, &pid])
         .status()
-        .expect("kill -INT");
+        .expect("kill");
     assert!(st.success());
     let r = collect(child).await;
-    assert_eq!(r.code, Some(130), "{r:?}");
+    assert_eq!(r.code, Some(code), "{signal}: {r:?}");
     assert!(r.stderr.contains("--resume"), "hint to resume: {r:?}");
 
     let first = read_records(&out);
@@ -227,7 +237,7 @@ async fn sigint_drains_exits_130_and_resume_completes() {
     let r = run_async(&resume, &[]).await;
     assert_eq!(r.code, Some(0), "{r:?}");
     let all = read_records(&out);
-    assert_each_once_ok(&all, &want, "output after SIGINT and --resume");
+    assert_each_once_ok(&all, &want, &format!("output after kill {signal} and --resume"));
     let sm = read_json(&summary);
     assert_eq!(sm["interrupted"], false, "{sm}");
     assert_eq!(u(&sm, "skipped_already_done"), first.len() as u64, "{sm}");
@@ -318,4 +328,66 @@ async fn sigint_with_retries_pending_counts_each_unfinished_request_once() {
     let m = metrics(&curl).await;
     assert_eq!(outcome(&m, "ok"), 400 - first.len() as u64, "{m:?}");
     clean.shutdown().await;
+}
+
+/// A drain is bounded: with `--drain-timeout 0s` a SIGTERM abandons the requests in flight at
+/// once (exit 143, nothing of theirs written), and `--resume` sends them, each line once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_past_drain_timeout_abandons_and_resume_sends_the_rest() {
+    // Long answers (50 tokens at 20 ms, a second each): a drain without the bound waits.
+    let sim = SimHandle::start(sim_cfg(1, 8, 20.0)).await.expect("sim");
+    let url = sim.url();
+    let dir = tempfile::tempdir().unwrap();
+    let (input, want) = write_batch(dir.path(), "jobs.jsonl", 40, 50);
+    let out = dir.path().join("out.jsonl");
+    let summary = dir.path().join("summary.json");
+    let args = [
+        "--endpoint",
+        &url,
+        "--input",
+        s(&input),
+        "--output",
+        s(&out),
+        "--summary",
+        s(&summary),
+        "--concurrency",
+        "8",
+        "--drain-timeout",
+        "0s",
+        FAST_RETRY[0],
+        FAST_RETRY[1],
+        FAST_RETRY[2],
+        FAST_RETRY[3],
+    ];
+    let mut c = tokio::process::Command::from(run_cmd(&args, &[]));
+    c.kill_on_drop(true);
+    let mut child = c.spawn().expect("spawn sizeup");
+    assert!(
+        wait_for_lines(&mut child, &out, 8).await,
+        "the run ended before it could be stopped"
+    );
+    let pid = child.id().expect("pid").to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill -TERM")
+        .success());
+    let r = collect(child).await;
+    assert_eq!(r.code, Some(143), "{r:?}");
+    let first = read_records(&out);
+    assert!(first.len() < 40, "{} lines", first.len());
+    let sm = read_json(&summary);
+    assert_eq!(sm["interrupted"], true, "{sm}");
+    assert_eq!(u(&sm, "requests_ok") + u(&sm, "not_finished"), 40, "{sm}");
+    let m = settled_metrics(&url).await;
+    assert!(
+        gauge(&m, "sizeup_sim_cancelled_total") > 0,
+        "the requests in flight were waited for, past --drain-timeout 0s: {m:?}"
+    );
+    let mut resume = args.to_vec();
+    resume.push("--resume");
+    let r = run_async(&resume, &[]).await;
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert_each_once_ok(&read_records(&out), &want, "output after an abandoned drain and --resume");
+    sim.shutdown().await;
 }
