@@ -504,11 +504,11 @@ pub struct PlanArgs {
     pub slo: SloArgs,
     #[command(flatten)]
     pub tuning: PlanTuning,
-    /// Where to write plan.json.
     /// The job will run as N shards (`run --shard auto` in a job array): recorded in plan.json,
     /// so each shard takes 1/N of the plan's concurrency and a re-run task knows the count.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub shards: Option<u64>,
+    /// Where to write plan.json.
     #[arg(long, default_value = "reports/plan.json")]
     pub out: PathBuf,
     /// Print plan.json to stdout instead of the explanation.
@@ -574,6 +574,8 @@ pub enum ResourceKind {
   sizeup run --endpoint http://localhost:8000 --api chat --input jobs.jsonl --plan reports/plan.json
   sizeup run --endpoint URL --input jobs.jsonl --concurrency 32 --resume      # after a crash or Ctrl-C
   sizeup run --endpoint URL --input jobs.jsonl --concurrency 8 --shard auto   # in a k8s Indexed Job
+  sizeup run --endpoint URL --input jobs.jsonl --plan plan.json --shard auto/4 --resume \
+      --output out/part-$SLURM_ARRAY_TASK_ID.jsonl   # a Slurm array task, re-runnable alone
 
 Input: OpenAI Batch JSONL, plain JSONL bodies, CSV with a prompt column, or text lines (- = stdin);
 gzip or zstd compressed files (jobs.jsonl.gz, jobs.jsonl.zst) are read as they are.
@@ -600,9 +602,11 @@ pub struct RunArgs {
     /// Skip custom_ids already answered in --output and append the rest.
     #[arg(long)]
     pub resume: bool,
-    /// Run only lines whose index mod N == K (`K/N`), or `auto` from JOB_COMPLETION_INDEX /
-    /// SLURM_ARRAY_TASK_ID.
-    #[arg(long, value_name = "K/N|auto")]
+    /// Run only lines whose index mod N == K (`K/N`). `auto`: K from JOB_COMPLETION_INDEX or
+    /// SLURM_ARRAY_TASK_ID, N from the plan's `shards` (`plan --shards N`), SIZEUP_SHARDS or
+    /// the scheduler; `auto/N` fixes N, which a re-run task (`sbatch --array=2`) needs. An
+    /// ambiguous array (stepped, not from 0, a lone re-run without N) is refused, not guessed.
+    #[arg(long, value_name = "K/N|auto|auto/N")]
     pub shard: Option<String>,
     /// Where to write run-summary.json (default beside the output).
     #[arg(long)]

@@ -73,7 +73,10 @@ pub fn resolve_auto(
         None => num("SIZEUP_SHARDS")?.map(|n| (n, "SIZEUP_SHARDS".to_string())),
     };
     if let Some((0, from)) = &explicit {
-        return Err(refusal(format!("--shard auto: the shard count ({from}) is 0"), "give a count of at least 1"));
+        return Err(refusal(
+            format!("--shard auto: the shard count ({from}) is 0"),
+            "give a count of at least 1",
+        ));
     }
     if let Some(index) = num("JOB_COMPLETION_INDEX")? {
         let (count, count_from) = match explicit {
@@ -135,7 +138,10 @@ pub fn resolve_auto(
         });
     }
     let Some(tasks) = tasks else {
-        return Err(refusal(format!("--shard auto: {seen}, but no SLURM_ARRAY_TASK_COUNT"), COUNT_HINT));
+        return Err(refusal(
+            format!("--shard auto: {seen}, but no SLURM_ARRAY_TASK_COUNT"),
+            COUNT_HINT,
+        ));
     };
     // Only a whole array 0..N-1 names its own count; a re-run of one task, a stepped array or
     // one starting at 1 does not.
@@ -187,7 +193,13 @@ mod tests {
         move |k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
     }
 
-    fn slurm<'a>(id: &'a str, count: &'a str, min: &'a str, max: &'a str, step: &'a str) -> Vec<(&'static str, &'a str)> {
+    fn slurm<'a>(
+        id: &'a str,
+        count: &'a str,
+        min: &'a str,
+        max: &'a str,
+        step: &'a str,
+    ) -> Vec<(&'static str, &'a str)> {
         vec![
             ("SLURM_ARRAY_TASK_ID", id),
             ("SLURM_ARRAY_TASK_COUNT", count),
@@ -215,7 +227,10 @@ mod tests {
         let vars = slurm("2", "1", "2", "2", "1");
         let err = pair(resolve_auto(env(&vars), None)).unwrap_err();
         assert!(err.contains("one-task array"), "{err}");
-        assert_eq!(pair(resolve_auto(env(&vars), Some((4, "--shard auto/4".into())))), Ok((2, 4)));
+        assert_eq!(
+            pair(resolve_auto(env(&vars), Some((4, "--shard auto/4".into())))),
+            Ok((2, 4))
+        );
         let mut with_env = vars.clone();
         with_env.push(("SIZEUP_SHARDS", "4"));
         assert_eq!(pair(resolve_auto(env(&with_env), None)), Ok((2, 4)));
@@ -245,7 +260,9 @@ mod tests {
         assert!(pair(resolve_auto(env(&vars), None)).unwrap_err().contains("not 0..N-1"));
         assert!(resolve_auto(env(&vars), Some((4, "x".into()))).is_err());
         let vars = slurm("x", "4", "0", "3", "1");
-        assert!(pair(resolve_auto(env(&vars), None)).unwrap_err().contains("not a whole number"));
+        assert!(pair(resolve_auto(env(&vars), None))
+            .unwrap_err()
+            .contains("not a whole number"));
         assert!(resolve_auto(env(&[]), None).is_err());
         assert!(resolve_auto(env(&slurm("0", "4", "0", "3", "1")), Some((0, "x".into()))).is_err());
     }

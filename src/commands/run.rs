@@ -44,8 +44,8 @@ pub fn parse_shard_flag(s: &str, plan_shards: Option<u64>) -> anyhow::Result<(u6
             None if rest.is_empty() => plan_shards.map(|n| (n, "the plan's shards".to_string())),
             None => return Err(shard_usage(s)),
         };
-        let resolved = batch::resolve_auto(|k| std::env::var(k).ok(), count)
-            .map_err(|r| usage_error(r.message, Some(r.hint)))?;
+        let resolved =
+            batch::resolve_auto(|k| std::env::var(k).ok(), count).map_err(|r| usage_error(r.message, Some(r.hint)))?;
         ui::info(format!(
             "--shard auto: shard {}/{} (index from {}, count from {})",
             resolved.index, resolved.count, resolved.index_from, resolved.count_from
@@ -103,7 +103,11 @@ pub fn settings_from_args(a: &RunArgs) -> anyhow::Result<RunSettings> {
         (None, None) => return Err(usage_error("give --concurrency N or --plan plan.json", None)),
     };
     let plan_shards = plan.as_ref().and_then(|p| p.shards);
-    let shard = a.shard.as_deref().map(|f| parse_shard_flag(f, plan_shards)).transpose()?;
+    let shard = a
+        .shard
+        .as_deref()
+        .map(|f| parse_shard_flag(f, plan_shards))
+        .transpose()?;
     // A plan's concurrency and a --rate are the whole job's: each shard takes its share. An
     // explicit --concurrency is this process's own.
     let share = shard.and_then(|(k, n)| {

@@ -77,7 +77,10 @@ pub fn explain(plan: &Plan) -> String {
     ]);
     if let Some(n) = plan.shards {
         // As `run` splits it: T / N each, the first T mod N one more, at least 1.
-        let (base, extra) = (u64::from(plan.total_concurrency) / n, u64::from(plan.total_concurrency) % n);
+        let (base, extra) = (
+            u64::from(plan.total_concurrency) / n,
+            u64::from(plan.total_concurrency) % n,
+        );
         let share = match (base.max(1), extra) {
             (b, 0) => b.to_string(),
             (b, _) if base == 0 => b.to_string(),

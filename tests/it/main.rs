@@ -14,4 +14,5 @@ mod secrets;
 mod server_evidence;
 mod simulator;
 mod sizing;
+mod slurm;
 mod util;

@@ -388,6 +388,10 @@ async fn a_drain_past_drain_timeout_abandons_and_resume_sends_the_rest() {
     resume.push("--resume");
     let r = run_async(&resume, &[]).await;
     assert_eq!(r.code, Some(0), "{r:?}");
-    assert_each_once_ok(&read_records(&out), &want, "output after an abandoned drain and --resume");
+    assert_each_once_ok(
+        &read_records(&out),
+        &want,
+        "output after an abandoned drain and --resume",
+    );
     sim.shutdown().await;
 }

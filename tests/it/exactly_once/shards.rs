@@ -100,7 +100,11 @@ fn shards_are_disjoint_and_cover_every_id() {
     resume.extend(sim_flags);
     let r = run_sync(&resume, &rerun);
     assert_eq!(r.code, Some(0), "{r:?}");
-    assert_eq!(read_records(&out).len(), shard1.len(), "the re-run sent nothing twice: {r:?}");
+    assert_eq!(
+        read_records(&out).len(),
+        shard1.len(),
+        "the re-run sent nothing twice: {r:?}"
+    );
     // The layout is recorded beside the output: resuming it as another shard is refused.
     for other in ["0/1", "1/3"] {
         let mut args = vec!["--input", s(&input), "--output", s(&out), "--resume", "--shard", other];
@@ -111,7 +115,11 @@ fn shards_are_disjoint_and_cover_every_id() {
     }
     let mut args = vec!["--input", s(&input), "--output", s(&out), "--resume"];
     args.extend(sim_flags);
-    assert_eq!(run_sync(&args, &[]).code, Some(2), "unsharded resume of a shard's output");
+    assert_eq!(
+        run_sync(&args, &[]).code,
+        Some(2),
+        "unsharded resume of a shard's output"
+    );
     assert_eq!(read_records(&out).len(), shard1.len());
 
     // A stepped array (`--array=0-6:2`) is refused by every task, before anything is sent.

@@ -81,7 +81,10 @@ fn issue_example_four_gpus_eight_each_94_seconds() {
         .assert()
         .success();
     let text = String::from_utf8_lossy(&assert.get_output().stdout).to_string();
-    assert!(text.contains("shards: 3, each keeping 10 or 11 of the 32 in flight"), "{text}");
+    assert!(
+        text.contains("shards: 3, each keeping 10 or 11 of the 32 in flight"),
+        "{text}"
+    );
     assert_eq!(read_json(&tmp.path().join("p3.json"))["shards"], 3);
 }
 
