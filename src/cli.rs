@@ -421,10 +421,12 @@ pub struct WorkloadArgs {
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Planning")]
 pub struct PlanTuning {
-    /// Extra capacity on top of the target (0.1 = 10%).
+    /// Extra capacity on top of the target (0.1 = 10%): the plan's one safety margin, unless
+    /// the plateau's CI (with --estimate low) reaches further below its mean; never both.
     #[arg(long, default_value_t = 0.1)]
     pub headroom: f64,
-    /// Size on the 95% CI lower bound of RPM per GPU (low, conservative) or on the mean.
+    /// low: size on the plateau's 95% CI low bound where it is below mean / (1 + headroom);
+    /// mean: on the mean with the headroom alone.
     #[arg(long, value_enum, default_value_t = EstimateChoice::Low)]
     pub estimate: EstimateChoice,
     /// Most GPUs you can get; a target needing more exits 1 saying what is reachable.

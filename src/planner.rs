@@ -8,6 +8,7 @@
 mod choose;
 mod explain;
 mod plan;
+mod plateau;
 mod size;
 mod sweeps;
 

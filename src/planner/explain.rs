@@ -26,21 +26,11 @@ pub(super) fn human_duration(s: f64) -> String {
 }
 
 /// Short human explanation showing the arithmetic, multiple lines, e.g.
-/// `"4 GPUs: 30,000 RPM target x 1.10 / 9,412 RPM per GPU (95% CI low) = 3.51 -> 4"`
+/// `"4 GPUs: 30,000 RPM target x 1.10 / 9,605 RPM per GPU (mean) = 3.44 -> 4"`
 /// plus lines for concurrency, expected RPM, duration, cost, and the linear
 /// scaling assumption relative to the sweep's GPU count.
 pub fn explain(plan: &Plan) -> String {
-    let (per_gpu, label) = if plan.estimate == crate::model::Estimate::Mean {
-        (plan.rpm_per_gpu, "mean")
-    } else {
-        (plan.rpm_per_gpu_low, "95% CI low")
-    };
-    let factor = 1.0 + plan.headroom;
-    let quotient = if per_gpu > 0.0 {
-        plan.target_rpm * factor / per_gpu
-    } else {
-        f64::INFINITY
-    };
+    let gpus_line = gpus_line(plan);
     let mut lines = Vec::new();
     if let (Some(d), Some(r)) = (plan.deadline_s, plan.requests) {
         lines.push(format!(
@@ -52,13 +42,7 @@ pub fn explain(plan: &Plan) -> String {
         ));
     }
     lines.extend([
-        format!(
-            "{}: {} RPM target x {factor:.2} / {} RPM per GPU ({label}) = {quotient:.2} -> {}",
-            gpus_word(plan.gpus),
-            grouped(plan.target_rpm, 0),
-            grouped(per_gpu, 0),
-            plan.gpus
-        ),
+        gpus_line,
         format!(
             "concurrency: {} per GPU (level {} / {} sweep GPUs, rounded up) x {} = {} total",
             plan.concurrency_per_gpu,
@@ -146,4 +130,55 @@ pub fn explain(plan: &Plan) -> String {
         plan.gpus
     ));
     lines.join("\n")
+}
+
+/// The GPU count's arithmetic with its one safety margin: the headroom over the mean or, where
+/// the plateau's CI reaches further below the mean (`--estimate low`), the CI low bound alone.
+fn gpus_line(plan: &Plan) -> String {
+    let factor = 1.0 + plan.headroom;
+    let low_rules = plan.estimate == crate::model::Estimate::Low && plan.rpm_per_gpu_low < plan.rpm_per_gpu / factor;
+    let (numerator, per_gpu) = if low_rules {
+        (plan.target_rpm, plan.rpm_per_gpu_low)
+    } else {
+        (plan.target_rpm * factor, plan.rpm_per_gpu)
+    };
+    let quotient = if per_gpu > 0.0 {
+        numerator / per_gpu
+    } else {
+        f64::INFINITY
+    };
+    let below = if plan.rpm_per_gpu > 0.0 {
+        (1.0 - plan.rpm_per_gpu_low / plan.rpm_per_gpu) * 100.0
+    } else {
+        0.0
+    };
+    let pooled = match plan.plateau_levels.as_slice() {
+        [] => String::new(),
+        [one] => format!("; level {one}"),
+        many => format!(
+            "; the plateau of levels {}",
+            many.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+        ),
+    };
+    let why = if low_rules {
+        format!(
+            "95% CI low, {below:.1}% below the mean: a wider margin than the {:.0}% headroom, which it replaces{pooled}",
+            plan.headroom * 100.0
+        )
+    } else if plan.estimate == crate::model::Estimate::Low {
+        format!("mean; its 95% CI low is {below:.1}% below, within the headroom{pooled}")
+    } else {
+        format!("mean{pooled}")
+    };
+    let target = if low_rules {
+        format!("{} RPM target", grouped(plan.target_rpm, 0))
+    } else {
+        format!("{} RPM target x {factor:.2}", grouped(plan.target_rpm, 0))
+    };
+    format!(
+        "{}: {target} / {} RPM per GPU ({why}) = {quotient:.2} -> {}",
+        gpus_word(plan.gpus),
+        grouped(per_gpu, 0),
+        plan.gpus
+    )
 }

@@ -15,9 +15,10 @@ pub struct Plan {
     pub concurrency_per_gpu: u32,
     /// `gpus * concurrency_per_gpu`.
     pub total_concurrency: u32,
-    /// Mean RPM per GPU at the chosen level.
+    /// Mean RPM per GPU at the chosen level: the plateau that the levels beyond the knee
+    /// measure together (`plateau_levels`), not one level's own measurement.
     pub rpm_per_gpu: f64,
-    /// CI-low RPM per GPU at the chosen level.
+    /// Its 95% CI low bound, RPM per GPU.
     pub rpm_per_gpu_low: f64,
     /// `gpus * rpm_per_gpu`.
     pub expected_rpm: f64,
@@ -72,6 +73,9 @@ pub struct Plan {
     /// `run --plan --shard auto` takes its shard count from here, not from the scheduler.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shards: Option<u64>,
+    /// The concurrencies of the sweep levels pooled into the plateau `rpm_per_gpu` comes from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plateau_levels: Vec<u32>,
     /// Which fields this file may hold (`model::schema`); readers refuse a newer one. Last,
     /// as the keys before it keep their order.
     #[serde(default = "crate::model::schema::unversioned")]

@@ -1,8 +1,10 @@
-//! Sizing one sweep: the operating level (the highest RPM among levels that meet the SLO,
-//! then the lowest concurrency within 2% of it), the GPUs the target needs there with the
-//! headroom, and the plan's duration and cost. Pure arithmetic.
+//! Sizing one sweep: the operating level (the lowest concurrency among levels that meet the
+//! SLO whose fitted rate is within 3% of the plateau that all of them measure, `plateau.rs`),
+//! the GPUs the target needs there with one safety margin (the larger of `--headroom` and the
+//! plateau's CI), and the plan's duration and cost. Pure arithmetic.
 
 use super::plan::{Plan, TokensPerS, UsdPerMillion};
+use super::plateau;
 use crate::model::{CapacityModel, Estimate, Slo};
 
 /// One concurrency level of a finished sweep, as the planner needs it.
@@ -149,9 +151,9 @@ pub enum PlanError {
     Unmet(String),
 }
 
-/// Levels within this fraction of the best throughput count as equally good,
-/// so the plan prefers the lower concurrency (lower latency, same RPM).
-const NEAR_BEST: f64 = 0.02;
+/// A level whose fitted rate is within this fraction of the plateau counts as on it, so the
+/// plan prefers the lowest such concurrency (lower latency, the same RPM).
+const NEAR_PLATEAU: f64 = 0.03;
 
 /// Ceil-ing a quotient like 3.0000000000000004 would buy a whole extra GPU
 /// for float noise; rounding to this many parts first absorbs it.
@@ -215,11 +217,13 @@ fn meets_slo(l: &SweepLevel, input: &PlanInput) -> bool {
     input.slo.met(l.latency_p95_ms, l.ttft_p95_ms, l.error_rate)
 }
 
-/// Picks the operating level: the highest RPM among SLO-meeting levels,
-/// then the lowest concurrency within [`NEAR_BEST`] of it.
-fn operating_level(input: &PlanInput) -> Result<&SweepLevel, PlanError> {
+/// Picks the operating level: the lowest concurrency among SLO-meeting levels whose fitted
+/// rate is within [`NEAR_PLATEAU`] of the plateau those levels measure together. The level is
+/// returned with that fitted rate and the plateau's CI in place of its own measurement (its
+/// latency stays as measured), and with the concurrencies pooled into the plateau.
+fn operating_level(input: &PlanInput) -> Result<(SweepLevel, Vec<u32>), PlanError> {
     let ok: Vec<&SweepLevel> = input.levels.iter().filter(|l| meets_slo(l, input)).collect();
-    let Some(best_rpm) = ok.iter().map(|l| l.rpm).max_by(f64::total_cmp) else {
+    let Some(fit) = plateau::fit(&ok) else {
         let lowest_p95 = input
             .levels
             .iter()
@@ -237,15 +241,22 @@ fn operating_level(input: &PlanInput) -> Result<&SweepLevel, PlanError> {
             input.slo.words()
         )));
     };
+    let on_plateau = |l: &&&SweepLevel| fit.at(l.concurrency) >= fit.rpm * (1.0 - NEAR_PLATEAU);
     let chosen = ok
         .iter()
-        .filter(|l| l.rpm >= best_rpm * (1.0 - NEAR_BEST))
+        .filter(on_plateau)
         // Lowest concurrency; on a repeated level, the higher RPM.
         .min_by(|a, b| a.concurrency.cmp(&b.concurrency).then(b.rpm.total_cmp(&a.rpm)))
-        .copied()
-        // Non-empty: the best level itself passes the filter.
-        .unwrap_or(ok[0]);
-    Ok(chosen)
+        // Non-empty: the plateau's own levels are on it.
+        .unwrap_or(&ok[0]);
+    let rpm = fit.at(chosen.concurrency);
+    let level = SweepLevel {
+        rpm,
+        rpm_ci_low: rpm * fit.low_share(),
+        rpm_ci_high: rpm * fit.high_share(),
+        ..(*chosen).clone()
+    };
+    Ok((level, fit.pooled))
 }
 
 /// GPUs, concurrency, duration and cost for `input`.
@@ -260,26 +271,32 @@ pub fn plan(input: &PlanInput) -> Result<Plan, PlanError> {
         if s.needed_gpus > max_gpus {
             return Err(PlanError::Unreachable {
                 max_gpus,
-                reachable_rpm: f64::from(max_gpus) * s.per_gpu / (1.0 + input.headroom),
+                reachable_rpm: f64::from(max_gpus) * s.per_gpu,
                 needed_gpus: s.needed_gpus,
             });
         }
     }
-    Ok(at_gpus(input, s.chosen, s.needed_gpus))
+    let mut p = at_gpus(input, &s.chosen, s.needed_gpus);
+    p.plateau_levels = s.pooled;
+    Ok(p)
 }
 
 /// The operating level and the GPUs the target needs there, before `--max-gpus`.
-pub(crate) struct Needed<'a> {
-    pub chosen: &'a SweepLevel,
-    /// RPM per GPU the count is sized from (CI low or mean, per `--estimate`).
+pub(crate) struct Needed {
+    /// The operating level, its rate and CI those of the fitted plateau.
+    pub chosen: SweepLevel,
+    /// The concurrencies of the levels the plateau pools.
+    pub pooled: Vec<u32>,
+    /// RPM per GPU the count is sized from, the safety margin taken off once: the mean over
+    /// 1 + headroom or, with `--estimate low`, the CI low bound where that is lower still.
     pub per_gpu: f64,
     pub needed_gpus: u32,
 }
 
 /// Validates `input`, picks the operating level and sizes the GPU count for the target.
-pub(crate) fn size(input: &PlanInput) -> Result<Needed<'_>, PlanError> {
+pub(crate) fn size(input: &PlanInput) -> Result<Needed, PlanError> {
     validate(input)?;
-    let chosen = operating_level(input)?;
+    let (chosen, pooled) = operating_level(input)?;
     let sweep_gpus = f64::from(input.sweep_gpus);
     let rpm_per_gpu = chosen.rpm / sweep_gpus;
     let rpm_per_gpu_low = chosen.rpm_ci_low / sweep_gpus;
@@ -290,9 +307,11 @@ pub(crate) fn size(input: &PlanInput) -> Result<Needed<'_>, PlanError> {
             chosen.concurrency, chosen.rpm
         )));
     }
+    // One margin, not two stacked: the headroom covers the CI where the CI is the narrower.
+    let with_headroom = rpm_per_gpu / (1.0 + input.headroom);
     let per_gpu = match input.estimate {
-        Estimate::Low => rpm_per_gpu_low,
-        Estimate::Mean => rpm_per_gpu,
+        Estimate::Low => with_headroom.min(rpm_per_gpu_low),
+        Estimate::Mean => with_headroom,
     };
     if per_gpu <= 0.0 {
         // Only reachable for Low: a CI so wide its lower bound is <= 0.
@@ -302,7 +321,7 @@ pub(crate) fn size(input: &PlanInput) -> Result<Needed<'_>, PlanError> {
             chosen.concurrency, chosen.rpm_ci_low
         )));
     }
-    let needed = input.target_rpm * (1.0 + input.headroom) / per_gpu;
+    let needed = input.target_rpm / per_gpu;
     let needed = ((needed * ROUND_TO).round() / ROUND_TO).ceil().max(1.0);
     if needed > f64::from(u32::MAX) {
         return Err(PlanError::Invalid(format!(
@@ -314,6 +333,7 @@ pub(crate) fn size(input: &PlanInput) -> Result<Needed<'_>, PlanError> {
     // In range and integral after the checks above, so `as` is exact.
     Ok(Needed {
         chosen,
+        pooled,
         per_gpu,
         needed_gpus: needed as u32,
     })
@@ -359,6 +379,7 @@ pub(crate) fn at_gpus(input: &PlanInput, chosen: &SweepLevel, gpus: u32) -> Plan
         objective: None,
         options: Vec::new(),
         shards: None,
+        plateau_levels: Vec::new(),
     }
 }
 
@@ -380,14 +401,15 @@ mod tests {
         }
     }
 
-    /// The brief's 2 GPU x 8 slot sweep: saturated from 16 at ~19,200 RPM.
+    /// The brief's 2 GPU x 8 slot sweep: saturated from 16 at 19,200 RPM, each level's CI
+    /// ±200, so the plateau of the three pools to 19,200 ± 200 / √3.
     fn base() -> PlanInput {
         PlanInput {
             levels: vec![
                 level(8, 9_700.0, 9_500.0, 800.0),
                 level(16, 19_200.0, 19_000.0, 1_000.0),
-                level(32, 19_250.0, 19_050.0, 2_000.0),
-                level(64, 19_180.0, 18_980.0, 4_000.0),
+                level(32, 19_200.0, 19_000.0, 2_000.0),
+                level(64, 19_200.0, 19_000.0, 4_000.0),
             ],
             sweep_gpus: 2,
             target_rpm: 30_000.0,
@@ -405,15 +427,22 @@ mod tests {
         (a - b).abs() <= 1e-9 * b.abs().max(1.0)
     }
 
+    /// The base plateau's CI low bound per GPU: (19,200 - 200 / √3) / 2 = 9,542.26.
+    fn base_low() -> f64 {
+        (19_200.0 - 200.0 / 3f64.sqrt()) / 2.0
+    }
+
     #[test]
     fn must_pass_two_gpu_sweep() {
         let p = plan(&base()).unwrap();
-        // Chosen: best 19,250 @32; 16 is within 2% (>= 18,865) and lowest.
+        // The plateau pools 16, 32 and 64; 16 is the lowest level on it.
         assert_eq!(p.chosen_concurrency, 16);
-        // per GPU: 19,200 / 2 = 9,600 mean, 19,000 / 2 = 9,500 low.
+        assert_eq!(p.plateau_levels, [16, 32, 64]);
+        // per GPU: 19,200 / 2 = 9,600 mean; the pooled CI low 9,542.
         assert!(close(p.rpm_per_gpu, 9_600.0));
-        assert!(close(p.rpm_per_gpu_low, 9_500.0));
-        // 30,000 * 1.1 / 9,500 = 3.47 -> 4.
+        assert!(close(p.rpm_per_gpu_low, base_low()), "{}", p.rpm_per_gpu_low);
+        // One margin: the 10% headroom, wider than the CI's 0.6%: 30,000 * 1.1 / 9,600 =
+        // 3.44 -> 4.
         assert_eq!(p.gpus, 4);
         // ceil(16 / 2) = 8, total 4 * 8 = 32.
         assert_eq!(p.concurrency_per_gpu, 8);
@@ -434,19 +463,20 @@ mod tests {
 
     #[test]
     fn rounds_up() {
-        // 28,595 * 1.0 / 9,500 = 3.01 -> 4.
+        // No headroom: the CI low alone, 28,700 / 9,542 = 3.008 -> 4.
         let mut i = base();
         i.headroom = 0.0;
-        i.target_rpm = 28_595.0;
+        i.target_rpm = 28_700.0;
         assert_eq!(plan(&i).unwrap().gpus, 4);
     }
 
     #[test]
     fn exact_multiple_not_over_rounded() {
-        // 28,500 / 9,500 = 3 exactly -> 3.
+        // 28,800 / 9,600 = 3 exactly -> 3.
         let mut i = base();
         i.headroom = 0.0;
-        i.target_rpm = 28_500.0;
+        i.estimate = Estimate::Mean;
+        i.target_rpm = 28_800.0;
         assert_eq!(plan(&i).unwrap().gpus, 3);
         // Float noise: 3,000 * (1 + 0.1) / 1,100 is 3.0000000000000004 in
         // f64 (1.1 is not exact); a bare ceil would say 4.
@@ -469,8 +499,8 @@ mod tests {
 
     #[test]
     fn headroom_adds_gpus() {
-        // No headroom: 30,000 / 9,500 = 3.16 -> 4. 50%: 45,000 / 9,500 =
-        // 4.74 -> 5. 100%: 60,000 / 9,500 = 6.32 -> 7.
+        // No headroom: the CI low, 30,000 / 9,542 = 3.14 -> 4. 50%: 45,000 / 9,600 =
+        // 4.69 -> 5. 100%: 60,000 / 9,600 = 6.25 -> 7.
         let mut i = base();
         for (h, g) in [(0.0, 4), (0.5, 5), (1.0, 7)] {
             i.headroom = h;
@@ -480,21 +510,29 @@ mod tests {
 
     #[test]
     fn ci_low_vs_mean() {
-        // 34,900 * 1.1 = 38,390. Low: / 9,500 = 4.04 -> 5. Mean: / 9,600 =
-        // 3.999 -> 4.
+        // Without headroom the CI is the margin: low 28,700 / 9,542 = 3.008 -> 4; the mean
+        // 28,700 / 9,600 = 2.99 -> 3.
         let mut i = base();
-        i.target_rpm = 34_900.0;
-        assert_eq!(plan(&i).unwrap().gpus, 5);
+        i.headroom = 0.0;
+        i.target_rpm = 28_700.0;
+        assert_eq!(plan(&i).unwrap().gpus, 4);
         i.estimate = Estimate::Mean;
         let p = plan(&i).unwrap();
-        assert_eq!(p.gpus, 4);
+        assert_eq!(p.gpus, 3);
         assert_eq!(p.estimate, Estimate::Mean);
+        // With 10% headroom, wider than the CI, both give 34,900 * 1.1 / 9,600 = 3.999 -> 4:
+        // the margin is counted once, not headroom on top of the CI (which said 5).
+        let mut i = base();
+        i.target_rpm = 34_900.0;
+        assert_eq!(plan(&i).unwrap().gpus, 4);
+        i.estimate = Estimate::Mean;
+        assert_eq!(plan(&i).unwrap().gpus, 4);
     }
 
     #[test]
     fn latency_slo_excludes_levels() {
-        // p95 <= 900 ms leaves only level 8 (9,700 RPM, low 9,500):
-        // per GPU low 4,750; 33,000 / 4,750 = 6.95 -> 7; 8 / 2 = 4 per GPU.
+        // p95 <= 900 ms leaves only level 8 (9,700 RPM, low 9,500): per GPU 4,850, low
+        // 4,750; the headroom is the wider margin: 33,000 / 4,850 = 6.80 -> 7; 8 / 2 = 4 per GPU.
         let mut i = base();
         i.slo.max_latency_p95_ms = Some(900.0);
         let p = plan(&i).unwrap();
@@ -508,14 +546,14 @@ mod tests {
     fn ttft_and_error_slos() {
         let mut i = base();
         // Level 16 loses its TTFT: with a TTFT SLO it fails, so the lowest
-        // level within 2% of best is 32.
+        // level on the plateau is 32.
         i.levels[1].ttft_p95_ms = None;
         i.slo.max_ttft_p95_ms = Some(10_000.0);
         assert_eq!(plan(&i).unwrap().chosen_concurrency, 32);
         // Without a TTFT SLO, the missing TTFT does not matter.
         i.slo.max_ttft_p95_ms = None;
         assert_eq!(plan(&i).unwrap().chosen_concurrency, 16);
-        // 16 and 32 erroring 5% with a 1% cap -> 64 (19,180 is the best left).
+        // 16 and 32 erroring 5% with a 1% cap -> 64 (the plateau left).
         i.levels[1].error_rate = 0.05;
         i.levels[2].error_rate = 0.05;
         i.slo.max_error_rate = Some(0.01);
@@ -523,15 +561,48 @@ mod tests {
     }
 
     #[test]
-    fn near_best_boundary_is_two_percent() {
-        // Best 10,000: 9,800 is exactly 2% below (kept), 9,799 is not.
+    fn a_level_within_three_percent_of_the_plateau_is_on_it() {
+        // Rising at 2,500 RPM per slot to level 4 (10,000), flat from 8. A plateau of 10,300:
+        // level 4's 10,000 is 2.9% below, on it; of 10,600, 5.7% below, not.
+        for (plateau, chosen) in [(10_300.0, 4), (10_600.0, 8)] {
+            let mut i = base();
+            let tight = |c: u32, rpm: f64| level(c, rpm, rpm - 10.0, 100.0);
+            i.levels = vec![
+                tight(1, 2_500.0),
+                tight(2, 5_000.0),
+                tight(4, 10_000.0),
+                tight(8, plateau),
+                tight(16, plateau),
+            ];
+            let p = plan(&i).unwrap();
+            assert_eq!(p.chosen_concurrency, chosen, "plateau {plateau}");
+            // The rate planned at level 4 is its fitted one, not the plateau's.
+            let want = if chosen == 4 { 10_000.0 } else { plateau };
+            assert!(
+                (p.rpm_per_gpu * 2.0 - want).abs() < 1.0,
+                "{} vs {want}",
+                p.rpm_per_gpu * 2.0
+            );
+        }
+    }
+
+    #[test]
+    fn the_luckiest_level_does_not_size_the_plan() {
+        // Level 8 at 10,480 ±28% on a plateau the next two measure at 8,800 and 8,560 (±6%):
+        // the highest mean said 10,480; the pooled plateau stays by the two tight levels.
         let mut i = base();
+        let at = |c: u32, rpm: f64, rel: f64| level(c, rpm, rpm * (1.0 - rel), 100.0);
         i.levels = vec![
-            level(4, 9_799.0, 9_700.0, 100.0),
-            level(8, 9_800.0, 9_700.0, 100.0),
-            level(16, 10_000.0, 9_900.0, 100.0),
+            at(1, 1_260.0, 0.03),
+            at(2, 2_460.0, 0.03),
+            at(4, 4_900.0, 0.04),
+            at(8, 10_480.0, 0.277),
+            at(16, 8_800.0, 0.06),
+            at(32, 8_560.0, 0.06),
         ];
-        assert_eq!(plan(&i).unwrap().chosen_concurrency, 8);
+        let p = plan(&i).unwrap();
+        let rpm = p.rpm_per_gpu * 2.0;
+        assert!(rpm > 8_500.0 && rpm < 8_900.0, "{rpm}: {:?}", p.plateau_levels);
     }
 
     #[test]
@@ -548,8 +619,8 @@ mod tests {
 
     #[test]
     fn unreachable_target() {
-        // Needs 4 (see must-pass); cap 3 -> reachable 3 * 9,500 / 1.1 =
-        // 25,909.09 RPM.
+        // Needs 4 (see must-pass); cap 3 -> reachable 3 * 9,600 / 1.1 =
+        // 26,181.82 RPM.
         let mut i = base();
         i.max_gpus = Some(3);
         let e = plan(&i).unwrap_err();
@@ -562,7 +633,7 @@ mod tests {
             panic!("{e:?}")
         };
         assert_eq!((max_gpus, needed_gpus), (3, 4));
-        assert!(close(reachable_rpm, 28_500.0 / 1.1));
+        assert!(close(reachable_rpm, 28_800.0 / 1.1), "{reachable_rpm}");
         // Exactly enough is fine.
         i.max_gpus = Some(4);
         assert_eq!(plan(&i).unwrap().gpus, 4);
@@ -657,7 +728,15 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[0],
-            "4 GPUs: 30,000 RPM target x 1.10 / 9,500 RPM per GPU (95% CI low) = 3.47 -> 4"
+            "4 GPUs: 30,000 RPM target x 1.10 / 9,600 RPM per GPU (mean; its 95% CI low is 0.6% below, within the headroom; the plateau of levels 16, 32, 64) = 3.44 -> 4"
+        );
+        // Without headroom the CI low is the margin, and says so.
+        let mut i = base();
+        i.headroom = 0.0;
+        let text = explain(&plan(&i).unwrap());
+        assert!(
+            text.starts_with("4 GPUs: 30,000 RPM target / 9,542 RPM per GPU (95% CI low, 0.6% below the mean: a wider margin than the 0% headroom, which it replaces; the plateau of levels 16, 32, 64) = 3.14 -> 4"),
+            "{text}"
         );
         assert!(lines[1].contains("8 per GPU") && lines[1].contains("= 32 total"));
         assert!(lines[2].contains("= 38,400 RPM"), "{}", lines[2]);
@@ -677,7 +756,10 @@ mod tests {
         i.target_rpm = 5_000.0;
         // 5,500 / 9,600 = 0.57 -> 1.
         let text = explain(&plan(&i).unwrap());
-        assert!(text.starts_with("1 GPU: 5,000 RPM target x 1.10 / 9,600 RPM per GPU (mean) = 0.57 -> 1"));
+        assert!(
+            text.starts_with("1 GPU: 5,000 RPM target x 1.10 / 9,600 RPM per GPU (mean; the plateau of levels 16, 32, 64) = 0.57 -> 1"),
+            "{text}"
+        );
         assert!(!text.contains("duration") && !text.contains("cost"));
         assert!(text.contains("plan uses 1 (0.5x)"));
     }
@@ -705,10 +787,13 @@ mod tests {
             i.target_rpm = hi;
             let p = plan(&i).unwrap();
             prop_assert!(g_lo <= p.gpus);
-            // And the plan always covers the target with headroom (up to the
-            // 1e-9 rounding guard).
-            let per = if mean { p.rpm_per_gpu } else { p.rpm_per_gpu_low };
-            prop_assert!(f64::from(p.gpus) * per >= hi * (1.0 + headroom) * (1.0 - 1e-9));
+            // And the plan always covers the target with the headroom over the mean and,
+            // with --estimate low, at the CI low bound too (up to the 1e-9 rounding guard).
+            let g = f64::from(p.gpus);
+            prop_assert!(g * p.rpm_per_gpu >= hi * (1.0 + headroom) * (1.0 - 1e-9));
+            if !mean {
+                prop_assert!(g * p.rpm_per_gpu_low >= hi * (1.0 - 1e-9));
+            }
         }
     }
 }

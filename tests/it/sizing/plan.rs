@@ -29,7 +29,7 @@ fn issue_example_four_gpus_eight_each_94_seconds() {
         .success();
     let stdout = String::from_utf8_lossy(&assert.get_output().stdout).to_string();
     assert!(
-        stdout.contains("4 GPUs: 30,000 RPM target x 1.10 / 9,500 RPM per GPU (95% CI low) = 3.47 -> 4"),
+        stdout.contains("4 GPUs: 30,000 RPM target x 1.10 / 9,600 RPM per GPU (mean; its 95% CI low is 0.8% below, within the headroom; the plateau of levels 32, 64) = 3.44 -> 4"),
         "{stdout}"
     );
     assert!(stdout.contains("assumes linear scaling"), "{stdout}");
@@ -234,9 +234,10 @@ fn plan_two(tmp: &Path, extra: &[&str]) -> (Option<i32>, String, String, std::pa
 fn deadline_picks_the_option_cheaper_by_the_arithmetic() {
     let tmp = tempfile::tempdir().unwrap();
     // 120,000 requests in 10 min = 12,000 RPM, x 1.10 headroom = 13,200.
-    // big (2 x 8 slots, $4/h): 13,200 / 9,504 = 1.39 -> 2 GPUs, 19,200 RPM, 375 s:
+    // The headroom is the one margin (each plateau's CI is under 1%):
+    // big (2 x 8 slots, $4/h): 13,200 / 9,600 = 1.38 -> 2 GPUs, 19,200 RPM, 375 s:
     //   2 x 375 / 3600 x 4 = $0.833.
-    // small (2 x 4 slots, $1.5/h): 13,200 / 4,752 = 2.78 -> 3 GPUs, 14,400 RPM, 500 s:
+    // small (2 x 4 slots, $1.5/h): 13,200 / 4,800 = 2.75 -> 3 GPUs, 14,400 RPM, 500 s:
     //   3 x 500 / 3600 x 1.5 = $0.625: 25% cheaper.
     let (code, stdout, stderr, out) = plan_two(tmp.path(), &[]);
     assert_eq!(code, Some(0), "{stderr}");
@@ -251,7 +252,7 @@ fn deadline_picks_the_option_cheaper_by_the_arithmetic() {
     );
     assert!(stdout.contains("chosen: `small`"), "{stdout}");
     assert!(
-        stdout.contains("12,000 RPM target x 1.10 / 4,752 RPM per GPU (95% CI low) = 2.78 -> 3"),
+        stdout.contains("12,000 RPM target x 1.10 / 4,800 RPM per GPU (mean; its 95% CI low is 0.7% below, within the headroom; the plateau of levels 8, 16) = 2.75 -> 3"),
         "{stdout}"
     );
     let plan = read_json(&out);
@@ -299,7 +300,7 @@ fn deadline_picks_the_option_cheaper_by_the_arithmetic() {
 #[test]
 fn unreachable_deadline_exits_1_naming_the_best_option_and_its_shortfall() {
     let tmp = tempfile::tempdir().unwrap();
-    // --max-gpus 1: big serves 9,504 / 1.1 = 8,640 of the 12,000 RPM needed (28% short) and
+    // --max-gpus 1: big serves 9,600 / 1.1 = 8,727 of the 12,000 RPM needed (27% short) and
     // 120,000 / 9,600 RPM = 12m 30s, 2m 30s late; small is further off.
     let (code, stdout, stderr, out) = plan_two(tmp.path(), &["--max-gpus", "1"]);
     assert_eq!(code, Some(1), "{stderr}");
@@ -308,7 +309,7 @@ fn unreachable_deadline_exits_1_naming_the_best_option_and_its_shortfall() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("`big`") && stderr.contains("28% short") && stderr.contains("2m 30s past"),
+        stderr.contains("`big`") && stderr.contains("27% short") && stderr.contains("2m 30s past"),
         "{stderr}"
     );
     assert!(stderr.contains("hint:"), "{stderr}");
