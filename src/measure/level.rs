@@ -10,7 +10,7 @@ use super::workload::{self, Workload};
 use crate::batch::OutputWriter;
 use crate::client::Client;
 use crate::engine::{run_window, Slot, Stop};
-use crate::model::{LevelRow, RequestRow};
+use crate::model::{LevelEnd, LevelRow, RequestRow};
 use crate::outcome::Streak;
 use crate::scrape::Scraper;
 use crate::stats::ci::{closed_loop_floor, rate_ci};
@@ -28,9 +28,6 @@ pub(super) struct LevelResult {
     pub(super) row: Option<LevelRow>,
     pub(super) requests: Vec<RequestRow>,
     pub(super) ci_met: bool,
-    /// A job sweep's level ended because its share of the lines (or the whole budget) was
-    /// spent, not at --max-duration.
-    pub(super) lines_spent: bool,
     pub(super) interrupted: bool,
     pub(super) tokens_estimated: bool,
     pub(super) unusable: Option<anyhow::Error>,
@@ -38,7 +35,29 @@ pub(super) struct LevelResult {
     pub(super) systematic: bool,
     /// Every finished request of the level, warm-up included.
     pub(super) recs: Vec<Rec>,
+    /// Why the level ended and its wall seconds, warm-up included.
+    pub(super) ended_by: LevelEnd,
+    pub(super) seconds: f64,
 }
+
+/// What the levels measured before this one say about it: it may end as soon as it shows
+/// itself below the knee, where more precision decides nothing.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct EarlyEnd {
+    /// RPM of the nearest lower level measured: a CI whose low bound clears it by more than
+    /// [`crate::stats::knee::FLAT_GAIN`] shows the climb goes on.
+    pub(super) below: Option<f64>,
+    /// The sweep's first level, with higher ones to come: a rough CI is enough.
+    pub(super) first: bool,
+    /// Whether a higher level is still to come (the top level is never cut short: it may be
+    /// the best there is).
+    pub(super) more_above: bool,
+}
+
+/// The widest CI a level may end early with: enough to say where the climb starts, and
+/// narrow enough that the knee's rule (the lowest level indistinguishable from the best) is
+/// not misled by a level at the knee measured loosely.
+const EARLY_CI: f64 = 0.20;
 
 /// What every level of one sweep shares.
 pub(super) struct Sweep<'a> {
@@ -58,6 +77,7 @@ pub(super) struct Sweep<'a> {
 pub(super) async fn measure_level(
     sweep: &Sweep<'_>,
     c: u32,
+    early: EarlyEnd,
     sink: &mut Option<&mut OutputWriter>,
 ) -> anyhow::Result<LevelResult> {
     let level_start = Instant::now();
@@ -65,6 +85,7 @@ pub(super) async fn measure_level(
     let (tx, mut rx) = mpsc::unbounded_channel::<Rec>();
     let window = spawn_window(sweep, c, level_start, tx, &stop);
     let mut run = LevelRun::new(sweep, c, level_start);
+    run.early = early;
     let mut ticker = tokio::time::interval(Duration::from_millis(100));
     loop {
         let done = tokio::select! {
@@ -145,6 +166,9 @@ struct LevelRun<'s, 'a> {
     lines_spent: bool,
     interrupted: bool,
     unusable: Option<anyhow::Error>,
+    early: EarlyEnd,
+    /// Set when an early rule ended the level.
+    ended_early: Option<LevelEnd>,
     last_progress: f64,
     /// A level whose warm-up never ends (requests slower than --max-duration) stops here.
     hard_limit: f64,
@@ -175,6 +199,8 @@ impl<'s, 'a> LevelRun<'s, 'a> {
             lines_spent: false,
             interrupted: false,
             unusable: None,
+            early: EarlyEnd::default(),
+            ended_early: None,
             last_progress: 0.0,
             hard_limit: s.warmup.as_secs_f64() + s.max_duration.as_secs_f64(),
         }
@@ -276,9 +302,25 @@ impl<'s, 'a> LevelRun<'s, 'a> {
                 }
             ));
         }
-        if width <= s.ci_width && measured >= s.min_requests && ok_ends.len() as u64 >= s.min_requests {
+        let enough = measured >= s.min_requests && ok_ends.len() as u64 >= s.min_requests;
+        if width <= s.ci_width && enough {
             self.ci_met = true;
             return true;
+        }
+        if let (true, true, Some(e)) = (enough && width <= EARLY_CI, self.early.more_above, est) {
+            let low = e.per_minute * (1.0 - width);
+            let climbing = self
+                .early
+                .below
+                .is_some_and(|b| low > b * (1.0 + crate::stats::knee::FLAT_GAIN));
+            if climbing {
+                self.ended_early = Some(LevelEnd::BelowKnee);
+                return true;
+            }
+            if self.early.first {
+                self.ended_early = Some(LevelEnd::FirstLevel);
+                return true;
+            }
         }
         now - w >= s.max_duration.as_secs_f64()
     }
@@ -327,16 +369,30 @@ impl<'s, 'a> LevelRun<'s, 'a> {
     /// start), with the server's scrapes up to `scraped_until`.
     fn result(self, end: f64, scraped_until: Instant) -> LevelResult {
         let (s, c, offset_ms) = (self.sweep.settings, self.c, self.offset_ms);
+        let ended_by = if self.interrupted {
+            LevelEnd::Interrupted
+        } else if self.unusable.is_some() || self.systematic {
+            LevelEnd::Failures
+        } else if self.ci_met {
+            LevelEnd::CiMet
+        } else if let Some(e) = self.ended_early {
+            e
+        } else if self.lines_spent {
+            LevelEnd::Lines
+        } else {
+            LevelEnd::MaxDuration
+        };
         let empty = LevelResult {
             row: None,
             requests: Vec::new(),
             ci_met: self.ci_met,
-            lines_spent: self.lines_spent,
             interrupted: self.interrupted,
             tokens_estimated: false,
             unusable: None,
             systematic: self.systematic,
             recs: Vec::new(),
+            ended_by,
+            seconds: end,
         };
         if let Some(err) = self.unusable {
             return LevelResult {

@@ -7,12 +7,12 @@ mod rec;
 mod settings;
 pub mod workload;
 
-use level::{measure_level, LevelResult, Sweep};
+use level::{measure_level, EarlyEnd, LevelResult, Sweep};
 use rec::MixTally;
 
 use crate::batch::OutputWriter;
 use crate::client::Client;
-use crate::model::{KneeRow, LevelRow, ServerInfo, Summary};
+use crate::model::{KneeRow, LevelEnd, LevelRow, LevelSpend, ServerInfo, Summary};
 use crate::report::{Format as ReportFormat, RequestsCsv};
 use crate::scrape::Scraper;
 use crate::stats::knee::{knee, next_level, LevelPoint};
@@ -79,12 +79,34 @@ pub async fn measure(
             key_hint: &key_hint,
             server: scraper.as_ref(),
         };
-        let level = measure_level(&sweep, c, &mut sink).await?;
+        let early = early_end(&s.levels, &run.points, c);
+        let level = measure_level(&sweep, c, early, &mut sink).await?;
         if !run.add_level(c, level)? {
             break;
         }
     }
     run.finish()
+}
+
+/// What the levels so far tell level `c` (see [`EarlyEnd`]).
+fn early_end(levels: &Levels, points: &[LevelPoint], c: u32) -> EarlyEnd {
+    // A level between two measured ones refines the knee: it needs its full precision.
+    if points.iter().any(|p| p.concurrency > c) {
+        return EarlyEnd::default();
+    }
+    let below = points
+        .iter()
+        .filter(|p| p.concurrency < c)
+        .max_by_key(|p| p.concurrency)
+        .map(|p| p.rpm);
+    EarlyEnd {
+        below,
+        first: points.is_empty(),
+        more_above: match levels {
+            Levels::List(list) => list.iter().any(|&l| l > c),
+            Levels::Auto { max } => c < *max,
+        },
+    }
 }
 
 /// The summary before any level: what the sweep measures, and against what.
@@ -104,6 +126,7 @@ fn new_summary(s: &Settings, target: &Target, workload: &Workload) -> Summary {
         api: s.api,
         ci_width_target: s.ci_width,
         ci_met: Vec::new(),
+        level_spend: Vec::new(),
         tokens_estimated: false,
         distinct_requests: None,
         repeated_requests: None,
@@ -167,6 +190,13 @@ impl SweepRun<'_> {
         note_repeats(&mut self.summary, self.workload, &mut self.repeats_warned);
         self.mix.add(&level.recs);
         self.summary.workload = self.mix.summary();
+        // One entry per row of `levels`, as `ci_met`.
+        self.summary.level_spend.push(LevelSpend {
+            concurrency: c,
+            seconds: level.seconds,
+            requests: level.recs.len() as u64,
+            ended_by: level.ended_by,
+        });
         if !row.rpm.is_finite() {
             ui::warn(format!(
                 "level {c}: no data: fewer than {MIN_OK} requests finished inside the measured window within --max-duration {} ({} finished in all, {c} needed to end the warm-up); requests take longer than that: raise --max-duration (e.g. 10m) or lower max_tokens",
@@ -188,7 +218,8 @@ impl SweepRun<'_> {
             half_width: (row.rpm_ci_high - row.rpm_ci_low) / 2.0,
             slo_ok,
         });
-        say_level(c, &row, level.ci_met, level.lines_spent);
+        let below = self.points.iter().map(|p| p.concurrency).filter(|&b| b < c).max();
+        say_level(c, &row, level.ended_by, below);
         self.summary.ci_met.push(level.ci_met);
         self.summary.levels.push(row);
         finish_summary(&mut self.summary, &self.points, s.gpus);
@@ -227,7 +258,7 @@ impl SweepRun<'_> {
 }
 
 /// A measured level on stderr: its line, and the warnings about sizeup itself or the server.
-fn say_level(c: u32, row: &LevelRow, ci_met: bool, lines_spent: bool) {
+fn say_level(c: u32, row: &LevelRow, ended_by: LevelEnd, below: Option<u32>) {
     if row.client_limited {
         ui::warn(format!(
             "level {c}: sizeup itself was slow to start requests (client-limited); the figures may understate the resource. Try fewer levels at once, a release build, or a less busy machine."
@@ -246,10 +277,15 @@ fn say_level(c: u32, row: &LevelRow, ci_met: bool, lines_spent: bool) {
             (Some(r), None) => format!("; server: {r:.1} running"),
             _ => String::new(),
         },
-        match (ci_met, lines_spent) {
-            (true, _) => "",
-            (false, true) => "  (CI wider than --ci-width: the level's share of the input's lines is spent)",
-            (false, false) => "  (CI wider than --ci-width: hit --max-duration)",
+        match ended_by {
+            LevelEnd::CiMet | LevelEnd::Interrupted | LevelEnd::Failures => String::new(),
+            LevelEnd::Lines => "  (CI wider than --ci-width: the level's share of the input's lines is spent)".into(),
+            LevelEnd::MaxDuration => "  (CI wider than --ci-width: hit --max-duration)".into(),
+            LevelEnd::BelowKnee => format!(
+                "  (below the knee: more than 5% above level {}, so more precision here decides nothing)",
+                below.map_or("-".into(), |b| b.to_string())
+            ),
+            LevelEnd::FirstLevel => "  (first level: a rough CI says where the climb starts)".into(),
         }
     ));
     if let Some(rel) = tokens_mismatch(row) {

@@ -14,4 +14,4 @@ pub use limits::{Estimate, LimitedBy, Objective, ServerLimit, Slo};
 pub use mix::{prompt_bytes, requested_tokens, MixSums};
 #[cfg(test)]
 pub(crate) use sweep::fixtures;
-pub use sweep::{KneeRow, LevelRow, RequestRow, ServerInfo, ServerVerdict, Summary, SweepMix};
+pub use sweep::{KneeRow, LevelEnd, LevelRow, LevelSpend, RequestRow, ServerInfo, ServerVerdict, Summary, SweepMix};

@@ -180,6 +180,10 @@ pub struct Summary {
     pub ci_width_target: f64,
     /// Per level, same order as `levels`: whether the CI target was met (extension).
     pub ci_met: Vec<bool>,
+    /// Per level, same order as `levels`: what it cost (seconds and requests, warm-up
+    /// included) and why it ended.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub level_spend: Vec<LevelSpend>,
     /// True when token counts were estimated rather than reported (extension).
     pub tokens_estimated: bool,
     /// The mix the sweep measured (for `plan --input`).
@@ -205,6 +209,38 @@ pub struct Summary {
     /// as the keys before it keep their order.
     #[serde(default = "schema::unversioned")]
     pub schema_version: u32,
+}
+
+/// What one level of a sweep cost and why it ended (summary.json `level_spend`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LevelSpend {
+    pub concurrency: u32,
+    /// Wall seconds from the level's first request to its end, warm-up included.
+    pub seconds: f64,
+    /// Requests that finished in the level, warm-up included.
+    pub requests: u64,
+    pub ended_by: LevelEnd,
+}
+
+/// Why a level ended.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LevelEnd {
+    /// Its CI reached `--ci-width`.
+    CiMet,
+    /// It showed itself below the knee: its CI's low bound above the next lower level's rate
+    /// by more than the 5% the search calls growth. More precision there decides nothing.
+    BelowKnee,
+    /// The first level of a sweep with higher levels to come, at a rough CI (±20%): it only
+    /// says where the climb starts.
+    FirstLevel,
+    /// `--max-duration` passed first.
+    MaxDuration,
+    /// A job sweep's share of the lines (or the whole budget) was spent.
+    Lines,
+    Interrupted,
+    /// Every request failed, or the same failure repeated.
+    Failures,
 }
 
 /// The server's own evidence for a sweep (summary.json `server`).
@@ -301,6 +337,7 @@ pub(crate) mod fixtures {
             api: Api::Chat,
             ci_width_target: 0.05,
             ci_met: vec![true, true, true, false],
+            level_spend: Vec::new(),
             tokens_estimated: false,
             distinct_requests: None,
             repeated_requests: None,

@@ -89,7 +89,7 @@ pub fn knee(levels: &[LevelPoint]) -> Option<Knee> {
 
 /// Throughput stops counting as "still growing" below this relative gain
 /// between consecutive levels.
-const FLAT_GAIN: f64 = 0.05;
+pub const FLAT_GAIN: f64 = 0.05;
 
 /// Relative throughput gain from `prev` to `cur`, defined for `prev <= 0`
 /// too so that a dead endpoint (0 RPM everywhere) reads as flat, not NaN.

@@ -264,3 +264,63 @@ fn the_sweep_samples_the_whole_file_and_flags_repeats() {
         "{stderr}"
     );
 }
+
+/// Levels below the knee end as soon as they show it (their CI clear of the level below by
+/// more than 5%), the first level at a rough CI, and the top level and the knee's neighbours
+/// never early; summary.json says what each level cost and why it ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn levels_below_the_knee_end_early_and_say_why() {
+    let _serial = SERIAL.lock().await;
+    let sim = SimHandle::start(fast_sim(1, 8, 20.0, 0.0)).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("sweep");
+    let url = sim.url();
+    let out2 = out.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        sizeup()
+            .args(["sweep", "--json", "--endpoint", &url, "--concurrency", "1,2,4,16,32"])
+            // A CI this narrow is not met in 4 s below the knee: only the early rules end them.
+            .args([
+                "--warmup",
+                "200ms",
+                "--max-duration",
+                "4s",
+                "--min-requests",
+                "20",
+                "--ci-width",
+                "0.005",
+            ])
+            .args(["--prompt-tokens", "4", "--max-tokens", "2", "--out"])
+            .arg(&out2)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    sim.shutdown().await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let summary = read_json(&out.join("summary.json"));
+    let spend = summary["level_spend"].as_array().expect("level_spend");
+    let ended: Vec<(u64, &str)> = spend
+        .iter()
+        .map(|l| (l["concurrency"].as_u64().unwrap(), l["ended_by"].as_str().unwrap()))
+        .collect();
+    assert_eq!(ended.len(), 5, "{ended:?}");
+    assert_eq!(ended[0], (1, "first_level"), "{ended:?}\n{stderr}");
+    // Each of 2 and 4 about doubles the level below it.
+    assert_eq!(ended[1], (2, "below_knee"), "{ended:?}\n{stderr}");
+    assert_eq!(ended[2], (4, "below_knee"), "{ended:?}\n{stderr}");
+    // 32, the top level, is never cut short: it may be the best there is.
+    assert_ne!(ended[4].1, "below_knee", "{ended:?}");
+    assert_ne!(ended[4].1, "first_level", "{ended:?}");
+    for l in spend {
+        assert!(
+            l["seconds"].as_f64().unwrap() > 0.0 && l["requests"].as_u64().unwrap() >= 20,
+            "{l}"
+        );
+    }
+    // An early level ended well before --max-duration.
+    assert!(spend[1]["seconds"].as_f64().unwrap() < 4.0, "{spend:?}");
+    assert!(stderr.contains("below the knee"), "{stderr}");
+}
