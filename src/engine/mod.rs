@@ -10,7 +10,7 @@ pub mod rate;
 pub mod retry;
 mod signals;
 
-pub use signals::{watch_signals, Signals};
+pub use signals::Signals;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -109,6 +109,31 @@ pub async fn run_window<S, F, Fut, R>(
             joined = workers.join_next() => if joined.is_none() { break },
         }
     }
+}
+
+/// A [`Stop`] that the first signal drains and that is abandoned `drain_timeout` later, or at
+/// the second signal. SIGTERM also cancels `terminated`.
+pub fn watch_signals(drain_timeout: Duration) -> Stop {
+    let stop = Stop::new();
+    let s = stop.clone();
+    let mut signals = Signals::new();
+    tokio::spawn(async move {
+        let Some(first) = signals.next().await else { return };
+        if first == signals::Signal::Terminate {
+            s.terminated.cancel();
+        }
+        s.drain.cancel();
+        tokio::select! {
+            second = signals.next() => {
+                if second == Some(signals::Signal::Terminate) {
+                    s.terminated.cancel();
+                }
+            }
+            _ = tokio::time::sleep(drain_timeout) => {}
+        }
+        s.abandon.cancel();
+    });
+    stop
 }
 
 #[cfg(test)]

@@ -2,10 +2,7 @@
 //! a Kubernetes eviction and `docker stop` send. The first drains (nothing new starts, the
 //! requests in flight finish) for at most the drain timeout, then abandons what is still in
 //! flight; a second signal abandons at once. Which signal came decides the exit code (130 or
-//! 143), read by `lib.rs` from [`Stop::terminated`].
-
-use super::Stop;
-use std::time::Duration;
+//! 143), read by `lib.rs` from `Stop::terminated` (`watch_signals` in `mod.rs`).
 
 /// Which stop signal arrived.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,29 +47,4 @@ impl Default for Signals {
     fn default() -> Self {
         Signals::new()
     }
-}
-
-/// A [`Stop`] that the first signal drains and that is abandoned `drain_timeout` later, or at
-/// the second signal. SIGTERM also cancels `terminated`.
-pub fn watch_signals(drain_timeout: Duration) -> Stop {
-    let stop = Stop::new();
-    let s = stop.clone();
-    let mut signals = Signals::new();
-    tokio::spawn(async move {
-        let Some(first) = signals.next().await else { return };
-        if first == Signal::Terminate {
-            s.terminated.cancel();
-        }
-        s.drain.cancel();
-        tokio::select! {
-            second = signals.next() => {
-                if second == Some(Signal::Terminate) {
-                    s.terminated.cancel();
-                }
-            }
-            _ = tokio::time::sleep(drain_timeout) => {}
-        }
-        s.abandon.cancel();
-    });
-    stop
 }

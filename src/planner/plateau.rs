@@ -10,7 +10,14 @@
 //! upward (seen: 524 RPM ±28% at level 8 against 440 and 428 at 16 and 32 of the same
 //! saturated server; the run achieved 434). Pure arithmetic.
 
-use super::size::SweepLevel;
+/// One measured level as the fit reads it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Point {
+    pub concurrency: u32,
+    pub rpm: f64,
+    pub ci_low: f64,
+    pub ci_high: f64,
+}
 
 /// z for a two-sided 95% interval: the levels' CIs and the plateau's use it.
 const Z95: f64 = 1.959_963_984_540_054;
@@ -55,8 +62,8 @@ impl Fit {
 
 /// A level's standard error from its stated CI; never zero, so a level reported without an
 /// interval weighs much, not infinitely.
-fn standard_error(l: &SweepLevel) -> f64 {
-    let half = (l.rpm_ci_high - l.rpm_ci_low).abs() / 2.0;
+fn standard_error(l: &Point) -> f64 {
+    let half = (l.ci_high - l.ci_low).abs() / 2.0;
     let floor = (l.rpm.abs() * 1e-4).max(1e-9);
     if half.is_finite() {
         (half / Z95).max(floor)
@@ -66,7 +73,7 @@ fn standard_error(l: &SweepLevel) -> f64 {
 }
 
 /// Fits `levels` (any order, at least one). None when there is none.
-pub(crate) fn fit(levels: &[&SweepLevel]) -> Option<Fit> {
+pub(crate) fn fit(levels: &[Point]) -> Option<Fit> {
     let mut pts: Vec<(f64, f64, f64, u32)> = levels
         .iter()
         .map(|l| {
@@ -126,20 +133,17 @@ mod tests {
     use rand::rngs::SmallRng;
     use rand::{Rng, SeedableRng};
 
-    fn level(c: u32, rpm: f64, se: f64) -> SweepLevel {
-        SweepLevel {
+    fn level(c: u32, rpm: f64, se: f64) -> Point {
+        Point {
             concurrency: c,
             rpm,
-            rpm_ci_low: rpm - Z95 * se,
-            rpm_ci_high: rpm + Z95 * se,
-            latency_p95_ms: 100.0,
-            ttft_p95_ms: None,
-            error_rate: 0.0,
+            ci_low: rpm - Z95 * se,
+            ci_high: rpm + Z95 * se,
         }
     }
 
-    fn fitted(levels: &[SweepLevel]) -> Fit {
-        fit(&levels.iter().collect::<Vec<_>>()).unwrap()
+    fn fitted(levels: &[Point]) -> Fit {
+        fit(levels).unwrap()
     }
 
     #[test]
@@ -205,7 +209,7 @@ mod tests {
         let seeds = 2000;
         for seed in 0..seeds {
             let mut rng = SmallRng::seed_from_u64(seed);
-            let ls: Vec<SweepLevel> = rel
+            let ls: Vec<Point> = rel
                 .iter()
                 .map(|&(c, r)| {
                     let se = truth(c) * r;

@@ -223,7 +223,16 @@ fn meets_slo(l: &SweepLevel, input: &PlanInput) -> bool {
 /// latency stays as measured), and with the concurrencies pooled into the plateau.
 fn operating_level(input: &PlanInput) -> Result<(SweepLevel, Vec<u32>), PlanError> {
     let ok: Vec<&SweepLevel> = input.levels.iter().filter(|l| meets_slo(l, input)).collect();
-    let Some(fit) = plateau::fit(&ok) else {
+    let points: Vec<plateau::Point> = ok
+        .iter()
+        .map(|l| plateau::Point {
+            concurrency: l.concurrency,
+            rpm: l.rpm,
+            ci_low: l.rpm_ci_low,
+            ci_high: l.rpm_ci_high,
+        })
+        .collect();
+    let Some(fit) = plateau::fit(&points) else {
         let lowest_p95 = input
             .levels
             .iter()
