@@ -7,17 +7,25 @@
 use super::outcome::{decode_failure, error_kind, error_message, FailKind, Failure, Success, Usage};
 use crate::api::scan::{once, Cursor, Scan, Unsure};
 use crate::api::JsonText;
+use crate::secret::Scrubber;
 use serde_json::Value;
 use std::time::Duration;
 
 /// The failure of an answer with a non-2xx `status`: its class, and a message from the error
-/// body (in any server's dialect) or the body's first bytes.
-pub(super) fn http_failure(status: u16, retry_after: Option<Duration>, bytes: &[u8]) -> Failure {
-    let body: Option<Value> = serde_json::from_slice(bytes).ok();
+/// body (in any server's dialect) or the body's first bytes. The key is scrubbed from the whole
+/// body first, so neither the body kept nor the message (cut from it) holds it, or a piece of it.
+pub(super) fn http_failure(status: u16, retry_after: Option<Duration>, bytes: &[u8], scrubber: &Scrubber) -> Failure {
+    let text = String::from_utf8_lossy(bytes);
+    // Only a body that was UTF-8 (borrowed) can be JSON; a lossy copy is read as text alone.
+    let utf8 = matches!(text, std::borrow::Cow::Borrowed(_));
+    let text = scrubber.json(&text);
+    let body: Option<Value> = if utf8 { serde_json::from_str(&text).ok() } else { None };
     let detail = body.as_ref().and_then(error_message).unwrap_or_else(|| {
-        String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
-            .trim()
-            .to_string()
+        let end = (0..=text.len().min(300))
+            .rev()
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
+        text[..end].trim().to_string()
     });
     let reason = reqwest::StatusCode::from_u16(status)
         .ok()
@@ -43,10 +51,14 @@ pub(super) fn whole_answer(
     status: u16,
     request_id: Option<String>,
     keep_body: bool,
+    scrubber: &Scrubber,
 ) -> Result<Success, Failure> {
     // UTF-8 is checked once for the whole answer, so the parsers below read it as text and
     // do not check each string again.
     let text = String::from_utf8(bytes).map_err(|_| decode_failure("answer is not UTF-8".into()))?;
+    // Scrubbed before anything reads it: the body kept, an error's message and its tree all
+    // come from this text. One scan, and the same string back, when the key is not in it.
+    let text = scrubber.json_string(text);
     // The common answer (usage, no error) is read through a small typed view and kept as
     // the text it came in: no JSON tree is built, cloned or re-serialized per request.
     let peeked = peek_usage(&text)

@@ -10,7 +10,7 @@ use super::stream::read_stream;
 use super::transport::{direct_failure, transport_failure, Answer, Kept};
 use super::url::{base_url, resolve_url};
 use crate::api::Api;
-use crate::secret::Secret;
+use crate::secret::{Scrubber, Secret};
 use bytes::Bytes;
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -44,6 +44,9 @@ pub struct Client {
     direct: Option<h1::Direct>,
     url: reqwest::Url,
     api_key: Option<Secret>,
+    /// The key, replaced by `***` in every answer's body, error message and request id: a
+    /// server may echo the `Authorization` header, and answers are written to files.
+    scrubber: Scrubber,
     timeout: Duration,
     first_byte_timeout: Option<Duration>,
     /// Learned: the server closes a connection after each streamed answer without saying so
@@ -91,6 +94,7 @@ impl Client {
             direct,
             url,
             api_key: cfg.api_key.clone(),
+            scrubber: Scrubber::new(cfg.api_key.as_ref()),
             timeout: cfg.timeout,
             first_byte_timeout: cfg.first_byte_timeout,
             closes_after_stream: AtomicBool::new(false),
@@ -186,7 +190,7 @@ impl Client {
             start,
             first_token,
             end: Instant::now(),
-            result,
+            result: scrub_result(&self.scrubber, result),
         }
     }
 
@@ -207,16 +211,16 @@ impl Client {
         if !(200..300).contains(&status) {
             let retry_after = resp.header(Kept::RetryAfter).and_then(parse_retry_after);
             let bytes = resp.read_to_end().await.unwrap_or_default();
-            return Err(http_failure(status, retry_after, &bytes));
+            return Err(http_failure(status, retry_after, &bytes, &self.scrubber));
         }
         let is_sse = resp
             .header(Kept::ContentType)
             .is_some_and(|v| v.starts_with("text/event-stream"));
         if stream || is_sse {
-            return read_stream(&mut resp, status, request_id, keep_body, first_token).await;
+            return read_stream(&mut resp, status, request_id, keep_body, first_token, &self.scrubber).await;
         }
         let bytes = resp.read_to_end().await?;
-        whole_answer(bytes, status, request_id, keep_body)
+        whole_answer(bytes, status, request_id, keep_body, &self.scrubber)
     }
 
     /// Sends the request and waits for the answer's status line and headers, within
@@ -268,7 +272,25 @@ impl Client {
     }
 }
 
-/// `GET /v1/models`: the first model's id, for when `--model` is not given.
+/// The key scrubbed from what an exchange left outside the answer's body: the error message
+/// (a transport's, or one built from a body already scrubbed: then a second, short scan) and
+/// the request id, an answer header. Bodies are scrubbed as they are read (`parse.rs`,
+/// `stream.rs`), before they are parsed.
+fn scrub_result(scrubber: &Scrubber, result: Result<Success, Failure>) -> Result<Success, Failure> {
+    match result {
+        Ok(mut ok) => {
+            ok.request_id = ok.request_id.map(|id| scrubber.text_string(id));
+            Ok(ok)
+        }
+        Err(mut f) => {
+            f.message = scrubber.text_string(f.message);
+            Err(f)
+        }
+    }
+}
+
+/// `GET /v1/models`: the first model's id, for when `--model` is not given. The id goes into
+/// every request body and the outputs, so it is scrubbed of the key as answers are.
 pub async fn first_model(
     endpoint: &str,
     api_key: Option<&Secret>,
@@ -279,15 +301,14 @@ pub async fn first_model(
     };
     let path = format!("{}/v1/models", url.path().trim_end_matches('/'));
     url.set_path(&path);
+    let scrubber = Scrubber::new(api_key);
+    let failed = |e| ClientError::Transport(scrubber.text_string(transport_failure(e).message));
     let http = reqwest::Client::builder().timeout(timeout).build()?;
     let mut req = http.get(url);
     if let Some(k) = api_key {
         req = req.bearer_auth(k.expose());
     }
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| ClientError::Transport(transport_failure(e).message))?;
+    let resp = req.send().await.map_err(failed)?;
     let status = resp.status();
     if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
         return Err(ClientError::Rejected {
@@ -298,14 +319,13 @@ pub async fn first_model(
         // Servers without a models route: go on without a model field.
         return Ok(None);
     }
-    let bytes = resp
-        .bytes()
-        .await
-        .map_err(|e| ClientError::Transport(transport_failure(e).message))?;
+    let bytes = resp.bytes().await.map_err(failed)?;
     // A server whose unknown routes answer 200 with a web page (a UI's catch-all) has no
     // models list either: go on without a model field, the server picks its own.
     let Ok(v) = serde_json::from_slice::<Value>(&bytes) else {
         return Ok(None);
     };
-    Ok(v.pointer("/data/0/id").and_then(Value::as_str).map(str::to_string))
+    Ok(v.pointer("/data/0/id")
+        .and_then(Value::as_str)
+        .map(|id| scrubber.text(id).into_owned()))
 }

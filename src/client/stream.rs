@@ -9,17 +9,21 @@ use super::parse::{reported_usage, timings_usage};
 use super::sse::{SseDecoder, SseEvent};
 use super::transport::Answer;
 use crate::api::JsonText;
+use crate::secret::Scrubber;
 use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
 /// Reads the rest of a streamed answer whose head (`status`, `request_id`) arrived; sets
-/// `first_token` at the first non-empty content.
+/// `first_token` at the first non-empty content. Each event's data is scrubbed of the key
+/// before it is parsed, and the assembled text once more: a key echoed in pieces, one per
+/// content event, is whole only there.
 pub(super) async fn read_stream(
     resp: &mut Answer<'_>,
     status: u16,
     request_id: Option<String>,
     keep_body: bool,
     first_token: &mut Option<Instant>,
+    scrubber: &Scrubber,
 ) -> Result<Success, Failure> {
     let mut acc = StreamAssembler::new(keep_body);
     let mut decoder = SseDecoder::new();
@@ -30,6 +34,10 @@ pub(super) async fn read_stream(
             .push(&chunk, &mut events)
             .map_err(|e| decode_failure(e.to_string()))?;
         for ev in events.drain(..) {
+            let ev = match ev {
+                SseEvent::Data(data) => SseEvent::Data(scrubber.json_string(data)),
+                SseEvent::Done => SseEvent::Done,
+            };
             acc.event(ev, first_token)?;
         }
         if acc.done {
@@ -48,6 +56,7 @@ pub(super) async fn read_stream(
         }
     }
     let content_events = acc.content_events;
+    acc.text = scrubber.text_string(std::mem::take(&mut acc.text));
     let (usage, body) = acc.into_parts();
     Ok(Success {
         status,
