@@ -69,7 +69,23 @@ pub async fn measure(
     let sweep_start = Instant::now();
     let key_hint = target.key_hint();
     let mut next_index = 0usize;
-    while let Some(c) = next_concurrency(&s.levels, &run.points, &mut next_index) {
+    let mut knee_checked = false;
+    loop {
+        let (c, early) = match next_concurrency(&s.levels, &run.points, &mut next_index) {
+            Some(c) => (c, early_end(&s.levels, &run.points, c)),
+            // The knee's own level looks like the climb until the level above is measured, so
+            // it may have ended early: it is measured again in full, once.
+            None => match loose_knee(&run.summary).filter(|_| !knee_checked) {
+                Some(k) => {
+                    knee_checked = true;
+                    ui::info(format!(
+                        "level {k} is the knee and ended early: measuring it again to --ci-width"
+                    ));
+                    (k, EarlyEnd::default())
+                }
+                None => break,
+            },
+        };
         let sweep = Sweep {
             settings: s,
             client: &client,
@@ -79,13 +95,19 @@ pub async fn measure(
             key_hint: &key_hint,
             server: scraper.as_ref(),
         };
-        let early = early_end(&s.levels, &run.points, c);
         let level = measure_level(&sweep, c, early, &mut sink).await?;
         if !run.add_level(c, level)? {
             break;
         }
     }
     run.finish()
+}
+
+/// The knee's concurrency when its latest measurement ended by an early rule.
+fn loose_knee(summary: &Summary) -> Option<u32> {
+    let k = summary.knee.as_ref()?.concurrency;
+    let last = summary.level_spend.iter().rev().find(|l| l.concurrency == k)?;
+    matches!(last.ended_by, LevelEnd::BelowKnee | LevelEnd::FirstLevel).then_some(k)
 }
 
 /// What the levels so far tell level `c` (see [`EarlyEnd`]).

@@ -154,7 +154,7 @@ fn gpus_line(plan: &Plan) -> String {
     };
     let pooled = match plan.plateau_levels.as_slice() {
         [] => String::new(),
-        [one] => format!("; level {one}"),
+        [one] => format!("; the plateau of level {one}"),
         many => format!(
             "; the plateau of levels {}",
             many.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")

@@ -155,6 +155,10 @@ pub enum PlanError {
 /// plan prefers the lowest such concurrency (lower latency, the same RPM).
 const NEAR_PLATEAU: f64 = 0.03;
 
+/// A level whose CI half-width is at most this share of its rate is precise enough to count
+/// as on the plateau by its own measurement.
+const PRECISE: f64 = 0.10;
+
 /// Ceil-ing a quotient like 3.0000000000000004 would buy a whole extra GPU
 /// for float noise; rounding to this many parts first absorbs it.
 const ROUND_TO: f64 = 1e9;
@@ -250,7 +254,14 @@ fn operating_level(input: &PlanInput) -> Result<(SweepLevel, Vec<u32>), PlanErro
             input.slo.words()
         )));
     };
-    let on_plateau = |l: &&&SweepLevel| fit.at(l.concurrency) >= fit.rpm * (1.0 - NEAR_PLATEAU);
+    // On the plateau by the fit, or by its own precise measurement: the straight line through
+    // the origin under-reads a knee that real overheads round off (seen: level 4 at 2,248 and
+    // level 8 at 4,629 RPM per GPU against a plateau of 4,696).
+    let measured_on = |l: &SweepLevel| {
+        let half = (l.rpm_ci_high - l.rpm_ci_low) / 2.0;
+        l.rpm >= fit.rpm * (1.0 - NEAR_PLATEAU) && half <= PRECISE * l.rpm
+    };
+    let on_plateau = |l: &&&SweepLevel| fit.at(l.concurrency) >= fit.rpm * (1.0 - NEAR_PLATEAU) || measured_on(l);
     let chosen = ok
         .iter()
         .filter(on_plateau)
@@ -258,7 +269,12 @@ fn operating_level(input: &PlanInput) -> Result<(SweepLevel, Vec<u32>), PlanErro
         .min_by(|a, b| a.concurrency.cmp(&b.concurrency).then(b.rpm.total_cmp(&a.rpm)))
         // Non-empty: the plateau's own levels are on it.
         .unwrap_or(&ok[0]);
-    let rpm = fit.at(chosen.concurrency);
+    let rpm = if measured_on(chosen) {
+        // Its own precise rate, never above the plateau's.
+        chosen.rpm.max(fit.at(chosen.concurrency)).min(fit.rpm)
+    } else {
+        fit.at(chosen.concurrency)
+    };
     let level = SweepLevel {
         rpm,
         rpm_ci_low: rpm * fit.low_share(),
@@ -593,6 +609,22 @@ mod tests {
                 p.rpm_per_gpu * 2.0
             );
         }
+    }
+
+    #[test]
+    fn a_precise_level_within_three_percent_of_the_plateau_is_on_it_whatever_the_line_says() {
+        // The a100 sweep: 4 under-reads the line (overheads), so the line puts 8 at 9,075,
+        // 3.4% under the plateau 9,392; 8's own ±4.9% measurement, 9,258, is on it.
+        let mut i = base();
+        let at = |c: u32, rpm: f64, rel: f64| level(c, rpm, rpm * (1.0 - rel), 100.0);
+        i.levels = vec![at(4, 4_496.0, 0.033), at(8, 9_258.0, 0.049), at(16, 9_392.0, 0.014)];
+        let p = plan(&i).unwrap();
+        assert_eq!(p.chosen_concurrency, 8);
+        // At its own rate, not the line's.
+        assert!((p.rpm_per_gpu * 2.0 - 9_258.0).abs() < 1.0, "{}", p.rpm_per_gpu);
+        // A loose measurement (±18%) does not count on its own.
+        i.levels[1] = at(8, 9_258.0, 0.18);
+        assert_eq!(plan(&i).unwrap().chosen_concurrency, 16);
     }
 
     #[test]
