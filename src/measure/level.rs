@@ -45,7 +45,7 @@ pub(super) struct LevelResult {
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct EarlyEnd {
     /// RPM of the nearest lower level measured: a CI whose low bound clears it by more than
-    /// [`crate::stats::knee::FLAT_GAIN`] shows the climb goes on.
+    /// [`CLIMB`] shows the climb goes on.
     pub(super) below: Option<f64>,
     /// The sweep's first level, with higher ones to come: a rough CI is enough.
     pub(super) first: bool,
@@ -58,6 +58,11 @@ pub(super) struct EarlyEnd {
 /// narrow enough that the knee's rule (the lowest level indistinguishable from the best) is
 /// not misled by a level at the knee measured loosely.
 const EARLY_CI: f64 = 0.20;
+
+/// How far above the level below a level must be (its CI's low bound) to end as below the
+/// knee: half again, as levels on the linear climb are (doubling doubles them). A smaller
+/// gain is near the knee, where a level's first requests (a queue still forming) read low.
+const CLIMB: f64 = 0.5;
 
 /// What every level of one sweep shares.
 pub(super) struct Sweep<'a> {
@@ -309,10 +314,7 @@ impl<'s, 'a> LevelRun<'s, 'a> {
         }
         if let (true, true, Some(e)) = (enough && width <= EARLY_CI, self.early.more_above, est) {
             let low = e.per_minute * (1.0 - width);
-            let climbing = self
-                .early
-                .below
-                .is_some_and(|b| low > b * (1.0 + crate::stats::knee::FLAT_GAIN));
+            let climbing = self.early.below.is_some_and(|b| low > b * (1.0 + CLIMB));
             if climbing {
                 self.ended_early = Some(LevelEnd::BelowKnee);
                 return true;

@@ -304,7 +304,7 @@ fn say_level(c: u32, row: &LevelRow, ended_by: LevelEnd, below: Option<u32>) {
             LevelEnd::Lines => "  (CI wider than --ci-width: the level's share of the input's lines is spent)".into(),
             LevelEnd::MaxDuration => "  (CI wider than --ci-width: hit --max-duration)".into(),
             LevelEnd::BelowKnee => format!(
-                "  (below the knee: more than 5% above level {}, so more precision here decides nothing)",
+                "  (below the knee: over 1.5x level {}, so more precision here decides nothing)",
                 below.map_or("-".into(), |b| b.to_string())
             ),
             LevelEnd::FirstLevel => "  (first level: a rough CI says where the climb starts)".into(),

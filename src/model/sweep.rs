@@ -228,8 +228,8 @@ pub struct LevelSpend {
 pub enum LevelEnd {
     /// Its CI reached `--ci-width`.
     CiMet,
-    /// It showed itself below the knee: its CI's low bound above the next lower level's rate
-    /// by more than the 5% the search calls growth. More precision there decides nothing.
+    /// It showed itself below the knee: its CI's low bound at least 1.5 times the next lower
+    /// level's rate. More precision there decides nothing.
     BelowKnee,
     /// The first level of a sweep with higher levels to come, at a rough CI (±20%): it only
     /// says where the climb starts.

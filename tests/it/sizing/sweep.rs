@@ -265,8 +265,8 @@ fn the_sweep_samples_the_whole_file_and_flags_repeats() {
     );
 }
 
-/// Levels below the knee end as soon as they show it (their CI clear of the level below by
-/// more than 5%), the first level at a rough CI, the top level never early, and a knee that
+/// Levels below the knee end as soon as they show it (their CI's low bound over 1.5 times the
+/// level below), the first level at a rough CI, the top level never early, and a knee that
 /// ended early is measured again in full; summary.json says what each level cost and why it
 /// ended.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
