@@ -2,6 +2,7 @@
 //! one line each, for stdout.
 
 use super::plan::Plan;
+use super::size::sizing_rate;
 use crate::fmt::grouped;
 
 /// "1 GPU" / "4 GPUs".
@@ -136,7 +137,8 @@ pub fn explain(plan: &Plan) -> String {
 /// the plateau's CI reaches further below the mean (`--estimate low`), the CI low bound alone.
 fn gpus_line(plan: &Plan) -> String {
     let factor = 1.0 + plan.headroom;
-    let low_rules = plan.estimate == crate::model::Estimate::Low && plan.rpm_per_gpu_low < plan.rpm_per_gpu / factor;
+    let (_, low_rules) = sizing_rate(plan.rpm_per_gpu, plan.rpm_per_gpu_low, plan.headroom, plan.estimate);
+    // The same quotient as `size`'s, written as the user reads it.
     let (numerator, per_gpu) = if low_rules {
         (plan.target_rpm, plan.rpm_per_gpu_low)
     } else {

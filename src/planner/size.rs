@@ -318,6 +318,17 @@ pub(crate) struct Needed {
     pub needed_gpus: u32,
 }
 
+/// The RPM per GPU a count is sized from, with one margin, not two stacked: the mean over
+/// 1 + headroom or, with `--estimate low`, the CI low bound where that is lower still. True
+/// when the CI low bound set it.
+pub(crate) fn sizing_rate(mean: f64, low: f64, headroom: f64, estimate: Estimate) -> (f64, bool) {
+    let with_headroom = mean / (1.0 + headroom);
+    match estimate {
+        Estimate::Low if low < with_headroom => (low, true),
+        _ => (with_headroom, false),
+    }
+}
+
 /// Validates `input`, picks the operating level and sizes the GPU count for the target.
 pub(crate) fn size(input: &PlanInput) -> Result<Needed, PlanError> {
     validate(input)?;
@@ -332,12 +343,7 @@ pub(crate) fn size(input: &PlanInput) -> Result<Needed, PlanError> {
             chosen.concurrency, chosen.rpm
         )));
     }
-    // One margin, not two stacked: the headroom covers the CI where the CI is the narrower.
-    let with_headroom = rpm_per_gpu / (1.0 + input.headroom);
-    let per_gpu = match input.estimate {
-        Estimate::Low => with_headroom.min(rpm_per_gpu_low),
-        Estimate::Mean => with_headroom,
-    };
+    let (per_gpu, _) = sizing_rate(rpm_per_gpu, rpm_per_gpu_low, input.headroom, input.estimate);
     if per_gpu <= 0.0 {
         // Only reachable for Low: a CI so wide its lower bound is <= 0.
         return Err(PlanError::Invalid(format!(

@@ -2,13 +2,34 @@
 //! last line, with skipped invalid lines, and after Ctrl-C, which drains the requests in flight,
 //! exits 130 and counts each unfinished request once.
 
+use crate::util::run::Ran;
 use crate::util::run::{
     assert_each_once_ok, collect, gauge, is_success, metrics, outcome, read_records, run_async, run_cmd, run_sync, s,
     settled_metrics, sim_cfg, u, wait_for_lines, write_batch, FAST_RETRY,
 };
 use crate::util::{fast_sim, read_json, sim_metric, sizeup};
 use sizeup::sim::{SimConfig, SimHandle};
+use std::path::Path;
 use std::time::Duration;
+
+/// `sizeup run ARGS` until `out` holds `lines` lines, then `kill SIGNAL` (`-INT`, `-TERM`);
+/// how it ended.
+async fn run_then_signal(args: &[&str], out: &Path, lines: usize, signal: &str) -> Ran {
+    let mut c = tokio::process::Command::from(run_cmd(args, &[]));
+    c.kill_on_drop(true);
+    let mut child = c.spawn().expect("spawn sizeup");
+    assert!(
+        wait_for_lines(&mut child, out, lines).await,
+        "the run ended before it could be stopped"
+    );
+    let pid = child.id().expect("pid").to_string();
+    let st = std::process::Command::new("kill")
+        .args([signal, &pid])
+        .status()
+        .expect("kill");
+    assert!(st.success(), "kill {signal}");
+    collect(child).await
+}
 
 #[test]
 fn resume_cuts_a_torn_tail_and_resends_only_missing_ids() {
@@ -196,20 +217,7 @@ async fn signal_drains_and_resume_completes(signal: &str, code: i32) {
         FAST_RETRY[2],
         FAST_RETRY[3],
     ];
-    let mut c = tokio::process::Command::from(run_cmd(&args, &[]));
-    c.kill_on_drop(true);
-    let mut child = c.spawn().expect("spawn sizeup");
-    assert!(
-        wait_for_lines(&mut child, &out, 50).await,
-        "the run ended before it could be interrupted"
-    );
-    let pid = child.id().expect("pid").to_string();
-    let st = std::process::Command::new("kill")
-        .args([signal, &pid])
-        .status()
-        .expect("kill");
-    assert!(st.success());
-    let r = collect(child).await;
+    let r = run_then_signal(&args, &out, 50, signal).await;
     assert_eq!(r.code, Some(code), "{signal}: {r:?}");
     assert!(r.stderr.contains("--resume"), "hint to resume: {r:?}");
 
@@ -281,20 +289,7 @@ async fn sigint_with_retries_pending_counts_each_unfinished_request_once() {
     };
     let first_args = args(&url);
     let first_args: Vec<&str> = first_args.iter().map(String::as_str).collect();
-    let mut c = tokio::process::Command::from(run_cmd(&first_args, &[]));
-    c.kill_on_drop(true);
-    let mut child = c.spawn().expect("spawn sizeup");
-    assert!(
-        wait_for_lines(&mut child, &out, 50).await,
-        "the run ended before it could be interrupted"
-    );
-    let pid = child.id().expect("pid").to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .expect("kill -INT")
-        .success());
-    let r = collect(child).await;
+    let r = run_then_signal(&first_args, &out, 50, "-INT").await;
     assert_eq!(r.code, Some(130), "{r:?}");
     let first = read_records(&out);
     let m = settled_metrics(&url).await;
@@ -359,20 +354,7 @@ async fn a_drain_past_drain_timeout_abandons_and_resume_sends_the_rest() {
         FAST_RETRY[2],
         FAST_RETRY[3],
     ];
-    let mut c = tokio::process::Command::from(run_cmd(&args, &[]));
-    c.kill_on_drop(true);
-    let mut child = c.spawn().expect("spawn sizeup");
-    assert!(
-        wait_for_lines(&mut child, &out, 8).await,
-        "the run ended before it could be stopped"
-    );
-    let pid = child.id().expect("pid").to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill -TERM")
-        .success());
-    let r = collect(child).await;
+    let r = run_then_signal(&args, &out, 8, "-TERM").await;
     assert_eq!(r.code, Some(143), "{r:?}");
     let first = read_records(&out);
     assert!(first.len() < 40, "{} lines", first.len());
