@@ -258,6 +258,20 @@ pub struct SimModelArgs {
     /// Floats in each vector POST /v1/embeddings answers (derived from the input's content).
     #[arg(long, default_value_t = 16)]
     pub embedding_dim: u32,
+    /// How the router in front of the GPUs spreads requests: least-loaded (fewest running +
+    /// waiting; the formula's best case), round-robin (in turn, whatever the load), or
+    /// connection (each connection pinned to a GPU picked at random when it opens, as
+    /// kube-proxy balances a Kubernetes Service).
+    #[arg(long, value_enum, default_value_t = RouterChoice::LeastLoaded)]
+    pub router: RouterChoice,
+}
+
+/// `--router`: the simulated router's policy.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouterChoice {
+    LeastLoaded,
+    RoundRobin,
+    Connection,
 }
 
 /// `sizeup sim`
@@ -268,10 +282,13 @@ pub struct SimModelArgs {
   P prompt tokens and T output tokens per request; summed over the G GPUs. The router spreads C
   requests evenly (least-loaded first), so n = min(B, C/G) when G divides C. Beyond G*B requests
   queue: RPM stays flat and latency grows. Each request's time is scaled by U[1-jitter, 1+jitter].
+  With --router round-robin or connection the spread is uneven and RPM falls below the formula:
+  under connection routing, a GPU that drew more kept-alive connections queues while another idles.
 
 Examples:
   sizeup sim --gpus 2 --batch 8 --decode-step-ms 50 --default-max-tokens 1     # 9,600 RPM per GPU
   sizeup sim --gpus 2 --batch 4 --api-key k --fail-rate 0.05 --throttle-rate 0.05
+  sizeup sim --gpus 8 --router connection     # a Kubernetes Service in front of 8 replicas
   curl -s localhost:8000/v1/completions -H 'content-type: application/json' \\
        -d '{\"prompt\":\"hello there\",\"max_tokens\":4}'
   curl -s -XPOST localhost:8000/resource -d '{\"state\":\"off\"}'   # inference now answers 503

@@ -9,6 +9,7 @@ mod choose;
 mod explain;
 mod plan;
 mod plateau;
+mod scaling;
 mod size;
 mod sweeps;
 

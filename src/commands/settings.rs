@@ -4,7 +4,7 @@
 
 use crate::api::Api;
 use crate::cli::{
-    EndpointArgs, EstimateChoice, MeasureArgs, ObjectiveChoice, PlanTuning, ResourceKind, RunTuning, SimModelArgs,
+    EndpointArgs, EstimateChoice, MeasureArgs, ObjectiveChoice, PlanTuning, ResourceKind, RouterChoice, RunTuning, SimModelArgs,
     SloArgs, WorkloadArgs,
 };
 use crate::job::Tuning;
@@ -12,7 +12,10 @@ use crate::measure::{parse_levels, Settings, WorkloadSpec};
 use crate::model::{Estimate, Objective, Slo};
 use crate::planner::Sizing;
 use crate::resource::ResourceSpec;
-use crate::sim::{gpu::GpuParams, SimConfig};
+use crate::sim::{
+    gpu::{GpuParams, RoutePolicy},
+    SimConfig,
+};
 use crate::target::Endpoint;
 use crate::ui::usage_error;
 
@@ -109,6 +112,11 @@ pub fn sim(a: &SimModelArgs, gpus: u32) -> anyhow::Result<SimConfig> {
         retry_after: a.retry_after,
         start_delay: a.start_delay,
         embedding_dim: a.embedding_dim as usize,
+        route: match a.router {
+            RouterChoice::LeastLoaded => RoutePolicy::LeastLoaded,
+            RouterChoice::RoundRobin => RoutePolicy::RoundRobin,
+            RouterChoice::Connection => RoutePolicy::Connection,
+        },
         ..SimConfig::default()
     })
 }

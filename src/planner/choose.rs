@@ -9,7 +9,7 @@
 
 use super::explain::{gpus_word, human_duration};
 use super::plan::{OptionRow, Plan};
-use super::size::{at_gpus, size, PlanError, PlanInput};
+use super::size::{at_gpus, carried, size, PlanError, PlanInput};
 use crate::fmt::{grouped, thousands};
 pub use crate::model::Objective;
 use std::cmp::Ordering;
@@ -263,7 +263,8 @@ fn evaluate(c: &Candidate, goal: &Goal, several: bool) -> Result<Evaluated, Plan
     let mut plan = at_gpus(&c.input, &s.chosen, gpus);
     plan.plateau_levels = s.pooled.clone();
     plan.sweep = c.sweep.clone();
-    e.per_gpu = s.per_gpu;
+    // At the plan's own count, so a reach quoted for it carries the measured scaling there.
+    e.per_gpu = carried(&c.input, s.per_gpu, gpus) / f64::from(gpus.max(1));
     e.needed_gpus = Some(s.needed_gpus);
     e.within_max_gpus = s.needed_gpus <= max;
     e.meets_deadline = goal.deadline_s.map(|d| {
@@ -275,7 +276,7 @@ fn evaluate(c: &Candidate, goal: &Goal, several: bool) -> Result<Evaluated, Plan
         .map(|b| plan.cost_usd.is_some_and(|cost| cost <= b * (1.0 + TIE)));
     let target = c.input.target_rpm;
     if !e.within_max_gpus {
-        let reach = f64::from(max) * s.per_gpu;
+        let reach = carried(&c.input, s.per_gpu, max);
         let mut why = format!(
             "{} sustain about {} of the {} RPM needed ({:.0}% short)",
             gpus_word(max),
@@ -523,6 +524,7 @@ mod tests {
                 requests: Some(120_000),
                 gpu_hour_cost: Some(price),
                 startup_s: 0.0,
+                scaling: None,
             },
         }
     }

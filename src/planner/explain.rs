@@ -124,13 +124,43 @@ pub fn explain(plan: &Plan) -> String {
             plan.chosen_concurrency, m.a_ms, m.b_ms_per_prompt_token, m.c_ms_per_output_token, m.r2
         ));
     }
-    let ratio = f64::from(plan.gpus) / f64::from(plan.sweep_gpus.max(1));
-    lines.push(format!(
-        "sweep measured {}; plan uses {} ({ratio:.1}x): assumes linear scaling across replicas",
-        gpus_word(plan.sweep_gpus),
-        plan.gpus
-    ));
+    lines.push(scaling_line(plan));
     lines.join("\n")
+}
+
+/// How the per-GPU rate carries from the sweep's GPU count to the plan's: measured (sweeps of
+/// one `--name`) or assumed linear.
+fn scaling_line(plan: &Plan) -> String {
+    let ratio = f64::from(plan.gpus) / f64::from(plan.sweep_gpus.max(1));
+    let Some(s) = &plan.scaling else {
+        return format!(
+            "sweep measured {}; plan uses {} ({ratio:.1}x): assumes linear scaling across replicas",
+            gpus_word(plan.sweep_gpus),
+            plan.gpus
+        );
+    };
+    let points: Vec<String> = s
+        .measured
+        .iter()
+        .map(|p| format!("{} x{:.2}", p.gpus, p.efficiency))
+        .collect();
+    let largest = s.measured.last().map_or(0, |p| p.gpus);
+    let how = if plan.gpus > largest {
+        "extrapolated past the largest count measured"
+    } else if s.measured.iter().any(|p| p.gpus == plan.gpus) {
+        "as measured"
+    } else {
+        "interpolated"
+    };
+    format!(
+        "scaling measured at {} GPUs (per-GPU rate relative to {}); plan uses {}: x{:.2} ({how}), {} RPM per GPU of the {} swept",
+        points.join(", "),
+        gpus_word(plan.sweep_gpus),
+        plan.gpus,
+        s.efficiency,
+        grouped(plan.rpm_per_gpu, 0),
+        grouped(s.swept_rpm_per_gpu, 0)
+    )
 }
 
 /// The GPU count's arithmetic with its one safety margin: the headroom over the mean or, where

@@ -76,10 +76,26 @@ pub struct Plan {
     /// The concurrencies of the sweep levels pooled into the plateau `rpm_per_gpu` comes from.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plateau_levels: Vec<u32>,
+    /// With sweeps of one `--name` at different GPU counts: the scaling they measured and the
+    /// efficiency applied at `gpus` (`rpm_per_gpu` = the swept rate per GPU x efficiency).
+    /// Absent: the plan assumes linear scaling from `sweep_gpus`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling: Option<PlanScaling>,
     /// Which fields this file may hold (`model::schema`); readers refuse a newer one. Last,
     /// as the keys before it keep their order.
     #[serde(default = "crate::model::schema::unversioned")]
     pub schema_version: u32,
+}
+
+/// Measured scaling as the plan applied it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PlanScaling {
+    /// Each GPU count measured, with its per-GPU rate relative to the smallest count's.
+    pub measured: Vec<super::scaling::ScalingPoint>,
+    /// The efficiency at the plan's GPU count (interpolated or extrapolated in ln GPUs).
+    pub efficiency: f64,
+    /// RPM per GPU the base sweep measured, before the efficiency.
+    pub swept_rpm_per_gpu: f64,
 }
 
 /// A job's mean request, in tokens.

@@ -3,8 +3,9 @@
 //! the GPUs the target needs there with one safety margin (the larger of `--headroom` and the
 //! plateau's CI), and the plan's duration and cost. Pure arithmetic.
 
-use super::plan::{Plan, TokensPerS, UsdPerMillion};
+use super::plan::{Plan, PlanScaling, TokensPerS, UsdPerMillion};
 use super::plateau;
+use super::scaling::Scaling;
 use crate::model::{CapacityModel, Estimate, Slo};
 
 /// One concurrency level of a finished sweep, as the planner needs it.
@@ -49,6 +50,8 @@ pub struct PlanInput {
     pub gpu_hour_cost: Option<f64>,
     /// Seconds each GPU is billed before serving (boot, model load).
     pub startup_s: f64,
+    /// Measured scaling across GPU counts (sweeps of one `--name`); `None` assumes linear.
+    pub scaling: Option<Scaling>,
 }
 
 /// R² below this: the model explains too little of the latency to size a job with.
@@ -221,13 +224,10 @@ fn meets_slo(l: &SweepLevel, input: &PlanInput) -> bool {
     input.slo.met(l.latency_p95_ms, l.ttft_p95_ms, l.error_rate)
 }
 
-/// Picks the operating level: the lowest concurrency among SLO-meeting levels whose fitted
-/// rate is within [`NEAR_PLATEAU`] of the plateau those levels measure together. The level is
-/// returned with that fitted rate and the plateau's CI in place of its own measurement (its
-/// latency stays as measured), and with the concurrencies pooled into the plateau.
-fn operating_level(input: &PlanInput) -> Result<(SweepLevel, Vec<u32>), PlanError> {
+/// The levels that meet the SLO, and the same as the plateau fit's points.
+fn slo_points(input: &PlanInput) -> (Vec<&SweepLevel>, Vec<plateau::Point>) {
     let ok: Vec<&SweepLevel> = input.levels.iter().filter(|l| meets_slo(l, input)).collect();
-    let points: Vec<plateau::Point> = ok
+    let points = ok
         .iter()
         .map(|l| plateau::Point {
             concurrency: l.concurrency,
@@ -236,6 +236,15 @@ fn operating_level(input: &PlanInput) -> Result<(SweepLevel, Vec<u32>), PlanErro
             ci_high: l.rpm_ci_high,
         })
         .collect();
+    (ok, points)
+}
+
+/// Picks the operating level: the lowest concurrency among SLO-meeting levels whose fitted
+/// rate is within [`NEAR_PLATEAU`] of the plateau those levels measure together. The level is
+/// returned with that fitted rate and the plateau's CI in place of its own measurement (its
+/// latency stays as measured), and with the concurrencies pooled into the plateau.
+fn operating_level(input: &PlanInput) -> Result<(SweepLevel, Vec<u32>), PlanError> {
+    let (ok, points) = slo_points(input);
     let Some(fit) = plateau::fit(&points) else {
         let lowest_p95 = input
             .levels
@@ -284,6 +293,13 @@ fn operating_level(input: &PlanInput) -> Result<(SweepLevel, Vec<u32>), PlanErro
     Ok((level, fit.pooled))
 }
 
+/// The plateau per GPU that `input`'s SLO-meeting levels measure together, before any margin:
+/// what a sweep of one `--name` contributes to the measured scaling.
+pub(crate) fn plateau_per_gpu(input: &PlanInput) -> Option<f64> {
+    let fit = plateau::fit(&slo_points(input).1)?;
+    (input.sweep_gpus > 0 && fit.rpm > 0.0).then(|| fit.rpm / f64::from(input.sweep_gpus))
+}
+
 /// GPUs, concurrency, duration and cost for `input`.
 ///
 /// See the module docs and the field docs on [`Plan`] for the arithmetic.
@@ -296,7 +312,7 @@ pub fn plan(input: &PlanInput) -> Result<Plan, PlanError> {
         if s.needed_gpus > max_gpus {
             return Err(PlanError::Unreachable {
                 max_gpus,
-                reachable_rpm: f64::from(max_gpus) * s.per_gpu,
+                reachable_rpm: carried(input, s.per_gpu, max_gpus),
                 needed_gpus: s.needed_gpus,
             });
         }
@@ -353,7 +369,18 @@ pub(crate) fn size(input: &PlanInput) -> Result<Needed, PlanError> {
         )));
     }
     let needed = input.target_rpm / per_gpu;
-    let needed = ((needed * ROUND_TO).round() / ROUND_TO).ceil().max(1.0);
+    let mut needed = ((needed * ROUND_TO).round() / ROUND_TO).ceil().max(1.0);
+    if let Some(sc) = input.scaling.as_ref().filter(|_| needed <= f64::from(u32::MAX)) {
+        // Each GPU added serves less per GPU: the smallest count whose scaled rate carries the
+        // target. Terminates, as the efficiency is floored.
+        let carries = |g: f64| {
+            let q = input.target_rpm / (g * per_gpu * sc.at(g as u32));
+            ((q * ROUND_TO).round() / ROUND_TO) <= 1.0
+        };
+        while !carries(needed) && needed < f64::from(u32::MAX) {
+            needed += 1.0;
+        }
+    }
     if needed > f64::from(u32::MAX) {
         return Err(PlanError::Invalid(format!(
             "--target-rpm {} needs more than {} GPUs at {per_gpu:.3} RPM per GPU",
@@ -370,10 +397,18 @@ pub(crate) fn size(input: &PlanInput) -> Result<Needed, PlanError> {
     })
 }
 
+/// RPM `gpus` GPUs carry at the sized rate `per_gpu`, with the measured scaling if any.
+pub(crate) fn carried(input: &PlanInput, per_gpu: f64, gpus: u32) -> f64 {
+    f64::from(gpus) * per_gpu * input.scaling.as_ref().map_or(1.0, |s| s.at(gpus))
+}
+
 /// The plan for `gpus` GPUs at level `chosen` (validated by [`size`]).
 pub(crate) fn at_gpus(input: &PlanInput, chosen: &SweepLevel, gpus: u32) -> Plan {
     let sweep_gpus = f64::from(input.sweep_gpus);
-    let rpm_per_gpu = chosen.rpm / sweep_gpus;
+    // Measured scaling takes its share off the swept rate at this count.
+    let efficiency = input.scaling.as_ref().map_or(1.0, |s| s.at(gpus));
+    let swept_per_gpu = chosen.rpm / sweep_gpus;
+    let rpm_per_gpu = swept_per_gpu * efficiency;
     let concurrency_per_gpu = chosen.concurrency.div_ceil(input.sweep_gpus);
     let expected_rpm = f64::from(gpus) * rpm_per_gpu;
     let expected_duration_s = input.requests.map(|r| r as f64 / expected_rpm * 60.0);
@@ -388,7 +423,7 @@ pub(crate) fn at_gpus(input: &PlanInput, chosen: &SweepLevel, gpus: u32) -> Plan
         concurrency_per_gpu,
         total_concurrency: gpus.saturating_mul(concurrency_per_gpu),
         rpm_per_gpu,
-        rpm_per_gpu_low: chosen.rpm_ci_low / sweep_gpus,
+        rpm_per_gpu_low: chosen.rpm_ci_low / sweep_gpus * efficiency,
         expected_rpm,
         expected_latency_p95_ms: chosen.latency_p95_ms,
         headroom: input.headroom,
@@ -411,6 +446,11 @@ pub(crate) fn at_gpus(input: &PlanInput, chosen: &SweepLevel, gpus: u32) -> Plan
         options: Vec::new(),
         shards: None,
         plateau_levels: Vec::new(),
+        scaling: input.scaling.as_ref().map(|s| PlanScaling {
+            measured: s.measured.clone(),
+            efficiency,
+            swept_rpm_per_gpu: swept_per_gpu,
+        }),
     }
 }
 
@@ -451,6 +491,7 @@ mod tests {
             requests: Some(60_000),
             gpu_hour_cost: Some(2.5),
             startup_s: 120.0,
+            scaling: None,
         }
     }
 

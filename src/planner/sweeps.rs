@@ -5,7 +5,9 @@
 
 use super::choose::{choose, deadline_target_rpm, Candidate, Choice, Goal};
 use super::plan::{Plan, WorkloadMix};
-use super::size::{rescale_for_mix, token_figures, PlanError, PlanInput, SweepLevel};
+use super::scaling::Scaling;
+use super::size::{plateau_per_gpu, rescale_for_mix, token_figures, PlanError, PlanInput, SweepLevel};
+use super::explain::gpus_word;
 use crate::model::{Estimate, LevelRow, MixSums, Objective, Slo, Summary, SweepMix};
 
 /// The rate the job must sustain: given, or what a deadline asks for.
@@ -78,12 +80,14 @@ pub fn for_sweeps(q: &Question) -> Result<Answer, PlanError> {
         RateGoal::Rpm(r) => (r, None),
         RateGoal::Deadline(d) => (deadline_target_rpm(requests, d, t.startup_s)?, Some(d)),
     };
-    let several = q.options.len() > 1;
-    let names = option_names(q.options);
+    let groups = scaling_groups(q.options);
+    let primaries: Vec<&SweepOption> = groups.iter().map(|g| &q.options[g[0]]).collect();
+    let several = primaries.len() > 1;
+    let names = option_names(&primaries);
     let mut notes = Vec::new();
-    let mut prepared = Vec::with_capacity(q.options.len());
-    let mut cands = Vec::with_capacity(q.options.len());
-    for (o, name) in q.options.iter().zip(&names) {
+    let mut prepared = Vec::with_capacity(primaries.len());
+    let mut cands = Vec::with_capacity(primaries.len());
+    for ((o, name), group) in primaries.iter().zip(&names).zip(&groups) {
         let price = match (t.gpu_hour_cost, o.summary.gpu_hour_cost) {
             (Some(flag), Some(own)) if (flag - own).abs() > 1e-12 => {
                 notes.push(Note::Warn(format!(
@@ -100,7 +104,10 @@ pub fn for_sweeps(q: &Question) -> Result<Answer, PlanError> {
                 n => n,
             })
         };
-        let p = prepare(o.summary, target_rpm, &q.job, price, &mut say);
+        let mut p = prepare(o.summary, target_rpm, &q.job, price, &mut say);
+        if group.len() > 1 {
+            p.input.scaling = measured_scaling(group, q, target_rpm, price, &mut say);
+        }
         cands.push(Candidate {
             name: name.clone(),
             sweep: o.sweep.clone(),
@@ -114,13 +121,13 @@ pub fn for_sweeps(q: &Question) -> Result<Answer, PlanError> {
         deadline_s,
     };
     let mut choice = choose(&cands, &goal)?;
-    for ((e, p), o) in choice.options.iter_mut().zip(&prepared).zip(q.options) {
+    for ((e, p), o) in choice.options.iter_mut().zip(&prepared).zip(&primaries) {
         if let Some(plan) = e.plan.as_mut() {
             finish(plan, p, o.summary, q.job.mix, requests);
         }
     }
     if let Ok(i) = choice.outcome {
-        if let (Some(plan), Some(o)) = (choice.options[i].plan.as_ref(), q.options.get(i)) {
+        if let (Some(plan), Some(o)) = (choice.options[i].plan.as_ref(), primaries.get(i)) {
             notes.extend(server_warnings(o.summary, plan).into_iter().map(Note::Warn));
         }
     }
@@ -146,9 +153,75 @@ pub fn server_warnings(summary: &Summary, plan: &Plan) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The options as indices into `options`: sweeps that recorded one `--name` at two or more GPU
+/// counts are one option measured at several sizes (its smallest-count sweep first, the one
+/// its plan is sized from); every other sweep is an option of its own, in the order given.
+fn scaling_groups(options: &[SweepOption]) -> Vec<Vec<usize>> {
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut taken = vec![false; options.len()];
+    for i in 0..options.len() {
+        if taken[i] {
+            continue;
+        }
+        let mut group = vec![i];
+        if let Some(name) = &options[i].summary.name {
+            let same: Vec<usize> = (i + 1..options.len())
+                .filter(|&j| !taken[j] && options[j].summary.name.as_ref() == Some(name))
+                .collect();
+            let sizes = |g: &[usize]| g.iter().any(|&j| options[j].summary.gpus != options[i].summary.gpus);
+            if sizes(&same) {
+                group.extend(same);
+                // Smallest GPU count first; the order given among equals.
+                group.sort_by_key(|&j| (options[j].summary.gpus, j));
+            }
+        }
+        for &j in &group {
+            taken[j] = true;
+        }
+        groups.push(group);
+    }
+    groups
+}
+
+/// The scaling a group of one `--name` measured: each sweep's plateau per GPU (sized for the
+/// same job as the plan), relative to the smallest count's.
+fn measured_scaling(
+    group: &[usize],
+    q: &Question,
+    target_rpm: f64,
+    price: Option<f64>,
+    say: &mut dyn FnMut(Note),
+) -> Option<Scaling> {
+    let mut rates = Vec::with_capacity(group.len());
+    for &j in group {
+        let o = &q.options[j];
+        // Each member's own mix notes repeat the primary's: not said again.
+        let p = prepare(o.summary, target_rpm, &q.job, price, &mut |_| {});
+        match plateau_per_gpu(&p.input) {
+            Some(r) => rates.push((o.summary.gpus, r)),
+            None => say(Note::Warn(format!(
+                "{}: no level meets the SLO, so it measures no scaling",
+                o.sweep
+            ))),
+        }
+    }
+    let scaling = Scaling::from_rates(&rates)?;
+    let points: Vec<String> = scaling
+        .measured
+        .iter()
+        .map(|p| format!("{} x{:.2}", gpus_word(p.gpus), p.efficiency))
+        .collect();
+    say(Note::Info(format!(
+        "scaling measured by sweeps of one --name (per-GPU rate relative to {}): {}",
+        gpus_word(scaling.base_gpus()),
+        points.join(", ")
+    )));
+    Some(scaling)
+}
+
 /// Each option's label: `sweep --name`, else its folder's name; two of one name (`a/sweep`,
 /// `b/sweep`) are told apart by their paths.
-fn option_names(options: &[SweepOption]) -> Vec<String> {
+fn option_names(options: &[&SweepOption]) -> Vec<String> {
     let names: Vec<String> = options
         .iter()
         .map(|o| o.summary.name.clone().unwrap_or_else(|| o.folder_name.clone()))
@@ -207,6 +280,7 @@ fn prepare(
         requests: spec.requests,
         gpu_hour_cost,
         startup_s: t.startup_s,
+        scaling: None,
     };
     // The mix the plan is for: the job's (estimated from its file) or the sweep's own.
     let sweep_mix = summary.workload;
@@ -350,6 +424,74 @@ mod tests {
                 folder_name: "sweep".into(),
             },
         ];
-        assert_eq!(option_names(&options), ["x/sweep", "y/sweep"]);
+        assert_eq!(option_names(&options.iter().collect::<Vec<_>>()), ["x/sweep", "y/sweep"]);
+    }
+
+    /// The fixture's sweep on 2 GPUs and one of the same resource on 8 GPUs serving `share` of
+    /// its per-GPU rate, both recorded under `name_a` and `name_b`.
+    fn two_sizes(share: f64, name_a: &str, name_b: &str) -> (Summary, Summary) {
+        let mut a = fixtures::summary();
+        a.name = Some(name_a.into());
+        let mut b = fixtures::summary();
+        b.name = Some(name_b.into());
+        b.gpus = 8;
+        for l in &mut b.levels {
+            l.concurrency *= 4;
+            for v in [&mut l.rpm, &mut l.rpm_ci_low, &mut l.rpm_ci_high] {
+                *v *= 4.0 * share;
+            }
+        }
+        (a, b)
+    }
+
+    fn options<'a>(a: &'a Summary, b: &'a Summary) -> [SweepOption<'a>; 2] {
+        [
+            SweepOption {
+                summary: a,
+                sweep: "reports/two".into(),
+                folder_name: "two".into(),
+            },
+            SweepOption {
+                summary: b,
+                sweep: "reports/eight".into(),
+                folder_name: "eight".into(),
+            },
+        ]
+    }
+
+    #[test]
+    fn sweeps_of_one_name_at_two_sizes_measure_the_scaling_the_plan_uses() {
+        let (a, b) = two_sizes(0.8, "fleet", "fleet");
+        let options = options(&a, &b);
+        let answer = for_sweeps(&ask(&options, 60_000.0)).unwrap();
+        // One option, measured at two sizes, sized from its smallest.
+        assert_eq!(answer.choice.options.len(), 1);
+        let plan = chosen(&answer.choice).unwrap();
+        let s = plan.scaling.as_ref().expect("measured scaling");
+        assert_eq!(s.measured.iter().map(|p| p.gpus).collect::<Vec<_>>(), vec![2, 8]);
+        assert!((s.measured[1].efficiency - 0.8).abs() < 0.01, "{s:?}");
+        // Linear: 60,000 x 1.1 / 9,6xx = 6.9 -> 7 GPUs. Measured: 8 GPUs carry 0.8 x 8 x 9,6xx =
+        // 61k, short of 66k; 9 GPUs extrapolate to ~0.78 and carry it.
+        assert_eq!(plan.gpus, 9, "{plan:?}");
+        assert!(s.efficiency < 0.8 && s.efficiency > 0.7, "{s:?}");
+        assert!((plan.rpm_per_gpu - s.swept_rpm_per_gpu * s.efficiency).abs() < 1e-6);
+        assert!((plan.expected_rpm - 9.0 * plan.rpm_per_gpu).abs() < 1e-6);
+        assert!(answer
+            .notes
+            .iter()
+            .any(|n| matches!(n, Note::Info(m) if m.contains("scaling measured") && m.contains("8 GPUs x0.80"))));
+        let text = crate::planner::explain(&plan);
+        assert!(text.contains("extrapolated past the largest count measured"), "{text}");
+    }
+
+    #[test]
+    fn sweeps_of_other_names_stay_options_and_assume_linear() {
+        let (a, b) = two_sizes(0.8, "small", "big");
+        let options = options(&a, &b);
+        let answer = for_sweeps(&ask(&options, 60_000.0)).unwrap();
+        assert_eq!(answer.choice.options.len(), 2);
+        let plan = chosen(&answer.choice).unwrap();
+        assert!(plan.scaling.is_none());
+        assert!(crate::planner::explain(&plan).contains("assumes linear scaling"));
     }
 }

@@ -11,6 +11,8 @@ use std::time::Duration;
 pub struct SimConfig {
     pub gpus: usize,
     pub params: gpu::GpuParams,
+    /// How the router in front of the GPUs spreads requests.
+    pub route: gpu::RoutePolicy,
     /// Relative spread of each request's service time: a multiplier drawn uniformly from
     /// `[1 - jitter, 1 + jitter]`.
     pub jitter: f64,
@@ -46,6 +48,7 @@ impl Default for SimConfig {
                 decode_step_ms: 5.0,
                 decode_step_ms_per_seq: 0.05,
             },
+            route: gpu::RoutePolicy::LeastLoaded,
             jitter: 0.0,
             seed: 1,
             default_max_tokens: 16,

@@ -4,8 +4,9 @@
 use super::faults::mix;
 use super::gpu::{Event, NewSeq};
 use super::inference::words;
-use super::state::{json_ok, AppState, InFlight};
+use super::state::{json_ok, AppState, ConnDraw, InFlight};
 use axum::extract::State;
+use axum::Extension;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use bytes::Bytes;
@@ -123,7 +124,13 @@ fn base64_f32(v: &[f32]) -> String {
 /// `POST /v1/embeddings`. Each input is one prefill-only sequence on the GPUs (as vLLM turns
 /// each input into its own engine request), so embeddings share batch slots and queues with
 /// generation and cost `prefill_ms_per_1k` per 1,000 input tokens.
-pub(super) async fn embeddings(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+pub(super) async fn embeddings(
+    State(s): State<Arc<AppState>>,
+    conn: Option<Extension<ConnDraw>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let conn = conn.map(|c| c.0).unwrap_or_default();
     let req = match s.request(&headers, &body) {
         Ok(v) => v,
         Err(resp) => return *resp,
@@ -168,6 +175,7 @@ pub(super) async fn embeddings(State(s): State<Arc<AppState>>, headers: HeaderMa
             prompt_tokens: input.tokens,
             max_tokens: 0,
             mult,
+            conn: conn.0,
             events: tx,
         };
         // Sequences already submitted finish on their own; their answers are simply dropped.

@@ -39,6 +39,21 @@ impl GpuParams {
     }
 }
 
+/// How the router in front of the GPUs picks one for each request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RoutePolicy {
+    /// The GPU with the fewest running + waiting requests (lowest index on ties): the best case
+    /// the formula in `sizeup sim --help` describes.
+    #[default]
+    LeastLoaded,
+    /// The next GPU in turn, whatever its load (a router counting requests, not their cost).
+    RoundRobin,
+    /// The GPU the request's connection was pinned to when it opened, picked at random, as
+    /// kube-proxy balances a Service per connection: kept-alive connections stay on one replica
+    /// whatever its queue.
+    Connection,
+}
+
 /// What a sequence hears from its GPU.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Event {
@@ -56,6 +71,9 @@ pub(super) struct NewSeq {
     pub max_tokens: u32,
     /// Per-request service multiplier from `--jitter` (1.0 without jitter).
     pub mult: f64,
+    /// The random draw of the connection the request came on: the GPU under
+    /// [`RoutePolicy::Connection`] (its remainder by the number of active GPUs).
+    pub conn: u64,
     pub events: mpsc::UnboundedSender<Event>,
 }
 
@@ -88,6 +106,9 @@ struct GpuHandle {
 /// All GPUs of the deployment and the router in front of them.
 pub(super) struct Cluster {
     params: GpuParams,
+    route: RoutePolicy,
+    /// Requests routed so far: round-robin's turn.
+    turn: AtomicU64,
     gauges: Arc<Gauges>,
     /// Grows when the resource API asks for more GPUs; GPUs beyond `active` take no new work.
     gpus: Mutex<Vec<GpuHandle>>,
@@ -96,9 +117,11 @@ pub(super) struct Cluster {
 
 impl Cluster {
     /// Must be called inside a tokio runtime: it spawns one scheduler task per GPU.
-    pub fn new(params: GpuParams, gpus: usize, gauges: Arc<Gauges>) -> Cluster {
+    pub fn new(params: GpuParams, route: RoutePolicy, gpus: usize, gauges: Arc<Gauges>) -> Cluster {
         let cluster = Cluster {
             params,
+            route,
+            turn: AtomicU64::new(0),
             gauges,
             gpus: Mutex::new(Vec::new()),
             active: AtomicUsize::new(0),
@@ -123,13 +146,20 @@ impl Cluster {
         self.active.load(Ordering::SeqCst)
     }
 
-    /// Sends the sequence to the least-loaded active GPU (lowest index on ties).
-    /// Returns false when no GPU is active.
+    /// Sends the sequence to the active GPU its route picks. Returns false when no GPU is active.
     pub fn submit(&self, seq: NewSeq) -> bool {
         let list = self.gpus.lock().expect("gpu list lock poisoned");
         let active = self.active().min(list.len());
-        let Some(gpu) = list[..active].iter().min_by_key(|g| g.load.load(Ordering::SeqCst)) else {
+        if active == 0 {
             return false;
+        }
+        let gpu = match self.route {
+            RoutePolicy::LeastLoaded => list[..active]
+                .iter()
+                .min_by_key(|g| g.load.load(Ordering::SeqCst))
+                .expect("at least one active GPU"),
+            RoutePolicy::RoundRobin => &list[(self.turn.fetch_add(1, Ordering::Relaxed) % active as u64) as usize],
+            RoutePolicy::Connection => &list[(seq.conn % active as u64) as usize],
         };
         gpu.load.fetch_add(1, Ordering::SeqCst);
         self.gauges.waiting.fetch_add(1, Ordering::SeqCst);
@@ -324,7 +354,7 @@ mod tests {
             decode_step_ms: 10.0,
             decode_step_ms_per_seq: 0.0,
         };
-        let cluster = Cluster::new(p, 1, gauges.clone());
+        let cluster = Cluster::new(p, RoutePolicy::LeastLoaded, 1, gauges.clone());
         let start = Instant::now();
         let mut rxs = Vec::new();
         for &(prompt_tokens, max_tokens) in seqs {
@@ -333,6 +363,7 @@ mod tests {
                 prompt_tokens,
                 max_tokens,
                 mult: 1.0,
+                conn: 0,
                 events: tx
             }));
             rxs.push(rx);
@@ -367,5 +398,56 @@ mod tests {
         let ms = Duration::from_millis;
         assert_eq!(ends, vec![(2, ms(20)), (0, ms(40)), (0, ms(60))]);
         assert_eq!(gauges.generation_tokens.load(Ordering::SeqCst), 2);
+    }
+
+    /// Submits four 3-token sequences (connection draws 0, 2, 4, 1) to 2 GPUs of one 10 ms
+    /// slot each under `route`; returns each one's end time in ms.
+    async fn route_four(route: RoutePolicy) -> Vec<u128> {
+        let p = GpuParams {
+            batch: 1,
+            prefill_ms_per_1k: 0.0,
+            decode_step_ms: 10.0,
+            decode_step_ms_per_seq: 0.0,
+        };
+        let cluster = Cluster::new(p, route, 2, Arc::new(Gauges::default()));
+        let start = Instant::now();
+        let mut rxs = Vec::new();
+        for conn in [0, 2, 4, 1] {
+            let (tx, rx) = mpsc::unbounded_channel();
+            assert!(cluster.submit(NewSeq {
+                prompt_tokens: 0,
+                max_tokens: 3,
+                mult: 1.0,
+                conn,
+                events: tx
+            }));
+            rxs.push(rx);
+        }
+        // Each answer read by its own task, so a late one does not hold up reading the others.
+        let readers: Vec<_> = rxs
+            .into_iter()
+            .map(|mut rx| {
+                tokio::spawn(async move {
+                    while rx.recv().await.is_some() {}
+                    (Instant::now() - start).as_millis()
+                })
+            })
+            .collect();
+        let mut ends = Vec::new();
+        for r in readers {
+            ends.push(r.await.expect("reader"));
+        }
+        ends
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn routers_spread_requests_their_own_way() {
+        // Least-loaded: two at a time, one per GPU, whatever the connection.
+        assert_eq!(route_four(RoutePolicy::LeastLoaded).await, vec![30, 30, 60, 60]);
+        // Round-robin: GPU 0, 1, 0, 1 in turn: the same here, as all requests cost the same.
+        assert_eq!(route_four(RoutePolicy::RoundRobin).await, vec![30, 30, 60, 60]);
+        // Connection: draws 0, 2, 4 are all pinned to GPU 0 and queue there; draw 1 has GPU 1
+        // to itself while GPU 0 works through its queue.
+        assert_eq!(route_four(RoutePolicy::Connection).await, vec![30, 60, 90, 30]);
     }
 }

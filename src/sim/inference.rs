@@ -3,9 +3,10 @@
 //! also the simulator's token rule (whitespace-separated words) and `max_tokens`.
 
 use super::gpu::{Event, NewSeq};
-use super::state::{AppState, InFlight};
+use super::state::{AppState, ConnDraw, InFlight};
 use axum::body::Body;
 use axum::extract::State;
+use axum::Extension;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -25,16 +26,31 @@ enum Api {
     Forefront,
 }
 
-pub(super) async fn completions(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
-    infer(s, Api::Completions, headers, body).await
+pub(super) async fn completions(
+    State(s): State<Arc<AppState>>,
+    conn: Option<Extension<ConnDraw>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    infer(s, Api::Completions, conn.map(|c| c.0).unwrap_or_default(), headers, body).await
 }
 
-pub(super) async fn chat(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
-    infer(s, Api::Chat, headers, body).await
+pub(super) async fn chat(
+    State(s): State<Arc<AppState>>,
+    conn: Option<Extension<ConnDraw>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    infer(s, Api::Chat, conn.map(|c| c.0).unwrap_or_default(), headers, body).await
 }
 
-pub(super) async fn forefront(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
-    infer(s, Api::Forefront, headers, body).await
+pub(super) async fn forefront(
+    State(s): State<Arc<AppState>>,
+    conn: Option<Extension<ConnDraw>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    infer(s, Api::Forefront, conn.map(|c| c.0).unwrap_or_default(), headers, body).await
 }
 
 /// Whitespace-separated words: the simulator's documented token rule.
@@ -101,7 +117,7 @@ fn token_text(request: u64, i: u32) -> String {
     format!(" {}", VOCAB[((request + u64::from(i)) % VOCAB.len() as u64) as usize])
 }
 
-async fn infer(s: Arc<AppState>, api: Api, headers: HeaderMap, body: Bytes) -> Response {
+async fn infer(s: Arc<AppState>, api: Api, conn: ConnDraw, headers: HeaderMap, body: Bytes) -> Response {
     let req = match s.request(&headers, &body) {
         Ok(v) => v,
         Err(resp) => return *resp,
@@ -134,6 +150,7 @@ async fn infer(s: Arc<AppState>, api: Api, headers: HeaderMap, body: Bytes) -> R
         prompt_tokens: prompt,
         max_tokens: max,
         mult,
+        conn: conn.0,
         events: tx,
     }) {
         return s.no_gpu();

@@ -8,7 +8,7 @@ use super::faults::ResetConnection;
 use super::inference::{chat, completions, forefront};
 use super::metrics::metrics;
 use super::resource::{health, models, resource_get, resource_post};
-use super::state::AppState;
+use super::state::{AppState, ConnDraw};
 use axum::body::Body;
 use axum::http::Request;
 use axum::routing::{get, post};
@@ -21,7 +21,9 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 pub(super) async fn serve(listener: TcpListener, cfg: SimConfig, stop: CancellationToken) -> std::io::Result<()> {
+    let seed = cfg.seed;
     let state = Arc::new(AppState::new(cfg));
+    let mut accepted_count = 0u64;
     let router = Router::new()
         .route("/v1/completions", post(completions))
         .route("/v1/chat/completions", post(chat))
@@ -47,11 +49,14 @@ pub(super) async fn serve(listener: TcpListener, cfg: SimConfig, stop: Cancellat
             _ = stop.cancelled() => return Ok(()),
         };
         let _ = stream.set_nodelay(true);
+        let draw = ConnDraw::nth(seed, accepted_count);
+        accepted_count += 1;
         let router = router.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+            let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
                 let router = router.clone();
+                req.extensions_mut().insert(draw);
                 async move {
                     let resp = match router.oneshot(req.map(Body::new)).await {
                         Ok(resp) => resp,

@@ -46,6 +46,18 @@ pub(super) struct AppState {
     pub(super) in_flight_max: AtomicUsize,
 }
 
+/// The random draw of the connection a request came on, put in each request's extensions by the
+/// accept loop: what pins a connection to one GPU under the connection router.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct ConnDraw(pub(super) u64);
+
+impl ConnDraw {
+    /// The draw of the `index`-th accepted connection: seeded, so a seed replays the same pins.
+    pub(super) fn nth(seed: u64, index: u64) -> ConnDraw {
+        ConnDraw(crate::hash::mix64(seed.wrapping_mul(crate::hash::GOLDEN) ^ crate::hash::splitmix64(index)))
+    }
+}
+
 /// Counts an inference request as in flight for as long as it lives (also inside a stream body).
 pub(super) struct InFlight(pub(super) Arc<AppState>);
 
@@ -89,7 +101,7 @@ impl AppState {
     /// Starts the cluster's GPUs (inside a tokio runtime) and the server's state from the config.
     pub(super) fn new(cfg: SimConfig) -> AppState {
         let gauges = Arc::new(Gauges::default());
-        let cluster = Cluster::new(cfg.params, cfg.gpus, gauges.clone());
+        let cluster = Cluster::new(cfg.params, cfg.route, cfg.gpus, gauges.clone());
         let power = if cfg.start_off { Power::Off } else { Power::On };
         AppState {
             cfg,
