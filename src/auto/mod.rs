@@ -103,7 +103,7 @@ pub async fn run(s: Settings, interrupt: Stop) -> anyhow::Result<ExitStatus> {
         let Some((swept, sent)) = sweep(&s, &target, &spec, requests, &run_settings.output, &interrupt).await? else {
             return Ok(ExitStatus::Interrupted);
         };
-        let plan = plan(&s, &swept.summary, requests, sent, started)?;
+        let mut plan = plan(&s, &swept.summary, None, requests, sent, started)?;
         let plan_section = Section::from_lines(
             "Plan",
             &planner::explain(&plan),
@@ -114,7 +114,18 @@ pub async fn run(s: Settings, interrupt: Stop) -> anyhow::Result<ExitStatus> {
         if !confirm(&s, &plan, requests, &run_settings.output)? {
             return Ok(ExitStatus::Success);
         }
-        prepare_resource(&s, &target, &lifecycle, &plan, &spec, &interrupt).await?;
+        if let Some(verified) = prepare_resource(&s, &target, &lifecycle, &plan, &spec, &interrupt).await? {
+            plan = replan(
+                &s,
+                &target,
+                &lifecycle,
+                &swept.summary,
+                &verified,
+                plan,
+                (requests, sent, started),
+            )
+            .await?;
+        }
         run_settings.concurrency = plan.total_concurrency;
         run_settings.gpus = plan.gpus;
         run_settings.plan = Some(plan);
@@ -196,7 +207,52 @@ async fn sweep(
 
 /// Plans the rest of the job from the sweep and writes plan.json. A deadline leaves the
 /// requests the sweep did not answer for the time the sweep did not use.
-fn plan(s: &Settings, summary: &Summary, requests: u64, sent: u64, started: Instant) -> anyhow::Result<Plan> {
+/// The plan again with the scaling `--verify` measured at the planned size (the sweep and the
+/// verify level as one option at two GPU counts), the resource resized if the count changed.
+async fn replan(
+    s: &Settings,
+    target: &Target,
+    lifecycle: &Lifecycle,
+    swept: &Summary,
+    verified: &Summary,
+    first: Plan,
+    (requests, sent, started): (u64, u64, Instant),
+) -> anyhow::Result<Plan> {
+    if verified.gpus == swept.gpus || verified.levels.is_empty() {
+        // One GPU count: nothing measured about scaling.
+        return Ok(first);
+    }
+    let plan = plan(s, swept, Some(verified), requests, sent, started)?;
+    if let Some(sc) = &plan.scaling {
+        ui::info(format!(
+            "verify: measured scaling x{:.2} per GPU at {} GPUs; re-planned: {} GPUs (was {}), {} RPM expected",
+            sc.measured.last().map_or(1.0, |p| p.efficiency),
+            verified.gpus,
+            plan.gpus,
+            first.gpus,
+            ui::thousands(plan.expected_rpm)
+        ));
+    }
+    if plan.gpus != first.gpus {
+        if s.resource.sim_api {
+            lifecycle.on(plan.gpus, s.resource.ready_timeout).await?;
+        } else if s.endpoint.url.is_none() {
+            resize_sim(target, plan.gpus).await?;
+        }
+        print_plan(&plan)?;
+    }
+    Ok(plan)
+}
+
+/// Sizes the job from the sweep (and, with `verified`, the scaling `--verify` measured).
+fn plan(
+    s: &Settings,
+    summary: &Summary,
+    verified: Option<&Summary>,
+    requests: u64,
+    sent: u64,
+    started: Instant,
+) -> anyhow::Result<Plan> {
     let (rate, plan_requests) = match s.goal {
         Goal::TargetRpm(r) => (RateGoal::Rpm(r), requests),
         Goal::Deadline(d) => {
@@ -216,13 +272,29 @@ fn plan(s: &Settings, summary: &Summary, requests: u64, sent: u64, started: Inst
             (RateGoal::Deadline(left.as_secs_f64()), rest)
         }
     };
-    let option = SweepOption {
-        summary,
-        sweep: s.out.display().to_string(),
-        folder_name: crate::sizing::folder_name(&s.out),
+    // The verify level is the same option at another size: one name makes them one option.
+    let name = Some(
+        summary
+            .name
+            .clone()
+            .unwrap_or_else(|| crate::sizing::folder_name(&s.out)),
+    );
+    let named = |sm: &Summary| Summary {
+        name: name.clone(),
+        ..sm.clone()
     };
+    let summaries: Vec<Summary> = std::iter::once(summary).chain(verified).map(named).collect();
+    let options: Vec<SweepOption> = summaries
+        .iter()
+        .zip([s.out.clone(), s.out.join("verify")])
+        .map(|(summary, dir)| SweepOption {
+            summary,
+            sweep: dir.display().to_string(),
+            folder_name: crate::sizing::folder_name(&dir),
+        })
+        .collect();
     let choice = crate::sizing::decide(&Question {
-        options: std::slice::from_ref(&option),
+        options: &options,
         rate,
         job: JobSpec {
             requests: Some(plan_requests),
@@ -289,8 +361,9 @@ async fn prepare_resource(
     plan: &Plan,
     spec: &BodySpec,
     interrupt: &Stop,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<Summary>> {
     let in_process = s.endpoint.url.is_none();
+    let mut verified = None;
     if in_process && !s.resource.sim_api {
         // The built-in resource scales like a provider's: give it the planned GPUs.
         resize_sim(target, plan.gpus).await?;
@@ -302,7 +375,7 @@ async fn prepare_resource(
             }
             // Verifying sends lines of its own, outside the job's output.
             let fresh = Arc::new(Workload::sampled(&s.input, s.format, 10_000, s.seed ^ 1, spec.clone())?);
-            verify(s, target, fresh, plan, interrupt).await?;
+            verified = verify(s, target, fresh, plan, interrupt).await?;
         } else {
             ui::warn("--verify needs a resizable resource (the built-in simulator or --resource); skipped");
         }
@@ -313,7 +386,7 @@ async fn prepare_resource(
             plan.gpus, s.gpus
         ));
     }
-    Ok(())
+    Ok(verified)
 }
 
 /// Measures one level at the planned size and compares it with the plan's expected RPM.
@@ -323,7 +396,7 @@ async fn verify(
     workload: Arc<Workload>,
     plan: &Plan,
     interrupt: &Stop,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<Summary>> {
     let mut m = s.measure.clone();
     m.gpus = plan.gpus;
     m.levels = Levels::List(vec![plan.total_concurrency]);
@@ -349,17 +422,14 @@ async fn verify(
             ui::thousands(level.rpm),
             ui::thousands(plan.expected_rpm),
             (ratio - 1.0) * 100.0,
-            if ratio < 0.9 {
-                ": replicas do not scale linearly here; plan with a sweep at this size"
+            if ratio < 0.97 {
+                ": replicas do not scale linearly here; the plan is re-sized with this measured scaling"
             } else {
                 ""
             }
         ));
-        if ratio < 0.9 {
-            ui::warn("the verified rate is more than 10% below the plan; the run will take longer than predicted");
-        }
     }
-    Ok(())
+    Ok(Some(r.summary))
 }
 
 /// The report's Run section: the run's own requests (the sweep answered the others) and its

@@ -4,8 +4,8 @@
 
 use crate::api::Api;
 use crate::cli::{
-    EndpointArgs, EstimateChoice, MeasureArgs, ObjectiveChoice, PlanTuning, ResourceKind, RouterChoice, RunTuning, SimModelArgs,
-    SloArgs, WorkloadArgs,
+    EndpointArgs, EstimateChoice, MeasureArgs, ObjectiveChoice, PlanTuning, ResourceKind, RouterChoice, RunTuning,
+    SimModelArgs, SloArgs, WorkloadArgs,
 };
 use crate::job::Tuning;
 use crate::measure::{parse_levels, Settings, WorkloadSpec};

@@ -142,7 +142,7 @@ fn scaling_line(plan: &Plan) -> String {
     let points: Vec<String> = s
         .measured
         .iter()
-        .map(|p| format!("{} x{:.2}", p.gpus, p.efficiency))
+        .map(|p| format!("{} x{:.2}", gpus_word(p.gpus), p.efficiency))
         .collect();
     let largest = s.measured.last().map_or(0, |p| p.gpus);
     let how = if plan.gpus > largest {
@@ -153,7 +153,7 @@ fn scaling_line(plan: &Plan) -> String {
         "interpolated"
     };
     format!(
-        "scaling measured at {} GPUs (per-GPU rate relative to {}); plan uses {}: x{:.2} ({how}), {} RPM per GPU of the {} swept",
+        "scaling measured: {} (per-GPU rate relative to {}); plan uses {}: x{:.2} ({how}), {} RPM per GPU of the {} swept",
         points.join(", "),
         gpus_word(plan.sweep_gpus),
         plan.gpus,

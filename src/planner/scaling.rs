@@ -67,10 +67,7 @@ impl Scaling {
         if gpus <= m[0].gpus {
             return 1.0;
         }
-        let seg = m
-            .windows(2)
-            .find(|w| gpus <= w[1].gpus)
-            .unwrap_or(&m[m.len() - 2..]);
+        let seg = m.windows(2).find(|w| gpus <= w[1].gpus).unwrap_or(&m[m.len() - 2..]);
         let (g0, g1) = (f64::from(seg[0].gpus).ln(), f64::from(seg[1].gpus).ln());
         let t = (g - g0) / (g1 - g0);
         let e = seg[0].efficiency + t * (seg[1].efficiency - seg[0].efficiency);

@@ -4,10 +4,10 @@
 //! option sized and one chosen. Pure: what a person should read comes back as [`Note`]s.
 
 use super::choose::{choose, deadline_target_rpm, Candidate, Choice, Goal};
+use super::explain::gpus_word;
 use super::plan::{Plan, WorkloadMix};
 use super::scaling::Scaling;
 use super::size::{plateau_per_gpu, rescale_for_mix, token_figures, PlanError, PlanInput, SweepLevel};
-use super::explain::gpus_word;
 use crate::model::{Estimate, LevelRow, MixSums, Objective, Slo, Summary, SweepMix};
 
 /// The rate the job must sustain: given, or what a deadline asks for.
@@ -424,7 +424,10 @@ mod tests {
                 folder_name: "sweep".into(),
             },
         ];
-        assert_eq!(option_names(&options.iter().collect::<Vec<_>>()), ["x/sweep", "y/sweep"]);
+        assert_eq!(
+            option_names(&options.iter().collect::<Vec<_>>()),
+            ["x/sweep", "y/sweep"]
+        );
     }
 
     /// The fixture's sweep on 2 GPUs and one of the same resource on 8 GPUs serving `share` of

@@ -6,9 +6,9 @@ use super::gpu::{Event, NewSeq};
 use super::state::{AppState, ConnDraw, InFlight};
 use axum::body::Body;
 use axum::extract::State;
-use axum::Extension;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use bytes::Bytes;
 use http_body::Frame;
 use serde_json::{json, Value};
@@ -32,7 +32,14 @@ pub(super) async fn completions(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    infer(s, Api::Completions, conn.map(|c| c.0).unwrap_or_default(), headers, body).await
+    infer(
+        s,
+        Api::Completions,
+        conn.map(|c| c.0).unwrap_or_default(),
+        headers,
+        body,
+    )
+    .await
 }
 
 pub(super) async fn chat(

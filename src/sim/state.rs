@@ -54,7 +54,9 @@ pub(super) struct ConnDraw(pub(super) u64);
 impl ConnDraw {
     /// The draw of the `index`-th accepted connection: seeded, so a seed replays the same pins.
     pub(super) fn nth(seed: u64, index: u64) -> ConnDraw {
-        ConnDraw(crate::hash::mix64(seed.wrapping_mul(crate::hash::GOLDEN) ^ crate::hash::splitmix64(index)))
+        ConnDraw(crate::hash::mix64(
+            seed.wrapping_mul(crate::hash::GOLDEN) ^ crate::hash::splitmix64(index),
+        ))
     }
 }
 

@@ -223,3 +223,37 @@ fn a_job_sweep_level_ended_by_its_lines_says_so() {
     assert!(stderr.contains("as --estimate mean asks"), "{stderr}");
     assert_all_answered(&dir.path().join("auto/output.jsonl"), 120);
 }
+
+/// Behind a router that pins each connection to a random replica (kube-proxy), 8 replicas serve
+/// less than 8 x one: `--verify` measures that at the planned size and the plan is re-sized
+/// with it, not only reported.
+#[test]
+fn verify_feeds_the_measured_scaling_into_the_plan() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = batch_file(tmp.path(), 3000, 8);
+    let out = tmp.path().join("job");
+    let assert = sizeup()
+        .args(["auto", "--yes", "--verify", "--input"])
+        .arg(&input)
+        .args(["--target-rpm", "40000", "--concurrency", "1,2,4,8"])
+        .args(["--warmup", "300ms", "--max-duration", "3s", "--ci-width", "0.05"])
+        .args(["--min-requests", "30", "--router", "connection", "--out"])
+        .arg(&out)
+        .args(SIM)
+        .assert()
+        .success();
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    // 1 GPU of 4 slots serves 6,000 RPM; 40,000 x 1.1 -> 8 GPUs at concurrency 32, where 32
+    // connections pinned at random leave some replicas short of 4 and others queueing.
+    let verify = read_json(&out.join("verify/summary.json"));
+    assert_eq!(verify["gpus"], 8, "{stderr}");
+    let plan = read_json(&out.join("plan.json"));
+    let measured = &plan["scaling"]["measured"];
+    assert_eq!(measured[0]["gpus"], 1, "{plan:#}");
+    assert_eq!(measured[1]["gpus"], 8, "{plan:#}");
+    let e8 = measured[1]["efficiency"].as_f64().unwrap();
+    assert!(e8 < 0.97, "connection pinning scaled linearly? {plan:#}");
+    assert!(plan["gpus"].as_u64().unwrap() > 8, "not re-sized: {plan:#}\n{stderr}");
+    assert!(stderr.contains("re-planned"), "{stderr}");
+    assert_all_answered(&out.join("output.jsonl"), 3000);
+}
