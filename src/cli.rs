@@ -557,6 +557,14 @@ pub struct RunTuning {
     /// Go on past invalid input lines (listed in the errors file) instead of stopping.
     #[arg(long)]
     pub skip_invalid: bool,
+    /// Hold the plan's rate: when the run falls short of it (a router pinning connections, a
+    /// fleet slower than the sweep's), raise the requests in flight step by step, within the
+    /// latency limit (the SLO, and at most 1.5x the plan's p95), and take back a step that
+    /// breaks it or buys no rate. On by default in `auto`, off in `run` (needs --plan);
+    /// --hold-rate=off keeps the plan's concurrency fixed.
+    #[arg(long, value_name = "on|off", num_args = 0..=1, require_equals = true,
+          default_missing_value = "on", value_parser = clap::builder::BoolishValueParser::new())]
+    pub hold_rate: Option<bool>,
     /// Output tokens for text and CSV prompts (bodies given in the input keep theirs).
     #[arg(long)]
     pub max_tokens: Option<u32>,

@@ -75,6 +75,7 @@ pub async fn run(s: Settings, interrupt: Stop) -> anyhow::Result<ExitStatus> {
         gpus: s.gpus,
         tuning: s.tuning.clone(),
         resource: s.resource.clone(),
+        hold: None,
     };
     let valid = validate_input(&run_settings, s.endpoint.api)?;
     let requests = valid.items.unwrap_or(0);
@@ -129,6 +130,9 @@ pub async fn run(s: Settings, interrupt: Stop) -> anyhow::Result<ExitStatus> {
         run_settings.concurrency = plan.total_concurrency;
         run_settings.gpus = plan.gpus;
         run_settings.plan = Some(plan);
+        // `auto` holds the rate it planned unless told not to.
+        run_settings.hold =
+            run_settings.hold_spec(s.tuning.hold_rate.unwrap_or(true), s.measure.slo.max_latency_p95_ms);
         // The sweep's answers are in the output already: the run goes on from them.
         run_settings.resume = true;
         let prepared = open_output(&run_settings, s.endpoint.api, valid)?;

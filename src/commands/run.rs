@@ -146,7 +146,13 @@ pub fn settings_from_args(a: &RunArgs) -> anyhow::Result<RunSettings> {
         .summary
         .clone()
         .unwrap_or_else(|| output.with_file_name("run-summary.json"));
-    Ok(RunSettings {
+    if a.tuning.hold_rate == Some(true) && plan.is_none() {
+        return Err(usage_error(
+            "--hold-rate holds a plan's rate, and there is no --plan",
+            Some("give --plan plan.json (from `sizeup plan` or `sizeup auto`)".into()),
+        ));
+    }
+    let mut s = RunSettings {
         input: a.input.clone(),
         format: a.tuning.format,
         output,
@@ -159,5 +165,9 @@ pub fn settings_from_args(a: &RunArgs) -> anyhow::Result<RunSettings> {
         share,
         tuning,
         resource,
-    })
+        hold: None,
+    };
+    // `run` holds the rate only when asked: its concurrency is what the user set.
+    s.hold = s.hold_spec(a.tuning.hold_rate == Some(true), None);
+    Ok(s)
 }

@@ -193,6 +193,7 @@ pub fn run_tuning(t: &RunTuning) -> anyhow::Result<(Tuning, ResourceSpec)> {
         retry_max: t.retry_max,
         skip_invalid: t.skip_invalid,
         max_tokens: t.max_tokens,
+        hold_rate: t.hold_rate,
     };
     let resource = ResourceSpec {
         sim_api: matches!(t.resource, Some(ResourceKind::Sim)),

@@ -13,9 +13,10 @@ mod signals;
 pub use signals::Signals;
 
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -51,6 +52,80 @@ impl Stop {
     }
 }
 
+/// The window's width: how many of its workers may take work. Fixed for a sweep's level;
+/// a run holding its plan's rate moves it between 1 and the workers spawned (`max`). A worker
+/// above the width finishes the item it has and then waits, so lowering never cuts a request.
+pub struct Width {
+    limit: AtomicUsize,
+    max: usize,
+    raised: Notify,
+    /// Set when a worker found the source empty: the workers waiting above the width end too.
+    exhausted: std::sync::atomic::AtomicBool,
+}
+
+impl Width {
+    /// `n` workers, always all at work.
+    pub fn fixed(n: usize) -> Arc<Width> {
+        Width::new(n, n)
+    }
+
+    /// `max` workers, `start` of them at work.
+    pub fn new(start: usize, max: usize) -> Arc<Width> {
+        let max = max.max(1);
+        Arc::new(Width {
+            limit: AtomicUsize::new(start.clamp(1, max)),
+            max,
+            raised: Notify::new(),
+            exhausted: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    pub fn get(&self) -> usize {
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Sets the width (1..=max) and returns it.
+    pub fn set(&self, n: usize) -> usize {
+        let n = n.clamp(1, self.max);
+        let was = self.limit.swap(n, Ordering::SeqCst);
+        if n > was {
+            self.raised.notify_waiters();
+        }
+        n
+    }
+
+    /// The source is empty: wakes the workers waiting above the width, to end.
+    fn exhaust(&self) {
+        self.exhausted.store(true, Ordering::SeqCst);
+        self.raised.notify_waiters();
+    }
+
+    /// Waits until worker `index` is within the width; false if `drain` or the source's end
+    /// came first.
+    async fn admit(&self, index: usize, drain: &CancellationToken) -> bool {
+        loop {
+            let raised = self.raised.notified();
+            tokio::pin!(raised);
+            // Registered before the checks, so a raise between them is not missed.
+            raised.as_mut().enable();
+            if self.exhausted.load(Ordering::SeqCst) {
+                return false;
+            }
+            if index < self.get() {
+                return true;
+            }
+            tokio::select! {
+                _ = raised => {}
+                _ = drain.cancelled() => return false,
+            }
+        }
+    }
+}
+
 /// Runs the window until the source is exhausted or `stop` says so. Each finished item's result
 /// is sent on `results`; the function returns when every worker has ended.
 pub async fn run_window<S, F, Fut, R>(
@@ -65,15 +140,40 @@ pub async fn run_window<S, F, Fut, R>(
     Fut: Future<Output = R> + Send,
     R: Send + 'static,
 {
+    run_window_of(Width::fixed(concurrency.max(1)), source, work, results, stop).await
+}
+
+/// [`run_window`] with a width that may move while it runs.
+pub async fn run_window_of<S, F, Fut, R>(
+    width: Arc<Width>,
+    source: Arc<S>,
+    work: F,
+    results: mpsc::UnboundedSender<R>,
+    stop: Stop,
+) where
+    S: Source,
+    F: Fn(S::Item, Slot) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = R> + Send,
+    R: Send + 'static,
+{
     let work = Arc::new(work);
     let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..concurrency.max(1) {
+    for index in 0..width.max() {
         let (source, work, results, drain) = (source.clone(), work.clone(), results.clone(), stop.drain.clone());
+        let width = width.clone();
         workers.spawn(async move {
             let mut freed = Instant::now();
             loop {
                 if drain.is_cancelled() {
                     break;
+                }
+                // One relaxed load when the worker is within the width, as every worker of a
+                // fixed window is.
+                if index >= width.get() {
+                    if !width.admit(index, &drain).await {
+                        break;
+                    }
+                    freed = Instant::now();
                 }
                 // The source first: an item at hand is taken without polling `drain`, whose
                 // waiter list sits behind a lock shared by every worker. Only a worker that
@@ -83,7 +183,10 @@ pub async fn run_window<S, F, Fut, R>(
                     item = source.next() => item,
                     _ = drain.cancelled() => break,
                 };
-                let Some(item) = item else { break };
+                let Some(item) = item else {
+                    width.exhaust();
+                    break;
+                };
                 let slot = Slot {
                     sched_delay: Instant::now() - freed,
                 };
@@ -235,5 +338,62 @@ mod tests {
         // Draining lets the two in flight at 55 ms finish (at 60 ms): 6 rounds of 2.
         assert_eq!(stopped_at_55ms(false).await, 12);
         assert_eq!(stopped_at_55ms(true).await, 10, "abandoned requests are not reported");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_width_moves_in_flight_up_and_down_without_cutting_a_request() {
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let peaks = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let source = Arc::new(Counter {
+            next: AtomicU64::new(0),
+            total: 120,
+        });
+        let width = Width::new(2, 8);
+        let w = width.clone();
+        let (f, p) = (in_flight.clone(), peaks.clone());
+        tokio::spawn(async move {
+            // 2 in flight for 100 ms, then 8, then 3.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert_eq!(w.set(20), 8, "clamped to the workers spawned");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            w.set(3);
+        });
+        run_window_of(
+            width,
+            source,
+            move |i: u64, _slot| {
+                let (f, p) = (f.clone(), p.clone());
+                async move {
+                    let now = f.fetch_add(1, Ordering::SeqCst) + 1;
+                    p.lock().unwrap().push((Instant::now(), now));
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    f.fetch_sub(1, Ordering::SeqCst);
+                    i
+                }
+            },
+            tx,
+            Stop::new(),
+        )
+        .await;
+        let mut n = 0;
+        while rx.recv().await.is_some() {
+            n += 1;
+        }
+        assert_eq!(n, 120, "every item once");
+        let peaks = peaks.lock().unwrap();
+        let start = peaks[0].0;
+        let max_in = |from: u64, to: u64| {
+            peaks
+                .iter()
+                .filter(|(t, _)| *t >= start + Duration::from_millis(from) && *t < start + Duration::from_millis(to))
+                .map(|(_, n)| *n)
+                .max()
+                .unwrap_or(0)
+        };
+        assert_eq!(max_in(0, 100), 2);
+        assert_eq!(max_in(100, 200), 8);
+        // Lowered: the workers above 3 finish the request they have (by 210 ms), then wait.
+        assert_eq!(max_in(211, 10_000), 3);
     }
 }

@@ -2,13 +2,14 @@
 //! Ctrl-C are handled, and the run ends with run-summary.json and its exit status.
 
 use super::feed::FeedNote;
+use super::hold::{Hold, HoldRecord, HoldStep};
 use super::progress::Progress;
 use super::queue::JobSource;
 use super::settings::{predicted_vs_achieved, Batch, RunOutcome, RunSettings};
 use super::tally::{RunServer, RunSummary, Tally};
 use super::worker::Event;
 use crate::batch::{self, OutputWriter};
-use crate::engine::Stop;
+use crate::engine::{Stop, Width};
 use crate::stats::server::summarize_server;
 use crate::ui::{self, usage_error, ExitStatus};
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 /// The one place outcomes become output lines and counts.
 pub(super) struct Collector {
@@ -31,6 +33,72 @@ pub(super) struct Collector {
     pub(super) streak: Arc<std::sync::Mutex<crate::outcome::Streak>>,
     /// Set when the streak stopped the run: the status and message every answer repeated.
     pub(super) systematic: Option<(Option<u16>, String)>,
+    /// Holding the plan's rate (`--hold-rate`).
+    pub(super) hold: Option<Holding>,
+}
+
+/// The hold at work: its controller, the engine's width it moves and the window being counted.
+pub(super) struct Holding {
+    hold: Hold,
+    width: Arc<Width>,
+    start: Instant,
+    /// Answers that finished at or after this instant count in the window.
+    from: Instant,
+    answers: u64,
+    latencies_ms: Vec<f64>,
+}
+
+impl Holding {
+    pub(super) fn new(hold: Hold, width: Arc<Width>, start: Instant) -> Holding {
+        let from = start + hold.spec.settle;
+        Holding {
+            hold,
+            width,
+            start,
+            from,
+            answers: 0,
+            latencies_ms: Vec::new(),
+        }
+    }
+
+    fn record(&mut self, outcome: &crate::client::Outcome) {
+        if outcome.end < self.from {
+            return;
+        }
+        self.answers += 1;
+        if outcome.result.is_ok() {
+            self.latencies_ms
+                .push((outcome.end - outcome.start).as_secs_f64() * 1000.0);
+        }
+    }
+
+    /// At a window's end: the hold's decision applied to the width. Returns the new in-flight
+    /// count when it changed.
+    fn tick(&mut self, now: Instant, remaining: Option<u64>) -> Option<(u32, HoldStep)> {
+        let counted = now.saturating_duration_since(self.from);
+        if counted < self.hold.spec.window {
+            return None;
+        }
+        // The last answers of a job come slower as the window empties: not a rate to hold.
+        if remaining.is_some_and(|r| r < 2 * u64::from(self.hold.current())) {
+            return None;
+        }
+        let rpm = self.answers as f64 / counted.as_secs_f64() * 60.0;
+        self.latencies_ms.sort_by(f64::total_cmp);
+        let p95 = (!self.latencies_ms.is_empty())
+            .then(|| self.latencies_ms[((self.latencies_ms.len() - 1) as f64 * 0.95).round() as usize]);
+        let was = self.hold.current();
+        let next = self.hold.decide((now - self.start).as_secs_f64(), rpm, p95);
+        self.answers = 0;
+        self.latencies_ms.clear();
+        if next == was {
+            self.from = now;
+            return None;
+        }
+        self.width.set(next as usize);
+        self.from = now + self.hold.spec.settle;
+        self.hold.steps.last().cloned().map(|s| (next, s))
+    }
 }
 
 impl Collector {
@@ -82,7 +150,10 @@ impl Collector {
                 _ = interrupt.abandon.cancelled(), if self.interrupted && !self.stop.abandon.is_cancelled() => {
                     self.stop.abandon.cancel();
                 }
-                _ = ticker.tick() => self.progress.tick(self.tally.start, retries_used.load(Ordering::Relaxed)),
+                _ = ticker.tick() => {
+                    self.hold_tick();
+                    self.progress.tick(self.tally.start, retries_used.load(Ordering::Relaxed));
+                }
             }
         }
         self.flush()?;
@@ -93,6 +164,23 @@ impl Collector {
             }
         }
         Ok(())
+    }
+
+    fn hold_tick(&mut self) {
+        let remaining = self.progress.remaining();
+        let Some(h) = self.hold.as_mut() else { return };
+        if let Some((next, step)) = h.tick(Instant::now(), remaining) {
+            self.progress.set_concurrency(next);
+            let p95 = step.latency_p95_ms.map_or("-".into(), |p| format!("{p:.0} ms"));
+            ui::info(format!(
+                "hold-rate: {} -> {next} in flight ({}): {} RPM of {} planned, p95 {p95} (limit {:.0} ms)",
+                step.concurrency,
+                step.action,
+                ui::thousands(step.rpm),
+                ui::thousands(h.hold.spec.target_rpm),
+                h.hold.spec.latency_limit_ms
+            ));
+        }
     }
 
     fn on_event(&mut self, ev: Event, retries_used: &AtomicU64) -> anyhow::Result<()> {
@@ -111,6 +199,9 @@ impl Collector {
                     // Start nothing new; the requests in flight finish and are written.
                     self.source.close_feed();
                     self.stop.drain.cancel();
+                }
+                if let Some(h) = self.hold.as_mut() {
+                    h.record(&outcome);
                 }
                 let rec = self.tally.finish(custom_id, outcome, attempts);
                 self.write(&rec)?;
@@ -310,6 +401,8 @@ impl Collector {
                 .map(|(_, m)| format!("systematic failure: {m}"))),
             started_at,
             sizeup_version: env!("CARGO_PKG_VERSION").to_string(),
+            hold: self.hold.as_ref().map(|h| HoldRecord::from(&h.hold)),
+            scaling_efficiency: scaling_efficiency(s, t.achieved_rpm()),
             server: b.server.as_ref().map(|sc| {
                 let window = sc.between(t.start, tokio::time::Instant::now());
                 RunServer {
@@ -320,4 +413,15 @@ impl Collector {
             }),
         }
     }
+}
+
+/// The fleet's measured scaling: the rate per GPU the run achieved over the rate per GPU the
+/// sweep measured (before any measured scaling the plan applied). With a plan only.
+fn scaling_efficiency(s: &RunSettings, achieved_rpm: f64) -> Option<f64> {
+    let plan = s.plan.as_ref()?;
+    let planned = s.planned_rpm().filter(|r| *r > 0.0)?;
+    let applied = plan.scaling.as_ref().map_or(1.0, |sc| sc.efficiency);
+    // `planned` is this process's share of gpus x rpm_per_gpu; the sweep's rate is that over
+    // the efficiency applied.
+    Some(achieved_rpm / (planned / applied))
 }

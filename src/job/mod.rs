@@ -11,6 +11,7 @@
 pub mod attempt;
 mod collect;
 pub mod feed;
+pub mod hold;
 pub mod layout;
 pub mod progress;
 pub mod queue;
@@ -22,7 +23,7 @@ use crate::api::Api;
 use crate::batch::{self, DuplicateCheck, OutputWriter, ReadOptions};
 use crate::engine::rate::RateLimiter;
 use crate::engine::retry::RetryPolicy;
-use crate::engine::{run_window, Slot, Stop};
+use crate::engine::{run_window_of, Slot, Stop, Width};
 use crate::resource::Lifecycle;
 use crate::target::{Endpoint, Target};
 use crate::ui::{self, usage_error};
@@ -213,7 +214,8 @@ pub async fn run_on(
             api: e.api,
             field: e.max_tokens_field,
             model,
-            client: Arc::new(target.client(e, s.concurrency as usize)?),
+            // Pooled for the most the run may hold in flight.
+            client: Arc::new(target.client(e, s.hold.map_or(s.concurrency, |h| h.ceiling) as usize)?),
             key_hint: target.key_hint(),
             stop_after_failures: e.stop_after_failures,
             server,
@@ -277,8 +279,13 @@ pub async fn send_batch(b: Batch<'_>, prepared: Prepared, interrupt: Stop) -> an
             max: s.tuning.retry_max,
         },
     });
-    let window = tokio::spawn(run_window(
+    let hold = s.hold.map(hold::Hold::new);
+    let width = Width::new(
         s.concurrency as usize,
+        hold.as_ref().map_or(s.concurrency, |h| h.spec.ceiling) as usize,
+    );
+    let window = tokio::spawn(run_window_of(
+        width.clone(),
         source.clone(),
         // One shared worker: a job clones one `Arc`, not each of the worker's handles.
         move |job: Job, _slot: Slot| Worker::attempt(worker.clone(), job),
@@ -300,6 +307,7 @@ pub async fn send_batch(b: Batch<'_>, prepared: Prepared, interrupt: Stop) -> an
         interrupted: false,
         streak,
         systematic: None,
+        hold: hold.map(|h| collect::Holding::new(h, width, start)),
     };
     c.collect(rx, note_rx, &interrupt, &retries_used).await?;
     let _ = window.await;

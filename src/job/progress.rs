@@ -49,6 +49,16 @@ impl Progress {
         }
     }
 
+    /// Requests not yet answered, when the total is known.
+    pub fn remaining(&self) -> Option<u64> {
+        self.total.map(|t| t.saturating_sub(self.done))
+    }
+
+    /// The requests in flight now (holding the rate moves it).
+    pub fn set_concurrency(&mut self, n: u32) {
+        self.concurrency = n;
+    }
+
     pub fn update(&mut self, ok: u64, failed: u64) {
         self.done = ok + failed;
         self.failed = failed;

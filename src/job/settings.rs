@@ -2,6 +2,7 @@
 //! the batch's fixed context, the outcome, and the one way a prediction is set against what
 //! the run took. Beside the pipeline's files, which all read it, so none reads `mod.rs`.
 
+use super::hold::HoldSpec;
 use crate::api::Api;
 use crate::batch::Format;
 use crate::client::{Client, MaxTokensField};
@@ -10,6 +11,7 @@ use crate::resource::ResourceSpec;
 use crate::ui::ExitStatus;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Everything a run needs, validated.
 pub struct RunSettings {
@@ -26,6 +28,8 @@ pub struct RunSettings {
     pub share: Option<ShardShare>,
     pub tuning: Tuning,
     pub resource: ResourceSpec,
+    /// Holding the plan's rate (`--hold-rate`); `None` keeps `concurrency` fixed.
+    pub hold: Option<HoldSpec>,
 }
 
 /// How the batch is sent (`--rate`, `--retries`, `--retry-base`, `--retry-max`,
@@ -40,6 +44,8 @@ pub struct Tuning {
     pub skip_invalid: bool,
     /// Output tokens for text and CSV prompts.
     pub max_tokens: Option<u32>,
+    /// `--hold-rate`: given on or off, or left to the command's default.
+    pub hold_rate: Option<bool>,
 }
 
 /// One shard's part of a plan: shards of one job share its concurrency (and rate) instead of
@@ -86,6 +92,31 @@ impl RunSettings {
         }
         // A --rate below the plan's is what the run will reach.
         .map(|planned| rate.map_or(planned, |r| planned.min(r)))
+    }
+
+    /// How the run holds its planned rate, when `on` and there is a plan to hold; the latency
+    /// limit is the SLO's p95 (`slo_p95_ms`) and never over 1.5x the plan's own p95.
+    pub fn hold_spec(&self, on: bool, slo_p95_ms: Option<f64>) -> Option<HoldSpec> {
+        let plan = self.plan.as_ref().filter(|_| on)?;
+        let target_rpm = self.planned_rpm().filter(|r| *r > 0.0)?;
+        let plan_p95 = Some(plan.expected_latency_p95_ms * 1.5).filter(|v| v.is_finite() && *v > 0.0);
+        let latency_limit_ms = match (plan_p95, slo_p95_ms) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b).unwrap_or(f64::INFINITY),
+        };
+        // Little's law: the mean time a request is in flight at the planned rate. A window
+        // sees twenty turnovers of the in-flight requests (a rate within a few percent); the
+        // settling time after a change two.
+        let in_flight_ms = f64::from(self.concurrency) * 60_000.0 / target_rpm;
+        let ms = |v: f64, lo: u64, hi: u64| Duration::from_millis((v as u64).clamp(lo, hi));
+        Some(HoldSpec {
+            target_rpm,
+            latency_limit_ms,
+            start: self.concurrency,
+            ceiling: super::hold::ceiling(self.concurrency),
+            window: ms(in_flight_ms * 20.0, 2_000, 20_000),
+            settle: ms(in_flight_ms * 2.0, 100, 5_000),
+        })
     }
 
     /// The send-rate cap for this process.

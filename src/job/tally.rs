@@ -113,6 +113,12 @@ pub struct RunSummary {
     pub stopped_reason: Option<String>,
     pub started_at: String,
     pub sizeup_version: String,
+    /// With `--hold-rate`: the rate held, the limits, and the in-flight count over time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold: Option<super::hold::HoldRecord>,
+    /// With a plan: the rate per GPU achieved over the rate per GPU the sweep measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scaling_efficiency: Option<f64>,
     /// The server's own figures over the run, from its metrics (`--server-metrics`).
     pub server: Option<RunServer>,
     /// Which fields this file may hold (`model::schema`). Last, as the keys before it keep

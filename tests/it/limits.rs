@@ -254,3 +254,60 @@ async fn shards_share_the_plans_concurrency() {
     assert_eq!(ids.len(), 400, "outputs together are the whole job");
     assert!(ids.values().all(|&n| n == 1), "a line answered twice");
 }
+
+/// `--hold-rate`: a run short of its plan's rate raises its requests in flight step by step,
+/// never past the hold's ceiling, and still answers every line once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_rate_raises_in_flight_toward_the_plan_within_its_ceiling() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, want) = write_batch(dir.path(), "jobs.jsonl", 600, 2);
+    // 64 slots of 30 ms a request: 2,000 RPM per request in flight. The plan says 2 in flight
+    // give 16,000 RPM, so the run is short and each raise buys rate.
+    let plan = dir.path().join("plan.json");
+    write_plan(&plan, 1, 2, 16_000.0);
+    let sim = SimHandle::start(sim_cfg(1, 64, 15.0)).await.expect("sim");
+    let (out, summary) = (dir.path().join("out.jsonl"), dir.path().join("summary.json"));
+    let url = sim.url();
+    let r = run_async(
+        &[
+            "--endpoint",
+            &url,
+            "--input",
+            s(&input),
+            "--output",
+            s(&out),
+            "--summary",
+            s(&summary),
+            "--plan",
+            s(&plan),
+            "--hold-rate",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert_each_once_ok(&read_records(&out), &want, "run holding the rate");
+    let sm = read_json(&summary);
+    let hold = &sm["hold"];
+    assert_eq!(u(hold, "start_concurrency"), 2, "{sm:#}");
+    assert_eq!(u(hold, "ceiling_concurrency"), 8, "{sm:#}");
+    let steps = hold["steps"].as_array().expect("steps");
+    let raises = steps.iter().filter(|s| s["action"] == "raise").count();
+    assert!(raises >= 1, "short of the plan and never raised: {sm:#}");
+    let max = u(hold, "max_concurrency");
+    assert!((3..=8).contains(&max), "{sm:#}");
+    let m = metrics(&url).await;
+    let seen = gauge(&m, "sizeup_sim_requests_in_flight_max");
+    assert!(
+        seen <= max,
+        "the server saw {seen} in flight, over the hold's {max}: {sm:#}"
+    );
+    assert!(seen >= 3, "the raise never reached the server: {m:?}");
+    assert!(r.stderr.contains("hold-rate: 2 -> 3 in flight (raise)"), "{}", r.stderr);
+    sim.shutdown().await;
+
+    // Without a plan there is no rate to hold: refused before anything is sent.
+    let r = run_sync(&["--input", s(&input), "--concurrency", "2", "--hold-rate"], &[]);
+    assert_eq!(r.code, Some(2), "{r:?}");
+    assert!(r.stderr.contains("--hold-rate holds a plan's rate"), "{r:?}");
+}

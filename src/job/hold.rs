@@ -1,0 +1,226 @@
+//! Holding the plan's rate (`--hold-rate`): when the run falls short of the planned rate (a
+//! router that pins connections, a fleet slower than the sweep's), the in-flight count is
+//! raised step by step; a step that breaks the latency limit is taken back and not tried again,
+//! and a step that buys no rate (the fleet is full: more in flight would only queue) is taken
+//! back and ends the climb. Pure: the collector feeds it each window's rate and latency and
+//! sets the engine's width to what it answers.
+
+use serde::Serialize;
+use std::time::Duration;
+
+/// What the run holds and within which limits.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct HoldSpec {
+    /// The rate to hold, RPM (the plan's, this shard's part of it, capped by `--rate`).
+    pub target_rpm: f64,
+    /// p95 latency no window may exceed, ms: the SLO, and never over 1.5x the plan's p95, so
+    /// the rate is not bought by queueing inside the server.
+    pub latency_limit_ms: f64,
+    /// The plan's in-flight count, where the run starts.
+    #[serde(rename = "start_concurrency")]
+    pub start: u32,
+    /// The most in flight it may go to.
+    #[serde(rename = "ceiling_concurrency")]
+    pub ceiling: u32,
+    /// Each window's length (the first part after a change, while the new in-flight count
+    /// settles, is not counted).
+    #[serde(skip)]
+    pub window: Duration,
+    #[serde(skip)]
+    pub settle: Duration,
+}
+
+/// The rate counts as held within this share below the target.
+const HELD: f64 = 0.02;
+
+/// A raise must buy at least this share of the rate it would buy on a linear climb to count.
+const GAIN: f64 = 0.25;
+
+/// The most in flight a hold may reach, from the plan's: four times, at most 1,024 more.
+pub fn ceiling(start: u32) -> u32 {
+    start.saturating_mul(4).min(start.saturating_add(1024)).max(start)
+}
+
+/// One window's decision, as run-summary.json `hold.steps` lists it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HoldStep {
+    /// Seconds since the run started, at the window's end.
+    pub t_s: f64,
+    /// In flight during the window.
+    pub concurrency: u32,
+    pub rpm: f64,
+    pub latency_p95_ms: Option<f64>,
+    /// `raise`, `lower` (latency over the limit), `back` (the raise bought no rate), `hold`.
+    pub action: &'static str,
+    /// In flight from here on.
+    pub next: u32,
+}
+
+/// The controller's state.
+#[derive(Debug)]
+pub struct Hold {
+    pub spec: HoldSpec,
+    current: u32,
+    /// Highest in flight still allowed: lowered past a count that broke the latency limit or
+    /// bought nothing.
+    cap: u32,
+    /// The window before the last raise: its in-flight count and rate.
+    before_raise: Option<(u32, f64)>,
+    pub steps: Vec<HoldStep>,
+}
+
+impl Hold {
+    pub fn new(spec: HoldSpec) -> Hold {
+        Hold {
+            spec,
+            current: spec.start,
+            cap: spec.ceiling.max(spec.start),
+            before_raise: None,
+            steps: Vec::new(),
+        }
+    }
+
+    pub fn current(&self) -> u32 {
+        self.current
+    }
+
+    fn step_size(&self) -> u32 {
+        (self.spec.start / 8).max(1)
+    }
+
+    /// One window's rate and p95 latency (None: nothing answered): the in-flight count for the
+    /// next window.
+    pub fn decide(&mut self, t_s: f64, rpm: f64, latency_p95_ms: Option<f64>) -> u32 {
+        let was = self.current;
+        let step = self.step_size();
+        let action = if latency_p95_ms.is_some_and(|p| p > self.spec.latency_limit_ms) && was > 1 {
+            // Too slow: back down, and never up to this count again.
+            self.cap = self.cap.min(was - 1);
+            self.before_raise = None;
+            self.current = was.saturating_sub(step).max(1);
+            "lower"
+        } else if rpm >= self.spec.target_rpm * (1.0 - HELD) {
+            self.before_raise = None;
+            "hold"
+        } else if let Some((c0, _)) = self
+            .before_raise
+            .filter(|&(c0, r0)| rpm < r0 * (1.0 + GAIN * f64::from(was - c0) / f64::from(c0)))
+        {
+            // The last raise bought (almost) nothing: the fleet is full; go back and stay.
+            self.cap = c0;
+            self.before_raise = None;
+            self.current = c0;
+            "back"
+        } else if was < self.cap {
+            self.before_raise = Some((was, rpm));
+            self.current = (was + step).min(self.cap);
+            "raise"
+        } else {
+            "hold"
+        };
+        self.steps.push(HoldStep {
+            t_s,
+            concurrency: was,
+            rpm,
+            latency_p95_ms,
+            action,
+            next: self.current,
+        });
+        self.current
+    }
+}
+
+/// The hold's record in run-summary.json.
+#[derive(Clone, Debug, Serialize)]
+pub struct HoldRecord {
+    #[serde(flatten)]
+    pub spec: HoldSpec,
+    /// In flight at the end, and the most it reached.
+    pub final_concurrency: u32,
+    pub max_concurrency: u32,
+    /// Every window's decision: the in-flight count over time.
+    pub steps: Vec<HoldStep>,
+}
+
+impl From<&Hold> for HoldRecord {
+    fn from(h: &Hold) -> HoldRecord {
+        HoldRecord {
+            spec: h.spec,
+            final_concurrency: h.current,
+            max_concurrency: h
+                .steps
+                .iter()
+                .map(|s| s.next.max(s.concurrency))
+                .max()
+                .unwrap_or(h.spec.start),
+            steps: h.steps.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> HoldSpec {
+        HoldSpec {
+            target_rpm: 1000.0,
+            latency_limit_ms: 150.0,
+            start: 16,
+            ceiling: ceiling(16),
+            window: Duration::from_secs(1),
+            settle: Duration::from_millis(200),
+        }
+    }
+
+    #[test]
+    fn raises_while_short_and_holds_once_there() {
+        let mut h = Hold::new(spec());
+        // Rate grows with in flight (as on a fleet where pinned connections leave replicas idle).
+        assert_eq!(h.decide(1.0, 800.0, Some(100.0)), 18);
+        assert_eq!(h.decide(2.0, 900.0, Some(100.0)), 20);
+        assert_eq!(h.decide(3.0, 990.0, Some(100.0)), 20, "within 2%: held");
+        assert_eq!(
+            h.steps.iter().map(|s| s.action).collect::<Vec<_>>(),
+            ["raise", "raise", "hold"]
+        );
+    }
+
+    #[test]
+    fn a_raise_that_buys_nothing_is_taken_back_and_ends_the_climb() {
+        let mut h = Hold::new(spec());
+        assert_eq!(h.decide(1.0, 800.0, Some(100.0)), 18);
+        // 12.5% more in flight bought 0.5%: the fleet is full.
+        assert_eq!(h.decide(2.0, 804.0, Some(110.0)), 16);
+        // Still short, but the cap is where the climb ended.
+        assert_eq!(h.decide(3.0, 800.0, Some(100.0)), 16);
+        assert_eq!(
+            h.steps.iter().map(|s| s.action).collect::<Vec<_>>(),
+            ["raise", "back", "hold"]
+        );
+    }
+
+    #[test]
+    fn latency_over_the_limit_lowers_and_is_not_tried_again() {
+        let mut h = Hold::new(spec());
+        assert_eq!(h.decide(1.0, 800.0, Some(100.0)), 18);
+        assert_eq!(h.decide(2.0, 900.0, Some(200.0)), 16);
+        // Short again: up to 17 at most, never back to 18.
+        assert_eq!(h.decide(3.0, 800.0, Some(100.0)), 17);
+        assert_eq!(h.decide(4.0, 850.0, Some(100.0)), 17);
+        let r = HoldRecord::from(&h);
+        assert_eq!((r.final_concurrency, r.max_concurrency), (17, 18));
+    }
+
+    #[test]
+    fn never_above_the_ceiling() {
+        let mut h = Hold::new(spec());
+        let mut c = 16;
+        for t in 0..200 {
+            // A linear fleet far below the target: every raise pays.
+            c = h.decide(f64::from(t), f64::from(c) * 10.0, Some(10.0));
+        }
+        assert_eq!(c, 64);
+        assert_eq!(ceiling(1000), 2024);
+    }
+}
