@@ -64,8 +64,8 @@ pub struct Hold {
     /// Highest in flight still allowed: lowered past a count that broke the latency limit or
     /// bought nothing.
     cap: u32,
-    /// The window before the last raise: its in-flight count and rate.
-    before_raise: Option<(u32, f64)>,
+    /// The window before a raise not judged yet: its in-flight count and rate.
+    pending: Option<(u32, f64)>,
     pub steps: Vec<HoldStep>,
 }
 
@@ -75,7 +75,7 @@ impl Hold {
             spec,
             current: spec.start,
             cap: spec.ceiling.max(spec.start),
-            before_raise: None,
+            pending: None,
             steps: Vec::new(),
         }
     }
@@ -93,26 +93,24 @@ impl Hold {
     pub fn decide(&mut self, t_s: f64, rpm: f64, latency_p95_ms: Option<f64>) -> u32 {
         let was = self.current;
         let step = self.step_size();
+        // A raise is judged by the window right after it, whatever else that window says.
+        let judged = self.pending.take();
         let action = if latency_p95_ms.is_some_and(|p| p > self.spec.latency_limit_ms) && was > 1 {
             // Too slow: back down, and never up to this count again.
             self.cap = self.cap.min(was - 1);
-            self.before_raise = None;
             self.current = was.saturating_sub(step).max(1);
             "lower"
-        } else if rpm >= self.spec.target_rpm * (1.0 - HELD) {
-            self.before_raise = None;
-            "hold"
-        } else if let Some((c0, _)) = self
-            .before_raise
-            .filter(|&(c0, r0)| rpm < r0 * (1.0 + GAIN * f64::from(was - c0) / f64::from(c0)))
+        } else if let Some((c0, _)) =
+            judged.filter(|&(c0, r0)| rpm < r0 * (1.0 + GAIN * f64::from(was - c0) / f64::from(c0)))
         {
-            // The last raise bought (almost) nothing: the fleet is full; go back and stay.
+            // The raise bought (almost) nothing: the fleet is full; go back and stay.
             self.cap = c0;
-            self.before_raise = None;
             self.current = c0;
             "back"
+        } else if rpm >= self.spec.target_rpm * (1.0 - HELD) {
+            "hold"
         } else if was < self.cap {
-            self.before_raise = Some((was, rpm));
+            self.pending = Some((was, rpm));
             self.current = (was + step).min(self.cap);
             "raise"
         } else {
@@ -198,6 +196,17 @@ mod tests {
             h.steps.iter().map(|s| s.action).collect::<Vec<_>>(),
             ["raise", "back", "hold"]
         );
+    }
+
+    #[test]
+    fn a_full_fleet_read_short_by_noise_is_not_climbed() {
+        let mut h = Hold::new(spec());
+        // The plan's rate sits a little above what the fleet serves: windows either side of it.
+        assert_eq!(h.decide(1.0, 975.0, Some(100.0)), 18, "short by 2.5%: a raise to try");
+        // 12.5% more in flight bought 1.5%, though the window reads as held: back, and capped.
+        assert_eq!(h.decide(2.0, 990.0, Some(105.0)), 16);
+        assert_eq!(h.decide(3.0, 960.0, Some(100.0)), 16, "short again, but the climb is over");
+        assert_eq!(h.steps.iter().map(|s| s.action).collect::<Vec<_>>(), ["raise", "back", "hold"]);
     }
 
     #[test]
