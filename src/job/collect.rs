@@ -2,7 +2,7 @@
 //! Ctrl-C are handled, and the run ends with run-summary.json and its exit status.
 
 use super::feed::FeedNote;
-use super::hold::{Hold, HoldRecord, HoldStep};
+use super::hold::{Hold, HoldRecord, HoldStep, WINDOW_ANSWERS};
 use super::progress::Progress;
 use super::queue::JobSource;
 use super::settings::{predicted_vs_achieved, Batch, RunOutcome, RunSettings};
@@ -76,7 +76,8 @@ impl Holding {
     /// count when it changed.
     fn tick(&mut self, now: Instant, remaining: Option<u64>) -> Option<(u32, HoldStep)> {
         let counted = now.saturating_duration_since(self.from);
-        if counted < self.hold.spec.window {
+        let long = counted >= self.hold.spec.window * 10;
+        if counted < self.hold.spec.window || (self.answers < WINDOW_ANSWERS && !long) {
             return None;
         }
         // The last answers of a job come slower as the window empties: not a rate to hold.
@@ -84,11 +85,16 @@ impl Holding {
             return None;
         }
         let rpm = self.answers as f64 / counted.as_secs_f64() * 60.0;
+        // A closed loop's answer count varies as its service times do: relative s.e. CV/sqrt(n).
+        let n = self.latencies_ms.len().max(1) as f64;
+        let mean = self.latencies_ms.iter().sum::<f64>() / n;
+        let var = self.latencies_ms.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / n;
+        let noise = if mean > 0.0 { var.sqrt() / mean / n.sqrt() } else { 0.0 };
         self.latencies_ms.sort_by(f64::total_cmp);
         let p95 = (!self.latencies_ms.is_empty())
             .then(|| self.latencies_ms[((self.latencies_ms.len() - 1) as f64 * 0.95).round() as usize]);
         let was = self.hold.current();
-        let next = self.hold.decide((now - self.start).as_secs_f64(), rpm, p95);
+        let next = self.hold.decide((now - self.start).as_secs_f64(), rpm, noise, p95);
         self.answers = 0;
         self.latencies_ms.clear();
         if next == was {

@@ -34,7 +34,11 @@ pub struct HoldSpec {
 const HELD: f64 = 0.02;
 
 /// A raise must buy at least this share of the rate it would buy on a linear climb to count.
-const GAIN: f64 = 0.25;
+const GAIN: f64 = 0.2;
+
+/// A window must hold this many answers to be judged (its rate then within a few percent on a
+/// mix of short and long requests), and at most this long.
+pub const WINDOW_ANSWERS: u64 = 500;
 
 /// The most in flight a hold may reach, from the plan's: four times, at most 1,024 more.
 pub fn ceiling(start: u32) -> u32 {
@@ -88,9 +92,10 @@ impl Hold {
         (self.spec.start / 8).max(1)
     }
 
-    /// One window's rate and p95 latency (None: nothing answered): the in-flight count for the
-    /// next window.
-    pub fn decide(&mut self, t_s: f64, rpm: f64, latency_p95_ms: Option<f64>) -> u32 {
+    /// One window's rate, its relative standard error (`noise`) and p95 latency (None: nothing
+    /// answered): the in-flight count for the next window. A window short by less than two
+    /// standard errors (and the 2% tolerance) is not short: a noisy window starts no climb.
+    pub fn decide(&mut self, t_s: f64, rpm: f64, noise: f64, latency_p95_ms: Option<f64>) -> u32 {
         let was = self.current;
         let step = self.step_size();
         // A raise is judged by the window right after it, whatever else that window says.
@@ -107,7 +112,7 @@ impl Hold {
             self.cap = c0;
             self.current = c0;
             "back"
-        } else if rpm >= self.spec.target_rpm * (1.0 - HELD) {
+        } else if rpm * (1.0 + 2.0 * noise.max(0.0)) >= self.spec.target_rpm * (1.0 - HELD) {
             "hold"
         } else if was < self.cap {
             self.pending = Some((was, rpm));
@@ -175,9 +180,9 @@ mod tests {
     fn raises_while_short_and_holds_once_there() {
         let mut h = Hold::new(spec());
         // Rate grows with in flight (as on a fleet where pinned connections leave replicas idle).
-        assert_eq!(h.decide(1.0, 800.0, Some(100.0)), 18);
-        assert_eq!(h.decide(2.0, 900.0, Some(100.0)), 20);
-        assert_eq!(h.decide(3.0, 990.0, Some(100.0)), 20, "within 2%: held");
+        assert_eq!(h.decide(1.0, 800.0, 0.0, Some(100.0)), 18);
+        assert_eq!(h.decide(2.0, 900.0, 0.0, Some(100.0)), 20);
+        assert_eq!(h.decide(3.0, 990.0, 0.0, Some(100.0)), 20, "within 2%: held");
         assert_eq!(
             h.steps.iter().map(|s| s.action).collect::<Vec<_>>(),
             ["raise", "raise", "hold"]
@@ -187,11 +192,11 @@ mod tests {
     #[test]
     fn a_raise_that_buys_nothing_is_taken_back_and_ends_the_climb() {
         let mut h = Hold::new(spec());
-        assert_eq!(h.decide(1.0, 800.0, Some(100.0)), 18);
+        assert_eq!(h.decide(1.0, 800.0, 0.0, Some(100.0)), 18);
         // 12.5% more in flight bought 0.5%: the fleet is full.
-        assert_eq!(h.decide(2.0, 804.0, Some(110.0)), 16);
+        assert_eq!(h.decide(2.0, 804.0, 0.0, Some(110.0)), 16);
         // Still short, but the cap is where the climb ended.
-        assert_eq!(h.decide(3.0, 800.0, Some(100.0)), 16);
+        assert_eq!(h.decide(3.0, 800.0, 0.0, Some(100.0)), 16);
         assert_eq!(
             h.steps.iter().map(|s| s.action).collect::<Vec<_>>(),
             ["raise", "back", "hold"]
@@ -202,23 +207,43 @@ mod tests {
     fn a_full_fleet_read_short_by_noise_is_not_climbed() {
         let mut h = Hold::new(spec());
         // The plan's rate sits a little above what the fleet serves: windows either side of it.
-        assert_eq!(h.decide(1.0, 975.0, Some(100.0)), 18, "short by 2.5%: a raise to try");
+        assert_eq!(
+            h.decide(1.0, 975.0, 0.0, Some(100.0)),
+            18,
+            "short by 2.5%: a raise to try"
+        );
         // 12.5% more in flight bought 1.5%, though the window reads as held: back, and capped.
-        assert_eq!(h.decide(2.0, 990.0, Some(105.0)), 16);
-        assert_eq!(h.decide(3.0, 960.0, Some(100.0)), 16, "short again, but the climb is over");
-        assert_eq!(h.steps.iter().map(|s| s.action).collect::<Vec<_>>(), ["raise", "back", "hold"]);
+        assert_eq!(h.decide(2.0, 990.0, 0.0, Some(105.0)), 16);
+        assert_eq!(
+            h.decide(3.0, 960.0, 0.0, Some(100.0)),
+            16,
+            "short again, but the climb is over"
+        );
+        assert_eq!(
+            h.steps.iter().map(|s| s.action).collect::<Vec<_>>(),
+            ["raise", "back", "hold"]
+        );
     }
 
     #[test]
     fn latency_over_the_limit_lowers_and_is_not_tried_again() {
         let mut h = Hold::new(spec());
-        assert_eq!(h.decide(1.0, 800.0, Some(100.0)), 18);
-        assert_eq!(h.decide(2.0, 900.0, Some(200.0)), 16);
+        assert_eq!(h.decide(1.0, 800.0, 0.0, Some(100.0)), 18);
+        assert_eq!(h.decide(2.0, 900.0, 0.0, Some(200.0)), 16);
         // Short again: up to 17 at most, never back to 18.
-        assert_eq!(h.decide(3.0, 800.0, Some(100.0)), 17);
-        assert_eq!(h.decide(4.0, 850.0, Some(100.0)), 17);
+        assert_eq!(h.decide(3.0, 800.0, 0.0, Some(100.0)), 17);
+        assert_eq!(h.decide(4.0, 850.0, 0.0, Some(100.0)), 17);
         let r = HoldRecord::from(&h);
         assert_eq!((r.final_concurrency, r.max_concurrency), (17, 18));
+    }
+
+    #[test]
+    fn a_window_short_by_its_own_noise_starts_no_climb() {
+        let mut h = Hold::new(spec());
+        // 6% short, but its rate is known only to ±4% (1 s.e.): not short.
+        assert_eq!(h.decide(1.0, 940.0, 0.04, Some(100.0)), 16);
+        // 6% short, known to ±1%: short.
+        assert_eq!(h.decide(2.0, 940.0, 0.01, Some(100.0)), 18);
     }
 
     #[test]
@@ -227,7 +252,7 @@ mod tests {
         let mut c = 16;
         for t in 0..200 {
             // A linear fleet far below the target: every raise pays.
-            c = h.decide(f64::from(t), f64::from(c) * 10.0, Some(10.0));
+            c = h.decide(f64::from(t), f64::from(c) * 10.0, 0.0, Some(10.0));
         }
         assert_eq!(c, 64);
         assert_eq!(ceiling(1000), 2024);

@@ -260,12 +260,13 @@ async fn shards_share_the_plans_concurrency() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hold_rate_raises_in_flight_toward_the_plan_within_its_ceiling() {
     let dir = tempfile::tempdir().unwrap();
-    let (input, want) = write_batch(dir.path(), "jobs.jsonl", 600, 2);
-    // 64 slots of 30 ms a request: 2,000 RPM per request in flight. The plan says 2 in flight
-    // give 16,000 RPM, so the run is short and each raise buys rate.
+    let (input, want) = write_batch(dir.path(), "jobs.jsonl", 4000, 2);
+    // 64 slots of 5 ms a request: 12,000 RPM per request in flight. The plan says 2 in flight
+    // give 100,000 RPM, so the run is short and each raise buys rate; a window is judged once
+    // it holds 500 answers (about 1.3 s at 2 in flight).
     let plan = dir.path().join("plan.json");
-    write_plan(&plan, 1, 2, 16_000.0);
-    let sim = SimHandle::start(sim_cfg(1, 64, 15.0)).await.expect("sim");
+    write_plan(&plan, 1, 2, 100_000.0);
+    let sim = SimHandle::start(sim_cfg(1, 64, 2.5)).await.expect("sim");
     let (out, summary) = (dir.path().join("out.jsonl"), dir.path().join("summary.json"));
     let url = sim.url();
     let r = run_async(
