@@ -54,7 +54,8 @@ pub struct HoldStep {
     pub concurrency: u32,
     pub rpm: f64,
     pub latency_p95_ms: Option<f64>,
-    /// `raise`, `lower` (latency over the limit), `back` (the raise bought no rate), `hold`.
+    /// `raise`, `lower` (latency over the limit), `back` (the raise bought no rate), `measure`
+    /// (the raise's gain still within the noise), `hold`.
     pub action: &'static str,
     /// In flight from here on.
     pub next: u32,
@@ -68,10 +69,42 @@ pub struct Hold {
     /// Highest in flight still allowed: lowered past a count that broke the latency limit or
     /// bought nothing.
     cap: u32,
-    /// The window before a raise not judged yet: its in-flight count and rate.
-    pending: Option<(u32, f64)>,
+    /// The level before a raise not judged yet: its in-flight count and measured rate.
+    pending: Option<(u32, Level)>,
+    /// The windows at the current in-flight count, pooled.
+    here: Level,
     pub steps: Vec<HoldStep>,
 }
+
+/// The windows of one in-flight count pooled: their mean rate and its relative s.e.
+#[derive(Clone, Copy, Debug, Default)]
+struct Level {
+    windows: u32,
+    rpm_sum: f64,
+    /// Sum of each window's squared relative s.e.
+    var_sum: f64,
+}
+
+impl Level {
+    fn add(&mut self, rpm: f64, noise: f64) {
+        self.windows += 1;
+        self.rpm_sum += rpm;
+        self.var_sum += noise * noise;
+    }
+
+    fn rpm(&self) -> f64 {
+        self.rpm_sum / f64::from(self.windows.max(1))
+    }
+
+    /// Relative s.e. of the pooled mean.
+    fn noise(&self) -> f64 {
+        self.var_sum.sqrt() / f64::from(self.windows.max(1))
+    }
+}
+
+/// A raise whose gain is still within the noise after this many windows bought too little to
+/// matter.
+const JUDGE_WINDOWS: u32 = 4;
 
 impl Hold {
     pub fn new(spec: HoldSpec) -> Hold {
@@ -80,6 +113,7 @@ impl Hold {
             current: spec.start,
             cap: spec.ceiling.max(spec.start),
             pending: None,
+            here: Level::default(),
             steps: Vec::new(),
         }
     }
@@ -98,29 +132,50 @@ impl Hold {
     pub fn decide(&mut self, t_s: f64, rpm: f64, noise: f64, latency_p95_ms: Option<f64>) -> u32 {
         let was = self.current;
         let step = self.step_size();
-        // A raise is judged by the window right after it, whatever else that window says.
-        let judged = self.pending.take();
+        self.here.add(rpm, noise.max(0.0));
+        let (r, se) = (self.here.rpm(), self.here.noise());
+        // A raise is judged on the windows after it, pooled until its gain is clear of the
+        // noise either way (or a few windows say it is too small to matter).
+        let verdict = self.pending.map(|(c0, before)| {
+            let need = GAIN * f64::from(was - c0) / f64::from(c0);
+            let gain = r / before.rpm() - 1.0;
+            let se_gain = (se * se + before.noise() * before.noise()).sqrt();
+            if gain - 2.0 * se_gain >= need {
+                Verdict::Paid
+            } else if gain + 2.0 * se_gain < need || self.here.windows >= JUDGE_WINDOWS {
+                Verdict::Unpaid(c0)
+            } else {
+                Verdict::Unclear
+            }
+        });
         let action = if latency_p95_ms.is_some_and(|p| p > self.spec.latency_limit_ms) && was > 1 {
             // Too slow: back down, and never up to this count again.
             self.cap = self.cap.min(was - 1);
             self.current = was.saturating_sub(step).max(1);
             "lower"
-        } else if let Some((c0, _)) =
-            judged.filter(|&(c0, r0)| rpm < r0 * (1.0 + GAIN * f64::from(was - c0) / f64::from(c0)))
-        {
+        } else if let Some(Verdict::Unpaid(c0)) = verdict {
             // The raise bought (almost) nothing: the fleet is full; go back and stay.
             self.cap = c0;
             self.current = c0;
             "back"
-        } else if rpm * (1.0 + 2.0 * noise.max(0.0)) >= self.spec.target_rpm * (1.0 - HELD) {
+        } else if let Some(Verdict::Unclear) = verdict {
+            "measure"
+        } else if r * (1.0 + 2.0 * se) >= self.spec.target_rpm * (1.0 - HELD) {
             "hold"
         } else if was < self.cap {
-            self.pending = Some((was, rpm));
+            self.pending = Some((was, self.here));
             self.current = (was + step).min(self.cap);
             "raise"
         } else {
             "hold"
         };
+        if !matches!(action, "measure" | "raise") {
+            // Judged, or never raised: the next raise is judged afresh.
+            self.pending = None;
+        }
+        if self.current != was {
+            self.here = Level::default();
+        }
         self.steps.push(HoldStep {
             t_s,
             concurrency: was,
@@ -131,6 +186,17 @@ impl Hold {
         });
         self.current
     }
+}
+
+/// What the windows after a raise say of it.
+#[derive(Clone, Copy, Debug)]
+enum Verdict {
+    /// It bought rate: the climb may go on.
+    Paid,
+    /// It bought too little: back to this count.
+    Unpaid(u32),
+    /// Within the noise: measure another window.
+    Unclear,
 }
 
 /// The hold's record in run-summary.json.
@@ -244,6 +310,24 @@ mod tests {
         assert_eq!(h.decide(1.0, 940.0, 0.04, Some(100.0)), 16);
         // 6% short, known to ±1%: short.
         assert_eq!(h.decide(2.0, 940.0, 0.01, Some(100.0)), 18);
+    }
+
+    #[test]
+    fn a_raise_within_the_noise_is_measured_again_then_judged() {
+        let mut h = Hold::new(spec());
+        assert_eq!(h.decide(1.0, 800.0, 0.0, Some(100.0)), 18);
+        // +3% against the 2.5% a fifth of linear needs, each window ±3%: unclear.
+        assert_eq!(h.decide(2.0, 824.0, 0.03, Some(100.0)), 18);
+        assert_eq!(h.decide(3.0, 824.0, 0.03, Some(100.0)), 18);
+        assert_eq!(h.decide(4.0, 824.0, 0.03, Some(100.0)), 18);
+        // Four windows and still unclear: too small to matter.
+        assert_eq!(h.decide(5.0, 824.0, 0.03, Some(100.0)), 16);
+        let actions: Vec<_> = h.steps.iter().map(|s| s.action).collect();
+        assert_eq!(actions, ["raise", "measure", "measure", "measure", "back"]);
+        // A clear gain after a raise lets the climb go on.
+        let mut h = Hold::new(spec());
+        assert_eq!(h.decide(1.0, 800.0, 0.01, Some(100.0)), 18);
+        assert_eq!(h.decide(2.0, 880.0, 0.01, Some(100.0)), 20);
     }
 
     #[test]
