@@ -12,7 +12,7 @@
 //! measure. Knobs (environment):
 //! - `SIZEUP_BENCH_QUICK=1`: small sizes everywhere (about a minute); results go to
 //!   `$TMPDIR/sizeup-e2e-RESULTS.md` unless `SIZEUP_BENCH_OUT` is set.
-//! - `SIZEUP_BENCH_ONLY=makespan,ceiling,memory,resume,sizing,auto,capacity`: a subset (same output
+//! - `SIZEUP_BENCH_ONLY=makespan,ceiling,memory,resume,sizing,fleet,auto,capacity`: a subset (same output
 //!   rule as quick).
 //! - `SIZEUP_BENCH_OUT=PATH`: where to write the markdown.
 //! - `SIZEUP_BENCH_N` (makespan requests, 2000), `SIZEUP_BENCH_CEILING_N` (60000),
@@ -38,7 +38,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const EXE: &str = env!("CARGO_BIN_EXE_sizeup");
-const ALL: [&str; 7] = ["makespan", "ceiling", "memory", "resume", "sizing", "auto", "capacity"];
+const ALL: [&str; 8] = [
+    "makespan", "ceiling", "memory", "resume", "sizing", "fleet", "auto", "capacity",
+];
 
 fn main() {
     // `cargo bench` passes --bench; anything else (`cargo test --all-targets`) must not start a
@@ -71,6 +73,7 @@ fn main() {
             "memory" => bench.memory(),
             "resume" => bench.resume(),
             "sizing" => bench.sizing(),
+            "fleet" => bench.fleet(),
             "auto" => bench.auto(),
             "capacity" => bench.capacity(),
             _ => unreachable!(),
@@ -1162,6 +1165,184 @@ impl Bench {
                 stats.wall_s
             ));
         }
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // 4b. Sizing a fleet: a mixed-length job's plan and run, and the GPU count over repeats
+
+    /// Runs `sizeup` with `args` (stderr to a log), failing with the log's path.
+    fn sizeup(&mut self, args: &[&str], what: &str) -> Result<ChildStats> {
+        let log = self.path(&format!("{what}.log"));
+        let mut cmd = Command::new(EXE);
+        cmd.arg("--quiet")
+            .args(args)
+            .env("NO_COLOR", "1")
+            .env_remove("SIZEUP_API_KEY")
+            .env_remove("OPENAI_API_KEY")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?);
+        let stats = run_measured(&mut cmd, self.tck)?;
+        if !stats.status.success() {
+            bail!("{what} exited with {} (log {})", stats.status, log.display());
+        }
+        Ok(stats)
+    }
+
+    fn fleet(&mut self) -> Result<()> {
+        // A shuffled job of max_tokens drawn from {32..512} on 2 GPUs x 8 slots, service
+        // 20 ms (20 prompt words at 1 ms each) + 0.5 ms per output token: truth 8 / E[service].
+        let lines = if self.cfg.quick { 4_000 } else { 20_000 };
+        let input = self.path("mixed.jsonl");
+        let mut w = BufWriter::new(std::fs::File::create(&input)?);
+        let mut z = 7u64;
+        let mut tokens_sum = 0u64;
+        let prompt = vec!["word"; 20].join(" ");
+        for i in 0..lines {
+            z = z.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let t = [32u64, 64, 128, 256, 512][((z >> 33) % 5) as usize];
+            tokens_sum += t;
+            writeln!(
+                w,
+                r#"{{"custom_id":"m-{i}","method":"POST","url":"/v1/completions","body":{{"prompt":"{prompt}","max_tokens":{t}}}}}"#
+            )?;
+        }
+        w.flush()?;
+        drop(w);
+        let mean_service_ms = 20.0 + 0.5 * tokens_sum as f64 / lines as f64;
+        let truth = 60_000.0 * 8.0 / mean_service_ms;
+        let mixed_sim: Vec<String> = [
+            "--gpus",
+            "2",
+            "--batch",
+            "8",
+            "--decode-step-ms",
+            "0.5",
+            "--decode-step-ms-per-seq",
+            "0",
+            "--prefill-ms-per-1k",
+            "1000",
+            "--seed",
+            "7",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let sim = self.sim(&mixed_sim)?;
+        let out = self.path("mixed-auto");
+        let url = sim.url.clone();
+        let (input_s, out_s) = (input.display().to_string(), out.display().to_string());
+        let args = [
+            "auto",
+            "--endpoint",
+            &url,
+            "--gpus",
+            "2",
+            "--target-rpm",
+            "6000",
+            "--yes",
+            "--input",
+            &input_s,
+            "--out",
+            &out_s,
+        ];
+        let stats = self.sizeup(&args, "mixed-auto")?;
+        drop(sim);
+        let plan: Value = serde_json::from_str(&std::fs::read_to_string(out.join("plan.json"))?)?;
+        let run: Value = serde_json::from_str(&std::fs::read_to_string(out.join("run-summary.json"))?)?;
+        let sweep: Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json"))?)?;
+        let per_gpu = plan["rpm_per_gpu"].as_f64().unwrap_or(f64::NAN);
+        let err = per_gpu / truth - 1.0;
+        self.row(
+            &format!("Mixed job ({lines} lines, max_tokens 32-512) on 2x8: planned RPM per GPU"),
+            format!("{} RPM/GPU", fmt_int(per_gpu)),
+            format!("truth {} RPM/GPU", fmt_int(truth)),
+            format!("{:+.1}%", err * 100.0),
+            "±5%",
+            met(err.abs() <= 0.05),
+        );
+        let predicted = run["predicted_duration_s"].as_f64().unwrap_or(f64::NAN);
+        let achieved = run["achieved_duration_s"].as_f64().unwrap_or(f64::NAN);
+        let derr = achieved / predicted - 1.0;
+        self.row(
+            "Mixed job on 2x8: the run's duration",
+            format!("achieved {achieved:.1} s"),
+            format!("predicted {predicted:.1} s"),
+            format!("{:+.1}%", derr * 100.0),
+            "±7%",
+            met(derr.abs() <= 0.07),
+        );
+        let spent: f64 = sweep["level_spend"]
+            .as_array()
+            .map(|l| l.iter().filter_map(|x| x["seconds"].as_f64()).sum())
+            .unwrap_or(f64::NAN);
+        self.notes.push(format!(
+            "Mixed job: `sizeup auto --endpoint URL --gpus 2 --target-rpm 6000 --yes` against `sizeup sim {}`; \
+             its levels took {spent:.0} s, the whole command {:.0} s; truth = 60,000 x 8 / (20 + 0.5 x mean max_tokens) ms.",
+            mixed_sim.join(" "),
+            stats.wall_s
+        ));
+
+        // The GPU count of one resource over repeated sweeps: 2 GPUs x 4 slots x 50 ms (4,800
+        // RPM per GPU), 120,000 requests in 10 minutes (12,000 RPM x 1.10: 3 GPUs, clear of a
+        // boundary).
+        let repeats = if self.cfg.quick { 2 } else { 5 };
+        let mut counts = Vec::new();
+        let mut rates = Vec::new();
+        for k in 0..repeats {
+            let sim = self.sim(&sim_args(2, 4, 50.0, 0.0, 1))?;
+            let url = sim.url.clone();
+            let dir = self.path(&format!("repeat-{k}"));
+            let d = dir.display().to_string();
+            let sweep = [
+                "sweep",
+                "--endpoint",
+                &url,
+                "--gpus",
+                "2",
+                "--max-tokens",
+                "1",
+                "--out",
+                &d,
+            ];
+            self.sizeup(&sweep, &format!("repeat-{k}-sweep"))?;
+            drop(sim);
+            let plan_path = dir.join("plan.json").display().to_string();
+            let plan = [
+                "plan",
+                "--sweep",
+                &d,
+                "--requests",
+                "120000",
+                "--deadline",
+                "10m",
+                "--out",
+                &plan_path,
+            ];
+            self.sizeup(&plan, &format!("repeat-{k}-plan"))?;
+            let p: Value = serde_json::from_str(&std::fs::read_to_string(&plan_path)?)?;
+            counts.push(p["gpus"].as_u64().unwrap_or(0));
+            rates.push(p["rpm_per_gpu"].as_f64().unwrap_or(f64::NAN));
+        }
+        let same = counts.iter().all(|&c| c == 3);
+        let (lo, hi) = rates
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &r| (a.min(r), b.max(r)));
+        let mean = rates.iter().sum::<f64>() / rates.len().max(1) as f64;
+        self.row(
+            &format!("GPU count over {repeats} sweeps + plans of 2x4, 50 ms (120,000 requests in 10 min)"),
+            format!("{counts:?}"),
+            "truth 3 GPUs".into(),
+            format!(
+                "RPM/GPU {}-{} ({:.1}% spread)",
+                fmt_int(lo),
+                fmt_int(hi),
+                (hi - lo) / mean * 100.0
+            ),
+            "the same count every time",
+            met(same),
+        );
         Ok(())
     }
 
