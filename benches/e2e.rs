@@ -602,19 +602,12 @@ impl Bench {
         });
     }
 
-    /// `sizeup run` against `url`; returns run-summary.json and what the process cost.
-    fn sizeup_run(&mut self, url: &str, input: &Path, concurrency: usize) -> Result<(Value, ChildStats)> {
-        let out = self.path("output.jsonl");
-        let summary = self.path("run-summary.json");
-        let log = self.path("run.log");
+    /// Runs `sizeup` with `args` (stderr to a log), failing with the log's path.
+    fn sizeup(&mut self, args: &[&str], what: &str) -> Result<ChildStats> {
+        let log = self.path(&format!("{}.log", what.replace(' ', "-")));
         let mut cmd = Command::new(EXE);
-        cmd.args(["--quiet", "run", "--endpoint", url, "--input"])
-            .arg(input)
-            .arg("--output")
-            .arg(&out)
-            .arg("--summary")
-            .arg(&summary)
-            .args(["--concurrency", &concurrency.to_string()])
+        cmd.arg("--quiet")
+            .args(args)
             .env("NO_COLOR", "1")
             .env_remove("SIZEUP_API_KEY")
             .env_remove("OPENAI_API_KEY")
@@ -623,8 +616,35 @@ impl Bench {
             .stderr(std::fs::File::create(&log)?);
         let stats = run_measured(&mut cmd, self.tck)?;
         if !stats.status.success() {
-            bail!("sizeup run exited with {} (log: {})", stats.status, log.display());
+            bail!("{what} exited with {} (log {})", stats.status, log.display());
         }
+        Ok(stats)
+    }
+
+    /// `sizeup run` against `url`; returns run-summary.json and what the process cost.
+    fn sizeup_run(&mut self, url: &str, input: &Path, concurrency: usize) -> Result<(Value, ChildStats)> {
+        let out = self.path("output.jsonl");
+        let summary = self.path("run-summary.json");
+        let (input, out_s, summary_s) = (
+            input.display().to_string(),
+            out.display().to_string(),
+            summary.display().to_string(),
+        );
+        let concurrency = concurrency.to_string();
+        let args = [
+            "run",
+            "--endpoint",
+            url,
+            "--input",
+            &input,
+            "--output",
+            &out_s,
+            "--summary",
+            &summary_s,
+            "--concurrency",
+            &concurrency,
+        ];
+        let stats = self.sizeup(&args, "sizeup run")?;
         let s: Value = serde_json::from_str(&std::fs::read_to_string(&summary)?)?;
         let _ = std::fs::remove_file(&out);
         Ok((s, stats))
@@ -1081,33 +1101,31 @@ impl Bench {
         for (g, b, jitter) in [(2usize, 8usize, 0.0f64), (1, 5, 0.5), (3, 4, 0.0)] {
             let sim = self.sim(&sim_args(g, b, step, jitter, 1))?;
             let out = self.path("sweep");
-            let log = self.path("sweep.log");
-            let mut cmd = Command::new(EXE);
-            cmd.args(["--quiet", "sweep", "--endpoint", &sim.url, "--gpus", &g.to_string()])
-                .args(["--concurrency", "auto", "--max-concurrency", &(4 * g * b).to_string()])
-                .args([
-                    "--warmup",
-                    "1s",
-                    "--max-duration",
-                    "20s",
-                    "--prompt-tokens",
-                    "8",
-                    "--max-tokens",
-                    "1",
-                ])
-                .arg("--out")
-                .arg(&out)
-                .env("NO_COLOR", "1")
-                .env_remove("SIZEUP_API_KEY")
-                .env_remove("OPENAI_API_KEY")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log)?);
-            let stats = run_measured(&mut cmd, self.tck)?;
+            let (url, out_s) = (sim.url.clone(), out.display().to_string());
+            let (gpus, max_c) = (g.to_string(), (4 * g * b).to_string());
+            let args = [
+                "sweep",
+                "--endpoint",
+                &url,
+                "--gpus",
+                &gpus,
+                "--concurrency",
+                "auto",
+                "--max-concurrency",
+                &max_c,
+                "--warmup",
+                "1s",
+                "--max-duration",
+                "20s",
+                "--prompt-tokens",
+                "8",
+                "--max-tokens",
+                "1",
+                "--out",
+                &out_s,
+            ];
+            let stats = self.sizeup(&args, &format!("sweep {g}x{b}"))?;
             drop(sim);
-            if !stats.status.success() {
-                bail!("sweep {g}x{b} exited with {} (log {})", stats.status, log.display());
-            }
             let s: Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json"))?)?;
             let knee_c = s.pointer("/knee/concurrency").and_then(Value::as_u64).unwrap_or(0) as usize;
             let knee_rpm_gpu = s
@@ -1170,25 +1188,6 @@ impl Bench {
 
     // -----------------------------------------------------------------------------------------
     // 4b. Sizing a fleet: a mixed-length job's plan and run, and the GPU count over repeats
-
-    /// Runs `sizeup` with `args` (stderr to a log), failing with the log's path.
-    fn sizeup(&mut self, args: &[&str], what: &str) -> Result<ChildStats> {
-        let log = self.path(&format!("{what}.log"));
-        let mut cmd = Command::new(EXE);
-        cmd.arg("--quiet")
-            .args(args)
-            .env("NO_COLOR", "1")
-            .env_remove("SIZEUP_API_KEY")
-            .env_remove("OPENAI_API_KEY")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?);
-        let stats = run_measured(&mut cmd, self.tck)?;
-        if !stats.status.success() {
-            bail!("{what} exited with {} (log {})", stats.status, log.display());
-        }
-        Ok(stats)
-    }
 
     fn fleet(&mut self) -> Result<()> {
         // A shuffled job of max_tokens drawn from {32..512} on 2 GPUs x 8 slots, service
@@ -1349,31 +1348,22 @@ impl Bench {
     fn auto(&mut self) -> Result<()> {
         let input = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/prompts.jsonl");
         let out = self.path("auto");
-        let log = self.path("auto.log");
-        let mut cmd = Command::new(EXE);
-        cmd.args(["--quiet", "auto", "--input"])
-            .arg(&input)
-            .args([
-                "--target-rpm",
-                "20000",
-                "--yes",
-                "--warmup",
-                "1s",
-                "--max-concurrency",
-                "16",
-            ])
-            .arg("--out")
-            .arg(&out)
-            .env("NO_COLOR", "1")
-            .env_remove("SIZEUP_API_KEY")
-            .env_remove("OPENAI_API_KEY")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?);
-        let stats = run_measured(&mut cmd, self.tck)?;
-        if !stats.status.success() {
-            bail!("auto exited with {} (log {})", stats.status, log.display());
-        }
+        let (input_s, out_s) = (input.display().to_string(), out.display().to_string());
+        let args = [
+            "auto",
+            "--input",
+            &input_s,
+            "--target-rpm",
+            "20000",
+            "--yes",
+            "--warmup",
+            "1s",
+            "--max-concurrency",
+            "16",
+            "--out",
+            &out_s,
+        ];
+        let stats = self.sizeup(&args, "auto")?;
         let s: Value = serde_json::from_str(&std::fs::read_to_string(out.join("run-summary.json"))?)?;
         let predicted = s["predicted_duration_s"]
             .as_f64()

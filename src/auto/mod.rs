@@ -209,8 +209,6 @@ async fn sweep(
     Ok(Some((swept, workload.sent())))
 }
 
-/// Plans the rest of the job from the sweep and writes plan.json. A deadline leaves the
-/// requests the sweep did not answer for the time the sweep did not use.
 /// The plan again with the scaling `--verify` measured at the planned size (the sweep and the
 /// verify level as one option at two GPU counts), the resource resized if the count changed.
 async fn replan(
@@ -248,7 +246,9 @@ async fn replan(
     Ok(plan)
 }
 
-/// Sizes the job from the sweep (and, with `verified`, the scaling `--verify` measured).
+/// Plans the rest of the job from the sweep (and, with `verified`, the scaling `--verify`
+/// measured) and writes plan.json. A deadline leaves the requests the sweep did not answer for
+/// the time the sweep did not use.
 fn plan(
     s: &Settings,
     summary: &Summary,

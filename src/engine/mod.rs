@@ -13,7 +13,7 @@ mod signals;
 pub use signals::Signals;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
@@ -60,7 +60,7 @@ pub struct Width {
     max: usize,
     raised: Notify,
     /// Set when a worker found the source empty: the workers waiting above the width end too.
-    exhausted: std::sync::atomic::AtomicBool,
+    exhausted: AtomicBool,
 }
 
 impl Width {
@@ -76,7 +76,7 @@ impl Width {
             limit: AtomicUsize::new(start.clamp(1, max)),
             max,
             raised: Notify::new(),
-            exhausted: std::sync::atomic::AtomicBool::new(false),
+            exhausted: AtomicBool::new(false),
         })
     }
 

@@ -10,6 +10,7 @@ use super::tally::{RunServer, RunSummary, Tally};
 use super::worker::Event;
 use crate::batch::{self, OutputWriter};
 use crate::engine::{Stop, Width};
+use crate::stats::latency::Hist;
 use crate::stats::server::summarize_server;
 use crate::ui::{self, usage_error, ExitStatus};
 use std::path::PathBuf;
@@ -45,7 +46,8 @@ pub(super) struct Holding {
     /// Answers that finished at or after this instant count in the window.
     from: Instant,
     answers: u64,
-    latencies_ms: Vec<f64>,
+    /// The window's answered latencies.
+    latency: Hist,
 }
 
 impl Holding {
@@ -57,7 +59,7 @@ impl Holding {
             start,
             from,
             answers: 0,
-            latencies_ms: Vec::new(),
+            latency: Hist::new(),
         }
     }
 
@@ -67,8 +69,8 @@ impl Holding {
         }
         self.answers += 1;
         if outcome.result.is_ok() {
-            self.latencies_ms
-                .push((outcome.end - outcome.start).as_secs_f64() * 1000.0);
+            self.latency
+                .record_ms((outcome.end - outcome.start).as_secs_f64() * 1000.0);
         }
     }
 
@@ -86,17 +88,16 @@ impl Holding {
         }
         let rpm = self.answers as f64 / counted.as_secs_f64() * 60.0;
         // A closed loop's answer count varies as its service times do: relative s.e. CV/sqrt(n).
-        let n = self.latencies_ms.len().max(1) as f64;
-        let mean = self.latencies_ms.iter().sum::<f64>() / n;
-        let var = self.latencies_ms.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / n;
-        let noise = if mean > 0.0 { var.sqrt() / mean / n.sqrt() } else { 0.0 };
-        self.latencies_ms.sort_by(f64::total_cmp);
-        let p95 = (!self.latencies_ms.is_empty())
-            .then(|| self.latencies_ms[((self.latencies_ms.len() - 1) as f64 * 0.95).round() as usize]);
+        let l = &self.latency;
+        let noise = match (l.mean_ms(), l.stdev_ms()) {
+            (Some(mean), Some(sd)) if mean > 0.0 => sd / mean / (l.len() as f64).sqrt(),
+            _ => 0.0,
+        };
+        let p95 = l.quantile_ms(0.95);
         let was = self.hold.current();
         let next = self.hold.decide((now - self.start).as_secs_f64(), rpm, noise, p95);
         self.answers = 0;
-        self.latencies_ms.clear();
+        self.latency.clear();
         if next == was {
             self.from = now;
             return None;

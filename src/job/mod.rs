@@ -215,7 +215,7 @@ pub async fn run_on(
             field: e.max_tokens_field,
             model,
             // Pooled for the most the run may hold in flight.
-            client: Arc::new(target.client(e, s.hold.map_or(s.concurrency, |h| h.ceiling) as usize)?),
+            client: Arc::new(target.client(e, s.most_in_flight() as usize)?),
             key_hint: target.key_hint(),
             stop_after_failures: e.stop_after_failures,
             server,
@@ -280,10 +280,7 @@ pub async fn send_batch(b: Batch<'_>, prepared: Prepared, interrupt: Stop) -> an
         },
     });
     let hold = s.hold.map(hold::Hold::new);
-    let width = Width::new(
-        s.concurrency as usize,
-        hold.as_ref().map_or(s.concurrency, |h| h.spec.ceiling) as usize,
-    );
+    let width = Width::new(s.concurrency as usize, s.most_in_flight() as usize);
     let window = tokio::spawn(run_window_of(
         width.clone(),
         source.clone(),

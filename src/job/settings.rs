@@ -119,6 +119,11 @@ impl RunSettings {
         })
     }
 
+    /// The most requests this run may have in flight: the hold's ceiling, else `concurrency`.
+    pub fn most_in_flight(&self) -> u32 {
+        self.hold.map_or(self.concurrency, |h| h.ceiling)
+    }
+
     /// The send-rate cap for this process.
     pub fn rate(&self) -> Option<f64> {
         self.share.map_or(self.tuning.rate, |sh| sh.rate_rpm)

@@ -2,6 +2,7 @@
 //! one line each, for stdout.
 
 use super::plan::Plan;
+use super::scaling::ScalingPoint;
 use super::size::sizing_rate;
 use crate::fmt::grouped;
 
@@ -128,6 +129,15 @@ pub fn explain(plan: &Plan) -> String {
     lines.join("\n")
 }
 
+/// Each GPU count measured with its efficiency: "1 GPU x1.00, 9 GPUs x0.88".
+pub(super) fn scaling_points(points: &[ScalingPoint]) -> String {
+    let each: Vec<String> = points
+        .iter()
+        .map(|p| format!("{} x{:.2}", gpus_word(p.gpus), p.efficiency))
+        .collect();
+    each.join(", ")
+}
+
 /// How the per-GPU rate carries from the sweep's GPU count to the plan's: measured (sweeps of
 /// one `--name`) or assumed linear.
 fn scaling_line(plan: &Plan) -> String {
@@ -139,11 +149,6 @@ fn scaling_line(plan: &Plan) -> String {
             plan.gpus
         );
     };
-    let points: Vec<String> = s
-        .measured
-        .iter()
-        .map(|p| format!("{} x{:.2}", gpus_word(p.gpus), p.efficiency))
-        .collect();
     let largest = s.measured.last().map_or(0, |p| p.gpus);
     let how = if plan.gpus > largest {
         "extrapolated past the largest count measured"
@@ -154,7 +159,7 @@ fn scaling_line(plan: &Plan) -> String {
     };
     format!(
         "scaling measured: {} (per-GPU rate relative to {}); plan uses {}: x{:.2} ({how}), {} RPM per GPU of the {} swept",
-        points.join(", "),
+        scaling_points(&s.measured),
         gpus_word(plan.sweep_gpus),
         plan.gpus,
         s.efficiency,

@@ -368,15 +368,11 @@ pub(crate) fn size(input: &PlanInput) -> Result<Needed, PlanError> {
             chosen.concurrency, chosen.rpm_ci_low
         )));
     }
-    let needed = input.target_rpm / per_gpu;
-    let mut needed = ((needed * ROUND_TO).round() / ROUND_TO).ceil().max(1.0);
-    if let Some(sc) = input.scaling.as_ref().filter(|_| needed <= f64::from(u32::MAX)) {
+    let mut needed = denoise(input.target_rpm / per_gpu).ceil().max(1.0);
+    if input.scaling.is_some() && needed <= f64::from(u32::MAX) {
         // Each GPU added serves less per GPU: the smallest count whose scaled rate carries the
         // target. Terminates, as the efficiency is floored.
-        let carries = |g: f64| {
-            let q = input.target_rpm / (g * per_gpu * sc.at(g as u32));
-            ((q * ROUND_TO).round() / ROUND_TO) <= 1.0
-        };
+        let carries = |g: f64| denoise(input.target_rpm / carried(input, per_gpu, g as u32)) <= 1.0;
         while !carries(needed) && needed < f64::from(u32::MAX) {
             needed += 1.0;
         }
@@ -397,16 +393,26 @@ pub(crate) fn size(input: &PlanInput) -> Result<Needed, PlanError> {
     })
 }
 
+/// A quotient rounded to [`ROUND_TO`] parts, so float noise cannot tip a ceiling.
+fn denoise(q: f64) -> f64 {
+    (q * ROUND_TO).round() / ROUND_TO
+}
+
+/// The measured scaling's share of the swept rate per GPU at `gpus` (1 when assumed linear).
+fn efficiency_at(input: &PlanInput, gpus: u32) -> f64 {
+    input.scaling.as_ref().map_or(1.0, |s| s.at(gpus))
+}
+
 /// RPM `gpus` GPUs carry at the sized rate `per_gpu`, with the measured scaling if any.
 pub(crate) fn carried(input: &PlanInput, per_gpu: f64, gpus: u32) -> f64 {
-    f64::from(gpus) * per_gpu * input.scaling.as_ref().map_or(1.0, |s| s.at(gpus))
+    f64::from(gpus) * per_gpu * efficiency_at(input, gpus)
 }
 
 /// The plan for `gpus` GPUs at level `chosen` (validated by [`size`]).
 pub(crate) fn at_gpus(input: &PlanInput, chosen: &SweepLevel, gpus: u32) -> Plan {
     let sweep_gpus = f64::from(input.sweep_gpus);
     // Measured scaling takes its share off the swept rate at this count.
-    let efficiency = input.scaling.as_ref().map_or(1.0, |s| s.at(gpus));
+    let efficiency = efficiency_at(input, gpus);
     let swept_per_gpu = chosen.rpm / sweep_gpus;
     let rpm_per_gpu = swept_per_gpu * efficiency;
     let concurrency_per_gpu = chosen.concurrency.div_ceil(input.sweep_gpus);

@@ -4,7 +4,7 @@
 //! option sized and one chosen. Pure: what a person should read comes back as [`Note`]s.
 
 use super::choose::{choose, deadline_target_rpm, Candidate, Choice, Goal};
-use super::explain::gpus_word;
+use super::explain::{gpus_word, scaling_points};
 use super::plan::{Plan, WorkloadMix};
 use super::scaling::Scaling;
 use super::size::{plateau_per_gpu, rescale_for_mix, token_figures, PlanError, PlanInput, SweepLevel};
@@ -106,7 +106,7 @@ pub fn for_sweeps(q: &Question) -> Result<Answer, PlanError> {
         };
         let mut p = prepare(o.summary, target_rpm, &q.job, price, &mut say);
         if group.len() > 1 {
-            p.input.scaling = measured_scaling(group, q, target_rpm, price, &mut say);
+            p.input.scaling = measured_scaling(&p.input, group, q, target_rpm, price, &mut say);
         }
         cands.push(Candidate {
             name: name.clone(),
@@ -168,8 +168,7 @@ fn scaling_groups(options: &[SweepOption]) -> Vec<Vec<usize>> {
             let same: Vec<usize> = (i + 1..options.len())
                 .filter(|&j| !taken[j] && options[j].summary.name.as_ref() == Some(name))
                 .collect();
-            let sizes = |g: &[usize]| g.iter().any(|&j| options[j].summary.gpus != options[i].summary.gpus);
-            if sizes(&same) {
+            if same.iter().any(|&j| options[j].summary.gpus != options[i].summary.gpus) {
                 group.extend(same);
                 // Smallest GPU count first; the order given among equals.
                 group.sort_by_key(|&j| (options[j].summary.gpus, j));
@@ -184,8 +183,10 @@ fn scaling_groups(options: &[SweepOption]) -> Vec<Vec<usize>> {
 }
 
 /// The scaling a group of one `--name` measured: each sweep's plateau per GPU (sized for the
-/// same job as the plan), relative to the smallest count's.
+/// same job as the plan), relative to the smallest count's. `primary` is the group's first
+/// sweep, already prepared.
 fn measured_scaling(
+    primary: &PlanInput,
     group: &[usize],
     q: &Question,
     target_rpm: f64,
@@ -193,11 +194,17 @@ fn measured_scaling(
     say: &mut dyn FnMut(Note),
 ) -> Option<Scaling> {
     let mut rates = Vec::with_capacity(group.len());
-    for &j in group {
+    for (k, &j) in group.iter().enumerate() {
         let o = &q.options[j];
-        // Each member's own mix notes repeat the primary's: not said again.
-        let p = prepare(o.summary, target_rpm, &q.job, price, &mut |_| {});
-        match plateau_per_gpu(&p.input) {
+        // Each other member's own mix notes repeat the primary's: not said again.
+        let other;
+        let input = if k == 0 {
+            primary
+        } else {
+            other = prepare(o.summary, target_rpm, &q.job, price, &mut |_| {}).input;
+            &other
+        };
+        match plateau_per_gpu(input) {
             Some(r) => rates.push((o.summary.gpus, r)),
             None => say(Note::Warn(format!(
                 "{}: no level meets the SLO, so it measures no scaling",
@@ -206,15 +213,10 @@ fn measured_scaling(
         }
     }
     let scaling = Scaling::from_rates(&rates)?;
-    let points: Vec<String> = scaling
-        .measured
-        .iter()
-        .map(|p| format!("{} x{:.2}", gpus_word(p.gpus), p.efficiency))
-        .collect();
     say(Note::Info(format!(
         "scaling measured by sweeps of one --name (per-GPU rate relative to {}): {}",
         gpus_word(scaling.base_gpus()),
-        points.join(", ")
+        scaling_points(&scaling.measured)
     )));
     Some(scaling)
 }

@@ -55,6 +55,16 @@ impl Hist {
         (!self.is_empty()).then(|| self.0.mean() / 1000.0)
     }
 
+    /// The samples' standard deviation in milliseconds; None when empty.
+    pub fn stdev_ms(&self) -> Option<f64> {
+        (!self.is_empty()).then(|| self.0.stdev() / 1000.0)
+    }
+
+    /// Empties the histogram, keeping its bounds.
+    pub fn clear(&mut self) {
+        self.0.reset();
+    }
+
     /// Adds another histogram's samples (merging per-worker recorders).
     pub fn merge(&mut self, other: &Hist) {
         // Same bounds on both sides, so `add` cannot fail.
