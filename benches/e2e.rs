@@ -368,6 +368,39 @@ async fn wait_health(base: &str) -> Result<()> {
     }
 }
 
+/// The simulator's flags for the mixed jobs: 8 slots, 20 ms for a 20-word prompt, 0.5 ms per
+/// output token.
+const MIXED_SIM: &[&str] = &[
+    "--batch",
+    "8",
+    "--decode-step-ms",
+    "0.5",
+    "--decode-step-ms-per-seq",
+    "0",
+    "--prefill-ms-per-1k",
+    "1000",
+];
+
+/// A shuffled job of 20-word prompts whose max_tokens are drawn from {32, 64, 128, 256, 512};
+/// returns the mean max_tokens.
+fn write_mixed(path: &Path, lines: u64) -> Result<f64> {
+    let mut w = BufWriter::new(std::fs::File::create(path)?);
+    let mut z = 7u64;
+    let mut tokens_sum = 0u64;
+    let prompt = vec!["word"; 20].join(" ");
+    for i in 0..lines {
+        z = z.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let t = [32u64, 64, 128, 256, 512][((z >> 33) % 5) as usize];
+        tokens_sum += t;
+        writeln!(
+            w,
+            r#"{{"custom_id":"m-{i}","method":"POST","url":"/v1/completions","body":{{"prompt":"{prompt}","max_tokens":{t}}}}}"#
+        )?;
+    }
+    w.flush()?;
+    Ok(tokens_sum as f64 / lines.max(1) as f64)
+}
+
 fn sim_args(gpus: usize, batch: usize, step_ms: f64, jitter: f64, tokens: u32) -> Vec<String> {
     [
         "--gpus",
@@ -1194,40 +1227,14 @@ impl Bench {
         // 20 ms (20 prompt words at 1 ms each) + 0.5 ms per output token: truth 8 / E[service].
         let lines = if self.cfg.quick { 4_000 } else { 20_000 };
         let input = self.path("mixed.jsonl");
-        let mut w = BufWriter::new(std::fs::File::create(&input)?);
-        let mut z = 7u64;
-        let mut tokens_sum = 0u64;
-        let prompt = vec!["word"; 20].join(" ");
-        for i in 0..lines {
-            z = z.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            let t = [32u64, 64, 128, 256, 512][((z >> 33) % 5) as usize];
-            tokens_sum += t;
-            writeln!(
-                w,
-                r#"{{"custom_id":"m-{i}","method":"POST","url":"/v1/completions","body":{{"prompt":"{prompt}","max_tokens":{t}}}}}"#
-            )?;
-        }
-        w.flush()?;
-        drop(w);
-        let mean_service_ms = 20.0 + 0.5 * tokens_sum as f64 / lines as f64;
+        let mean_service_ms = 20.0 + 0.5 * write_mixed(&input, lines)?;
         let truth = 60_000.0 * 8.0 / mean_service_ms;
-        let mixed_sim: Vec<String> = [
-            "--gpus",
-            "2",
-            "--batch",
-            "8",
-            "--decode-step-ms",
-            "0.5",
-            "--decode-step-ms-per-seq",
-            "0",
-            "--prefill-ms-per-1k",
-            "1000",
-            "--seed",
-            "7",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let mixed_sim: Vec<String> = ["--gpus", "2"]
+            .iter()
+            .chain(MIXED_SIM)
+            .chain(&["--seed", "7"])
+            .map(|s| s.to_string())
+            .collect();
         let sim = self.sim(&mixed_sim)?;
         let out = self.path("mixed-auto");
         let url = sim.url.clone();
@@ -1342,6 +1349,67 @@ impl Bench {
             "the same count every time",
             met(same),
         );
+        self.fleet_pinned()
+    }
+
+    /// Behind a router that pins each connection to a replica (as kube-proxy does): the plan
+    /// from a 1-GPU sweep against the run on the planned fleet, without and with
+    /// `--hold-rate`.
+    fn fleet_pinned(&mut self) -> Result<()> {
+        let lines = if self.cfg.quick { 10_000 } else { 60_000 };
+        let input = self.path("mixed-pinned.jsonl");
+        write_mixed(&input, lines)?;
+        let input_s = input.display().to_string();
+        let mut got = Vec::new();
+        for hold in ["off", "on"] {
+            let out = self.path(&format!("pinned-{hold}"));
+            let out_s = out.display().to_string();
+            let flag = format!("--hold-rate={hold}");
+            let mut args = vec![
+                "auto",
+                "--target-rpm",
+                "29000",
+                "--yes",
+                "--input",
+                &input_s,
+                "--out",
+                &out_s,
+                &flag,
+                "--router",
+                "connection",
+                "--seed",
+                "1",
+            ];
+            args.extend(MIXED_SIM);
+            self.sizeup(&args, &format!("pinned-{hold}"))?;
+            let plan: Value = serde_json::from_str(&std::fs::read_to_string(out.join("plan.json"))?)?;
+            let run: Value = serde_json::from_str(&std::fs::read_to_string(out.join("run-summary.json"))?)?;
+            let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+            let share = f(&run, "achieved_rpm") / f(&run, "planned_rpm");
+            let p95 = f(&run, "latency_p95_ms") / f(&plan, "expected_latency_p95_ms");
+            let held = run["hold"]["max_concurrency"].as_u64();
+            got.push((hold, plan["gpus"].as_u64().unwrap_or(0), share, p95, held));
+        }
+        for (hold, gpus, share, p95, held) in got {
+            let (target, m) = if hold == "on" {
+                ("≥97% of planned, p95 ≤1.5x", met(share >= 0.97 && p95 <= 1.5))
+            } else {
+                ("baseline (reported)", Met::Info)
+            };
+            let reached = held.map_or(String::new(), |c| format!(", up to {c} in flight"));
+            self.row(
+                &format!("Pinned connections, 1-GPU sweep, run on {gpus} GPUs: --hold-rate={hold}"),
+                format!("{:.1}% of planned RPM", share * 100.0),
+                format!("p95 {p95:.2}x the plan's{reached}"),
+                format!("{share:.3}"),
+                target,
+                m,
+            );
+        }
+        self.notes.push(format!(
+            "Pinned connections: `sizeup auto --input mixed.jsonl ({lines} lines) --target-rpm 29000 --yes --router connection --seed 1 {}` with `--hold-rate=off`, then `on`.",
+            MIXED_SIM.join(" ")
+        ));
         Ok(())
     }
 

@@ -252,6 +252,16 @@ pub struct SimModelArgs {
     /// Retry-After sent with simulated 429s.
     #[arg(long, value_parser = parse_duration, default_value = "1s")]
     pub retry_after: Duration,
+    /// Play a hosted API limited to N requests per minute: every answer carries OpenAI's
+    /// x-ratelimit-{limit,remaining,reset}-requests headers, and a request past the limit is
+    /// answered 429 with Retry-After. Enforced per second, as OpenAI quantizes its limits
+    /// (600 = 10 in any second).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub rpm_limit: Option<u64>,
+    /// The same for tokens per minute, each request charged as OpenAI charges it on arrival:
+    /// its prompt tokens plus its max_tokens (x-ratelimit-*-tokens headers).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub tpm_limit: Option<u64>,
     /// Time from switching the resource on until it answers (503 meanwhile).
     #[arg(long, value_parser = parse_duration, default_value = "0s")]
     pub start_delay: Duration,
@@ -542,9 +552,17 @@ pub struct RunTuning {
     /// Force the input format instead of detecting it.
     #[arg(long, value_name = "openai-batch|jsonl|csv|text", value_parser = InputFormat::from_str)]
     pub format: Option<InputFormat>,
-    /// Cap the send rate (requests per minute, token bucket).
-    #[arg(long, value_name = "RPM")]
+    /// Cap the send rate (requests per minute, token bucket). A hosted API's request limit
+    /// goes here (`--max-requests-per-minute` is the same flag).
+    #[arg(long, value_name = "RPM", visible_alias = "max-requests-per-minute")]
     pub rate: Option<f64>,
+    /// Cap the tokens sent per minute, as a hosted API counts them: each request is charged
+    /// its prompt (estimated from its text, 4 bytes a token until answers' `usage` say
+    /// otherwise) plus its max_tokens before it is sent, and none starts that the budget
+    /// cannot pay for. Under --shard each shard takes its share, as with --rate.
+    /// Example: --max-tokens-per-minute 2000000 for a key limited to 2M TPM.
+    #[arg(long, value_name = "TPM")]
+    pub max_tokens_per_minute: Option<f64>,
     /// Retries per request for 429, 5xx, timeouts and connection errors.
     #[arg(long, default_value_t = 5)]
     pub retries: u32,

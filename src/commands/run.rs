@@ -116,11 +116,11 @@ pub fn settings_from_args(a: &RunArgs) -> anyhow::Result<RunSettings> {
             _ => None,
         };
         match total {
-            Some(t) => Some(ShardShare::new(k, n, t, a.tuning.rate)),
-            None => a.tuning.rate.map(|_| ShardShare {
+            Some(t) => Some(ShardShare::new(k, n, t, a.tuning.rate, a.tuning.max_tokens_per_minute)),
+            None => (a.tuning.rate.is_some() || a.tuning.max_tokens_per_minute.is_some()).then(|| ShardShare {
                 concurrency,
                 total_concurrency: concurrency.saturating_mul(n as u32),
-                ..ShardShare::new(k, n, concurrency, a.tuning.rate)
+                ..ShardShare::new(k, n, concurrency, a.tuning.rate, a.tuning.max_tokens_per_minute)
             }),
         }
     });
@@ -129,7 +129,10 @@ pub fn settings_from_args(a: &RunArgs) -> anyhow::Result<RunSettings> {
         _ => concurrency,
     };
     if let Some(sh) = share {
-        let rate = sh.rate_rpm.map_or(String::new(), |r| format!(", rate {r:.0} RPM"));
+        let rate = sh.rate_rpm.map_or(String::new(), |r| format!(", rate {r:.0} RPM"))
+            + &sh
+                .tokens_per_minute
+                .map_or(String::new(), |r| format!(", {r:.0} tokens per minute"));
         ui::info(format!(
             "shard {}/{}: concurrency {} of the job's {}{rate}",
             sh.index, sh.count, concurrency, sh.total_concurrency

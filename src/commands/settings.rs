@@ -110,6 +110,8 @@ pub fn sim(a: &SimModelArgs, gpus: u32) -> anyhow::Result<SimConfig> {
         throttle_rate: a.throttle_rate,
         reset_rate: a.reset_rate,
         retry_after: a.retry_after,
+        rpm_limit: a.rpm_limit,
+        tpm_limit: a.tpm_limit,
         start_delay: a.start_delay,
         embedding_dim: a.embedding_dim as usize,
         route: match a.router {
@@ -183,11 +185,20 @@ pub fn run_tuning(t: &RunTuning) -> anyhow::Result<(Tuning, ResourceSpec)> {
             ));
         }
     }
+    if let Some(r) = t.max_tokens_per_minute {
+        if !(r.is_finite() && r >= 1.0) {
+            return Err(usage_error(
+                format!("--max-tokens-per-minute must be a number of tokens per minute of at least 1, got {r}"),
+                None,
+            ));
+        }
+    }
     if t.max_tokens == Some(0) {
         return Err(usage_error("--max-tokens must be at least 1", None));
     }
     let tuning = Tuning {
         rate: t.rate,
+        tokens_per_minute: t.max_tokens_per_minute,
         retries: t.retries,
         retry_base: t.retry_base,
         retry_max: t.retry_max,

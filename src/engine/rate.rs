@@ -24,6 +24,13 @@ impl RateLimiter {
 
     /// Waits until one more start is allowed.
     pub async fn acquire(&self) {
+        self.acquire_n(1.0).await;
+    }
+
+    /// Waits until a start that costs `units` (a request of that many tokens, against a token
+    /// budget) is allowed: it starts when the budget has paid for the starts before it, and
+    /// the next waits for its own cost.
+    pub async fn acquire_n(&self, units: f64) {
         let at = {
             let mut next = self.next.lock().await;
             let now = Instant::now();
@@ -33,7 +40,7 @@ impl RateLimiter {
                 *next = floor;
             }
             let at = *next;
-            *next += self.interval;
+            *next += self.interval.mul_f64(units.max(0.0));
             at
         };
         tokio::time::sleep_until(at).await;
@@ -65,5 +72,18 @@ mod tests {
         assert_eq!(Instant::now() - start, Duration::ZERO);
         r.acquire().await;
         assert_eq!(Instant::now() - start, Duration::from_millis(100));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_costly_start_delays_the_next_by_its_cost() {
+        // 6,000 tokens a minute: 100 a second.
+        let r = RateLimiter::new(6000.0, 1);
+        let start = Instant::now();
+        r.acquire_n(50.0).await;
+        assert_eq!(Instant::now() - start, Duration::ZERO);
+        r.acquire_n(200.0).await;
+        assert_eq!(Instant::now() - start, Duration::from_millis(500));
+        r.acquire_n(1.0).await;
+        assert_eq!(Instant::now() - start, Duration::from_millis(2500));
     }
 }

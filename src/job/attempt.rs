@@ -12,17 +12,34 @@ pub enum Decision {
     Done,
     /// Failed for a passing reason: queue it again, due after this wait.
     Retry(Duration),
+    /// 429, the server's rate limit: queue it again after this wait (its `Retry-After` at
+    /// least) without using a retry: the request was refused, not tried.
+    Throttled(Duration),
     /// 401/403: the credentials are refused; nothing more must be sent.
     Stop,
 }
 
-/// `failure`: None when the attempt succeeded, else its class and the server's Retry-After.
-/// `attempt`: attempts made before this one. `u`: a uniform draw in [0, 1) for the jitter.
-pub fn decide(failure: Option<(FailKind, Option<Duration>)>, attempt: u32, policy: &RetryPolicy, u: f64) -> Decision {
+/// A line answered 429 this many times goes on as any failure: its `--retries`, then failed
+/// (a limit that never lets it through is not waited on forever).
+pub const MOST_THROTTLED: u32 = 100;
+
+/// What one attempt met: its failure's class and the server's Retry-After, and whether the
+/// error body says the account is out of quota (OpenAI's 429 `insufficient_quota`, which no
+/// wait cures).
+pub type Met = Option<(FailKind, Option<Duration>, bool)>;
+
+/// `failure`: None when the attempt succeeded. `attempt`: attempts made before this one;
+/// `throttled`: 429s it met before. `u`: a uniform draw in [0, 1) for the jitter.
+pub fn decide(failure: Met, attempt: u32, throttled: u32, policy: &RetryPolicy, u: f64) -> Decision {
     match failure {
         None => Decision::Done,
-        Some((FailKind::Http(401 | 403), _)) => Decision::Stop,
-        Some((kind, retry_after)) if kind.retryable() && attempt < policy.retries => {
+        Some((FailKind::Http(401 | 403), _, _)) => Decision::Stop,
+        Some((FailKind::Http(429), _, true)) => Decision::Done,
+        Some((FailKind::Http(429), retry_after, false)) if throttled < MOST_THROTTLED => {
+            // Backoff grows with the 429s met, floored by the server's Retry-After.
+            Decision::Throttled(policy.delay(throttled + 1, u, retry_after))
+        }
+        Some((kind, retry_after, _)) if kind.retryable() && attempt < policy.retries => {
             Decision::Retry(policy.delay(attempt + 1, u, retry_after))
         }
         Some(_) => Decision::Done,
@@ -44,31 +61,52 @@ mod tests {
         let ms = Duration::from_millis;
         let ra = Some(Duration::from_secs(3));
         // (failure, attempts before, expected)
-        type Failed = Option<(FailKind, Option<Duration>)>;
-        let table: Vec<(Failed, u32, Decision)> = vec![
+        let table: Vec<(Met, u32, Decision)> = vec![
             (None, 0, Decision::Done),
             (None, 2, Decision::Done),
-            (Some((Http(401), None)), 0, Decision::Stop),
-            (Some((Http(403), None)), 5, Decision::Stop),
-            (Some((Http(400), None)), 0, Decision::Done),
-            (Some((Http(404), None)), 0, Decision::Done),
-            (Some((Http(413), None)), 0, Decision::Done),
-            (Some((Http(422), None)), 0, Decision::Done),
-            (Some((Http(408), None)), 0, Decision::Retry(ms(50))),
-            (Some((Http(429), None)), 0, Decision::Retry(ms(50))),
-            (Some((Http(429), ra)), 0, Decision::Retry(Duration::from_secs(3))),
-            (Some((Http(500), None)), 1, Decision::Retry(ms(100))),
-            (Some((Http(502), None)), 0, Decision::Retry(ms(50))),
-            (Some((Http(503), None)), 2, Decision::Done),
-            (Some((Timeout, None)), 0, Decision::Retry(ms(50))),
-            (Some((Connect, None)), 0, Decision::Retry(ms(50))),
-            (Some((Reset, None)), 1, Decision::Retry(ms(100))),
-            (Some((Reset, None)), 2, Decision::Done),
-            (Some((Decode, None)), 0, Decision::Done),
+            (Some((Http(401), None, false)), 0, Decision::Stop),
+            (Some((Http(403), None, false)), 5, Decision::Stop),
+            (Some((Http(400), None, false)), 0, Decision::Done),
+            (Some((Http(404), None, false)), 0, Decision::Done),
+            (Some((Http(413), None, false)), 0, Decision::Done),
+            (Some((Http(422), None, false)), 0, Decision::Done),
+            (Some((Http(408), None, false)), 0, Decision::Retry(ms(50))),
+            // A 429 waits without using a retry, even with none left; out of quota it is final.
+            (Some((Http(429), None, false)), 0, Decision::Throttled(ms(50))),
+            (
+                Some((Http(429), ra, false)),
+                2,
+                Decision::Throttled(Duration::from_secs(3)),
+            ),
+            (Some((Http(429), None, true)), 0, Decision::Done),
+            (Some((Http(500), None, false)), 1, Decision::Retry(ms(100))),
+            (Some((Http(502), None, false)), 0, Decision::Retry(ms(50))),
+            (Some((Http(503), None, false)), 2, Decision::Done),
+            (Some((Timeout, None, false)), 0, Decision::Retry(ms(50))),
+            (Some((Connect, None, false)), 0, Decision::Retry(ms(50))),
+            (Some((Reset, None, false)), 1, Decision::Retry(ms(100))),
+            (Some((Reset, None, false)), 2, Decision::Done),
+            (Some((Decode, None, false)), 0, Decision::Done),
         ];
         for (failure, attempt, want) in table {
-            assert_eq!(decide(failure, attempt, &p, 0.5), want, "{failure:?} after {attempt}");
+            assert_eq!(
+                decide(failure, attempt, 0, &p, 0.5),
+                want,
+                "{failure:?} after {attempt}"
+            );
         }
+        // Past MOST_THROTTLED 429s a line uses its retries, then fails.
+        let busy = Some((Http(429), ra, false));
+        assert_eq!(
+            decide(busy, 0, MOST_THROTTLED - 1, &p, 0.5),
+            // The backoff has grown to its cap (10 s, jittered to half) past the Retry-After.
+            Decision::Throttled(Duration::from_secs(5))
+        );
+        assert_eq!(
+            decide(busy, 0, MOST_THROTTLED, &p, 0.5),
+            Decision::Retry(Duration::from_secs(3))
+        );
+        assert_eq!(decide(busy, 2, MOST_THROTTLED, &p, 0.5), Decision::Done);
     }
 
     #[test]
@@ -78,6 +116,9 @@ mod tests {
             base: Duration::from_millis(100),
             max: Duration::from_secs(1),
         };
-        assert_eq!(decide(Some((FailKind::Http(500), None)), 0, &p, 0.5), Decision::Done);
+        assert_eq!(
+            decide(Some((FailKind::Http(500), None, false)), 0, 0, &p, 0.5),
+            Decision::Done
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! Ctrl-C are handled, and the run ends with run-summary.json and its exit status.
 
 use super::feed::FeedNote;
-use super::hold::{Hold, HoldRecord, HoldStep, WINDOW_ANSWERS};
+use super::hold::{Hold, HoldRecord, HoldStep, Window, WINDOW_ANSWERS};
 use super::progress::Progress;
 use super::queue::JobSource;
 use super::settings::{predicted_vs_achieved, Batch, RunOutcome, RunSettings};
@@ -10,8 +10,9 @@ use super::tally::{RunServer, RunSummary, Tally};
 use super::worker::Event;
 use crate::batch::{self, OutputWriter};
 use crate::engine::{Stop, Width};
+use crate::scrape::Scraper;
 use crate::stats::latency::Hist;
-use crate::stats::server::summarize_server;
+use crate::stats::server::{summarize_server, ServerSnapshot};
 use crate::ui::{self, usage_error, ExitStatus};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,10 +49,13 @@ pub(super) struct Holding {
     answers: u64,
     /// The window's answered latencies.
     latency: Hist,
+    /// Whether the server's running count is this run's own (not under `--shard`, where the
+    /// server counts every shard's requests).
+    own_server: bool,
 }
 
 impl Holding {
-    pub(super) fn new(hold: Hold, width: Arc<Width>, start: Instant) -> Holding {
+    pub(super) fn new(hold: Hold, width: Arc<Width>, start: Instant, own_server: bool) -> Holding {
         let from = start + hold.spec.settle;
         Holding {
             hold,
@@ -60,6 +64,7 @@ impl Holding {
             from,
             answers: 0,
             latency: Hist::new(),
+            own_server,
         }
     }
 
@@ -76,7 +81,7 @@ impl Holding {
 
     /// At a window's end: the hold's decision applied to the width. Returns the new in-flight
     /// count when it changed.
-    fn tick(&mut self, now: Instant, remaining: Option<u64>) -> Option<(u32, HoldStep)> {
+    fn tick(&mut self, now: Instant, remaining: Option<u64>, server: Option<&Scraper>) -> Option<(u32, HoldStep)> {
         let counted = now.saturating_duration_since(self.from);
         let long = counted >= self.hold.spec.window * 10;
         if counted < self.hold.spec.window || (self.answers < WINDOW_ANSWERS && !long) {
@@ -93,9 +98,16 @@ impl Holding {
             (Some(mean), Some(sd)) if mean > 0.0 => sd / mean / (l.len() as f64).sqrt(),
             _ => 0.0,
         };
-        let p95 = l.quantile_ms(0.95);
+        let window = Window {
+            rpm,
+            noise,
+            latency_p95_ms: l.quantile_ms(0.95),
+            running: server
+                .filter(|_| self.own_server)
+                .and_then(|sc| running(&sc.between(self.from, now))),
+        };
         let was = self.hold.current();
-        let next = self.hold.decide((now - self.start).as_secs_f64(), rpm, noise, p95);
+        let next = self.hold.decide((now - self.start).as_secs_f64(), window);
         self.answers = 0;
         self.latency.clear();
         if next == was {
@@ -108,6 +120,18 @@ impl Holding {
     }
 }
 
+/// The server's running requests over a window: the mean of its scrapes and that mean's s.e.
+/// At least two scrapes, or no figure.
+fn running(snaps: &[ServerSnapshot]) -> Option<(f64, f64)> {
+    let v: Vec<f64> = snaps.iter().filter_map(|s| s.running).collect();
+    if v.len() < 2 {
+        return None;
+    }
+    use statrs::statistics::Statistics;
+    let se = v.iter().std_dev() / (v.len() as f64).sqrt();
+    Some((v.iter().mean(), se))
+}
+
 impl Collector {
     pub(super) async fn collect(
         &mut self,
@@ -115,6 +139,7 @@ impl Collector {
         mut notes: mpsc::UnboundedReceiver<FeedNote>,
         interrupt: &Stop,
         retries_used: &AtomicU64,
+        server: Option<&Scraper>,
     ) -> anyhow::Result<()> {
         let mut ticker = tokio::time::interval(Duration::from_millis(500));
         let mut events = Vec::with_capacity(256);
@@ -158,7 +183,7 @@ impl Collector {
                     self.stop.abandon.cancel();
                 }
                 _ = ticker.tick() => {
-                    self.hold_tick();
+                    self.hold_tick(server);
                     self.progress.tick(self.tally.start, retries_used.load(Ordering::Relaxed));
                 }
             }
@@ -173,14 +198,17 @@ impl Collector {
         Ok(())
     }
 
-    fn hold_tick(&mut self) {
+    fn hold_tick(&mut self, server: Option<&Scraper>) {
         let remaining = self.progress.remaining();
         let Some(h) = self.hold.as_mut() else { return };
-        if let Some((next, step)) = h.tick(Instant::now(), remaining) {
+        if let Some((next, step)) = h.tick(Instant::now(), remaining, server) {
             self.progress.set_concurrency(next);
             let p95 = step.latency_p95_ms.map_or("-".into(), |p| format!("{p:.0} ms"));
+            let running = step
+                .server_running
+                .map_or(String::new(), |r| format!(", the server running {r:.1}"));
             ui::info(format!(
-                "hold-rate: {} -> {next} in flight ({}): {} RPM of {} planned, p95 {p95} (limit {:.0} ms)",
+                "hold-rate: {} -> {next} in flight ({}): {} RPM of {} planned, p95 {p95} (limit {:.0} ms){running}",
                 step.concurrency,
                 step.action,
                 ui::thousands(step.rpm),
@@ -276,6 +304,7 @@ impl Collector {
         b: &Batch<'_>,
         started_at: String,
         retries: u64,
+        rate_limited: u64,
     ) -> anyhow::Result<RunOutcome> {
         let t = &self.tally;
         let wall = t.wall_s();
@@ -288,7 +317,8 @@ impl Collector {
             .and(s.planned_rpm())
             .filter(|rpm| *rpm > 0.0)
             .map(|rpm| queued as f64 / rpm * 60.0);
-        let summary = self.run_summary(s, b, started_at, retries, predicted);
+        let mut summary = self.run_summary(s, b, started_at, retries, predicted);
+        summary.rate_limited = rate_limited;
         if let Some(sv) = &summary.server {
             let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
             ui::info(format!(
@@ -317,6 +347,11 @@ impl Collector {
             line.push_str(&format!(" ({})", predicted_vs_achieved(p, wall)));
         }
         ui::info(line);
+        if rate_limited > 0 {
+            ui::info(format!(
+                "rate limit: {rate_limited} answers of 429 waited out and sent again (no retry used)"
+            ));
+        }
         ui::info(format!(
             "output: {}; summary: {}",
             s.output.display(),
@@ -385,6 +420,7 @@ impl Collector {
             requests_failed: t.failed,
             requests_retried: t.retried_requests,
             retries,
+            rate_limited: 0,
             stale_connection_resends: b.client.stale_retries(),
             skipped_already_done: feed.skipped_done,
             skipped_invalid: t.skipped_invalid,

@@ -2,7 +2,7 @@
 //! request bodies and hands them to the workers in chunks over a bounded channel, so memory
 //! stays flat whatever the input's size and the workers wake once per chunk, not per job.
 
-use super::queue::Job;
+use super::queue::{Charge, Job};
 use super::tally::FeedCounts;
 use crate::api::Api;
 use crate::batch::{self, DuplicateCheck, Format, Item, Payload, ReadOptions, Reader, ResumeState};
@@ -47,6 +47,8 @@ pub struct FeedSpec {
     pub duplicates: DuplicateCheck,
     /// A bad line ends the run (stdin without `--skip-invalid`, where no first pass ran).
     pub stop_on_invalid: bool,
+    /// Each job carries its [`Charge`] (a token budget is set).
+    pub charge: bool,
 }
 
 /// Starts the feed thread. It ends when the input is read or the job channel is closed.
@@ -122,15 +124,23 @@ fn feed(spec: FeedSpec, jobs: async_channel::Sender<Vec<Job>>, notes: mpsc::Unbo
 /// The request body of an input item, as the endpoint will receive it.
 fn job_of(item: Item, spec: &FeedSpec) -> Job {
     let model = spec.model.as_deref();
+    let charge_of = |body: &serde_json::Value| Charge {
+        prompt_bytes: crate::model::prompt_bytes(body),
+        max_tokens: crate::model::requested_tokens(body).unwrap_or(0),
+    };
     let mut body = match item.body {
-        // Sent as the file has it: no JSON tree built and written back.
+        // Sent as the file has it: no JSON tree built and written back (but for a budget's
+        // charge).
         Payload::Raw(raw) => {
             let stream = raw.stream;
+            let charge = spec.charge.then(|| charge_of(&raw.to_value()));
             return Job {
                 body: Bytes::from(raw.into_request(model)),
                 stream,
                 custom_id: item.custom_id,
                 attempt: 0,
+                throttled: 0,
+                charge,
             };
         }
         Payload::Body(v) => v,
@@ -140,8 +150,10 @@ fn job_of(item: Item, spec: &FeedSpec) -> Job {
     let stream = wants_stream(&body);
     Job {
         custom_id: item.custom_id,
+        charge: spec.charge.then(|| charge_of(&body)),
         body: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
         stream,
         attempt: 0,
+        throttled: 0,
     }
 }

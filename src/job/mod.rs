@@ -9,6 +9,7 @@
 //! - [`tally`]: counts, output records, run-summary.json. [`progress`]: stderr progress.
 
 pub mod attempt;
+mod budget;
 mod collect;
 pub mod feed;
 pub mod hold;
@@ -255,6 +256,7 @@ pub async fn send_batch(b: Batch<'_>, prepared: Prepared, interrupt: Stop) -> an
             done,
             duplicates,
             stop_on_invalid: stdin && !s.tuning.skip_invalid,
+            charge: s.tokens_per_minute().is_some(),
         },
         jobs_tx,
         note_tx,
@@ -263,6 +265,7 @@ pub async fn send_batch(b: Batch<'_>, prepared: Prepared, interrupt: Stop) -> an
     let stop = Stop::new();
     let (tx, rx) = mpsc::unbounded_channel::<Event>();
     let retries_used = Arc::new(AtomicU64::new(0));
+    let rate_limited = Arc::new(AtomicU64::new(0));
     let streak = Arc::new(std::sync::Mutex::new(crate::outcome::Streak::new(
         b.stop_after_failures,
     )));
@@ -270,9 +273,11 @@ pub async fn send_batch(b: Batch<'_>, prepared: Prepared, interrupt: Stop) -> an
         streak: streak.clone(),
         client: b.client.clone(),
         limiter: s.rate().map(|r| Arc::new(RateLimiter::new(r, 1))),
+        budget: s.tokens_per_minute().map(|t| Arc::new(budget::TokenBudget::new(t))),
         source: source.clone(),
         stop: stop.clone(),
         retries_used: retries_used.clone(),
+        rate_limited: rate_limited.clone(),
         policy: RetryPolicy {
             retries: s.tuning.retries,
             base: s.tuning.retry_base,
@@ -304,9 +309,10 @@ pub async fn send_batch(b: Batch<'_>, prepared: Prepared, interrupt: Stop) -> an
         interrupted: false,
         streak,
         systematic: None,
-        hold: hold.map(|h| collect::Holding::new(h, width, start)),
+        hold: hold.map(|h| collect::Holding::new(h, width, start, s.share.is_none())),
     };
-    c.collect(rx, note_rx, &interrupt, &retries_used).await?;
+    c.collect(rx, note_rx, &interrupt, &retries_used, b.server.as_ref())
+        .await?;
     let _ = window.await;
     c.source.close_feed();
     if !c.interrupted && c.refused.is_none() && c.input_error.is_none() {
@@ -315,5 +321,11 @@ pub async fn send_batch(b: Batch<'_>, prepared: Prepared, interrupt: Stop) -> an
         let _ = tokio::task::spawn_blocking(move || reader.join()).await;
     }
     c.progress.finish();
-    c.finish(s, &b, started_at, retries_used.load(Ordering::Relaxed))
+    c.finish(
+        s,
+        &b,
+        started_at,
+        retries_used.load(Ordering::Relaxed),
+        rate_limited.load(Ordering::Relaxed),
+    )
 }

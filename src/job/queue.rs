@@ -18,6 +18,18 @@ pub struct Job {
     pub stream: bool,
     /// Attempts already made (0 for a fresh job).
     pub attempt: u32,
+    /// 429s it met: sent again without using an attempt.
+    pub throttled: u32,
+    /// Its size as a token budget charges it (with `--max-tokens-per-minute`).
+    pub charge: Option<Charge>,
+}
+
+/// What a request is charged against a token budget: its prompt, estimated from its text, and
+/// all the output it may ask for, as a hosted API charges on arrival.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Charge {
+    pub prompt_bytes: u64,
+    pub max_tokens: u64,
 }
 
 /// The workers' shared source. It ends only when the feed is closed and drained, no retry
@@ -238,6 +250,8 @@ mod tests {
             body: Bytes::from_static(b"{}"),
             stream: false,
             attempt: 0,
+            throttled: 0,
+            charge: None,
         }
     }
 

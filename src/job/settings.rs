@@ -38,6 +38,8 @@ pub struct RunSettings {
 pub struct Tuning {
     /// Send-rate cap, requests per minute.
     pub rate: Option<f64>,
+    /// Token budget, tokens per minute (prompt estimate + max_tokens per request).
+    pub tokens_per_minute: Option<f64>,
     pub retries: u32,
     pub retry_base: std::time::Duration,
     pub retry_max: std::time::Duration,
@@ -60,12 +62,16 @@ pub struct ShardShare {
     pub total_concurrency: u32,
     /// This shard's part of `--rate`, requests per minute.
     pub rate_rpm: Option<f64>,
+    /// This shard's part of `--max-tokens-per-minute`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens_per_minute: Option<f64>,
 }
 
 impl ShardShare {
     /// Shard `index` of `count` takes `total / count`, the first `total % count` shards one
     /// more, so the shares sum to the total; never less than 1.
-    pub fn new(index: u64, count: u64, total_concurrency: u32, rate: Option<f64>) -> ShardShare {
+    /// `rate` and `tpm` (requests and tokens per minute) are the whole job's budgets.
+    pub fn new(index: u64, count: u64, total_concurrency: u32, rate: Option<f64>, tpm: Option<f64>) -> ShardShare {
         let n = count.max(1);
         let base = u64::from(total_concurrency) / n;
         let extra = u64::from(index < u64::from(total_concurrency) % n);
@@ -75,6 +81,7 @@ impl ShardShare {
             concurrency: (base + extra).max(1) as u32,
             total_concurrency,
             rate_rpm: rate.map(|r| r / n as f64),
+            tokens_per_minute: tpm.map(|r| r / n as f64),
         }
     }
 }
@@ -128,6 +135,12 @@ impl RunSettings {
     pub fn rate(&self) -> Option<f64> {
         self.share.map_or(self.tuning.rate, |sh| sh.rate_rpm)
     }
+
+    /// The token budget for this process, tokens per minute.
+    pub fn tokens_per_minute(&self) -> Option<f64> {
+        self.share
+            .map_or(self.tuning.tokens_per_minute, |sh| sh.tokens_per_minute)
+    }
 }
 
 /// What a run reports back to its caller (`run` or `auto`).
@@ -171,12 +184,15 @@ mod tests {
     #[test]
     fn shard_shares_sum_to_the_plan() {
         for (total, n) in [(16u32, 4u64), (17, 4), (3, 2), (64, 7), (1, 1)] {
-            let shares: Vec<u32> = (0..n).map(|k| ShardShare::new(k, n, total, None).concurrency).collect();
+            let shares: Vec<u32> = (0..n)
+                .map(|k| ShardShare::new(k, n, total, None, None).concurrency)
+                .collect();
             assert_eq!(shares.iter().sum::<u32>(), total, "{total} over {n}: {shares:?}");
             assert!(shares.iter().max().unwrap() - shares.iter().min().unwrap() <= 1);
         }
         // More shards than slots: each still sends (at least 1).
-        assert_eq!(ShardShare::new(4, 5, 3, None).concurrency, 1);
-        assert_eq!(ShardShare::new(1, 4, 16, Some(6000.0)).rate_rpm, Some(1500.0));
+        assert_eq!(ShardShare::new(4, 5, 3, None, None).concurrency, 1);
+        let sh = ShardShare::new(1, 4, 16, Some(6000.0), Some(400_000.0));
+        assert_eq!((sh.rate_rpm, sh.tokens_per_minute), (Some(1500.0), Some(100_000.0)));
     }
 }

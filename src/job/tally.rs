@@ -121,6 +121,10 @@ pub struct RunSummary {
     pub scaling_efficiency: Option<f64>,
     /// The server's own figures over the run, from its metrics (`--server-metrics`).
     pub server: Option<RunServer>,
+    /// Answers of 429 (the server's rate limit) that were waited out and sent again: none of
+    /// them used a retry (`retries` counts only the other failures).
+    #[serde(default)]
+    pub rate_limited: u64,
     /// Which fields this file may hold (`model::schema`). Last, as the keys before it keep
     /// their order.
     pub schema_version: u32,

@@ -32,10 +32,14 @@ pub(super) enum Event {
 pub(super) struct Worker {
     pub client: Arc<Client>,
     pub limiter: Option<Arc<RateLimiter>>,
+    /// `--max-tokens-per-minute`.
+    pub budget: Option<Arc<super::budget::TokenBudget>>,
     pub source: Arc<JobSource>,
     /// Drained when the credentials are refused: jobs still waiting are not sent.
     pub stop: Stop,
     pub retries_used: Arc<AtomicU64>,
+    /// 429s met, each sent again without using a retry.
+    pub rate_limited: Arc<AtomicU64>,
     pub policy: RetryPolicy,
     /// `--stop-after-failures`: shared by the workers, in the order answers finish.
     pub streak: Arc<Mutex<crate::outcome::Streak>>,
@@ -46,15 +50,29 @@ impl Worker {
         if let Some(l) = &self.limiter {
             l.acquire().await;
         }
+        if let (Some(b), Some(c)) = (&self.budget, &job.charge) {
+            b.pay(c).await;
+        }
         if self.stop.drain.is_cancelled() {
             // Credentials were refused while this job waited: do not send it.
             self.source.finished();
             return Event::Retried;
         }
         let outcome = self.client.send(job.body.clone(), job.stream, true).await;
-        let failure = outcome.result.as_ref().err().map(|f| (f.kind, f.retry_after));
+        if let (Some(b), Some(c), Ok(ok)) = (&self.budget, &job.charge, &outcome.result) {
+            if let Some(tokens) = ok.usage.prompt_tokens {
+                b.learn(c.prompt_bytes, tokens);
+            }
+        }
+        let failure = outcome.result.as_ref().err().map(|f| {
+            let quota = f
+                .body
+                .as_ref()
+                .is_some_and(|b| b.to_string().contains("insufficient_quota"));
+            (f.kind, f.retry_after, quota)
+        });
         let u: f64 = rand::thread_rng().gen();
-        match attempt::decide(failure, job.attempt, &self.policy, u) {
+        match attempt::decide(failure, job.attempt, job.throttled, &self.policy, u) {
             Decision::Done => {
                 // Checked here, not in the collector: the collector reads events in batches,
                 // and by then the other workers would have sent more of the same failure.
@@ -81,6 +99,15 @@ impl Worker {
                     custom_id: job.custom_id,
                     outcome,
                 }
+            }
+            Decision::Throttled(wait) => {
+                self.rate_limited.fetch_add(1, Ordering::Relaxed);
+                let again = Job {
+                    throttled: job.throttled + 1,
+                    ..job
+                };
+                self.source.retry_later(again, Instant::now() + wait);
+                Event::Retried
             }
             Decision::Retry(wait) => {
                 self.retries_used.fetch_add(1, Ordering::Relaxed);

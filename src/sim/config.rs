@@ -31,6 +31,10 @@ pub struct SimConfig {
     pub reset_rate: f64,
     /// `Retry-After` sent with 429 answers.
     pub retry_after: Duration,
+    /// A hosted API's limits, requests and tokens (prompt + max_tokens) per minute: announced
+    /// in `x-ratelimit-*` headers, 429 past them.
+    pub rpm_limit: Option<u64>,
+    pub tpm_limit: Option<u64>,
     pub api_key: Option<Secret>,
     /// Time from `POST /resource {"state":"on"}` until inference answers.
     pub start_delay: Duration,
@@ -59,6 +63,8 @@ impl Default for SimConfig {
             throttle_rate: 0.0,
             reset_rate: 0.0,
             retry_after: Duration::from_secs(1),
+            rpm_limit: None,
+            tpm_limit: None,
             api_key: None,
             start_delay: Duration::ZERO,
             start_off: false,

@@ -30,15 +30,7 @@ impl AppState {
             )));
         }
         if fault < c.fail_rate + c.throttle_rate {
-            self.counters.throttled_429.fetch_add(1, Ordering::Relaxed);
-            let mut resp = error_response(
-                StatusCode::TOO_MANY_REQUESTS,
-                "simulated rate limit",
-                "rate_limit_error",
-            );
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(c.retry_after.as_secs().max(1)));
-            return Err(Box::new(resp));
+            return Err(Box::new(self.over_limit(c.retry_after)));
         }
         if fault < c.fail_rate + c.throttle_rate + c.reset_rate {
             self.counters.reset.fetch_add(1, Ordering::Relaxed);
@@ -47,6 +39,19 @@ impl AppState {
             return Err(Box::new(resp));
         }
         Ok((n, 1.0 + c.jitter * (2.0 * jitter - 1.0)))
+    }
+
+    /// A 429 as OpenAI sends it, `Retry-After` in whole seconds (at least 1).
+    pub(super) fn over_limit(&self, wait: std::time::Duration) -> Response {
+        self.counters.throttled_429.fetch_add(1, Ordering::Relaxed);
+        let mut resp = error_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            "simulated rate limit",
+            "rate_limit_error",
+        );
+        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        resp
     }
 }
 

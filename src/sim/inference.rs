@@ -6,7 +6,7 @@ use super::gpu::{Event, NewSeq};
 use super::state::{AppState, ConnDraw, InFlight};
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use bytes::Bytes;
@@ -125,6 +125,25 @@ fn token_text(request: u64, i: u32) -> String {
 }
 
 async fn infer(s: Arc<AppState>, api: Api, conn: ConnDraw, headers: HeaderMap, body: Bytes) -> Response {
+    let mut announced = Vec::new();
+    let mut resp = answer(s, api, conn, headers, body, &mut announced).await;
+    for (name, value) in announced {
+        if let (Ok(n), Ok(v)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+            resp.headers_mut().insert(n, v);
+        }
+    }
+    resp
+}
+
+/// One inference request's answer; `announced` gets the hosted API's `x-ratelimit-*` headers.
+async fn answer(
+    s: Arc<AppState>,
+    api: Api,
+    conn: ConnDraw,
+    headers: HeaderMap,
+    body: Bytes,
+    announced: &mut Vec<(String, String)>,
+) -> Response {
     let req = match s.request(&headers, &body) {
         Ok(v) => v,
         Err(resp) => return *resp,
@@ -146,6 +165,14 @@ async fn infer(s: Arc<AppState>, api: Api, conn: ConnDraw, headers: HeaderMap, b
         .pointer("/stream_options/include_usage")
         .and_then(Value::as_bool)
         .unwrap_or(false);
+    if let Some(limits) = &s.limits {
+        // Charged on arrival, as OpenAI charges: the prompt and all the output it may write.
+        let charge = limits.charge(u64::from(prompt) + u64::from(max), std::time::Instant::now());
+        *announced = super::limits::headers(&charge);
+        if let Some(wait) = charge.refused {
+            return s.over_limit(wait);
+        }
+    }
     let (n, mult) = match s.draw() {
         Ok(v) => v,
         Err(resp) => return *resp,

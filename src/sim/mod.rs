@@ -8,6 +8,7 @@ mod embeddings;
 mod faults;
 pub mod gpu;
 mod inference;
+mod limits;
 mod metrics;
 mod resource;
 mod server;

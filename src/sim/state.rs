@@ -44,6 +44,8 @@ pub(super) struct AppState {
     pub(super) arrivals: AtomicU64,
     pub(super) in_flight: AtomicUsize,
     pub(super) in_flight_max: AtomicUsize,
+    /// `--rpm-limit`/`--tpm-limit`: the hosted API's limits.
+    pub(super) limits: Option<super::limits::Limits>,
 }
 
 /// The random draw of the connection a request came on, put in each request's extensions by the
@@ -105,6 +107,7 @@ impl AppState {
         let gauges = Arc::new(Gauges::default());
         let cluster = Cluster::new(cfg.params, cfg.route, cfg.gpus, gauges.clone());
         let power = if cfg.start_off { Power::Off } else { Power::On };
+        let limits = super::limits::Limits::new(cfg.rpm_limit, cfg.tpm_limit);
         AppState {
             cfg,
             cluster,
@@ -114,6 +117,7 @@ impl AppState {
             arrivals: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             in_flight_max: AtomicUsize::new(0),
+            limits,
         }
     }
 

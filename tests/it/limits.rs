@@ -1,13 +1,13 @@
 //! A run never has more requests in flight than its concurrency, nor starts them faster than
-//! `--rate`: the concurrency is `--concurrency`'s, else the plan's, and the shards of one job
+//! `--rate`, nor sends more tokens a minute than `--max-tokens-per-minute`: the concurrency is `--concurrency`'s, else the plan's, and the shards of one job
 //! share the plan's between them.
 
 use crate::util::run::{
-    assert_each_once_ok, gauge, metrics, outcome, read_records, requests_seen, run_async, run_sync, s, sim_cfg, u,
-    write_batch,
+    assert_each_once_ok, gauge, metrics, outcome, read_records, requests_seen, run_async, run_into, run_sync, s,
+    sim_cfg, u, write_batch,
 };
 use crate::util::{batch_file, fast_sim, read_json, sim_metric, tokio_sizeup, write_plan};
-use sizeup::sim::SimHandle;
+use sizeup::sim::{SimConfig, SimHandle};
 use std::collections::BTreeMap;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -311,4 +311,88 @@ async fn hold_rate_raises_in_flight_toward_the_plan_within_its_ceiling() {
     let r = run_sync(&["--input", s(&input), "--concurrency", "2", "--hold-rate"], &[]);
     assert_eq!(r.code, Some(2), "{r:?}");
     assert!(r.stderr.contains("--hold-rate holds a plan's rate"), "{r:?}");
+}
+
+/// A full fleet read by the server's own count: the raise the short rate starts adds no
+/// running request (the server's 4 slots are taken), so it is taken back after one window and
+/// the climb ends, whatever the rate's noise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_rate_takes_back_a_raise_the_servers_count_shows_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    // 15 s at the server's rate: room for the raise and the three windows that judge it at most.
+    let (input, want) = write_batch(dir.path(), "jobs.jsonl", 12_000, 2);
+    // 4 slots of 5 ms: 48,000 RPM at most, where the plan promises 100,000 at 8 in flight (a
+    // queue of 4 keeps every slot busy, so one request more adds none).
+    let plan = dir.path().join("plan.json");
+    write_plan(&plan, 1, 8, 100_000.0);
+    let sim = SimHandle::start(sim_cfg(1, 4, 2.5)).await.expect("sim");
+    let extra = [
+        "--plan",
+        s(&plan),
+        "--hold-rate",
+        // Several scrapes in every 2-second window.
+        "--scrape-interval",
+        "200ms",
+    ];
+    let (r, records, sm) = run_into(&sim.url(), &input, dir.path(), &extra).await;
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert_each_once_ok(&records, &want, "run holding the rate");
+    let steps = sm["hold"]["steps"].as_array().expect("steps");
+    let actions: Vec<&str> = steps.iter().map(|s| s["action"].as_str().unwrap()).collect();
+    // raise, measure (a scrape that caught a slot between two requests), back, then hold.
+    let back = actions
+        .iter()
+        .position(|a| *a == "back")
+        .unwrap_or_else(|| panic!("never taken back: {sm:#}"));
+    assert_eq!(actions[0], "raise", "{sm:#}");
+    assert!(actions[1..back].iter().all(|a| *a == "measure") && back <= 3, "{sm:#}");
+    assert!(
+        actions[back + 1..].iter().all(|a| *a == "hold"),
+        "climbed again: {sm:#}"
+    );
+    for st in &steps[..=back] {
+        let running = st["server_running"].as_f64().expect("the server's count on each step");
+        assert!((3.5..=4.0).contains(&running), "{sm:#}");
+    }
+    assert_eq!(u(&sm["hold"], "final_concurrency"), 8, "{sm:#}");
+    sim.shutdown().await;
+}
+
+/// `--max-tokens-per-minute` against a hosted API's token limit (the simulator's
+/// `--tpm-limit`, 6,000 a minute, enforced per second): charged prompt + max_tokens before
+/// each send, 32 in flight stay within 80% of the limit, so the 429s that 32 in flight would
+/// draw by the dozen almost never come, and the tokens the server counted over the run are
+/// within the budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_budget_keeps_the_run_under_a_hosted_token_limit() {
+    let sim = SimHandle::start(SimConfig {
+        tpm_limit: Some(6000),
+        ..sim_cfg(2, 16, 2.0)
+    })
+    .await
+    .expect("sim");
+    let url = sim.url();
+    let dir = tempfile::tempdir().unwrap();
+    // 4 tokens each as the server counts them ("hello world" and 2 to write): 80 lines, ~4 s.
+    let (input, want) = write_batch(dir.path(), "jobs.jsonl", 80, 2);
+    let extra = ["--concurrency", "32", "--max-tokens-per-minute", "4800"];
+    let (r, records, sm) = run_into(&url, &input, dir.path(), &extra).await;
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert_each_once_ok(&records, &want, "output under a token budget");
+    let m = metrics(&url).await;
+    assert!(
+        outcome(&m, "throttled_429") <= 8,
+        "the budget did not keep the run under the limit: {sm} {m:?}"
+    );
+    let tokens = sim_metric(&url, "sizeup_sim_prompt_tokens_total").await
+        + sim_metric(&url, "sizeup_sim_generation_tokens_total").await;
+    let wall = sm["wall_time_s"].as_f64().expect("wall_time_s");
+    // An upper bound: a slow machine only sends slower. The first request goes at once.
+    let per_minute = (tokens - 4.0) / wall * 60.0;
+    assert!(
+        per_minute <= 4800.0 * 1.1,
+        "{per_minute:.0} tokens a minute over {wall:.2} s: {sm}"
+    );
+    assert!(tokens >= 320.0, "{tokens} tokens counted: {m:?}");
+    sim.shutdown().await;
 }

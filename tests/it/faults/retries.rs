@@ -1,11 +1,11 @@
 //! What is retried and what is not: 5xx and resets with backoff, 429 no sooner than its
-//! Retry-After, 4xx never; a request out of retries is one failed record (exit 1), and
+//! Retry-After and without using a retry (a hosted API's rate limit loses no line), 4xx never; a request out of retries is one failed record (exit 1), and
 //! `--resume` retries the failures and only those.
 
 use crate::util::read_json;
 use crate::util::run::{
     assert_each_once_ok, custom_id, errors_path, id_counts, is_success, metrics, outcome, read_records, run_async,
-    run_sync, s, sim_cfg, u, write_batch, FAST_RETRY,
+    run_into, run_sync, s, sim_cfg, u, write_batch, FAST_RETRY,
 };
 use serde_json::{json, Value};
 use sizeup::sim::{SimConfig, SimHandle};
@@ -111,7 +111,8 @@ fn throttling_429_honours_retry_after() {
     assert_each_once_ok(&read_records(&out), &want, "output with 429s");
     let sm = read_json(&summary);
     assert_eq!(u(&sm, "requests_ok"), 40, "{sm}");
-    assert!(u(&sm, "retries") > 0, "seed 1 throttles some of 40 requests: {sm}");
+    assert!(u(&sm, "rate_limited") > 0, "seed 1 throttles some of 40 requests: {sm}");
+    assert_eq!(u(&sm, "retries"), 0, "a 429 uses no retry: {sm}");
     // A throttled request waits at least its Retry-After (1 s) although --retry-max is 50ms:
     // a lower bound, which a slow machine only makes easier to meet.
     let wall = sm["wall_time_s"].as_f64().expect("wall_time_s");
@@ -119,6 +120,49 @@ fn throttling_429_honours_retry_after() {
         wall >= 0.95,
         "429 retried before its Retry-After of 1 s: wall {wall}s, {sm}"
     );
+}
+
+/// A hosted API's limit (the simulator's `--rpm-limit`): 32 in flight against 20 requests a
+/// second draw 429s by the dozen, and with a single retry allowed every line still succeeds
+/// once, as no 429 uses a retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_storm_loses_no_line_and_uses_no_retry() {
+    let sim = SimHandle::start(SimConfig {
+        rpm_limit: Some(1200),
+        ..sim_cfg(2, 16, 2.0)
+    })
+    .await
+    .expect("sim");
+    let url = sim.url();
+    // Every answer announces the limit and what is left of it, as OpenAI's do.
+    let r = reqwest::Client::new()
+        .post(format!("{url}/v1/completions"))
+        .header("content-type", "application/json")
+        .body(json!({"prompt": "a", "max_tokens": 1}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let h = |k: &str| r.headers().get(k).map(|v| v.to_str().unwrap().to_string());
+    assert_eq!(h("x-ratelimit-limit-requests").as_deref(), Some("1200"));
+    assert_eq!(h("x-ratelimit-remaining-requests").as_deref(), Some("19"));
+    assert!(
+        h("x-ratelimit-reset-requests").is_some_and(|v| v.ends_with('s')),
+        "{:?}",
+        r.headers()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (input, want) = write_batch(dir.path(), "jobs.jsonl", 100, 2);
+    let extra = ["--concurrency", "32", "--retries", "1"];
+    let (r, records, sm) = run_into(&url, &input, dir.path(), &extra).await;
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert_each_once_ok(&records, &want, "output under a rate limit");
+    let m = metrics(&url).await;
+    assert!(outcome(&m, "throttled_429") >= 10, "no storm to weather: {m:?}");
+    assert_eq!(u(&sm, "rate_limited"), outcome(&m, "throttled_429"), "{sm} {m:?}");
+    assert_eq!((u(&sm, "retries"), u(&sm, "requests_failed")), (0, 0), "{sm}");
+    assert!(r.stderr.contains("answers of 429 waited out"), "{}", r.stderr);
+    sim.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -67,6 +67,31 @@ pub async fn run_async(args: &[&str], extra_env: &[(&str, &str)]) -> Ran {
     }
 }
 
+/// `sizeup run` of `input` against `url`, writing `dir`/out.jsonl and `dir`/summary.json,
+/// with `extra` flags: the output's records and the summary after it.
+pub async fn run_into(url: &str, input: &Path, dir: &Path, extra: &[&str]) -> (Ran, Vec<Value>, Value) {
+    let (out, summary) = (dir.join("out.jsonl"), dir.join("summary.json"));
+    let mut args = vec![
+        "--endpoint",
+        url,
+        "--input",
+        s(input),
+        "--output",
+        s(&out),
+        "--summary",
+        s(&summary),
+    ];
+    args.extend_from_slice(extra);
+    let r = run_async(&args, &[]).await;
+    let records = if out.exists() { read_records(&out) } else { Vec::new() };
+    let sm = if summary.exists() {
+        super::read_json(&summary)
+    } else {
+        Value::Null
+    };
+    (r, records, sm)
+}
+
 /// A simulator with `gpus` x `batch` slots, no prefill cost and a flat decode step.
 pub fn sim_cfg(gpus: usize, batch: usize, step_ms: f64) -> SimConfig {
     SimConfig {
