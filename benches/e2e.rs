@@ -1368,7 +1368,7 @@ impl Bench {
             let mut args = vec![
                 "auto",
                 "--target-rpm",
-                "29000",
+                "28000",
                 "--yes",
                 "--input",
                 &input_s,
@@ -1407,7 +1407,7 @@ impl Bench {
             );
         }
         self.notes.push(format!(
-            "Pinned connections: `sizeup auto --input mixed.jsonl ({lines} lines) --target-rpm 29000 --yes --router connection --seed 1 {}` with `--hold-rate=off`, then `on`.",
+            "Pinned connections: `sizeup auto --input mixed.jsonl ({lines} lines) --target-rpm 28000 --yes --router connection --seed 1 {}` with `--hold-rate=off`, then `on`.",
             MIXED_SIM.join(" ")
         ));
         Ok(())

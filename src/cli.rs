@@ -563,7 +563,8 @@ pub struct RunTuning {
     /// Example: --max-tokens-per-minute 2000000 for a key limited to 2M TPM.
     #[arg(long, value_name = "TPM")]
     pub max_tokens_per_minute: Option<f64>,
-    /// Retries per request for 429, 5xx, timeouts and connection errors.
+    /// Retries per request for 5xx, timeouts and connection errors (a 429 waits its
+    /// Retry-After and goes again without using one).
     #[arg(long, default_value_t = 5)]
     pub retries: u32,
     /// First retry delay; doubles each time, with full jitter, capped by --retry-max.

@@ -21,6 +21,7 @@ mod h1;
 mod outcome;
 mod parse;
 mod proxy;
+pub mod ratelimit;
 mod reach;
 mod send;
 pub mod sse;

@@ -67,6 +67,9 @@ pub struct Client {
     /// Most such retries this client makes; beyond it a closed connection is a `Reset` failure
     /// like any other, so a server that really drops requests is never hidden.
     stale_retry_budget: u64,
+    /// The room a hosted API's announced limits leave (`x-ratelimit-*`), from the last answer
+    /// that announced them, charged for each request started since.
+    room: std::sync::Mutex<Option<super::ratelimit::Room>>,
 }
 
 /// Attempts of one request when kept-alive connections turn out to be closed.
@@ -102,6 +105,7 @@ impl Client {
             streamed_answers: AtomicU64::new(0),
             stale_retries: AtomicU64::new(0),
             stale_retry_budget: 2 * cfg.pool.max(1) as u64 + 4,
+            room: std::sync::Mutex::new(None),
         })
     }
 
@@ -139,6 +143,14 @@ impl Client {
     /// (reset before any answer header) is sent again at once on a fresh connection, and later
     /// streamed requests ask for `Connection: close`. At most `2 x pool + 4` such retries per
     /// client, so a server that really drops requests still shows; see [`Client::stale_retries`].
+    /// Before sending a request of `tokens`: how long to wait for the room a hosted API's
+    /// announced limits leave (None: there is room, and the request is charged to it; also
+    /// None when no answer announced limits).
+    pub fn room_wait(&self, tokens: f64) -> Option<Duration> {
+        let mut room = self.room.lock().expect("room lock");
+        room.as_mut()?.take(tokens, Instant::now())
+    }
+
     pub async fn send(&self, body: Bytes, stream: bool, keep_body: bool) -> Outcome {
         let start = Instant::now();
         let mut first_token = None;
@@ -206,6 +218,13 @@ impl Client {
     ) -> Result<Success, Failure> {
         let mut resp = self.read_head(body, close, answered).await?;
         *answered = true;
+        if let Some(a) = resp.ratelimit() {
+            let mut room = self.room.lock().expect("room lock");
+            match room.as_mut() {
+                Some(r) => r.observe(&a, Instant::now()),
+                None => *room = Some(super::ratelimit::Room::new(&a, Instant::now())),
+            }
+        }
         let status = resp.status();
         let request_id = resp.header(Kept::RequestId).map(str::to_string);
         if !(200..300).contains(&status) {

@@ -44,6 +44,20 @@ impl Answer<'_> {
         }
     }
 
+    /// The limits the answer announces (`x-ratelimit-*`), if any.
+    pub(super) fn ratelimit(&self) -> Option<super::ratelimit::Announced> {
+        use super::ratelimit::Announced;
+        match self {
+            Answer::Pooled(r) => Announced::parse(
+                r.headers()
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))),
+            ),
+            Answer::Direct(a) if a.head.ratelimit.is_empty() => None,
+            Answer::Direct(a) => Announced::parse(a.head.ratelimit.iter().map(|(k, v)| (&**k, &**v))),
+        }
+    }
+
     /// The next piece of the body; None at its end.
     pub(super) async fn chunk(&mut self) -> Result<Option<Bytes>, Failure> {
         match self {

@@ -36,8 +36,13 @@ pub fn decide(failure: Met, attempt: u32, throttled: u32, policy: &RetryPolicy, 
         Some((FailKind::Http(401 | 403), _, _)) => Decision::Stop,
         Some((FailKind::Http(429), _, true)) => Decision::Done,
         Some((FailKind::Http(429), retry_after, false)) if throttled < MOST_THROTTLED => {
-            // Backoff grows with the 429s met, floored by the server's Retry-After.
-            Decision::Throttled(policy.delay(throttled + 1, u, retry_after))
+            Decision::Throttled(match retry_after {
+                // The server said when: then, spread by up to a tenth so the lines refused together
+                // do not come back as one wave.
+                Some(ra) => ra.mul_f64(1.0 + 0.1 * u.clamp(0.0, 1.0)),
+                // It did not: backoff growing with the 429s met.
+                None => policy.delay(throttled + 1, u, None),
+            })
         }
         Some((kind, retry_after, _)) if kind.retryable() && attempt < policy.retries => {
             Decision::Retry(policy.delay(attempt + 1, u, retry_after))
@@ -76,7 +81,8 @@ mod tests {
             (
                 Some((Http(429), ra, false)),
                 2,
-                Decision::Throttled(Duration::from_secs(3)),
+                // The server's 3 s, spread by up to a tenth (u = 0.5).
+                Decision::Throttled(ms(3150)),
             ),
             (Some((Http(429), None, true)), 0, Decision::Done),
             (Some((Http(500), None, false)), 1, Decision::Retry(ms(100))),
@@ -99,8 +105,8 @@ mod tests {
         let busy = Some((Http(429), ra, false));
         assert_eq!(
             decide(busy, 0, MOST_THROTTLED - 1, &p, 0.5),
-            // The backoff has grown to its cap (10 s, jittered to half) past the Retry-After.
-            Decision::Throttled(Duration::from_secs(5))
+            // The server's Retry-After however many came before, spread by up to a tenth.
+            Decision::Throttled(Duration::from_millis(3150))
         );
         assert_eq!(
             decide(busy, 0, MOST_THROTTLED, &p, 0.5),

@@ -53,6 +53,18 @@ impl Worker {
         if let (Some(b), Some(c)) = (&self.budget, &job.charge) {
             b.pay(c).await;
         }
+        // The room the server's announced limits leave: waited for here, so the window does not
+        // send into a 429 (charged with the budget's estimate, else as one request).
+        let tokens = match (&self.budget, &job.charge) {
+            (Some(b), Some(c)) => b.tokens(c),
+            _ => 1.0,
+        };
+        while let Some(wait) = self.client.room_wait(tokens) {
+            tokio::select! {
+                _ = tokio::time::sleep(wait.min(std::time::Duration::from_secs(60))) => {}
+                _ = self.stop.drain.cancelled() => break,
+            }
+        }
         if self.stop.drain.is_cancelled() {
             // Credentials were refused while this job waited: do not send it.
             self.source.finished();

@@ -18,6 +18,9 @@ pub(crate) struct Head {
     pub content_type: Option<Box<str>>,
     pub request_id: Option<Box<str>>,
     pub retry_after: Option<Box<str>>,
+    /// The `x-ratelimit-*` headers (a hosted API's limits), name lowercased; empty (no
+    /// allocation) when the answer has none.
+    pub ratelimit: Vec<(Box<str>, Box<str>)>,
     /// Where reading the body starts, as the head frames it.
     pub(super) body: Body,
     /// The connection cannot carry another request after this answer.
@@ -128,6 +131,10 @@ impl Head {
                 text(&mut head.request_id, h.value);
             } else if name.eq_ignore_ascii_case("retry-after") {
                 text(&mut head.retry_after, h.value);
+            } else if name.len() > 12 && name.as_bytes()[..12].eq_ignore_ascii_case(b"x-ratelimit-") {
+                if let Ok(v) = std::str::from_utf8(h.value) {
+                    head.ratelimit.push((name.to_ascii_lowercase().into(), v.trim().into()));
+                }
             }
         }
         // HTTP/1.0 closes after each answer unless it says keep-alive.
