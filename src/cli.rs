@@ -155,6 +155,21 @@ pub struct EndpointArgs {
     /// The `model` field. When absent, sizeup asks GET /v1/models and uses the first.
     #[arg(long)]
     pub model: Option<String>,
+    /// A header every request carries, as 'Name: value'; repeat for more. `$NAME` or `${NAME}`
+    /// in the value is that environment variable, expanded by sizeup, so a secret stays out of
+    /// `ps` and shell history (single-quote the flag); `$$` is a literal dollar. Values from a
+    /// variable, and those of credential-like names (…key, …token, authorization), are replaced
+    /// by *** wherever an answer repeats them. A header named authorization replaces the API
+    /// key's bearer token. Azure OpenAI:
+    ///   --endpoint 'https://RES.openai.azure.com/openai/deployments/DEPLOY/chat/completions?api-version=2024-10-21'
+    ///   --header 'api-key: $AZURE_OPENAI_KEY'
+    #[arg(long = "header", value_name = "'NAME: VALUE'", verbatim_doc_comment)]
+    pub headers: Vec<String>,
+    /// PEM file of certificates to trust for HTTPS besides the bundled web roots and the
+    /// system's store (which SSL_CERT_FILE and SSL_CERT_DIR also name, as for curl): the CA
+    /// that signed an internal endpoint.
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<std::path::PathBuf>,
     /// Limit for one whole request, from send to its last byte.
     #[arg(long, value_parser = parse_duration, default_value = "300s")]
     pub timeout: Duration,

@@ -78,21 +78,27 @@ pub const SCRUBBED: &str = "***";
 
 impl Scrubber {
     pub fn new(key: Option<&Secret>) -> Scrubber {
+        Scrubber::of(&key.into_iter().collect::<Vec<_>>())
+    }
+
+    /// Scrubs each of several secrets: the key and the `--header` values that are credentials.
+    pub fn of(secrets: &[&Secret]) -> Scrubber {
+        let mut forms: Vec<String> = Vec::new();
         // An empty key would match everywhere; it is never sent either (see `api_key_from_env`).
-        let Some(key) = key.map(Secret::expose).filter(|k| !k.is_empty()) else {
-            return Scrubber::default();
-        };
-        let quoted = serde_json::to_string(key).expect("a string serializes");
-        let escaped = &quoted[1..quoted.len() - 1];
-        let slashed = escaped.replace('/', "\\/");
-        let mut forms: Vec<&str> = Vec::new();
-        for form in [key, escaped, &slashed] {
-            if !forms.contains(&form) {
-                forms.push(form);
+        for key in secrets.iter().map(|s| s.expose()).filter(|k| !k.is_empty()) {
+            let quoted = serde_json::to_string(key).expect("a string serializes");
+            let escaped = quoted[1..quoted.len() - 1].to_string();
+            let slashed = escaped.replace('/', "\\/");
+            for form in [key.to_string(), escaped, slashed] {
+                if !forms.contains(&form) {
+                    forms.push(form);
+                }
             }
         }
+        // The longest first: a secret that holds another is replaced whole.
+        forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
         Scrubber {
-            forms: forms.into_iter().map(|f| Finder::new(f).into_owned()).collect(),
+            forms: forms.iter().map(|f| Finder::new(f.as_bytes()).into_owned()).collect(),
         }
     }
 

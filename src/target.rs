@@ -2,7 +2,8 @@
 //! process; with the API key, the client settings and the reachability check.
 
 use crate::api::{Api, MaxTokensField};
-use crate::client::{Client, ClientConfig, ClientError, Unreachable};
+use crate::client::access::read_cacert;
+use crate::client::{Access, Client, ClientConfig, ClientError, Header, Unreachable};
 use crate::scrape::{MetricsSpec, Scraper};
 use crate::secret::{api_key_from_env, Secret};
 use crate::sim::{SimConfig, SimHandle};
@@ -26,6 +27,29 @@ pub struct Endpoint {
     pub stop_after_failures: u32,
     pub server_metrics: MetricsSpec,
     pub scrape_interval: Duration,
+    /// `--header`, as given (`Name: value`, `$VAR`s not yet expanded).
+    pub headers: Vec<String>,
+    /// `--cacert`: PEM certificates trusted besides the bundled and system roots.
+    pub cacert: Option<std::path::PathBuf>,
+}
+
+/// The `--header`s expanded from the environment and `--cacert` read: exit 2 naming the
+/// variable, header or file that is wrong.
+fn access(endpoint: &Endpoint, key: Option<Secret>) -> anyhow::Result<Access> {
+    let mut access = Access::with_key(key);
+    for flag in &endpoint.headers {
+        let header = Header::parse(flag, |name| std::env::var(name).ok()).map_err(|e| usage_error(e, None))?;
+        access.headers.push(header);
+    }
+    if let Some(path) = &endpoint.cacert {
+        access.roots = read_cacert(path).map_err(|e| {
+            usage_error(
+                e,
+                Some("give the CA's certificate in PEM form (the file your company's IT hands out, or `openssl x509 -in CA.crt -outform pem`)".into()),
+            )
+        })?;
+    }
+    Ok(access)
 }
 
 /// The endpoint a command talks to: the user's, or a simulator started in this process.
@@ -36,6 +60,8 @@ pub struct Target {
     pub sim: Option<SimHandle>,
     /// The API key and the variable it came from.
     pub key: Option<(Secret, &'static str)>,
+    /// What every request carries: the key, the `--header`s, `--cacert`'s roots.
+    pub access: Access,
 }
 
 impl Target {
@@ -62,11 +88,13 @@ impl Target {
                         ));
                     }
                 }
+                let access = access(endpoint, key.as_ref().map(|(k, _)| k.clone()))?;
                 Ok(Target {
                     endpoint: url.clone(),
                     display: crate::client::redact_url(url),
                     sim: None,
                     key,
+                    access,
                 })
             }
             None => {
@@ -91,6 +119,7 @@ impl Target {
                     display: "built-in simulator".into(),
                     sim: Some(handle),
                     key: None,
+                    access: Access::default(),
                 })
             }
         }
@@ -103,7 +132,7 @@ impl Target {
         let client = Client::new(&ClientConfig {
             endpoint: self.endpoint.clone(),
             api: e.api,
-            api_key: self.key.as_ref().map(|(k, _)| k.clone()),
+            access: self.access.clone(),
             connect_timeout: e.connect_timeout,
             timeout: e.timeout,
             first_byte_timeout: e.first_byte_timeout,
@@ -136,7 +165,10 @@ impl Target {
             return Ok(());
         };
         let Err(why) = crate::client::reach(&url, e.connect_timeout).await else {
-            return Ok(());
+            let limit = e.connect_timeout.max(std::time::Duration::from_secs(10));
+            return crate::client::check_tls(&url, &self.access, limit)
+                .await
+                .map_err(|why| ui::unusable_error(format!("cannot connect to {}: {why}", self.display), None));
         };
         let through = match why.proxy() {
             Some(p) => format!(" through the proxy {p} (from HTTP_PROXY/HTTPS_PROXY/ALL_PROXY)"),
@@ -168,9 +200,12 @@ impl Target {
         if e.api == crate::api::Api::Forefront {
             return Ok(None);
         }
+        if let Some(deployment) = crate::client::azure_deployment(&self.endpoint) {
+            return Ok(Some(deployment));
+        }
         match crate::client::first_model(
             &self.endpoint,
-            self.key.as_ref().map(|(k, _)| k),
+            &self.access,
             e.connect_timeout.max(std::time::Duration::from_secs(10)),
         )
         .await
@@ -202,7 +237,7 @@ impl Target {
     /// with names sizeup doesn't know, is a one-line note and `None`, never an error.
     pub async fn watch_server(&self, spec: &MetricsSpec, interval: std::time::Duration) -> Option<Scraper> {
         let interval = interval.max(std::time::Duration::from_millis(50));
-        match Scraper::start(spec, &self.endpoint, self.key.as_ref().map(|(k, _)| k), interval).await {
+        match Scraper::start(spec, &self.endpoint, &self.access, interval).await {
             Ok(Some(s)) => {
                 ui::info(format!(
                     "note: reading the server's metrics ({}) from {} every {}",

@@ -14,7 +14,9 @@
 //! - `outcome.rs`: [`Outcome`], [`FailKind`], [`ClientError`], error type and message of an answer.
 //! - `url.rs`: `--endpoint` resolved, its base URL, redacted for printing.
 //! - `body.rs`: request bodies built and prepared for measurement.
+//! - `access.rs`: the key, `--header`s and `--cacert` every request carries.
 
+pub mod access;
 mod body;
 mod connect;
 mod h1;
@@ -31,8 +33,9 @@ mod url;
 
 // Re-exported: the commands and benches build bodies with it through the client's API.
 pub use crate::api::MaxTokensField;
+pub use access::{Access, Header};
 pub use body::{build_body, prepare_body, wants_stream};
 pub use outcome::{error_type, ClientError, FailKind, Failure, Outcome, Success, Usage};
-pub use reach::{reach, Unreachable};
+pub use reach::{check_tls, reach, Unreachable};
 pub use send::{first_model, Client, ClientConfig};
-pub use url::{base_url, redact_url, resolve_url};
+pub use url::{azure_deployment, base_url, redact_url, resolve_url};

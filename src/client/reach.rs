@@ -45,3 +45,28 @@ pub async fn reach(url: &reqwest::Url, limit: Duration) -> Result<(), Unreachabl
         Err(ConnectError::Failed(message)) => Err(Unreachable::Failed { proxy, message }),
     }
 }
+
+/// For an `https://` endpoint, one request to the host root, so a certificate this machine
+/// does not trust is named before any job request is built; any answer, 404 included, passes.
+/// Only a refused certificate is an error: the requests themselves report anything else.
+pub async fn check_tls(url: &reqwest::Url, access: &super::Access, limit: Duration) -> Result<(), String> {
+    if url.scheme() != "https" {
+        return Ok(());
+    }
+    let Some(root) = super::base_url(url.as_str()) else {
+        return Ok(());
+    };
+    let Ok(http) = access.builder().timeout(limit).build() else {
+        return Ok(());
+    };
+    match http.head(root).send().await {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let failure = super::transport::transport_failure(e);
+            match failure.message.starts_with(super::transport::CERT_REFUSED) {
+                true => Err(failure.message),
+                false => Ok(()),
+            }
+        }
+    }
+}

@@ -3,6 +3,7 @@
 //! non-2xx answer, a stream or a whole answer, each read by its own file. Also the one other
 //! request, `GET /v1/models`. This is the request path the benches measure.
 
+use super::access::Access;
 use super::h1;
 use super::outcome::{ClientError, FailKind, Failure, Outcome, Success};
 use super::parse::{http_failure, parse_retry_after, whole_answer};
@@ -10,7 +11,7 @@ use super::stream::read_stream;
 use super::transport::{direct_failure, transport_failure, Answer, Kept};
 use super::url::{base_url, resolve_url};
 use crate::api::Api;
-use crate::secret::{Scrubber, Secret};
+use crate::secret::Scrubber;
 use bytes::Bytes;
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,7 +25,8 @@ pub struct ClientConfig {
     /// Base URL (`http://host:8000`) or full URL of the inference route.
     pub endpoint: String,
     pub api: Api,
-    pub api_key: Option<Secret>,
+    /// The key, the `--header`s and `--cacert`.
+    pub access: Access,
     pub connect_timeout: Duration,
     /// Whole request, from send to the last byte of the answer.
     pub timeout: Duration,
@@ -43,8 +45,8 @@ pub struct Client {
     /// Plain-HTTP endpoints go through the client's own HTTP/1.1 transport (see `h1.rs`); the rest through `http`.
     direct: Option<h1::Direct>,
     url: reqwest::Url,
-    api_key: Option<Secret>,
-    /// The key, replaced by `***` in every answer's body, error message and request id: a
+    access: Access,
+    /// The key (and each secret header), replaced by `***` in every answer's body, error message and request id: a
     /// server may echo the `Authorization` header, and answers are written to files.
     scrubber: Scrubber,
     timeout: Duration,
@@ -78,7 +80,9 @@ const STALE_ATTEMPTS: u32 = 3;
 impl Client {
     pub fn new(cfg: &ClientConfig) -> Result<Client, ClientError> {
         let url = resolve_url(&cfg.endpoint, cfg.api)?;
-        let http = reqwest::Client::builder()
+        let http = cfg
+            .access
+            .builder()
             .connect_timeout(cfg.connect_timeout)
             .pool_max_idle_per_host(cfg.pool.max(1))
             .pool_idle_timeout(cfg.pool_idle_timeout)
@@ -87,7 +91,7 @@ impl Client {
             .build()?;
         let direct = h1::Direct::new(
             &url,
-            cfg.api_key.as_ref().map(Secret::expose),
+            &cfg.access,
             cfg.connect_timeout,
             cfg.pool.max(1),
             cfg.pool_idle_timeout,
@@ -96,8 +100,8 @@ impl Client {
             http,
             direct,
             url,
-            api_key: cfg.api_key.clone(),
-            scrubber: Scrubber::new(cfg.api_key.as_ref()),
+            access: cfg.access.clone(),
+            scrubber: cfg.access.scrubber(),
             timeout: cfg.timeout,
             first_byte_timeout: cfg.first_byte_timeout,
             closes_after_stream: AtomicBool::new(false),
@@ -282,10 +286,12 @@ impl Client {
                 if close {
                     req = req.header(reqwest::header::CONNECTION, "close");
                 }
-                if let Some(key) = &self.api_key {
-                    req = req.bearer_auth(key.expose());
-                }
-                req.send().await.map(Answer::Pooled).map_err(transport_failure)
+                self.access
+                    .apply(req)
+                    .send()
+                    .await
+                    .map(Answer::Pooled)
+                    .map_err(transport_failure)
             }
         }
     }
@@ -310,24 +316,18 @@ fn scrub_result(scrubber: &Scrubber, result: Result<Success, Failure>) -> Result
 
 /// `GET /v1/models`: the first model's id, for when `--model` is not given. The id goes into
 /// every request body and the outputs, so it is scrubbed of the key as answers are.
-pub async fn first_model(
-    endpoint: &str,
-    api_key: Option<&Secret>,
-    timeout: Duration,
-) -> Result<Option<String>, ClientError> {
+pub async fn first_model(endpoint: &str, access: &Access, timeout: Duration) -> Result<Option<String>, ClientError> {
     let Some(mut url) = base_url(endpoint) else {
         return Err(ClientError::Endpoint("invalid endpoint URL".into()));
     };
     let path = format!("{}/v1/models", url.path().trim_end_matches('/'));
     url.set_path(&path);
-    let scrubber = Scrubber::new(api_key);
+    // A gateway that wants `?api-version=` on inference requests wants it here too.
+    url.set_query(reqwest::Url::parse(endpoint).ok().as_ref().and_then(|u| u.query()));
+    let scrubber = access.scrubber();
     let failed = |e| ClientError::Transport(scrubber.text_string(transport_failure(e).message));
-    let http = reqwest::Client::builder().timeout(timeout).build()?;
-    let mut req = http.get(url);
-    if let Some(k) = api_key {
-        req = req.bearer_auth(k.expose());
-    }
-    let resp = req.send().await.map_err(failed)?;
+    let http = access.builder().timeout(timeout).build()?;
+    let resp = access.apply(http.get(url)).send().await.map_err(failed)?;
     let status = resp.status();
     if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
         return Err(ClientError::Rejected {

@@ -150,6 +150,10 @@ pub(super) fn transport_failure(e: reqwest::Error) -> Failure {
             reset |= h.is_incomplete_message() || h.is_closed() || h.is_canceled();
         }
     });
+    let message = match certificate_refused(&message) {
+        Some(why) => format!("{why}; {CERT_FIX}"),
+        None => message,
+    };
     let kind = if e.is_timeout() {
         FailKind::Timeout
     } else if e.is_connect() {
@@ -165,4 +169,35 @@ pub(super) fn transport_failure(e: reqwest::Error) -> Failure {
         retry_after: None,
         body: None,
     }
+}
+
+/// How the message of a refused certificate begins.
+pub(super) const CERT_REFUSED: &str = "TLS: the server's certificate was refused";
+
+/// What to do about a refused certificate.
+pub(super) const CERT_FIX: &str =
+    "if your company's CA signs it, pass --cacert CA.pem (or set SSL_CERT_FILE to a bundle holding it)";
+
+/// The TLS library's reason for refusing the server's certificate, from an error's chain (rustls
+/// words it "invalid peer certificate: UnknownIssuer"), in words a person can act on.
+pub(super) fn certificate_refused(chain: &str) -> Option<String> {
+    let at = chain.find("invalid peer certificate")?;
+    let cause = chain[at + "invalid peer certificate".len()..]
+        .trim_start_matches([':', ' '])
+        .split([';', '\n'])
+        .next()
+        .unwrap_or("")
+        .trim();
+    let meaning = if cause.contains("UnknownIssuer") {
+        "signed by a CA this machine does not trust"
+    } else if cause.contains("NotValidForName") {
+        "not issued for this host name"
+    } else if cause.contains("Expired") {
+        "expired"
+    } else if cause.contains("NotValidYet") {
+        "not valid yet"
+    } else {
+        "not accepted"
+    };
+    Some(format!("{CERT_REFUSED} ({cause}): it is {meaning}"))
 }

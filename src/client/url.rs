@@ -54,6 +54,15 @@ pub fn base_url(endpoint: &str) -> Option<reqwest::Url> {
     Some(u)
 }
 
+/// The deployment an Azure OpenAI-style URL names (`/openai/deployments/NAME/...`): the model
+/// there is the deployment, and the resource serves no `/v1/models` to ask.
+pub fn azure_deployment(endpoint: &str) -> Option<String> {
+    let u = reqwest::Url::parse(endpoint).ok()?;
+    let mut segments = u.path_segments()?;
+    segments.find(|s| *s == "deployments")?;
+    segments.next().filter(|s| !s.is_empty()).map(str::to_string)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,5 +81,9 @@ mod tests {
         assert!(resolve_url("ftp://h", Api::Chat).is_err());
         assert!(resolve_url("not a url", Api::Chat).is_err());
         assert_eq!(redact_url("https://user:pw@h/v1?key=1"), "https://***@h/v1");
+        let azure = "https://r.openai.azure.com/openai/deployments/gpt4o/chat/completions?api-version=2024-10-21";
+        assert_eq!(azure_deployment(azure).as_deref(), Some("gpt4o"));
+        assert_eq!(u(azure, Api::Chat), azure);
+        assert_eq!(azure_deployment("http://h:8000/v1/chat/completions"), None);
     }
 }

@@ -33,6 +33,8 @@ pub fn endpoint(e: &EndpointArgs, api: Api) -> Endpoint {
         stop_after_failures: e.stop_after_failures,
         server_metrics: e.server_metrics.clone(),
         scrape_interval: e.scrape_interval,
+        headers: e.headers.clone(),
+        cacert: e.cacert.clone(),
     }
 }
 

@@ -8,7 +8,7 @@ pub mod prom;
 
 pub use dialect::Dialect;
 
-use crate::secret::Secret;
+use crate::client::Access;
 use crate::stats::server::ServerSnapshot;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -64,7 +64,7 @@ impl Scraper {
     pub async fn start(
         spec: &MetricsSpec,
         endpoint: &str,
-        key: Option<&Secret>,
+        access: &Access,
         interval: Duration,
     ) -> Result<Option<Scraper>, String> {
         let url = match spec {
@@ -77,7 +77,16 @@ impl Scraper {
         let url_display = crate::client::redact_url(url.as_str());
         let same_host = reqwest::Url::parse(endpoint)
             .is_ok_and(|e| e.host_str() == url.host_str() && e.port_or_known_default() == url.port_or_known_default());
-        let http = reqwest::Client::builder()
+        // The key and the `--header`s go only where the requests go; the trusted roots everywhere.
+        let access = match same_host {
+            true => access.clone(),
+            false => Access {
+                roots: access.roots.clone(),
+                ..Access::default()
+            },
+        };
+        let http = access
+            .builder()
             // llama-server answers /metrics from its main loop: under load a scrape can wait
             // seconds for a decode step to end (seen: 4.5 s and 9.5 s with 10 open requests).
             // Slow is not dead; each scrape's time is when its answer came.
@@ -85,11 +94,7 @@ impl Scraper {
             .pool_max_idle_per_host(1)
             .build()
             .map_err(|e| format!("server metrics: {e}"))?;
-        let fetch = Fetch {
-            http,
-            url,
-            key: key.filter(|_| same_host).cloned(),
-        };
+        let fetch = Fetch { http, url, access };
         let origin = Instant::now();
         let text = fetch
             .get()
@@ -162,16 +167,17 @@ impl Scraper {
 struct Fetch {
     http: reqwest::Client,
     url: reqwest::Url,
-    key: Option<Secret>,
+    access: Access,
 }
 
 impl Fetch {
     async fn get(&self) -> Result<String, String> {
-        let mut req = self.http.get(self.url.clone());
-        if let Some(k) = &self.key {
-            req = req.bearer_auth(k.expose());
-        }
-        let resp = req.send().await.map_err(|e| short_error(&e))?;
+        let resp = self
+            .access
+            .apply(self.http.get(self.url.clone()))
+            .send()
+            .await
+            .map_err(|e| short_error(&e))?;
         let status = resp.status();
         if !status.is_success() {
             return Err(format!("HTTP {}", status.as_u16()));

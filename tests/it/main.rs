@@ -6,6 +6,7 @@ mod cli;
 mod exactly_once;
 mod faults;
 mod first_try;
+mod gateways;
 mod html_page;
 mod limits;
 mod real;

@@ -201,7 +201,7 @@ fn client(url: &str, api: Api, pool: usize) -> Client {
     Client::new(&ClientConfig {
         endpoint: url.to_string(),
         api,
-        api_key: None,
+        access: Default::default(),
         connect_timeout: Duration::from_secs(5),
         pool_idle_timeout: Duration::from_secs(50),
         timeout: Duration::from_secs(20),
@@ -424,13 +424,16 @@ async fn model_names_and_servers_without_a_models_route() {
         Action::Answer(Reply::new(200, "application/json; charset=utf-8", models.clone()))
     }))
     .await;
-    assert_eq!(first_model(&url, None, t).await.unwrap(), Some("smollm2".into()));
+    assert_eq!(
+        first_model(&url, &Default::default(), t).await.unwrap(),
+        Some("smollm2".into())
+    );
     let not_found = br#"{"error":{"message":"File Not Found","type":"not_found_error","code":404}}"#.to_vec();
     let (url, _) = replay(Arc::new(move |_: &[u8], _| {
         Action::Answer(Reply::new(404, "application/json", not_found.clone()))
     }))
     .await;
-    assert_eq!(first_model(&url, None, t).await.unwrap(), None);
+    assert_eq!(first_model(&url, &Default::default(), t).await.unwrap(), None);
     // A web UI's catch-all route: 200 with a page.
     let (url, _) = replay(Arc::new(|_: &[u8], _| {
         Action::Answer(Reply::new(
@@ -440,12 +443,12 @@ async fn model_names_and_servers_without_a_models_route() {
         ))
     }))
     .await;
-    assert_eq!(first_model(&url, None, t).await.unwrap(), None);
+    assert_eq!(first_model(&url, &Default::default(), t).await.unwrap(), None);
     let (url, _) = replay(Arc::new(|_: &[u8], _| {
         Action::Answer(Reply::new(401, "application/json", br#"{"error":"no key"}"#.to_vec()))
     }))
     .await;
-    let err = first_model(&url, None, t).await.unwrap_err();
+    let err = first_model(&url, &Default::default(), t).await.unwrap_err();
     assert!(matches!(err, ClientError::Rejected { status: 401 }), "{err:?}");
     assert!(err.to_string().starts_with("HTTP 401"));
 }

@@ -114,7 +114,7 @@ fn debug_output_of_settings_is_redacted() {
     let cfg = sizeup::client::ClientConfig {
         endpoint: "https://api.example.com".into(),
         api: sizeup::api::Api::Chat,
-        api_key: Some(Secret::new(KEY)),
+        access: sizeup::client::Access::with_key(Some(Secret::new(KEY))),
         connect_timeout: std::time::Duration::from_secs(1),
         pool_idle_timeout: std::time::Duration::from_secs(50),
         timeout: std::time::Duration::from_secs(1),

@@ -52,7 +52,7 @@ pub(crate) struct Direct {
     port: u16,
     /// The request line and the fixed headers, each line ending in CRLF.
     head: Vec<u8>,
-    /// The `authorization` line. Never printed: neither this type nor `Conn` is `Debug`.
+    /// The `authorization` line and the `--header`s. Never printed: neither this type nor `Conn` is `Debug`.
     auth: Option<Vec<u8>>,
     connect_timeout: Duration,
     pool: Pool,
@@ -72,7 +72,7 @@ impl Direct {
     /// those). `idle_timeout`: an idle connection older than this is not used again.
     pub fn new(
         url: &reqwest::Url,
-        api_key: Option<&str>,
+        access: &super::access::Access,
         connect_timeout: Duration,
         max_idle: usize,
         idle_timeout: Duration,
@@ -102,11 +102,7 @@ impl Direct {
             "POST {origin} HTTP/1.1\r\nhost: {authority}\r\ncontent-type: application/json\r\nuser-agent: sizeup/{}\r\n",
             env!("CARGO_PKG_VERSION")
         );
-        let auth = match api_key {
-            Some(key) if line_ok(key) => Some(format!("authorization: Bearer {key}\r\n").into_bytes()),
-            Some(_) => return None,
-            None => None,
-        };
+        let auth = Some(access.wire_lines()?).filter(|l| !l.is_empty());
         Some(Direct {
             host: host.to_string(),
             port,

@@ -2,6 +2,7 @@
 //! pieces, and misbehave in the ways real ones do.
 
 use super::*;
+use crate::client::access::Access;
 use proptest::prelude::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -78,8 +79,12 @@ async fn one(d: &Direct) -> Result<(u16, Vec<u8>), String> {
     Ok((answer.head.status, all))
 }
 
+fn key(k: &str) -> Access {
+    Access::with_key(Some(crate::secret::Secret::new(k)))
+}
+
 fn direct(url: &reqwest::Url) -> Direct {
-    Direct::new(url, Some("k"), Duration::from_secs(5), 4, Duration::from_secs(60)).expect("plain http")
+    Direct::new(url, &key("k"), Duration::from_secs(5), 4, Duration::from_secs(60)).expect("plain http")
 }
 
 const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
@@ -216,7 +221,7 @@ fn only_plain_http_without_credentials() {
     let direct = |u: &str| {
         Direct::new(
             &reqwest::Url::parse(u).unwrap(),
-            None,
+            &Access::default(),
             Duration::from_secs(1),
             1,
             Duration::from_secs(60),
@@ -234,7 +239,7 @@ fn the_request_on_the_wire() {
     let url = reqwest::Url::parse("http://127.0.0.1:9/v1/embeddings?x=1").unwrap();
     let d = Direct::new(
         &url,
-        Some("sk-secret"),
+        &key("sk-secret"),
         Duration::from_secs(1),
         1,
         Duration::from_secs(60),
@@ -252,7 +257,7 @@ fn the_request_on_the_wire() {
     // A key that would break the head is refused, not sent.
     assert!(Direct::new(
         &url,
-        Some("k\r\nx: y"),
+        &key("k\r\nx: y"),
         Duration::from_secs(1),
         1,
         Duration::from_secs(60)
@@ -260,7 +265,7 @@ fn the_request_on_the_wire() {
     .is_none());
     assert!(Direct::new(
         &url,
-        Some("k\u{7f}"),
+        &key("k\u{7f}"),
         Duration::from_secs(1),
         1,
         Duration::from_secs(60)
@@ -374,7 +379,14 @@ async fn an_early_answer_to_a_large_body_is_the_answer_whether_the_server_closes
 #[tokio::test]
 async fn a_connection_idle_past_the_bound_is_not_reused() {
     let (url, conns) = server(OK.to_vec(), usize::MAX, usize::MAX).await;
-    let d = Direct::new(&url, None, Duration::from_secs(5), 4, Duration::from_millis(200)).unwrap();
+    let d = Direct::new(
+        &url,
+        &Access::default(),
+        Duration::from_secs(5),
+        4,
+        Duration::from_millis(200),
+    )
+    .unwrap();
     assert_eq!(one(&d).await.unwrap().0, 200);
     assert_eq!(one(&d).await.unwrap().0, 200);
     assert_eq!(conns.load(Ordering::SeqCst), 1, "reused within the bound");

@@ -29,7 +29,9 @@ pub fn fast_sim(gpus: usize, batch: usize, step_ms: f64, jitter: f64) -> SimConf
 
 /// Environment variables that would change what a child does (an API key, a shard, a proxy);
 /// removed from every `sizeup` a test starts, so the developer's shell cannot change a result.
-const ENV_SCRUB: [&str; 19] = [
+const ENV_SCRUB: [&str; 21] = [
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
     "SIZEUP_API_KEY",
     "OPENAI_API_KEY",
     "JOB_COMPLETION_INDEX",
