@@ -578,6 +578,13 @@ pub struct RunTuning {
     /// Example: --max-tokens-per-minute 2000000 for a key limited to 2M TPM.
     #[arg(long, value_name = "TPM")]
     pub max_tokens_per_minute: Option<f64>,
+    /// OpenAI Batch's completion window: this long after the command started, start no more
+    /// requests, let those in flight finish, and write every line not answered to the errors
+    /// file as `batch_expired` (finished work is kept; exit 1). `--resume` later sends them.
+    /// Independent of `auto --deadline`, which sizes the fleet to finish in time: give both to
+    /// size for a time and also stop at it. Example: --completion-window 24h.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub completion_window: Option<Duration>,
     /// Retries per request for 5xx, timeouts and connection errors (a 429 waits its
     /// Retry-After and goes again without using one).
     #[arg(long, default_value_t = 5)]

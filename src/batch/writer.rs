@@ -250,6 +250,24 @@ impl OutputWriter {
         self.flush()
     }
 
+    /// A line the completion window closed on before it was answered, as OpenAI's Batch API
+    /// lists one in its errors file; buffered like answers, written by [`OutputWriter::flush`].
+    /// Only the errors file: the output holds answers, and `--resume` sends what it lacks.
+    pub fn buffer_expired(&mut self, custom_id: &str) -> io::Result<()> {
+        let v = serde_json::json!({
+            "id": null,
+            "custom_id": custom_id,
+            "response": null,
+            "error": {"code": "batch_expired", "message": EXPIRED_MESSAGE},
+        });
+        serde_json::to_writer(&mut self.errors_buf, &v).map_err(io::Error::other)?;
+        self.errors_buf.push(b'\n');
+        if self.errors_buf.len() >= FLUSH_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
     fn append_errors_buf(&mut self) -> io::Result<()> {
         {
             let errors = match &mut self.errors {
@@ -281,6 +299,9 @@ impl Drop for OutputWriter {
         let _ = self.flush();
     }
 }
+
+/// OpenAI's words for an expired request.
+pub const EXPIRED_MESSAGE: &str = "This request could not be executed before the completion window expired.";
 
 fn open_append(path: &Path) -> io::Result<File> {
     OpenOptions::new()

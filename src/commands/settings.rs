@@ -195,12 +195,19 @@ pub fn run_tuning(t: &RunTuning) -> anyhow::Result<(Tuning, ResourceSpec)> {
             ));
         }
     }
+    if t.completion_window.is_some_and(|w| w.is_zero()) {
+        return Err(usage_error(
+            "--completion-window must be longer than 0 (e.g. 24h)",
+            None,
+        ));
+    }
     if t.max_tokens == Some(0) {
         return Err(usage_error("--max-tokens must be at least 1", None));
     }
     let tuning = Tuning {
         rate: t.rate,
         tokens_per_minute: t.max_tokens_per_minute,
+        completion_window: t.completion_window.map(|w| (w, tokio::time::Instant::now() + w)),
         retries: t.retries,
         retry_base: t.retry_base,
         retry_max: t.retry_max,

@@ -6,7 +6,7 @@ use super::hold::{Hold, HoldRecord, HoldStep, Window, WINDOW_ANSWERS};
 use super::progress::Progress;
 use super::queue::JobSource;
 use super::settings::{predicted_vs_achieved, Batch, RunOutcome, RunSettings};
-use super::tally::{RunServer, RunSummary, Tally};
+use super::tally::{RequestCounts, RunServer, RunSummary, Tally};
 use super::worker::Event;
 use crate::batch::{self, OutputWriter};
 use crate::engine::{Stop, Width};
@@ -37,6 +37,10 @@ pub(super) struct Collector {
     pub(super) systematic: Option<(Option<u16>, String)>,
     /// Holding the plan's rate (`--hold-rate`).
     pub(super) hold: Option<Holding>,
+    /// `--completion-window`: its length and when it closes.
+    pub(super) window: Option<(Duration, Instant)>,
+    /// The completion window closed: the lines not answered are listed as expired.
+    pub(super) expired: bool,
 }
 
 /// The hold at work: its controller, the engine's width it moves and the window being counted.
@@ -120,6 +124,14 @@ impl Holding {
     }
 }
 
+/// Resolves when the completion window closes; never without one.
+async fn sleep_until(window: Option<(Duration, Instant)>) {
+    match window {
+        Some((_, at)) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The server's running requests over a window: the mean of its scrapes and that mean's s.e.
 /// At least two scrapes, or no figure.
 fn running(snaps: &[ServerSnapshot]) -> Option<(f64, f64)> {
@@ -182,17 +194,49 @@ impl Collector {
                 _ = interrupt.abandon.cancelled(), if self.interrupted && !self.stop.abandon.is_cancelled() => {
                     self.stop.abandon.cancel();
                 }
+                _ = sleep_until(self.window), if !self.expired && self.window.is_some() => {
+                    self.expired = true;
+                    let length = self.window.map_or(Duration::ZERO, |(w, _)| w);
+                    ui::info(format!(
+                        "completion window ({}) closed: finishing the requests in flight; the lines not answered go to {} as batch_expired",
+                        humantime::format_duration(length),
+                        self.writer.errors_path().display()
+                    ));
+                    // The feed reads on: each line it still sends is listed, not sent.
+                    self.stop.drain.cancel();
+                }
                 _ = ticker.tick() => {
                     self.hold_tick(server);
                     self.progress.tick(self.tally.start, retries_used.load(Ordering::Relaxed));
                 }
             }
         }
+        if self.expired && !self.interrupted {
+            self.expire_unsent(&mut notes).await?;
+        }
         self.flush()?;
         // Notes that came after the last event (the feed's final counts).
         while let Ok(note) = notes.try_recv() {
             if let FeedNote::Done(counts) = note {
                 self.tally.feed = Some(counts);
+            }
+        }
+        Ok(())
+    }
+
+    /// Lists every line not answered when the window closed (the workers have stopped): the
+    /// queued and retrying ones, then the rest of the input as the feed reads it on.
+    async fn expire_unsent(&mut self, notes: &mut mpsc::UnboundedReceiver<FeedNote>) -> anyhow::Result<()> {
+        while let Some(jobs) = self.source.unsent().await {
+            for job in jobs {
+                self.tally.expired += 1;
+                self.writer
+                    .buffer_expired(&job.custom_id)
+                    .map_err(|err| anyhow::anyhow!("cannot write errors file: {err}"))?;
+            }
+            // Bad lines the feed skipped meanwhile are listed too.
+            while let Ok(note) = notes.try_recv() {
+                self.on_note(note)?;
             }
         }
         Ok(())
@@ -305,6 +349,7 @@ impl Collector {
         started_at: String,
         retries: u64,
         rate_limited: u64,
+        retried_after_timeout: u64,
     ) -> anyhow::Result<RunOutcome> {
         let t = &self.tally;
         let wall = t.wall_s();
@@ -319,6 +364,7 @@ impl Collector {
             .map(|rpm| queued as f64 / rpm * 60.0);
         let mut summary = self.run_summary(s, b, started_at, retries, predicted);
         summary.rate_limited = rate_limited;
+        summary.retried_after_timeout = retried_after_timeout;
         if let Some(sv) = &summary.server {
             let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
             ui::info(format!(
@@ -347,6 +393,13 @@ impl Collector {
             line.push_str(&format!(" ({})", predicted_vs_achieved(p, wall)));
         }
         ui::info(line);
+        if t.expired > 0 {
+            ui::info(format!(
+                "completion window: {} lines expired (listed in {} as batch_expired)",
+                t.expired,
+                self.writer.errors_path().display()
+            ));
+        }
         if rate_limited > 0 {
             ui::info(format!(
                 "rate limit: {rate_limited} answers of 429 waited out and sent again (no retry used)"
@@ -389,6 +442,10 @@ impl Collector {
             ui::hint_line("run the same command with --resume to send the rest");
             return Ok(outcome(ExitStatus::Interrupted));
         }
+        if t.expired > 0 {
+            ui::hint_line("run the same command with --resume to send the expired lines");
+            return Ok(outcome(ExitStatus::Failure));
+        }
         if t.failed > 0 || not_finished > 0 {
             ui::hint_line(format!(
                 "failures are listed in {}; --resume retries them",
@@ -421,6 +478,14 @@ impl Collector {
             requests_retried: t.retried_requests,
             retries,
             rate_limited: 0,
+            completion_window_s: s.tuning.completion_window.map(|(w, _)| w.as_secs_f64()),
+            expired: t.expired,
+            request_counts: RequestCounts {
+                total: queued,
+                completed: t.ok,
+                failed: queued.saturating_sub(t.ok),
+            },
+            retried_after_timeout: 0,
             stale_connection_resends: b.client.stale_retries(),
             skipped_already_done: feed.skipped_done,
             skipped_invalid: t.skipped_invalid,

@@ -266,6 +266,7 @@ pub async fn send_batch(b: Batch<'_>, prepared: Prepared, interrupt: Stop) -> an
     let (tx, rx) = mpsc::unbounded_channel::<Event>();
     let retries_used = Arc::new(AtomicU64::new(0));
     let rate_limited = Arc::new(AtomicU64::new(0));
+    let retried_after_timeout = Arc::new(AtomicU64::new(0));
     let streak = Arc::new(std::sync::Mutex::new(crate::outcome::Streak::new(
         b.stop_after_failures,
     )));
@@ -278,6 +279,7 @@ pub async fn send_batch(b: Batch<'_>, prepared: Prepared, interrupt: Stop) -> an
         stop: stop.clone(),
         retries_used: retries_used.clone(),
         rate_limited: rate_limited.clone(),
+        retried_after_timeout: retried_after_timeout.clone(),
         policy: RetryPolicy {
             retries: s.tuning.retries,
             base: s.tuning.retry_base,
@@ -310,6 +312,8 @@ pub async fn send_batch(b: Batch<'_>, prepared: Prepared, interrupt: Stop) -> an
         streak,
         systematic: None,
         hold: hold.map(|h| collect::Holding::new(h, width, start, s.share.is_none())),
+        window: s.tuning.completion_window,
+        expired: false,
     };
     c.collect(rx, note_rx, &interrupt, &retries_used, b.server.as_ref())
         .await?;
@@ -327,5 +331,6 @@ pub async fn send_batch(b: Batch<'_>, prepared: Prepared, interrupt: Stop) -> an
         started_at,
         retries_used.load(Ordering::Relaxed),
         rate_limited.load(Ordering::Relaxed),
+        retried_after_timeout.load(Ordering::Relaxed),
     )
 }

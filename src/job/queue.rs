@@ -130,6 +130,22 @@ impl JobSource {
         self.changed.notify_waiters();
     }
 
+    /// After a completion window closed and the workers stopped: jobs never answered, those
+    /// queued or waiting for a retry first, then each chunk the feed still sends (it reads the
+    /// input on, so memory stays flat); None once the feed is done.
+    pub async fn unsent(&self) -> Option<Vec<Job>> {
+        let held: Vec<Job> = {
+            let mut q = self.queue.lock().expect("job queue lock");
+            let mut held: Vec<Job> = q.ready.drain(..).collect();
+            held.extend(q.retries.drain().map(|Reverse((_, _, JobBox(job)))| job));
+            held
+        };
+        if !held.is_empty() {
+            return Some(held);
+        }
+        self.fresh.recv().await.ok()
+    }
+
     /// Jobs waiting for a retry now.
     #[cfg(test)]
     pub fn waiting_retries(&self) -> usize {

@@ -48,6 +48,8 @@ pub struct Tuning {
     pub max_tokens: Option<u32>,
     /// `--hold-rate`: given on or off, or left to the command's default.
     pub hold_rate: Option<bool>,
+    /// `--completion-window`: its length, and when it closes (counted from the command's start).
+    pub completion_window: Option<(Duration, tokio::time::Instant)>,
 }
 
 /// One shard's part of a plan: shards of one job share its concurrency (and rate) instead of

@@ -22,6 +22,8 @@ pub struct Tally {
     /// Requests that needed at least one retry.
     pub retried_requests: u64,
     pub skipped_invalid: u64,
+    /// Lines the completion window closed on (`batch_expired` in the errors file).
+    pub expired: u64,
     pub latency: Hist,
     pub start: Instant,
     pub last_finish: Instant,
@@ -35,6 +37,7 @@ impl Tally {
             failed: 0,
             retried_requests: 0,
             skipped_invalid: 0,
+            expired: 0,
             latency: Hist::new(),
             start,
             last_finish: start,
@@ -65,7 +68,7 @@ impl Tally {
     /// Queued requests that never got a final answer (interrupted, stopped, or waiting for a
     /// retry when the run ended): `--resume` sends them.
     pub fn not_finished(&self) -> u64 {
-        self.queued().saturating_sub(self.ok + self.failed)
+        self.queued().saturating_sub(self.ok + self.failed + self.expired)
     }
 
     pub fn queued(&self) -> u64 {
@@ -125,9 +128,31 @@ pub struct RunSummary {
     /// them used a retry (`retries` counts only the other failures).
     #[serde(default)]
     pub rate_limited: u64,
+    /// `--completion-window`, seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completion_window_s: Option<f64>,
+    /// Lines the completion window closed on before they were answered, listed in the errors
+    /// file as `batch_expired`; `--resume` sends them.
+    #[serde(default)]
+    pub expired: u64,
+    /// OpenAI Batch's counts: `failed` holds every line not completed (failed, expired, or
+    /// not finished), as OpenAI counts an expired request.
+    pub request_counts: RequestCounts,
+    /// Retries sent after a timeout: the server may have done the first attempt's work too,
+    /// and a hosted API may bill both.
+    #[serde(default)]
+    pub retried_after_timeout: u64,
     /// Which fields this file may hold (`model::schema`). Last, as the keys before it keep
     /// their order.
     pub schema_version: u32,
+}
+
+/// OpenAI Batch's `request_counts`.
+#[derive(Serialize, Clone, Copy, Debug, PartialEq)]
+pub struct RequestCounts {
+    pub total: u64,
+    pub completed: u64,
+    pub failed: u64,
 }
 
 /// What the server's metrics said over a whole run: the level figures, over the run.

@@ -40,13 +40,16 @@ pub(super) struct Worker {
     pub retries_used: Arc<AtomicU64>,
     /// 429s met, each sent again without using a retry.
     pub rate_limited: Arc<AtomicU64>,
+    /// Retries after a timeout: the server may have done (and a hosted API billed) the work.
+    pub retried_after_timeout: Arc<AtomicU64>,
     pub policy: RetryPolicy,
     /// `--stop-after-failures`: shared by the workers, in the order answers finish.
     pub streak: Arc<Mutex<crate::outcome::Streak>>,
 }
 
 impl Worker {
-    pub async fn attempt(self: Arc<Self>, job: Job) -> Event {
+    /// Waits for `--rate`, the token budget and the room the server's announced limits leave.
+    async fn paced(&self, job: &Job) {
         if let Some(l) = &self.limiter {
             l.acquire().await;
         }
@@ -60,14 +63,22 @@ impl Worker {
             _ => 1.0,
         };
         while let Some(wait) = self.client.room_wait(tokens) {
-            tokio::select! {
-                _ = tokio::time::sleep(wait.min(std::time::Duration::from_secs(60))) => {}
-                _ = self.stop.drain.cancelled() => break,
-            }
+            tokio::time::sleep(wait.min(std::time::Duration::from_secs(60))).await;
+        }
+    }
+
+    pub async fn attempt(self: Arc<Self>, job: Job) -> Event {
+        // The waits before sending end early when the run stops (a completion window closing
+        // must not wait for a token budget to refill).
+        tokio::select! {
+            _ = self.paced(&job) => {}
+            _ = self.stop.drain.cancelled() => {}
         }
         if self.stop.drain.is_cancelled() {
-            // Credentials were refused while this job waited: do not send it.
-            self.source.finished();
+            // The run is stopping (refused credentials, Ctrl-C, a completion window closed)
+            // while this job waited: not sent, and back in the queue, where a closed window
+            // lists it as expired.
+            self.source.retry_later(job, Instant::now());
             return Event::Retried;
         }
         let outcome = self.client.send(job.body.clone(), job.stream, true).await;
@@ -123,6 +134,9 @@ impl Worker {
             }
             Decision::Retry(wait) => {
                 self.retries_used.fetch_add(1, Ordering::Relaxed);
+                if matches!(failure, Some((crate::client::FailKind::Timeout, ..))) {
+                    self.retried_after_timeout.fetch_add(1, Ordering::Relaxed);
+                }
                 let again = Job {
                     attempt: job.attempt + 1,
                     ..job

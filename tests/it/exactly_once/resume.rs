@@ -4,8 +4,8 @@
 
 use crate::util::run::Ran;
 use crate::util::run::{
-    assert_each_once_ok, collect, gauge, is_success, metrics, outcome, read_records, run_async, run_cmd, run_sync, s,
-    settled_metrics, sim_cfg, u, wait_for_lines, write_batch, FAST_RETRY,
+    assert_each_once_ok, collect, gauge, id_counts, is_success, metrics, outcome, read_records, run_async, run_cmd,
+    run_sync, s, settled_metrics, sim_cfg, u, wait_for_lines, write_batch, FAST_RETRY,
 };
 use crate::util::{fast_sim, read_json, sim_metric, sizeup};
 use sizeup::sim::{SimConfig, SimHandle};
@@ -374,6 +374,100 @@ async fn a_drain_past_drain_timeout_abandons_and_resume_sends_the_rest() {
         &read_records(&out),
         &want,
         "output after an abandoned drain and --resume",
+    );
+    sim.shutdown().await;
+}
+
+/// OpenAI Batch's completion window: at the deadline nothing new is sent, the requests in
+/// flight finish, and every line not answered is listed once as `batch_expired`, finished work
+/// kept; `--resume` sends exactly the expired lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_window_ends_on_time_lists_the_rest_as_expired_and_resume_sends_them() {
+    // 1 GPU x 4 slots, 5 tokens of 20 ms: about 40 answers a second at most, so 300 lines need
+    // 7.5 s and a 1 s window closes on most of them whatever the machine's speed.
+    let sim = SimHandle::start(sim_cfg(1, 4, 20.0)).await.unwrap();
+    let url = sim.url();
+    let dir = tempfile::tempdir().unwrap();
+    let (input, want) = write_batch(dir.path(), "jobs.jsonl", 300, 5);
+    let out = dir.path().join("out.jsonl");
+    let summary = dir.path().join("summary.json");
+    let errors = dir.path().join("out.jsonl.errors.jsonl");
+    let args = [
+        "--endpoint",
+        &url,
+        "--input",
+        s(&input),
+        "--output",
+        s(&out),
+        "--summary",
+        s(&summary),
+        "--concurrency",
+        "4",
+        "--completion-window",
+        "1s",
+    ];
+    let started = std::time::Instant::now();
+    let r = run_async(&args, &[]).await;
+    let took = started.elapsed();
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "the window closed at 1 s but the run took {took:?}"
+    );
+    assert!(r.stderr.contains("batch_expired"), "{r:?}");
+    let answered = read_records(&out);
+    assert!(answered.iter().all(is_success), "only answers in the output");
+    let expired = read_records(&errors);
+    for e in &expired {
+        assert_eq!(e["error"]["code"], "batch_expired", "{e}");
+        assert!(e["response"].is_null(), "{e}");
+    }
+    // Every line once: answered or expired, never both, none missing.
+    let mut all = answered.clone();
+    all.extend(expired.iter().cloned());
+    let counts = id_counts(&all);
+    assert!(
+        counts.values().all(|&n| n == 1),
+        "a line both answered and expired, or twice"
+    );
+    assert_eq!(
+        counts.keys().cloned().collect::<Vec<_>>().len(),
+        want.len(),
+        "every line listed"
+    );
+    assert!(want.iter().all(|id| counts.contains_key(id)));
+    assert!(
+        !expired.is_empty() && !answered.is_empty(),
+        "{} answered",
+        answered.len()
+    );
+    let sm = read_json(&summary);
+    assert_eq!(sm["expired"], expired.len() as u64, "{sm}");
+    assert_eq!(sm["not_finished"], 0, "{sm}");
+    assert_eq!(
+        sm["request_counts"],
+        serde_json::json!({"total": 300, "completed": answered.len(), "failed": expired.len()}),
+        "{sm}"
+    );
+    assert_eq!(sm["completion_window_s"], 1.0, "{sm}");
+    let sent = outcome(&settled_metrics(&url).await, "ok");
+    assert_eq!(
+        sent,
+        answered.len() as u64,
+        "the server answered only the lines in the output"
+    );
+
+    // --resume sends exactly the expired ones.
+    let mut again = args.to_vec();
+    again.truncate(args.len() - 2);
+    again.push("--resume");
+    let r = run_async(&again, &[]).await;
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert_each_once_ok(&read_records(&out), &want, "after --resume");
+    assert_eq!(
+        outcome(&settled_metrics(&url).await, "ok"),
+        300,
+        "each line sent once in all"
     );
     sim.shutdown().await;
 }
