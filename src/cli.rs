@@ -481,6 +481,13 @@ pub struct PlanTuning {
     /// Seconds to bring the GPUs up, billed in the cost.
     #[arg(long, default_value_t = 0.0)]
     pub startup_s: f64,
+    /// A hosted API's price per million input (prompt) tokens, USD: the cost of a plan at the
+    /// endpoint's rate limit (sweep verdict rate_limit), where there are no GPU-hours to bill.
+    #[arg(long = "price-per-1m-input-tokens", value_name = "USD")]
+    pub price_per_1m_input_tokens: Option<f64>,
+    /// The same for output tokens.
+    #[arg(long = "price-per-1m-output-tokens", value_name = "USD")]
+    pub price_per_1m_output_tokens: Option<f64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

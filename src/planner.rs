@@ -7,6 +7,7 @@
 
 mod choose;
 mod explain;
+mod limit;
 mod plan;
 mod plateau;
 mod scaling;
@@ -15,6 +16,7 @@ mod sweeps;
 
 pub use choose::{options_table, Choice, Objective};
 pub use explain::explain;
+pub use limit::{unmet as limit_unmet, TokenPrices};
 pub use plan::Plan;
 pub use size::PlanError;
 pub use sweeps::{chosen, for_sweeps, server_warnings, JobSpec, Note, Question, RateGoal, Sizing, SweepOption};

@@ -142,7 +142,7 @@ pub fn write_plan(plan: &Plan, out: &Path) -> anyhow::Result<()> {
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         crate::files::ensure_dir(dir)?;
     }
-    let text = serde_json::to_string_pretty(plan)? + "\n";
+    let text = plan.to_json() + "\n";
     crate::files::write_whole(out, text.as_bytes())
 }
 
@@ -157,6 +157,20 @@ pub fn read_plan(path: &Path) -> anyhow::Result<Plan> {
             Some("make one with `sizeup plan`".into()),
         )
     })?;
+    let mut plan = plan;
+    if plan.gpus == 0 {
+        if plan.limit.is_none() {
+            return Err(usage_error(
+                format!(
+                    "{}: gpus is null, but no `limit` says what sizes the job",
+                    path.display()
+                ),
+                Some("make one with `sizeup plan`".into()),
+            ));
+        }
+        // A plan at a rate limit: the resource keeps the sweep's GPUs.
+        plan.gpus = plan.sweep_gpus.max(1);
+    }
     if plan.total_concurrency == 0 {
         return Err(usage_error(
             format!("{}: total_concurrency must be at least 1", path.display()),

@@ -112,6 +112,12 @@ pub async fn run(s: Settings, interrupt: Stop) -> anyhow::Result<ExitStatus> {
         );
         write_page(&swept.summary, std::slice::from_ref(&plan_section), &s.out)?;
         print_plan(&plan)?;
+        if let Some(why) = planner::limit_unmet(&plan) {
+            return Err(ui::unmet_error(
+                why,
+                Some("ask the provider for a higher limit, or lower --target-rpm (or a later --deadline)".into()),
+            ));
+        }
         if !confirm(&s, &plan, requests, &run_settings.output)? {
             return Ok(ExitStatus::Success);
         }
@@ -129,6 +135,10 @@ pub async fn run(s: Settings, interrupt: Stop) -> anyhow::Result<ExitStatus> {
         }
         run_settings.concurrency = plan.total_concurrency;
         run_settings.gpus = plan.gpus;
+        if let Some(l) = &plan.limit {
+            // At a hosted API's rate limit: held at the plan's rate unless --rate says otherwise.
+            run_settings.tuning.rate = run_settings.tuning.rate.or(Some(l.run_rpm));
+        }
         run_settings.plan = Some(plan);
         // `auto` holds the rate it planned unless told not to.
         run_settings.hold =

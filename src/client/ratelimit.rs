@@ -113,6 +113,11 @@ impl Room {
         }
     }
 
+    /// The limits per minute last announced: requests, tokens.
+    pub fn limits(&self) -> (Option<u64>, Option<u64>) {
+        (self.limits[0], self.limits[1])
+    }
+
     /// Another answer's announcement. An answer's count is the server's when that request
     /// arrived, and answers come back in any order: one that arrived first, answered last,
     /// would announce room long spent. So the count only ever comes down to an announcement,

@@ -147,6 +147,11 @@ impl Client {
     /// (reset before any answer header) is sent again at once on a fresh connection, and later
     /// streamed requests ask for `Connection: close`. At most `2 x pool + 4` such retries per
     /// client, so a server that really drops requests still shows; see [`Client::stale_retries`].
+    /// The limits per minute (requests, tokens) the endpoint's answers announced, if any did.
+    pub fn announced_limits(&self) -> Option<(Option<u64>, Option<u64>)> {
+        self.room.lock().expect("room lock").as_ref().map(|r| r.limits())
+    }
+
     /// Before sending a request of `tokens`: how long to wait for the room a hosted API's
     /// announced limits leave (None: there is room, and the request is charged to it; also
     /// None when no answer announced limits).

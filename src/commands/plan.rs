@@ -70,7 +70,7 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitStatus> {
     };
     write_plan(&plan, &args.out)?;
     if args.json {
-        writeln!(stdout, "{}", serde_json::to_string_pretty(&plan)?)?;
+        writeln!(stdout, "{}", plan.to_json())?;
     } else {
         if several {
             writeln!(stdout, "{}", planner::options_table(&choice))?;
@@ -89,6 +89,13 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitStatus> {
     }
     stdout.flush()?;
     ui::info(format!("plan written to {}", args.out.display()));
+    if let Some(why) = planner::limit_unmet(&plan) {
+        // The plan stands (the job runs at the limit); the goal is what is unmet.
+        return Err(ui::unmet_error(
+            why,
+            Some("ask the provider for a higher limit (or use more keys or deployments), or lower --target-rpm".into()),
+        ));
+    }
     Ok(ExitStatus::Success)
 }
 

@@ -84,8 +84,21 @@ fn default_output(input: &Path) -> PathBuf {
 
 /// Validates `run`'s flags into settings.
 pub fn settings_from_args(a: &RunArgs) -> anyhow::Result<RunSettings> {
-    let (tuning, resource) = settings::run_tuning(&a.tuning)?;
+    let (mut tuning, resource) = settings::run_tuning(&a.tuning)?;
     let plan = a.plan.as_deref().map(read_plan).transpose()?;
+    // A plan at a hosted API's rate limit holds its rate as --rate does, unless one is given.
+    let rate = match (a.tuning.rate, plan.as_ref().and_then(|p| p.limit.as_ref())) {
+        (None, Some(l)) => {
+            ui::info(format!(
+                "plan: the endpoint's rate limit sizes this job: {} in flight at --rate {:.0}",
+                plan.as_ref().map_or(0, |p| p.total_concurrency),
+                l.run_rpm
+            ));
+            Some(l.run_rpm)
+        }
+        (given, _) => given,
+    };
+    tuning.rate = rate;
     // A plan that compared options holds the chosen one's settings at its top level.
     if let Some(p) = plan.as_ref().filter(|p| p.options.len() > 1) {
         ui::info(format!(
@@ -116,11 +129,11 @@ pub fn settings_from_args(a: &RunArgs) -> anyhow::Result<RunSettings> {
             _ => None,
         };
         match total {
-            Some(t) => Some(ShardShare::new(k, n, t, a.tuning.rate, a.tuning.max_tokens_per_minute)),
-            None => (a.tuning.rate.is_some() || a.tuning.max_tokens_per_minute.is_some()).then(|| ShardShare {
+            Some(t) => Some(ShardShare::new(k, n, t, rate, a.tuning.max_tokens_per_minute)),
+            None => (rate.is_some() || a.tuning.max_tokens_per_minute.is_some()).then(|| ShardShare {
                 concurrency,
                 total_concurrency: concurrency.saturating_mul(n as u32),
-                ..ShardShare::new(k, n, concurrency, a.tuning.rate, a.tuning.max_tokens_per_minute)
+                ..ShardShare::new(k, n, concurrency, rate, a.tuning.max_tokens_per_minute)
             }),
         }
     });

@@ -236,6 +236,10 @@ pub fn sizing(t: &PlanTuning) -> Sizing {
         max_gpus: t.max_gpus,
         gpu_hour_cost: t.gpu_hour_cost,
         startup_s: t.startup_s,
+        token_prices: crate::planner::TokenPrices {
+            input: t.price_per_1m_input_tokens,
+            output: t.price_per_1m_output_tokens,
+        },
     }
 }
 

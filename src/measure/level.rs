@@ -127,14 +127,30 @@ fn spawn_window(
     let source = Arc::new(workload::Requests::new(sweep.workload.clone()));
     let stream = sweep.workload.stream;
     let cl = sweep.client.clone();
+    let drain = stop.drain.clone();
     tokio::spawn(run_window(
         c as usize,
         source,
         move |req: workload::Request, slot: Slot| {
-            let cl = cl.clone();
+            let (cl, drain) = (cl.clone(), drain.clone());
             async move {
                 // A job sweep keeps the answer: it is the job's output.
                 let outcome = cl.send(req.body, stream, req.custom_id.is_some()).await;
+                // A 429 comes back at once: sent again at once, a closed loop would hammer a
+                // hosted API with thousands of requests a second. The slot rests for the
+                // answer's Retry-After (1 s without one, 5 s at most, so a level still ends).
+                if let Err(f) = &outcome.result {
+                    if f.kind == crate::client::FailKind::Http(429) {
+                        let rest = f
+                            .retry_after
+                            .unwrap_or(Duration::from_secs(1))
+                            .min(Duration::from_secs(5));
+                        tokio::select! {
+                            _ = tokio::time::sleep(rest) => {}
+                            _ = drain.cancelled() => {}
+                        }
+                    }
+                }
                 let since = |t: Instant| (t - level_start).as_secs_f64();
                 Rec {
                     start: since(outcome.start),

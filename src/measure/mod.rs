@@ -12,12 +12,12 @@ use rec::MixTally;
 
 use crate::batch::OutputWriter;
 use crate::client::Client;
-use crate::model::{KneeRow, LevelEnd, LevelRow, LevelSpend, ServerInfo, Summary};
+use crate::model::{AnnouncedLimits, KneeRow, LevelEnd, LevelRow, LevelSpend, ServerInfo, Summary};
 use crate::report::{Format as ReportFormat, RequestsCsv};
 use crate::scrape::Scraper;
 use crate::stats::knee::{knee, next_level, LevelPoint};
 use crate::stats::level::MIN_OK;
-use crate::stats::server::{running_max_observed, tokens_mismatch, verdict};
+use crate::stats::server::{rate_limit_verdict, running_max_observed, tokens_mismatch, verdict};
 use crate::target::Target;
 use crate::ui::{self, usage_error};
 pub use levels::{max_level, parse_levels, Levels};
@@ -61,6 +61,7 @@ pub async fn measure(
         requests_csv,
         summary,
         scraper: scraper.as_ref(),
+        client: &client,
         points: Vec::new(),
         interrupted: false,
         repeats_warned: false,
@@ -154,6 +155,7 @@ fn new_summary(s: &Settings, target: &Target, workload: &Workload) -> Summary {
         repeated_requests: None,
         workload: None,
         server: None,
+        rate_limits: None,
         name: s.name.clone(),
         gpu_hour_cost: s.gpu_hour_cost,
     }
@@ -178,6 +180,8 @@ struct SweepRun<'a> {
     requests_csv: RequestsCsv<BufWriter<File>>,
     summary: Summary,
     scraper: Option<&'a Scraper>,
+    /// The answers' announced rate limits are read from it after each level.
+    client: &'a Client,
     points: Vec<LevelPoint>,
     interrupted: bool,
     repeats_warned: bool,
@@ -245,7 +249,11 @@ impl SweepRun<'_> {
         self.summary.ci_met.push(level.ci_met);
         self.summary.levels.push(row);
         finish_summary(&mut self.summary, &self.points, s.gpus);
-        self.summary.server = self.scraper.map(|sc| server_info(sc, &self.summary));
+        self.summary.rate_limits = self.client.announced_limits().map(|(r, t)| AnnouncedLimits {
+            requests_per_minute: r,
+            tokens_per_minute: t,
+        });
+        self.summary.server = server_info(self.scraper, &self.summary);
         write_reports(&self.summary, self.out)?;
         // (A job sweep with its budget spent has no line left to send.)
         Ok(!(self.interrupted || self.points.last().is_some_and(|p| p.rpm <= 0.0) || self.workload.used_up()))
@@ -320,13 +328,23 @@ fn say_level(c: u32, row: &LevelRow, ended_by: LevelEnd, below: Option<u32>) {
     }
 }
 
-/// summary.json `server`: which server, where, and its verdict on the knee so far.
-fn server_info(scraper: &Scraper, summary: &Summary) -> ServerInfo {
-    ServerInfo {
-        dialect: scraper.dialect().name().to_string(),
-        metrics_url: scraper.url_display().to_string(),
-        running_max_observed: running_max_observed(&summary.levels),
-        verdict: verdict(&summary.levels, summary.knee.as_ref()),
+/// summary.json `server`: which server, where, and its verdict on the knee so far. A rate
+/// limit the answers show is the verdict, with metrics or without (then `dialect` is `none`).
+fn server_info(scraper: Option<&Scraper>, summary: &Summary) -> Option<ServerInfo> {
+    let rate_limit = rate_limit_verdict(&summary.levels, summary.knee.as_ref(), summary.rate_limits.as_ref());
+    match scraper {
+        Some(sc) => Some(ServerInfo {
+            dialect: sc.dialect().name().to_string(),
+            metrics_url: sc.url_display().to_string(),
+            running_max_observed: running_max_observed(&summary.levels),
+            verdict: rate_limit.or_else(|| verdict(&summary.levels, summary.knee.as_ref())),
+        }),
+        None => rate_limit.map(|v| ServerInfo {
+            dialect: "none".into(),
+            metrics_url: String::new(),
+            running_max_observed: None,
+            verdict: Some(v),
+        }),
     }
 }
 

@@ -5,6 +5,16 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+/// The limits a hosted API's answers announced (`x-ratelimit-limit-requests` and `-tokens`),
+/// per minute (summary.json `rate_limits`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnnouncedLimits {
+    #[serde(default)]
+    pub requests_per_minute: Option<u64>,
+    #[serde(default)]
+    pub tokens_per_minute: Option<u64>,
+}
+
 /// What stopped throughput from growing past the knee (summary.json `knee.limited_by`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -38,6 +48,9 @@ pub enum ServerLimit {
     Client,
     /// A rate limiter or failures capped throughput.
     Errors,
+    /// A hosted API's (or a gateway's) rate limit: answers of 429, or a rate at the limit
+    /// the answers announced (`x-ratelimit-*`). Known without the server's metrics.
+    RateLimit,
     /// Requests waited before the server (router, gateway), or other replicas served them.
     Upstream,
     /// The metrics cannot tell.
@@ -51,6 +64,7 @@ impl ServerLimit {
             ServerLimit::Compute => "compute",
             ServerLimit::Client => "client",
             ServerLimit::Errors => "errors",
+            ServerLimit::RateLimit => "rate_limit",
             ServerLimit::Upstream => "upstream",
             ServerLimit::Unconfirmed => "unconfirmed",
         }

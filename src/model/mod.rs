@@ -10,7 +10,7 @@ pub mod schema;
 mod sweep;
 
 pub use capacity::CapacityModel;
-pub use limits::{Estimate, LimitedBy, Objective, ServerLimit, Slo};
+pub use limits::{AnnouncedLimits, Estimate, LimitedBy, Objective, ServerLimit, Slo};
 pub use mix::{prompt_bytes, requested_tokens, MixSums};
 #[cfg(test)]
 pub(crate) use sweep::fixtures;

@@ -82,6 +82,10 @@ pub struct LevelRow {
     pub server_preemptions: Option<f64>,
     #[serde(default)]
     pub server_output_tokens_per_s: Option<f64>,
+    /// Measured requests answered 429: a hosted API's rate limit (or a gateway's) turned them
+    /// away. A level whose rate stops with these climbing is held by the limit, not the GPUs.
+    #[serde(default)]
+    pub rate_limited: u64,
     /// The level's capacity model: latency = a + b x prompt tokens + c x output tokens (ms),
     /// fitted over its successful requests with token counts (summary.json only).
     #[serde(default)]
@@ -199,6 +203,9 @@ pub struct Summary {
     /// say about the knee.
     #[serde(default)]
     pub server: Option<ServerInfo>,
+    /// The rate limits the endpoint's answers announced (a hosted API's `x-ratelimit-*`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limits: Option<super::AnnouncedLimits>,
     /// The deployment option's label (`sweep --name`); `plan` falls back on the folder's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -305,6 +312,7 @@ pub(crate) mod fixtures {
             server_kv_cache_usage_max: None,
             server_preemptions: None,
             server_output_tokens_per_s: None,
+            rate_limited: 0,
             capacity_model: None,
             error_rate: 0.0,
             client_limited: false,
@@ -343,6 +351,7 @@ pub(crate) mod fixtures {
             repeated_requests: None,
             workload: None,
             server: None,
+            rate_limits: None,
             name: None,
             gpu_hour_cost: None,
         }

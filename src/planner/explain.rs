@@ -1,7 +1,7 @@
 //! The plan in words: the arithmetic behind the GPU count, concurrency, duration and cost,
 //! one line each, for stdout.
 
-use super::plan::Plan;
+use super::plan::{Plan, PlanLimit};
 use super::scaling::ScalingPoint;
 use super::size::sizing_rate;
 use crate::fmt::grouped;
@@ -32,6 +32,9 @@ pub(super) fn human_duration(s: f64) -> String {
 /// plus lines for concurrency, expected RPM, duration, cost, and the linear
 /// scaling assumption relative to the sweep's GPU count.
 pub fn explain(plan: &Plan) -> String {
+    if let Some(l) = &plan.limit {
+        return limit_explain(plan, l);
+    }
     let gpus_line = gpus_line(plan);
     let mut lines = Vec::new();
     if let (Some(d), Some(r)) = (plan.deadline_s, plan.requests) {
@@ -218,4 +221,51 @@ fn gpus_line(plan: &Plan) -> String {
         grouped(per_gpu, 0),
         plan.gpus
     )
+}
+
+/// The plan at a rate limit in words, for stdout.
+fn limit_explain(plan: &Plan, l: &PlanLimit) -> String {
+    let mut lines = vec![format!(
+        "limit: the endpoint's rate limit, not GPUs, sizes this job ({}); gpus: none to count",
+        l.evidence
+    )];
+    lines.push(format!(
+        "concurrency: {} in flight (the fewest that reached the limit in the sweep), at {} RPM (the {} RPM target{})",
+        plan.total_concurrency,
+        grouped(l.run_rpm, 0),
+        grouped(plan.target_rpm, 0),
+        if l.run_rpm < plan.target_rpm {
+            format!(", capped at the limit's {} RPM", grouped(l.rpm, 0))
+        } else {
+            String::new()
+        }
+    ));
+    lines.push(format!(
+        "run: `sizeup run --plan plan.json` holds {} in flight and --rate {}; p95 latency {} ms",
+        plan.total_concurrency,
+        grouped(l.run_rpm, 0),
+        grouped(plan.expected_latency_p95_ms, 0)
+    ));
+    if let (Some(r), Some(d)) = (plan.requests, plan.expected_duration_s) {
+        lines.push(format!(
+            "duration: {} requests / {} RPM x 60 = {} s ({})",
+            grouped(r as f64, 0),
+            grouped(l.run_rpm, 0),
+            grouped(d, 2),
+            human_duration(d)
+        ));
+    }
+    if let (Some(cost), Some(w)) = (plan.cost_usd, plan.workload.as_ref()) {
+        let usd = |v: Option<f64>| v.map_or("$0".to_string(), |v| format!("${v}"));
+        lines.push(format!(
+            "cost: {} requests x ({} prompt tokens x {} + {} output tokens x {}) / 1M = ${}",
+            grouped(plan.requests.unwrap_or(0) as f64, 0),
+            grouped(w.prompt_tokens_mean, 1),
+            usd(l.usd_per_million_input_tokens),
+            grouped(w.output_tokens_mean, 1),
+            usd(l.usd_per_million_output_tokens),
+            grouped(cost, 2)
+        ));
+    }
+    lines.join("\n")
 }

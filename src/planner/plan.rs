@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 pub struct Plan {
     /// Requests per minute the job must sustain.
     pub target_rpm: f64,
-    /// GPUs (replicas) to run.
+    /// GPUs (replicas) to run. Null in plan.json when `limit` sizes the job (then the sweep's
+    /// GPU count inside, which the resource keeps).
+    #[serde(deserialize_with = "gpus_or_none")]
     pub gpus: u32,
     /// Concurrency to drive against each GPU.
     pub concurrency_per_gpu: u32,
@@ -81,6 +83,11 @@ pub struct Plan {
     /// Absent: the plan assumes linear scaling from `sweep_gpus`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scaling: Option<PlanScaling>,
+    /// Set when a hosted API's rate limit, not GPUs, sizes the job (the sweep's verdict
+    /// `rate_limit`): the limit, the rate `run --plan` holds, the evidence. plan.json's `gpus`
+    /// is then null.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<PlanLimit>,
     /// Which fields this file may hold (`model::schema`); readers refuse a newer one. Last,
     /// as the keys before it keep their order.
     #[serde(default = "crate::model::schema::unversioned")]
@@ -149,4 +156,44 @@ pub struct OptionRow {
     pub chosen: bool,
     /// Why this option was not chosen; null for the chosen one.
     pub lost_because: Option<String>,
+}
+
+/// `gpus` as plan.json holds it: a count, or null (0 here; `sizing::read_plan` puts back the
+/// sweep's count) when a rate limit sizes the job.
+fn gpus_or_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    Ok(Option::<u32>::deserialize(d)?.unwrap_or(0))
+}
+
+impl Plan {
+    /// plan.json's text: the fields, with `gpus` null when a rate limit sizes the job.
+    pub fn to_json(&self) -> String {
+        let mut v = serde_json::to_value(self).expect("a plan serializes");
+        if self.limit.is_some() {
+            v["gpus"] = serde_json::Value::Null;
+        }
+        serde_json::to_string_pretty(&v).expect("a value serializes")
+    }
+}
+
+/// plan.json `limit`: what sizes the job when it is not a GPU count.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PlanLimit {
+    /// `rate_limit`.
+    pub kind: crate::model::ServerLimit,
+    /// The most the endpoint served, requests per minute: the sweep's best rate, within a
+    /// request limit its answers announced.
+    pub rpm: f64,
+    /// The rate `run --plan` holds (its `--rate` unless one is given): the limit, or the
+    /// target when that is lower.
+    pub run_rpm: f64,
+    /// The limits the answers announced, per minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announced: Option<crate::model::AnnouncedLimits>,
+    /// The sweep's evidence, in a sentence.
+    pub evidence: String,
+    /// USD per million input and output tokens (`--price-per-1m-input-tokens`, `-output-`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usd_per_million_input_tokens: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usd_per_million_output_tokens: Option<f64>,
 }

@@ -452,6 +452,7 @@ pub(crate) fn at_gpus(input: &PlanInput, chosen: &SweepLevel, gpus: u32) -> Plan
         options: Vec::new(),
         shards: None,
         plateau_levels: Vec::new(),
+        limit: None,
         scaling: input.scaling.as_ref().map(|s| PlanScaling {
             measured: s.measured.clone(),
             efficiency,

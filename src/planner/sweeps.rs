@@ -37,6 +37,8 @@ pub struct Sizing {
     /// Overrides each sweep's recorded price.
     pub gpu_hour_cost: Option<f64>,
     pub startup_s: f64,
+    /// A hosted API's prices per million tokens, for a plan at its rate limit.
+    pub token_prices: super::limit::TokenPrices,
 }
 
 /// What every option is planned for: the job and the user's limits.
@@ -124,6 +126,8 @@ pub fn for_sweeps(q: &Question) -> Result<Answer, PlanError> {
     for ((e, p), o) in choice.options.iter_mut().zip(&prepared).zip(&primaries) {
         if let Some(plan) = e.plan.as_mut() {
             finish(plan, p, o.summary, q.job.mix, requests);
+            // An endpoint held by its rate limit is planned at that limit, not in GPUs.
+            super::limit::at_rate_limit(plan, o.summary, t.token_prices);
         }
     }
     if let Ok(i) = choice.outcome {

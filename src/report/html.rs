@@ -217,13 +217,20 @@ fn knee_section(h: &mut String, s: &Summary) {
     }
     match &s.server {
         Some(sv) => {
-            let _ = writeln!(
-                h,
-                "<li>Server side: {} metrics from <code>{}</code>; at most {} requests running at once.</li>",
-                esc(&sv.dialect),
-                esc(&sv.metrics_url),
-                sv.running_max_observed.map_or("-".into(), short)
-            );
+            if sv.dialect == "none" {
+                let _ = writeln!(
+                    h,
+                    "<li>Server side: no metrics; the answers themselves tell the verdict.</li>"
+                );
+            } else {
+                let _ = writeln!(
+                    h,
+                    "<li>Server side: {} metrics from <code>{}</code>; at most {} requests running at once.</li>",
+                    esc(&sv.dialect),
+                    esc(&sv.metrics_url),
+                    sv.running_max_observed.map_or("-".into(), short)
+                );
+            }
             if let Some(v) = &sv.verdict {
                 let _ = writeln!(
                     h,

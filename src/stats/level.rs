@@ -148,6 +148,8 @@ struct Measured {
     latency_sum: f64,
     measured: usize,
     repeated: u64,
+    /// Answers of 429.
+    rate_limited: u64,
     /// (prompt tokens, output tokens, latency ms) of answers with real token counts.
     fit_points: Vec<(f64, f64, f64)>,
     rows: Vec<RequestRow>,
@@ -191,7 +193,10 @@ fn measure(c: u32, recs: &[Sample], w: f64, offset_ms: f64) -> Measured {
                     Some(*completion_tokens),
                 )
             }
-            SampleResult::Failed { label, message } => (label.clone(), message.clone(), None, None),
+            SampleResult::Failed { label, message } => {
+                m.rate_limited += u64::from(label == "429");
+                (label.clone(), message.clone(), None, None)
+            }
         };
         m.rows.push(RequestRow {
             concurrency: c,
@@ -254,6 +259,7 @@ fn level_row(c: u32, gpus: u32, rate: &WindowRate, tokens: &WindowTokens, m: &Me
         server_kv_cache_usage_max: None,
         server_preemptions: None,
         server_output_tokens_per_s: None,
+        rate_limited: m.rate_limited,
         capacity_model: super::fit::fit_latency(&m.fit_points),
         input_tokens_per_s: tokens.prompt.map_or(f64::NAN, |p| p as f64 / window),
         error_rate: if total > 0 {

@@ -5,7 +5,7 @@
 //! socket or a clock.
 
 use crate::fmt::short;
-use crate::model::{KneeRow, LevelRow, ServerLimit, ServerVerdict};
+use crate::model::{AnnouncedLimits, KneeRow, LevelRow, ServerLimit, ServerVerdict};
 
 /// One scrape of the server's metrics, summed across label sets (several models or engines
 /// behind one endpoint). `None` where the server's dialect has no such metric.
@@ -90,6 +90,102 @@ pub fn tokens_mismatch(row: &LevelRow) -> Option<f64> {
 /// The most requests the server ran at once in any level's scrapes; `None` without metrics.
 pub fn running_max_observed(levels: &[LevelRow]) -> Option<f64> {
     levels.iter().filter_map(|l| l.server_running_max).reduce(f64::max)
+}
+
+/// A hosted API's rate limit as what held throughput, from the answers alone (no metrics
+/// needed): a level at or above the knee (any level, without a knee) whose 429s are 2% of its
+/// answers or more (3 at least), or a knee at 85% of a request limit the answers announced
+/// (70% of a token limit: the provider charges `max_tokens`, more than the answers use).
+pub fn rate_limit_verdict(
+    levels: &[LevelRow],
+    knee: Option<&KneeRow>,
+    announced: Option<&AnnouncedLimits>,
+) -> Option<ServerVerdict> {
+    let from = knee.map_or(0, |k| k.concurrency);
+    let turned_away = levels
+        .iter()
+        .filter(|l| l.concurrency >= from)
+        .filter(|l| {
+            let answers = l.requests_ok + l.requests_failed;
+            l.rate_limited >= 3 && l.rate_limited as f64 >= 0.02 * answers as f64
+        })
+        .min_by_key(|l| l.concurrency);
+    let knee_row = knee.and_then(|k| {
+        levels
+            .iter()
+            .find(|l| l.concurrency == k.concurrency && l.rpm.is_finite())
+    });
+    let a = announced.copied().unwrap_or_default();
+    let at_rpm = match (a.requests_per_minute, knee_row) {
+        (Some(lim), Some(k)) if lim > 0 && k.rpm >= 0.85 * lim as f64 => Some(lim),
+        _ => None,
+    };
+    let at_tpm = match (a.tokens_per_minute, knee_row) {
+        (Some(lim), Some(k)) if lim > 0 && tokens_per_minute(k) >= 0.7 * lim as f64 => Some(lim),
+        _ => None,
+    };
+    if turned_away.is_none() && at_rpm.is_none() && at_tpm.is_none() {
+        return None;
+    }
+    let mut evidence = match turned_away {
+        Some(l) => format!(
+            "the endpoint's rate limit: at level {} {} of {} answers were 429 (turned away, not served)",
+            l.concurrency,
+            l.rate_limited,
+            l.requests_ok + l.requests_failed
+        ),
+        None => "the endpoint's rate limit".to_string(),
+    };
+    let from = turned_away.or(knee_row).map_or(0, |l| l.concurrency);
+    if let Some(rpm) = rate_at_limit(levels, from) {
+        evidence.push_str(&format!(
+            "; throughput held at {} RPM from level {from} up",
+            crate::fmt::thousands(rpm)
+        ));
+    }
+    let announced: Vec<String> = [(a.requests_per_minute, "requests"), (a.tokens_per_minute, "tokens")]
+        .iter()
+        .filter_map(|(v, what)| v.map(|v| format!("{} {what}", crate::fmt::thousands(v as f64))))
+        .collect();
+    if !announced.is_empty() {
+        evidence.push_str(&format!("; its answers announce {} a minute", announced.join(" and ")));
+    }
+    evidence.push_str(": more GPUs behind it serve no more; a higher limit (or another key) does");
+    Some(ServerVerdict {
+        limit: ServerLimit::RateLimit,
+        evidence,
+    })
+}
+
+/// The rate a limit holds: the median of every measurement from level `from` up (a burst a
+/// limiter lets through at a level's start, before its window turns requests away, is one
+/// high measurement among the held ones).
+pub fn rate_at_limit(levels: &[LevelRow], from: u32) -> Option<f64> {
+    let mut rpms: Vec<f64> = levels
+        .iter()
+        .filter(|l| l.concurrency >= from && l.rpm.is_finite() && l.rpm > 0.0)
+        .map(|l| l.rpm)
+        .collect();
+    if rpms.is_empty() {
+        return None;
+    }
+    rpms.sort_by(f64::total_cmp);
+    let n = rpms.len();
+    Some(if n % 2 == 1 {
+        rpms[n / 2]
+    } else {
+        (rpms[n / 2 - 1] + rpms[n / 2]) / 2.0
+    })
+}
+
+/// Tokens a minute as a provider counts them, near enough: prompt plus output.
+fn tokens_per_minute(l: &LevelRow) -> f64 {
+    let prompt = if l.input_tokens_per_s.is_finite() {
+        l.input_tokens_per_s
+    } else {
+        0.0
+    };
+    (prompt + l.output_tokens_per_s) * 60.0
 }
 
 /// What limited throughput at the knee, on the server's own evidence.
@@ -284,6 +380,59 @@ pub fn operating_warnings(row: &LevelRow) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::model::fixtures::level;
+
+    #[test]
+    fn a_rate_limit_is_told_from_the_answers_alone_without_metrics() {
+        let knee = |c: u32, rpm: f64| KneeRow {
+            concurrency: c,
+            rpm,
+            rpm_per_gpu: rpm,
+            limited_by: crate::model::LimitedBy::Saturation,
+        };
+        let mut levels = vec![
+            level(1, 1200.0, 50.0),
+            level(2, 2400.0, 50.0),
+            level(4, 2390.0, 50.0),
+            level(8, 2395.0, 50.0),
+        ];
+        // No 429s, nothing announced: no rate limit to speak of (a GPU-bound knee).
+        assert_eq!(rate_limit_verdict(&levels, Some(&knee(2, 2400.0)), None), None);
+        // 429s at and above the knee: the limit, with the rate it held.
+        levels[2].rate_limited = 100;
+        levels[3].rate_limited = 2;
+        let v = rate_limit_verdict(&levels, Some(&knee(2, 2400.0)), None).expect("a verdict");
+        assert_eq!(v.limit, ServerLimit::RateLimit);
+        assert!(
+            v.evidence.contains("at level 4 100 of 2390 answers were 429"),
+            "{}",
+            v.evidence
+        );
+        assert!(
+            v.evidence.contains("held at 2,393 RPM from level 4 up"),
+            "{}",
+            v.evidence
+        );
+        // A few 429s in many answers are not a limit.
+        levels[2].rate_limited = 2;
+        assert_eq!(rate_limit_verdict(&levels, Some(&knee(2, 2400.0)), None), None);
+        // A knee at an announced request limit is one, 429s or not.
+        let announced = AnnouncedLimits {
+            requests_per_minute: Some(2500),
+            tokens_per_minute: Some(10_000_000),
+        };
+        let v = rate_limit_verdict(&levels, Some(&knee(2, 2400.0)), Some(&announced)).expect("a verdict");
+        assert!(
+            v.evidence
+                .contains("announce 2,500 requests and 10,000,000 tokens a minute"),
+            "{}",
+            v.evidence
+        );
+        let far = AnnouncedLimits {
+            requests_per_minute: Some(10_000),
+            tokens_per_minute: None,
+        };
+        assert_eq!(rate_limit_verdict(&levels, Some(&knee(2, 2400.0)), Some(&far)), None);
+    }
 
     fn snap(at_s: f64, running: f64, waiting: f64) -> ServerSnapshot {
         ServerSnapshot {

@@ -563,3 +563,144 @@ fn one_sweep_of_a_mixed_job_sizes_a_short_and_a_long_job() {
         );
     }
 }
+
+/// A hosted API's rate limit, not GPUs, caps the endpoint: the sweep says so with no metrics
+/// to read (verdict `rate_limit`, the announced limit recorded), the plan names the limit
+/// instead of a GPU count, with the duration and the cost per token at it, and `run --plan`
+/// holds the plan's concurrency and rate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_endpoint_is_planned_at_its_limit_and_run_at_its_rate() {
+    let _serial = crate::util::SERIAL.lock().await;
+    let sim = sizeup::sim::SimHandle::start(sizeup::sim::SimConfig {
+        rpm_limit: Some(1200),
+        ..crate::util::run::sim_cfg(1, 16, 10.0)
+    })
+    .await
+    .unwrap();
+    let url = sim.url();
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, url2) = (tmp.path().to_path_buf(), url.clone());
+    let sweep = tokio::task::spawn_blocking(move || {
+        sizeup()
+            .args([
+                "sweep",
+                "--endpoint",
+                &url2,
+                "--server-metrics",
+                "off",
+                "--concurrency",
+                "1,4,16",
+            ])
+            .args([
+                "--prompt-tokens",
+                "4",
+                "--max-tokens",
+                "5",
+                "--warmup",
+                "200ms",
+                "--max-duration",
+                "2s",
+            ])
+            .arg("--out")
+            .arg(dir.join("sweep"))
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&sweep.stderr).into_owned();
+    assert!(sweep.status.success(), "{stderr}");
+    let summary = read_json(&tmp.path().join("sweep/summary.json"));
+    assert_eq!(summary["server"]["verdict"]["limit"], "rate_limit", "{summary:#}");
+    assert_eq!(summary["server"]["dialect"], "none");
+    assert_eq!(summary["rate_limits"]["requests_per_minute"], 1200, "{summary:#}");
+    let turned_away: u64 = summary["levels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["rate_limited"].as_u64().unwrap())
+        .sum();
+    assert!(turned_away > 0, "{summary:#}");
+    // The sweep rests each slot on a 429's Retry-After: no storm of thousands a second.
+    let failed: u64 = summary["levels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["requests_failed"].as_u64().unwrap())
+        .sum();
+    assert!(
+        failed < 400,
+        "{failed} failed: the sweep hammered the limit\n{summary:#}"
+    );
+
+    // Over the limit: the plan is written at the limit, and the goal is unmet (exit 1).
+    let plan_path = tmp.path().join("plan.json");
+    let out = sizeup()
+        .args(["plan", "--sweep"])
+        .arg(tmp.path().join("sweep"))
+        .args([
+            "--target-rpm",
+            "5000",
+            "--requests",
+            "1000",
+            "--price-per-1m-input-tokens",
+            "1",
+            "--price-per-1m-output-tokens",
+            "4",
+            "--out",
+        ])
+        .arg(&plan_path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("over the endpoint's rate limit"), "{text}");
+    let plan = read_json(&plan_path);
+    assert!(plan["gpus"].is_null(), "{plan:#}");
+    assert_eq!(plan["limit"]["kind"], "rate_limit");
+    assert_eq!(
+        plan["limit"]["rpm"], 1200.0,
+        "the announced limit caps the rate: {plan:#}"
+    );
+    assert!((plan["expected_duration_s"].as_f64().unwrap() - 1000.0 / 1200.0 * 60.0).abs() < 1e-6);
+    // 1,000 requests x (4 prompt tokens x $1 + 5 output tokens x $4) / 1M.
+    let cost = plan["cost_usd"].as_f64().unwrap();
+    assert!((cost - 1000.0 * 24.0 / 1e6).abs() < 1e-9, "{plan:#}");
+
+    // Under the limit: exit 0; run --plan holds its concurrency and the plan's rate.
+    let out = sizeup()
+        .args(["plan", "--sweep"])
+        .arg(tmp.path().join("sweep"))
+        .args(["--target-rpm", "600", "--out"])
+        .arg(&plan_path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let plan = read_json(&plan_path);
+    assert_eq!(plan["limit"]["run_rpm"], 600.0, "{plan:#}");
+    let input = batch_file(tmp.path(), 20, 5);
+    let (dir, plan_path2) = (tmp.path().to_path_buf(), plan_path.clone());
+    let run = tokio::task::spawn_blocking(move || {
+        sizeup()
+            .args(["run", "--endpoint", &url, "--plan"])
+            .arg(&plan_path2)
+            .arg("--input")
+            .arg(&input)
+            .arg("--output")
+            .arg(dir.join("out.jsonl"))
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
+    assert!(run.status.success(), "{stderr}");
+    assert!(stderr.contains("--rate 600"), "{stderr}");
+    let rs = read_json(&tmp.path().join("run-summary.json"));
+    assert_eq!(rs["requests_ok"], 20);
+    assert_eq!(rs["planned_rpm"], 600.0, "{rs:#}");
+    assert_eq!(rs["concurrency"], plan["total_concurrency"]);
+    // Paced at 600 RPM (10 a second, a burst of at most one second's): 20 lines need > 1 s.
+    assert!(rs["wall_time_s"].as_f64().unwrap() > 0.9, "{rs:#}");
+    sim.shutdown().await;
+}
