@@ -1,7 +1,8 @@
-//! The token budget (`--max-tokens-per-minute`): each request is charged, before it is sent,
-//! its prompt tokens (estimated from the prompt's bytes) plus its `max_tokens`, as a hosted
-//! API charges on arrival; the estimate of tokens per byte starts at a quarter (4 bytes a
-//! token, English text) and follows what the answers' `usage` report.
+//! What a request costs in tokens, as a hosted API counts them on arrival: its prompt tokens
+//! (estimated from the prompt's bytes) plus its `max_tokens`. The estimate of tokens per byte
+//! starts at a quarter (4 bytes a token, English text) and follows what the answers' `usage`
+//! report. It charges the token budget (`--max-tokens-per-minute`) and, without one, the room
+//! a server's announced token limit leaves (`x-ratelimit-*-tokens`).
 
 use super::queue::Charge;
 use crate::engine::rate::RateLimiter;
@@ -10,43 +11,57 @@ use std::sync::Mutex;
 /// Prompt tokens per byte before any answer said otherwise.
 const TOKENS_PER_BYTE: f64 = 0.25;
 
-pub(super) struct TokenBudget {
-    limiter: RateLimiter,
+/// The tokens per prompt byte the answers report, shared by the run's workers.
+pub(super) struct TokenEstimate {
     /// Prompt bytes sent and the prompt tokens the answers reported for them.
     seen: Mutex<(u64, u64)>,
 }
 
-impl TokenBudget {
-    pub(super) fn new(tokens_per_minute: f64) -> TokenBudget {
-        TokenBudget {
-            limiter: RateLimiter::new(tokens_per_minute, 1),
+impl TokenEstimate {
+    pub(super) fn new() -> TokenEstimate {
+        TokenEstimate {
             seen: Mutex::new((0, 0)),
         }
     }
 
     /// The tokens `c` is charged.
     pub(super) fn tokens(&self, c: &Charge) -> f64 {
-        let (bytes, tokens) = *self.seen.lock().expect("budget lock");
+        let (bytes, tokens) = *self.seen.lock().expect("estimate lock");
         let per_byte = if bytes > 0 && tokens > 0 {
             tokens as f64 / bytes as f64
         } else {
             TOKENS_PER_BYTE
         };
-        (c.prompt_bytes as f64 * per_byte).ceil() + c.max_tokens as f64
-    }
-
-    /// Waits until the budget pays for `c`.
-    pub(super) async fn pay(&self, c: &Charge) {
-        self.limiter.acquire_n(self.tokens(c)).await;
+        // Rounded, not up: a token over on every line would waste a twentieth of a budget of
+        // 20-token lines.
+        (c.prompt_bytes as f64 * per_byte).round() + c.max_tokens as f64
     }
 
     /// An answer's `usage`: the prompt tokens its `prompt_bytes` came to.
     pub(super) fn learn(&self, prompt_bytes: u64, prompt_tokens: u64) {
         if prompt_bytes > 0 {
-            let mut seen = self.seen.lock().expect("budget lock");
+            let mut seen = self.seen.lock().expect("estimate lock");
             seen.0 += prompt_bytes;
             seen.1 += prompt_tokens;
         }
+    }
+}
+
+/// `--max-tokens-per-minute`: no request starts that it cannot pay for.
+pub(super) struct TokenBudget {
+    limiter: RateLimiter,
+}
+
+impl TokenBudget {
+    pub(super) fn new(tokens_per_minute: f64) -> TokenBudget {
+        TokenBudget {
+            limiter: RateLimiter::new(tokens_per_minute, 1),
+        }
+    }
+
+    /// Waits until the budget pays for `tokens`.
+    pub(super) async fn pay(&self, tokens: f64) {
+        self.limiter.acquire_n(tokens).await;
     }
 }
 
@@ -56,7 +71,7 @@ mod tests {
 
     #[test]
     fn charged_prompt_estimate_plus_max_tokens_then_what_usage_says() {
-        let b = TokenBudget::new(60_000.0);
+        let b = TokenEstimate::new();
         let c = Charge {
             prompt_bytes: 400,
             max_tokens: 50,

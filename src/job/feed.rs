@@ -47,7 +47,8 @@ pub struct FeedSpec {
     pub duplicates: DuplicateCheck,
     /// A bad line ends the run (stdin without `--skip-invalid`, where no first pass ran).
     pub stop_on_invalid: bool,
-    /// Each job carries its [`Charge`] (a token budget is set).
+    /// Each job's [`Charge`] is read from its parsed body (a token budget is set), not
+    /// estimated from its bytes.
     pub charge: bool,
 }
 
@@ -133,14 +134,18 @@ fn job_of(item: Item, spec: &FeedSpec) -> Job {
         // charge).
         Payload::Raw(raw) => {
             let stream = raw.stream;
-            let charge = spec.charge.then(|| charge_of(&raw.to_value()));
+            let exact = spec.charge.then(|| charge_of(&raw.to_value()));
+            let body = Bytes::from(raw.into_request(model));
+            // Without a budget, a look at the bytes: enough to pace to an announced token
+            // limit, and no JSON tree built per line.
+            let charge = exact.unwrap_or_else(|| Charge::estimate(&body));
             return Job {
-                body: Bytes::from(raw.into_request(model)),
+                body,
                 stream,
                 custom_id: item.custom_id,
                 attempt: 0,
                 throttled: 0,
-                charge,
+                charge: Some(charge),
             };
         }
         Payload::Body(v) => v,
@@ -150,7 +155,7 @@ fn job_of(item: Item, spec: &FeedSpec) -> Job {
     let stream = wants_stream(&body);
     Job {
         custom_id: item.custom_id,
-        charge: spec.charge.then(|| charge_of(&body)),
+        charge: Some(charge_of(&body)),
         body: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
         stream,
         attempt: 0,

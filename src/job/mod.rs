@@ -275,6 +275,7 @@ pub async fn send_batch(b: Batch<'_>, prepared: Prepared, interrupt: Stop) -> an
         client: b.client.clone(),
         limiter: s.rate().map(|r| Arc::new(RateLimiter::new(r, 1))),
         budget: s.tokens_per_minute().map(|t| Arc::new(budget::TokenBudget::new(t))),
+        estimate: Arc::new(budget::TokenEstimate::new()),
         source: source.clone(),
         stop: stop.clone(),
         retries_used: retries_used.clone(),

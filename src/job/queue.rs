@@ -32,6 +32,31 @@ pub struct Charge {
     pub max_tokens: u64,
 }
 
+impl Charge {
+    /// From a request's bytes alone, without parsing it: the whole body as the prompt (the
+    /// tokens per byte learned from the answers absorb the keys and quotes) and the number
+    /// after `"max_tokens"` (or `"max_completion_tokens"`).
+    pub fn estimate(body: &[u8]) -> Charge {
+        let number_after = |key: &[u8]| -> Option<u64> {
+            let at = memchr::memmem::find(body, key)? + key.len();
+            let rest = &body[at..];
+            let start = rest.iter().position(|b| b.is_ascii_digit())?;
+            // Only `:` and spaces between the key and its number.
+            if !rest[..start].iter().all(|b| *b == b':' || b.is_ascii_whitespace()) {
+                return None;
+            }
+            let digits = rest[start..].iter().take_while(|b| b.is_ascii_digit()).count();
+            std::str::from_utf8(&rest[start..start + digits]).ok()?.parse().ok()
+        };
+        Charge {
+            prompt_bytes: body.len() as u64,
+            max_tokens: number_after(b"\"max_tokens\"")
+                .or_else(|| number_after(b"\"max_completion_tokens\""))
+                .unwrap_or(0),
+        }
+    }
+}
+
 /// The workers' shared source. It ends only when the feed is closed and drained, no retry
 /// waits, and no job is in flight (a job in flight may still come back for a retry).
 ///
@@ -258,6 +283,23 @@ impl Drop for IdleGuard<'_> {
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    #[test]
+    fn a_charge_is_estimated_from_the_bytes_alone() {
+        let body = br#"{"prompt":"say hello","max_tokens": 64,"n":1}"#;
+        assert_eq!(
+            Charge::estimate(body),
+            Charge {
+                prompt_bytes: body.len() as u64,
+                max_tokens: 64
+            }
+        );
+        let chat = br#"{"messages":[],"max_completion_tokens":7}"#;
+        assert_eq!(Charge::estimate(chat).max_tokens, 7);
+        // The key inside a prompt, followed by text: not a number of the body's.
+        assert_eq!(Charge::estimate(br#"{"prompt":""max_tokens" is 5"}"#).max_tokens, 0);
+        assert_eq!(Charge::estimate(b"{}").max_tokens, 0);
+    }
     use std::time::Duration;
 
     fn job(id: &str) -> Job {

@@ -34,6 +34,8 @@ pub(super) struct Worker {
     pub limiter: Option<Arc<RateLimiter>>,
     /// `--max-tokens-per-minute`.
     pub budget: Option<Arc<super::budget::TokenBudget>>,
+    /// What a request costs in tokens, learned from the answers' `usage`.
+    pub estimate: Arc<super::budget::TokenEstimate>,
     pub source: Arc<JobSource>,
     /// Drained when the credentials are refused: jobs still waiting are not sent.
     pub stop: Stop,
@@ -53,15 +55,13 @@ impl Worker {
         if let Some(l) = &self.limiter {
             l.acquire().await;
         }
-        if let (Some(b), Some(c)) = (&self.budget, &job.charge) {
-            b.pay(c).await;
+        let tokens = job.charge.map_or(1.0, |c| self.estimate.tokens(&c));
+        if let Some(b) = &self.budget {
+            b.pay(tokens).await;
         }
         // The room the server's announced limits leave: waited for here, so the window does not
-        // send into a 429 (charged with the budget's estimate, else as one request).
-        let tokens = match (&self.budget, &job.charge) {
-            (Some(b), Some(c)) => b.tokens(c),
-            _ => 1.0,
-        };
+        // send into a 429 (charged the request's tokens as estimated).
+
         while let Some(wait) = self.client.room_wait(tokens) {
             tokio::time::sleep(wait.min(std::time::Duration::from_secs(60))).await;
         }
@@ -82,9 +82,9 @@ impl Worker {
             return Event::Retried;
         }
         let outcome = self.client.send(job.body.clone(), job.stream, true).await;
-        if let (Some(b), Some(c), Ok(ok)) = (&self.budget, &job.charge, &outcome.result) {
+        if let (Some(c), Ok(ok)) = (&job.charge, &outcome.result) {
             if let Some(tokens) = ok.usage.prompt_tokens {
-                b.learn(c.prompt_bytes, tokens);
+                self.estimate.learn(c.prompt_bytes, tokens);
             }
         }
         let failure = outcome.result.as_ref().err().map(|f| {

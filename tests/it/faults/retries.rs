@@ -194,6 +194,34 @@ async fn the_announced_limits_pace_the_run() {
     sim.shutdown().await;
 }
 
+/// A hosted API's token limit (`--tpm-limit`, 1,000 tokens a second), with no budget flag: the
+/// run charges each request its tokens as read from its bytes (prompt at the tokens per byte the
+/// answers report, plus its `max_tokens`) against the room the headers announce, so 32 in flight
+/// draw almost no 429s where one token a request would let them storm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_announced_token_limit_paces_the_run_with_no_budget_flag() {
+    let sim = SimHandle::start(SimConfig {
+        tpm_limit: Some(60_000),
+        ..sim_cfg(2, 16, 2.0)
+    })
+    .await
+    .expect("sim");
+    let url = sim.url();
+    let dir = tempfile::tempdir().unwrap();
+    // 2 prompt words + 18 = 20 tokens a line: 4,000 tokens, 4 s at the limit.
+    let (input, want) = write_batch(dir.path(), "jobs.jsonl", 200, 18);
+    let extra = ["--concurrency", "32", "--retries", "0"];
+    let (r, records, sm) = run_into(&url, &input, dir.path(), &extra).await;
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert_each_once_ok(&records, &want, "output under a token limit");
+    let m = metrics(&url).await;
+    assert!(
+        outcome(&m, "throttled_429") <= 10,
+        "the run did not pace itself to the token limit: {sm} {m:?}"
+    );
+    sim.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_errors_fail_at_once_and_resume_retries_only_failures() {
     // Strict about the model name (`--served-model-name`), so the unknown model answers 404.
