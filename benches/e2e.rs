@@ -1179,6 +1179,7 @@ impl Bench {
                 prefill_ms_per_1k: 0.0,
                 decode_step_ms: step,
                 decode_step_ms_per_seq: 0.0,
+                prefix_cache_tokens: 0,
             };
             let want = expected_rpm(&p, g, g * b, 8, 1) / g as f64;
             let err = knee_rpm_gpu / want - 1.0;

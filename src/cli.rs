@@ -239,6 +239,13 @@ pub struct SimModelArgs {
     /// Prefill cost in ms per 1,000 prompt tokens, paid before a request's first token.
     #[arg(long, default_value_t = 10.0)]
     pub prefill_ms_per_1k: f64,
+    /// Tokens of prompt each GPU's prefix cache holds, as vLLM's automatic prefix caching:
+    /// prompts cut into blocks of 16 tokens (words) named by chained hashes, kept in an LRU
+    /// pool; a request's leading blocks found there skip the prefill. Answers report them in
+    /// usage.prompt_tokens_details.cached_tokens, /metrics in vllm:prefix_cache_hits_total and
+    /// queries_total. 0: off.
+    #[arg(long, value_name = "TOKENS", default_value_t = 0)]
+    pub prefix_cache_tokens: u64,
     /// Fixed cost of one decode step in ms (each running sequence gets one token per step).
     #[arg(long, default_value_t = 5.0)]
     pub decode_step_ms: f64,
@@ -457,6 +464,11 @@ pub struct WorkloadArgs {
     /// Output tokens per synthetic request.
     #[arg(long, default_value_t = 64)]
     pub max_tokens: u32,
+    /// Start every prompt with a word of its own, so no two requests share a prefix a
+    /// server's prefix cache could serve: the sweep then prices every prompt token as
+    /// uncached (what a job that shares nothing costs). AIPerf uses the same name.
+    #[arg(long)]
+    pub cache_bust: bool,
 }
 
 /// Sizing knobs shared by `plan` and `auto`.

@@ -34,6 +34,9 @@ pub struct Usage {
     pub completion_tokens: u64,
     /// No `usage` came back: `completion_tokens` counts streamed content events (or words).
     pub estimated: bool,
+    /// Prompt tokens the server's prefix cache served (`usage.prompt_tokens_details.
+    /// cached_tokens`; llama.cpp's `timings.cache_n`), when the answer says.
+    pub cached_tokens: Option<u64>,
 }
 
 /// The class of a failed request.

@@ -61,7 +61,12 @@ pub(super) fn whole_answer(
     let text = scrubber.json_string(text);
     // The common answer (usage, no error) is read through a small typed view and kept as
     // the text it came in: no JSON tree is built, cloned or re-serialized per request.
-    let peeked = peek_usage(&text)
+    // An answer that reports cached prompt tokens is read whole (the typed view reads two
+    // counts): OpenAI's always do, vLLM's with --enable-prompt-tokens-details.
+    let details = memchr::memmem::find(text.as_bytes(), b"\"cached_tokens\"").is_some();
+    let peeked = (!details)
+        .then(|| peek_usage(&text))
+        .flatten()
         // An embedding's usage has prompt tokens only: it generates none.
         .and_then(|(prompt, completion)| Some((prompt, completion.or(prompt.map(|_| 0))?)));
     if let Some((prompt_tokens, completion)) = peeked {
@@ -71,6 +76,7 @@ pub(super) fn whole_answer(
             prompt_tokens,
             completion_tokens: completion,
             estimated: false,
+            cached_tokens: None,
         };
         return Ok(Success {
             status,
@@ -97,6 +103,7 @@ pub(super) fn whole_answer(
         prompt_tokens: None,
         completion_tokens: answer_text(&body).map_or(0, |t| t.split_whitespace().count() as u64),
         estimated: true,
+        cached_tokens: None,
     });
     Ok(Success {
         status,
@@ -210,6 +217,9 @@ pub(super) fn reported_usage(v: &Value) -> Option<Usage> {
             .and_then(Value::as_u64)
             .or_else(|| u.get("prompt_tokens").and_then(Value::as_u64).map(|_| 0))?,
         estimated: false,
+        cached_tokens: u
+            .pointer("/prompt_tokens_details/cached_tokens")
+            .and_then(Value::as_u64),
     })
 }
 
@@ -223,6 +233,7 @@ pub(super) fn timings_usage(v: &Value) -> Option<Usage> {
         prompt_tokens: prompt,
         completion_tokens: t.get("predicted_n").and_then(Value::as_u64)?,
         estimated: false,
+        cached_tokens: t.get("cache_n").and_then(Value::as_u64),
     })
 }
 
@@ -257,7 +268,8 @@ mod tests {
             Some(Usage {
                 prompt_tokens: Some(32),
                 completion_tokens: 8,
-                estimated: false
+                estimated: false,
+                cached_tokens: Some(29),
             })
         );
         let both = json!({"usage":{"prompt_tokens":32,"completion_tokens":7},"timings":{"predicted_n":8}});

@@ -158,6 +158,7 @@ impl StreamAssembler {
             prompt_tokens: None,
             completion_tokens: self.content_events,
             estimated: true,
+            cached_tokens: None,
         });
         let body = self.keep.then(|| {
             let first = self.first_chunk.unwrap_or(Value::Null);
@@ -219,7 +220,8 @@ mod tests {
             Usage {
                 prompt_tokens: Some(3),
                 completion_tokens: 2,
-                estimated: false
+                estimated: false,
+                cached_tokens: None,
             }
         );
         assert_eq!(body.unwrap()["choices"][0]["text"], " a b");
@@ -241,7 +243,8 @@ mod tests {
             Usage {
                 prompt_tokens: None,
                 completion_tokens: 1,
-                estimated: true
+                estimated: true,
+                cached_tokens: None,
             }
         );
         let mut a = StreamAssembler::new(false);

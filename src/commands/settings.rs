@@ -104,6 +104,7 @@ pub fn sim(a: &SimModelArgs, gpus: u32) -> anyhow::Result<SimConfig> {
             prefill_ms_per_1k: a.prefill_ms_per_1k,
             decode_step_ms: a.decode_step_ms,
             decode_step_ms_per_seq: a.decode_step_ms_per_seq,
+            prefix_cache_tokens: a.prefix_cache_tokens,
         },
         jitter: a.jitter,
         seed: a.seed,
@@ -174,6 +175,7 @@ pub fn workload(w: &WorkloadArgs) -> WorkloadSpec {
         sample: w.sample,
         prompt_tokens: w.prompt_tokens,
         max_tokens: w.max_tokens,
+        cache_bust: w.cache_bust,
     }
 }
 

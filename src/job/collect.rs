@@ -486,6 +486,7 @@ impl Collector {
                 failed: queued.saturating_sub(t.ok),
             },
             retried_after_timeout: 0,
+            cached_prompt_tokens: t.cached_prompt_tokens,
             stale_connection_resends: b.client.stale_retries(),
             skipped_already_done: feed.skipped_done,
             skipped_invalid: t.skipped_invalid,

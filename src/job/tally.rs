@@ -24,6 +24,8 @@ pub struct Tally {
     pub skipped_invalid: u64,
     /// Lines the completion window closed on (`batch_expired` in the errors file).
     pub expired: u64,
+    /// Prompt tokens the server's prefix cache served, as the answers report them.
+    pub cached_prompt_tokens: Option<u64>,
     pub latency: Hist,
     pub start: Instant,
     pub last_finish: Instant,
@@ -38,6 +40,7 @@ impl Tally {
             retried_requests: 0,
             skipped_invalid: 0,
             expired: 0,
+            cached_prompt_tokens: None,
             latency: Hist::new(),
             start,
             last_finish: start,
@@ -50,6 +53,9 @@ impl Tally {
         self.last_finish = Instant::now();
         if attempts > 1 {
             self.retried_requests += 1;
+        }
+        if let Ok(Some(c)) = outcome.result.as_ref().map(|ok| ok.usage.cached_tokens) {
+            *self.cached_prompt_tokens.get_or_insert(0) += c;
         }
         if outcome.is_ok() {
             self.ok += 1;
@@ -138,6 +144,10 @@ pub struct RunSummary {
     /// OpenAI Batch's counts: `failed` holds every line not completed (failed, expired, or
     /// not finished), as OpenAI counts an expired request.
     pub request_counts: RequestCounts,
+    /// Prompt tokens the server's prefix cache served, as the answers reported them
+    /// (`usage.prompt_tokens_details.cached_tokens`); absent when no answer said.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cached_prompt_tokens: Option<u64>,
     /// Retries sent after a timeout: the server may have done the first attempt's work too,
     /// and a hosted API may bill both.
     #[serde(default)]

@@ -43,6 +43,7 @@ impl Rec {
                 prompt_tokens: ok.usage.prompt_tokens,
                 completion_tokens: ok.usage.completion_tokens,
                 estimated: ok.usage.estimated,
+                cached_tokens: ok.usage.cached_tokens,
             },
             Err(f) => SampleResult::Failed {
                 label: f.kind.label(),

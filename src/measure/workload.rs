@@ -34,6 +34,8 @@ pub struct Workload {
     next: AtomicU64,
     pub stream: bool,
     pub model: Option<String>,
+    /// `--cache-bust`: a word of its own at the start of every sampled prompt.
+    pub cache_bust: bool,
 }
 
 enum Kind {
@@ -83,6 +85,7 @@ impl Workload {
             job: false,
             stream,
             model,
+            cache_bust: false,
         }
     }
 
@@ -156,6 +159,7 @@ impl Workload {
             job: false,
             stream,
             model,
+            cache_bust: false,
         })
     }
 
@@ -198,7 +202,10 @@ impl Workload {
             Kind::Sampled { items, .. } => {
                 let s = &items[(i % items.len() as u64) as usize];
                 Request {
-                    body: s.body.clone(),
+                    body: match self.cache_bust {
+                        true => bust_cache(&s.body, i),
+                        false => s.body.clone(),
+                    },
                     repeated,
                     prompt_bytes: s.prompt_bytes,
                     requested_tokens: s.requested_tokens,
@@ -325,6 +332,9 @@ pub struct WorkloadSpec {
     pub sample: usize,
     pub prompt_tokens: u32,
     pub max_tokens: u32,
+    /// `--cache-bust`: every prompt starts with a word of its own, so no two requests share a
+    /// prefix a server's cache could serve.
+    pub cache_bust: bool,
 }
 
 /// Builds the sweep's workload.
@@ -336,7 +346,7 @@ pub fn workload_from(
     stream: bool,
     model: Option<String>,
 ) -> anyhow::Result<Workload> {
-    match &w.input {
+    let workload = match &w.input {
         Some(path) => {
             let format = w.format;
             Workload::sampled(
@@ -361,12 +371,78 @@ pub fn workload_from(
             stream,
             model,
         )),
+    }?;
+    Ok(Workload {
+        cache_bust: w.cache_bust,
+        ..workload
+    })
+}
+
+/// `body` with a word of request `i`'s own at the start of its prompt (the first message's
+/// text for chat, the input for embeddings): no prefix of it matches another request's.
+fn bust_cache(body: &Bytes, i: u64) -> Bytes {
+    let Ok(mut v) = serde_json::from_slice::<Value>(body) else {
+        return body.clone();
+    };
+    match first_text(&mut v) {
+        Some(text) => text.insert_str(0, &format!("req{:016x} ", crate::hash::splitmix64(i))),
+        None => return body.clone(),
+    }
+    Bytes::from(v.to_string())
+}
+
+/// The text a prompt starts with: `prompt`, the first message's content, or `input`.
+fn first_text(v: &mut Value) -> Option<&mut String> {
+    let target = if v.get("prompt").is_some() {
+        v.get_mut("prompt")?
+    } else if v.get("messages").is_some() {
+        v.get_mut("messages")?.as_array_mut()?.first_mut()?.get_mut("content")?
+    } else {
+        v.get_mut("input")?
+    };
+    match target {
+        Value::String(s) => Some(s),
+        Value::Array(items) => match items.first_mut()? {
+            Value::String(s) => Some(s),
+            part => match part.get_mut("text")? {
+                Value::String(s) => Some(s),
+                _ => None,
+            },
+        },
+        _ => None,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_busted_prompt_starts_with_a_word_of_its_own() {
+        let text = |b: Bytes| serde_json::from_slice::<Value>(&b).unwrap();
+        let p = Bytes::from(r#"{"prompt":"You are a helpful assistant. Q1","max_tokens":4}"#);
+        let (a, b) = (text(bust_cache(&p, 1)), text(bust_cache(&p, 2)));
+        let (a, b) = (a["prompt"].as_str().unwrap(), b["prompt"].as_str().unwrap());
+        assert!(
+            a.ends_with(" You are a helpful assistant. Q1") && a.starts_with("req"),
+            "{a}"
+        );
+        assert_ne!(a.split(' ').next(), b.split(' ').next());
+        let chat = Bytes::from(
+            r#"{"messages":[{"role":"system","content":[{"type":"text","text":"sys"}]},{"role":"user","content":"q"}]}"#,
+        );
+        let c = text(bust_cache(&chat, 3));
+        assert!(
+            c["messages"][0]["content"][0]["text"]
+                .as_str()
+                .unwrap()
+                .ends_with(" sys"),
+            "{c}"
+        );
+        assert_eq!(c["messages"][1]["content"], "q");
+        let tokens = Bytes::from(r#"{"prompt":[1,2,3]}"#);
+        assert_eq!(bust_cache(&tokens, 1), tokens, "token ids: left as they are");
+    }
 
     #[test]
     fn reservoir_is_uniform_over_the_whole_stream() {

@@ -86,6 +86,15 @@ pub struct LevelRow {
     /// away. A level whose rate stops with these climbing is held by the limit, not the GPUs.
     #[serde(default)]
     pub rate_limited: u64,
+    /// Prompt tokens per second the server's prefix cache served, as the answers report them
+    /// (`usage.prompt_tokens_details.cached_tokens`: OpenAI, vLLM with prompt token details);
+    /// empty when the answers do not say.
+    #[serde(default)]
+    pub cached_prompt_tokens_per_s: Option<f64>,
+    /// The share of prompt tokens the server's prefix cache served over the level, from its
+    /// metrics (vLLM's prefix_cache_hits/queries counters, SGLang's cache_hit_rate).
+    #[serde(default)]
+    pub server_prefix_cache_hit_rate: Option<f64>,
     /// The level's capacity model: latency = a + b x prompt tokens + c x output tokens (ms),
     /// fitted over its successful requests with token counts (summary.json only).
     #[serde(default)]
@@ -313,6 +322,8 @@ pub(crate) mod fixtures {
             server_preemptions: None,
             server_output_tokens_per_s: None,
             rate_limited: 0,
+            cached_prompt_tokens_per_s: None,
+            server_prefix_cache_hit_rate: None,
             capacity_model: None,
             error_rate: 0.0,
             client_limited: false,

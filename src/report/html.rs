@@ -138,6 +138,14 @@ fn levels_table(h: &mut String, s: &Summary) {
             "<th>server running (mean/max)</th><th>server waiting</th><th>KV max</th><th>preemptions</th><th>server tok/s</th>"
         );
     }
+    // The prefix cache's share, where the server's metrics or its answers tell it.
+    let cache = s
+        .levels
+        .iter()
+        .any(|l| l.server_prefix_cache_hit_rate.is_some() || l.cached_prompt_tokens_per_s.is_some());
+    if cache {
+        let _ = write!(h, "<th>prefix cache hits</th><th>cached prompt tok/s</th>");
+    }
     let _ = writeln!(h, "<th class=\"l\">notes</th></tr>");
     let knee = s.knee.as_ref().map(|k| k.concurrency);
     for (i, l) in s.levels.iter().enumerate() {
@@ -171,6 +179,15 @@ fn levels_table(h: &mut String, s: &Summary) {
                     .map_or("-".into(), |v| format!("{:.0}%", v * 100.0)),
                 opt(l.server_preemptions),
                 l.server_output_tokens_per_s.map_or("-".into(), thousands)
+            );
+        }
+        if cache {
+            let _ = write!(
+                h,
+                "<td>{}</td><td>{}</td>",
+                l.server_prefix_cache_hit_rate
+                    .map_or("-".into(), |v| format!("{:.0}%", v * 100.0)),
+                l.cached_prompt_tokens_per_s.map_or("-".into(), thousands)
             );
         }
         let _ = writeln!(

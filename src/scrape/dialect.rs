@@ -26,6 +26,10 @@ struct Names {
     preemptions: &'static [&'static str],
     prompt_tokens: &'static [&'static str],
     output_tokens: &'static [&'static str],
+    /// Prefix cache counters in tokens, queried and hit; or the hit rate as a gauge.
+    prefix_queries: &'static [&'static str],
+    prefix_hits: &'static [&'static str],
+    prefix_hit_rate: &'static [&'static str],
 }
 
 const VLLM: Names = Names {
@@ -35,6 +39,11 @@ const VLLM: Names = Names {
     preemptions: &["vllm:num_preemptions_total"],
     prompt_tokens: &["vllm:prompt_tokens_total"],
     output_tokens: &["vllm:generation_tokens_total"],
+    // v1 engine (0.8+); the gauge before it.
+    // 0.10's names, still shown with --show-hidden-metrics-for-version=0.10.
+    prefix_queries: &["vllm:prefix_cache_queries_total", "vllm:gpu_prefix_cache_queries_total"],
+    prefix_hits: &["vllm:prefix_cache_hits_total", "vllm:gpu_prefix_cache_hits_total"],
+    prefix_hit_rate: &["vllm:gpu_prefix_cache_hit_rate"],
 };
 
 const SGLANG: Names = Names {
@@ -44,6 +53,9 @@ const SGLANG: Names = Names {
     preemptions: &[],
     prompt_tokens: &["sglang:prompt_tokens_total"],
     output_tokens: &["sglang:generation_tokens_total"],
+    prefix_queries: &[],
+    prefix_hits: &[],
+    prefix_hit_rate: &["sglang:cache_hit_rate"],
 };
 
 const TGI: Names = Names {
@@ -54,6 +66,9 @@ const TGI: Names = Names {
     // Histogram sums: they grow by each finished request's lengths.
     prompt_tokens: &["tgi_request_input_length_sum"],
     output_tokens: &["tgi_request_generated_tokens_sum"],
+    prefix_queries: &[],
+    prefix_hits: &[],
+    prefix_hit_rate: &[],
 };
 
 const LLAMACPP: Names = Names {
@@ -63,6 +78,9 @@ const LLAMACPP: Names = Names {
     preemptions: &[],
     prompt_tokens: &["llamacpp:prompt_tokens_total"],
     output_tokens: &["llamacpp:tokens_predicted_total"],
+    prefix_queries: &[],
+    prefix_hits: &[],
+    prefix_hit_rate: &[],
 };
 
 impl Dialect {
@@ -110,6 +128,11 @@ impl Dialect {
             preemptions_total: first(n.preemptions, prom::sum),
             prompt_tokens_total: first(n.prompt_tokens, prom::sum),
             output_tokens_total: first(n.output_tokens, prom::sum),
+            prefix_queries_total: first(n.prefix_queries, prom::sum),
+            prefix_hits_total: first(n.prefix_hits, prom::sum),
+            // Several engines: the mean of their rates (each serves its own share). vLLM 0.6
+            // writes -1 before any query.
+            prefix_hit_rate: first(n.prefix_hit_rate, prom::mean).filter(|r| (0.0..=1.0).contains(r)),
         }
     }
 }
@@ -141,6 +164,51 @@ mod tests {
         assert_eq!(s.preemptions_total, pre, "{file} preemptions");
         assert_eq!(s.prompt_tokens_total, prompt, "{file} prompt tokens");
         assert_eq!(s.output_tokens_total, out, "{file} output tokens");
+    }
+
+    /// `text` with each sample of `name` set to `value`: a later scrape of the same server.
+    fn later(text: &str, name: &str, value: f64) -> String {
+        text.lines()
+            .map(|l| match l.strip_prefix(name).filter(|rest| rest.starts_with('{')) {
+                Some(_) => format!("{} {value}", l.rsplit_once(' ').map_or(l, |(k, _)| k)),
+                None => l.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn the_prefix_cache_hit_rate_comes_from_two_scrapes_of_its_counters() {
+        use crate::stats::server::summarize_server;
+        let level = |d: Dialect, a: &str, b: &str| {
+            summarize_server(&[d.snapshot(&prom::parse(a), 0.0), d.snapshot(&prom::parse(b), 1.0)])
+                .prefix_cache_hit_rate
+        };
+        // vLLM 0.11: 20,000 tokens queried between two scrapes, 18,000 of them hits.
+        let (_, first) = fixture!("vllm-v0.11.0-busy.prom");
+        let second = later(first, "vllm:prefix_cache_queries_total", 752_160.0);
+        let second = later(&second, "vllm:prefix_cache_hits_total", 243_456.0);
+        assert_eq!(level(Dialect::Vllm, first, &second), Some(0.9));
+        // The same page twice: nothing queried in between, no rate (not the lifetime's 31%).
+        assert_eq!(level(Dialect::Vllm, first, first), None);
+        // 0.10's hidden names.
+        let (_, old) = fixture!("vllm-v0.11.0-show-hidden-0.10.prom");
+        let old2 = later(old, "vllm:gpu_prefix_cache_queries_total", 742_160.0);
+        let old2 = later(&old2, "vllm:gpu_prefix_cache_hits_total", 230_456.0);
+        let old2 = later(&old2, "vllm:prefix_cache_queries_total", 742_160.0);
+        let old2 = later(&old2, "vllm:prefix_cache_hits_total", 230_456.0);
+        assert_eq!(level(Dialect::Vllm, old, &old2), Some(0.5));
+        // vLLM 0.6's gauge says -1 before any query: unknown, not a rate.
+        let (_, v06) = fixture!("vllm-v0.6.3-busy.prom");
+        assert_eq!(level(Dialect::Vllm, v06, v06), None);
+        // SGLang reports the rate itself: the mean over the level's scrapes.
+        let (_, sg) = fixture!("sglang-v0.5.3-busy.prom");
+        let (a, b) = (
+            later(sg, "sglang:cache_hit_rate", 0.4),
+            later(sg, "sglang:cache_hit_rate", 0.6),
+        );
+        let r = level(Dialect::Sglang, &a, &b).unwrap();
+        assert!((r - 0.5).abs() < 1e-12, "{r}");
     }
 
     // One test per server: every dialect reads from its server's own text.

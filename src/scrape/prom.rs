@@ -106,6 +106,16 @@ pub fn max(samples: &[PromSample], name: &str) -> Option<f64> {
         .reduce(f64::max)
 }
 
+/// The mean of a metric over its label sets (a rate each engine reports for its own share).
+pub fn mean(samples: &[PromSample], name: &str) -> Option<f64> {
+    let v: Vec<f64> = samples
+        .iter()
+        .filter(|s| s.name == name && s.value.is_finite())
+        .map(|s| s.value)
+        .collect();
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -51,6 +51,7 @@ impl Default for SimConfig {
                 prefill_ms_per_1k: 10.0,
                 decode_step_ms: 5.0,
                 decode_step_ms_per_seq: 0.05,
+                prefix_cache_tokens: 0,
             },
             route: gpu::RoutePolicy::LeastLoaded,
             jitter: 0.0,

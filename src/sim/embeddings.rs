@@ -177,6 +177,8 @@ pub(super) async fn embeddings(
             mult,
             conn: conn.0,
             events: tx,
+            blocks: Vec::new(),
+            cached: Default::default(),
         };
         // Sequences already submitted finish on their own; their answers are simply dropped.
         if !s.cluster.submit(seq) {

@@ -27,6 +27,9 @@ pub struct GpuParams {
     pub prefill_ms_per_1k: f64,
     pub decode_step_ms: f64,
     pub decode_step_ms_per_seq: f64,
+    /// Tokens each GPU's prefix cache holds (`--prefix-cache-tokens`, vLLM's automatic prefix
+    /// caching); 0: off. A cached token skips its prefill.
+    pub prefix_cache_tokens: u64,
 }
 
 impl GpuParams {
@@ -75,6 +78,11 @@ pub(super) struct NewSeq {
     /// [`RoutePolicy::Connection`] (its remainder by the number of active GPUs).
     pub conn: u64,
     pub events: mpsc::UnboundedSender<Event>,
+    /// The prompt's block hashes (`prefix.rs`), looked up in the GPU's prefix cache; empty
+    /// with the cache off.
+    pub blocks: Vec<u64>,
+    /// Set at admission: the prompt tokens the GPU's prefix cache served.
+    pub cached: Arc<std::sync::atomic::AtomicU32>,
 }
 
 enum Cmd {
@@ -91,6 +99,10 @@ pub(super) struct Gauges {
     pub cancelled: AtomicU64,
     /// Tokens the running sequences hold in KV cache at their longest (prompt + max_tokens).
     pub kv_tokens: AtomicU64,
+    /// Prompt tokens looked up in the prefix caches, and those found (vLLM's
+    /// `prefix_cache_queries_total`, `prefix_cache_hits_total`).
+    pub prefix_queries: AtomicU64,
+    pub prefix_hits: AtomicU64,
 }
 
 /// The KV cache one batch slot has room for, in tokens: what `/metrics` relates `kv_tokens`
@@ -193,6 +205,7 @@ async fn gpu_loop(mut rx: mpsc::UnboundedReceiver<Cmd>, load: Arc<AtomicUsize>, 
     let mut free: Vec<usize> = Vec::new();
     let mut due: BinaryHeap<Reverse<(Instant, usize)>> = BinaryHeap::new();
     let mut running = 0usize;
+    let mut cache = super::prefix::PrefixCache::new(p.prefix_cache_tokens);
 
     // Ends a sequence (finished, aborted or abandoned by its client) and frees its slot.
     let finish = |slots: &mut Vec<Option<Running>>, free: &mut Vec<usize>, idx: usize, running: &mut usize| {
@@ -214,7 +227,21 @@ async fn gpu_loop(mut rx: mpsc::UnboundedReceiver<Cmd>, load: Arc<AtomicUsize>, 
             running += 1;
             // A prefill-only sequence pays no decode step: its forward pass is the prefill.
             let decode = if seq.max_tokens == 0 { 0.0 } else { p.step(running) };
-            let first = (p.prefill(seq.prompt_tokens) + decode) * seq.mult;
+            // The prefix cache is looked up at admission, as vLLM's scheduler does.
+            let cached = match cache.as_mut() {
+                Some(c) => {
+                    let hit = (c.admit(&seq.blocks) * super::prefix::BLOCK) as u32;
+                    let hit = hit.min(seq.prompt_tokens);
+                    gauges
+                        .prefix_queries
+                        .fetch_add(u64::from(seq.prompt_tokens), Ordering::Relaxed);
+                    gauges.prefix_hits.fetch_add(u64::from(hit), Ordering::Relaxed);
+                    seq.cached.store(hit, Ordering::Relaxed);
+                    hit
+                }
+                None => 0,
+            };
+            let first = (p.prefill(seq.prompt_tokens - cached) + decode) * seq.mult;
             let kv_tokens = u64::from(seq.prompt_tokens) + u64::from(seq.max_tokens);
             gauges.kv_tokens.fetch_add(kv_tokens, Ordering::SeqCst);
             let run = Running {
@@ -330,6 +357,7 @@ mod tests {
             prefill_ms_per_1k: 0.0,
             decode_step_ms: 50.0,
             decode_step_ms_per_seq: 0.0,
+            prefix_cache_tokens: 0,
         }
     }
 
@@ -353,6 +381,7 @@ mod tests {
             prefill_ms_per_1k: 10_000.0,
             decode_step_ms: 10.0,
             decode_step_ms_per_seq: 0.0,
+            prefix_cache_tokens: 0,
         };
         let cluster = Cluster::new(p, RoutePolicy::LeastLoaded, 1, gauges.clone());
         let start = Instant::now();
@@ -364,7 +393,9 @@ mod tests {
                 max_tokens,
                 mult: 1.0,
                 conn: 0,
-                events: tx
+                events: tx,
+                blocks: Vec::new(),
+                cached: Default::default(),
             }));
             rxs.push(rx);
         }
@@ -408,6 +439,7 @@ mod tests {
             prefill_ms_per_1k: 0.0,
             decode_step_ms: 10.0,
             decode_step_ms_per_seq: 0.0,
+            prefix_cache_tokens: 0,
         };
         let cluster = Cluster::new(p, route, 2, Arc::new(Gauges::default()));
         let start = Instant::now();
@@ -419,7 +451,9 @@ mod tests {
                 max_tokens: 3,
                 mult: 1.0,
                 conn,
-                events: tx
+                events: tx,
+                blocks: Vec::new(),
+                cached: Default::default(),
             }));
             rxs.push(rx);
         }

@@ -65,6 +65,31 @@ pub(super) fn words(s: &str) -> u32 {
     u32::try_from(s.split_whitespace().count()).unwrap_or(u32::MAX)
 }
 
+/// The prompt's words in order (every message's, for chat), cut into the prefix cache's
+/// blocks: the same words [`prompt_tokens`] counts.
+fn prompt_blocks(api: Api, body: &Value) -> Vec<u64> {
+    let mut texts: Vec<&str> = Vec::new();
+    match api {
+        Api::Chat => {
+            for m in body.get("messages").and_then(Value::as_array).into_iter().flatten() {
+                match m.get("content") {
+                    Some(Value::String(t)) => texts.push(t),
+                    Some(Value::Array(parts)) => {
+                        texts.extend(parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Api::Completions | Api::Forefront => match body.get("prompt") {
+            Some(Value::String(t)) => texts.push(t),
+            Some(Value::Array(items)) => texts.extend(items.iter().filter_map(Value::as_str)),
+            _ => {}
+        },
+    }
+    super::prefix::block_hashes(texts.into_iter().flat_map(str::split_whitespace))
+}
+
 fn prompt_tokens(api: Api, body: &Value) -> Result<u32, String> {
     match api {
         Api::Chat => {
@@ -180,12 +205,17 @@ async fn answer(
 
     let guard = InFlight::new(&s);
     let (tx, rx) = mpsc::unbounded_channel();
+    let caching = s.cfg.params.prefix_cache_tokens > 0;
+    let blocks = if caching { prompt_blocks(api, &req) } else { Vec::new() };
+    let cached = Arc::new(std::sync::atomic::AtomicU32::new(0));
     if !s.cluster.submit(NewSeq {
         prompt_tokens: prompt,
         max_tokens: max,
         mult,
         conn: conn.0,
         events: tx,
+        blocks,
+        cached: cached.clone(),
     }) {
         return s.no_gpu();
     }
@@ -198,6 +228,7 @@ async fn answer(
         request: n,
         prompt_tokens: prompt,
         max_tokens: max,
+        cached: caching.then_some(cached),
     };
     if stream {
         let body = SseBody {
@@ -249,11 +280,19 @@ struct Meta {
     request: u64,
     prompt_tokens: u32,
     max_tokens: u32,
+    /// With a prefix cache: the prompt tokens it served, set when the GPU admitted the request.
+    cached: Option<Arc<std::sync::atomic::AtomicU32>>,
 }
 
 impl Meta {
+    /// OpenAI's usage; with a prefix cache, `prompt_tokens_details.cached_tokens` as vLLM
+    /// reports it (with `--enable-prompt-tokens-details`) and OpenAI does.
     fn usage(&self, completion: u32) -> Value {
-        json!({"prompt_tokens": self.prompt_tokens, "completion_tokens": completion, "total_tokens": self.prompt_tokens + completion})
+        let mut u = json!({"prompt_tokens": self.prompt_tokens, "completion_tokens": completion, "total_tokens": self.prompt_tokens + completion});
+        if let Some(c) = &self.cached {
+            u["prompt_tokens_details"] = json!({"cached_tokens": c.load(Ordering::Relaxed)});
+        }
+        u
     }
 
     fn token_chunk(&self, i: u32) -> Value {

@@ -136,6 +136,16 @@ fn vllm_metrics(out: &mut String, s: &AppState) {
             "Number of generation tokens processed.",
             g.generation_tokens.load(Ordering::Relaxed),
         ),
+        (
+            "vllm:prefix_cache_queries",
+            "Prefix cache queries, in terms of number of queried tokens.",
+            g.prefix_queries.load(Ordering::Relaxed),
+        ),
+        (
+            "vllm:prefix_cache_hits",
+            "Prefix cache hits, in terms of number of cached tokens.",
+            g.prefix_hits.load(Ordering::Relaxed),
+        ),
     ];
     for (name, help, v) in counters {
         let _ = writeln!(

@@ -10,6 +10,7 @@ pub mod gpu;
 mod inference;
 mod limits;
 mod metrics;
+mod prefix;
 mod resource;
 mod server;
 mod state;

@@ -29,6 +29,8 @@ pub enum SampleResult {
         completion_tokens: u64,
         /// No `usage` came back: the token count is an estimate.
         estimated: bool,
+        /// Prompt tokens the server's prefix cache served, when the answer says.
+        cached_tokens: Option<u64>,
     },
     /// `label`: the status column (an HTTP code or a transport failure's word).
     Failed { label: String, message: String },
@@ -109,6 +111,8 @@ struct WindowTokens {
     completion: u64,
     /// `None` when no answer in the window reported its prompt's tokens.
     prompt: Option<u64>,
+    /// `None` when no answer in the window reported its cached prompt tokens.
+    cached: Option<u64>,
 }
 
 /// Sums the tokens of the answers that ended inside `[w, end)`, whenever they started: the
@@ -116,10 +120,12 @@ struct WindowTokens {
 fn window_tokens(recs: &[Sample], w: f64, end: f64) -> WindowTokens {
     let mut tokens_in_window = 0u64;
     let (mut prompt_in_window, mut prompt_known) = (0u64, false);
+    let mut cached: Option<u64> = None;
     for r in recs {
         if let SampleResult::Ok {
             completion_tokens,
             prompt_tokens,
+            cached_tokens,
             ..
         } = r.result
         {
@@ -129,12 +135,16 @@ fn window_tokens(recs: &[Sample], w: f64, end: f64) -> WindowTokens {
                     prompt_in_window += p;
                     prompt_known = true;
                 }
+                if let Some(c) = cached_tokens {
+                    *cached.get_or_insert(0) += c;
+                }
             }
         }
     }
     WindowTokens {
         completion: tokens_in_window,
         prompt: prompt_known.then_some(prompt_in_window),
+        cached,
     }
 }
 
@@ -174,6 +184,7 @@ fn measure(c: u32, recs: &[Sample], w: f64, offset_ms: f64) -> Measured {
                 prompt_tokens,
                 completion_tokens,
                 estimated: est,
+                ..
             } => {
                 m.estimated |= *est;
                 if let (Some(p), false) = (prompt_tokens, *est) {
@@ -260,6 +271,8 @@ fn level_row(c: u32, gpus: u32, rate: &WindowRate, tokens: &WindowTokens, m: &Me
         server_preemptions: None,
         server_output_tokens_per_s: None,
         rate_limited: m.rate_limited,
+        cached_prompt_tokens_per_s: tokens.cached.map(|c| c as f64 / window),
+        server_prefix_cache_hit_rate: None,
         capacity_model: super::fit::fit_latency(&m.fit_points),
         input_tokens_per_s: tokens.prompt.map_or(f64::NAN, |p| p as f64 / window),
         error_rate: if total > 0 {

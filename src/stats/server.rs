@@ -23,6 +23,12 @@ pub struct ServerSnapshot {
     pub preemptions_total: Option<f64>,
     pub prompt_tokens_total: Option<f64>,
     pub output_tokens_total: Option<f64>,
+    /// Prefix cache counters, in tokens (vLLM's `prefix_cache_queries_total`, `_hits_total`).
+    pub prefix_queries_total: Option<f64>,
+    pub prefix_hits_total: Option<f64>,
+    /// A server that reports the hit rate itself, 0..=1 (SGLang's `cache_hit_rate`, older
+    /// vLLM's `gpu_prefix_cache_hit_rate`).
+    pub prefix_hit_rate: Option<f64>,
 }
 
 /// A level's server columns; `None` when unknown. (Serialized as run-summary.json `server`.)
@@ -34,6 +40,9 @@ pub struct ServerLevel {
     pub kv_cache_usage_max: Option<f64>,
     pub preemptions: Option<f64>,
     pub output_tokens_per_s: Option<f64>,
+    /// The share of prompt tokens the server's prefix cache served over the window: its
+    /// counters' increase (hits over queries), else the mean of the rate it reports.
+    pub prefix_cache_hit_rate: Option<f64>,
 }
 
 impl ServerLevel {
@@ -45,6 +54,7 @@ impl ServerLevel {
         row.server_kv_cache_usage_max = self.kv_cache_usage_max;
         row.server_preemptions = self.preemptions;
         row.server_output_tokens_per_s = self.output_tokens_per_s;
+        row.server_prefix_cache_hit_rate = self.prefix_cache_hit_rate;
     }
 }
 
@@ -72,6 +82,10 @@ pub fn summarize_server(snaps: &[ServerSnapshot]) -> ServerLevel {
         kv_cache_usage_max: max(&kv),
         preemptions: span(|s| s.preemptions_total).map(|(d, _)| d),
         output_tokens_per_s: span(|s| s.output_tokens_total).map(|(d, t)| d / t),
+        prefix_cache_hit_rate: match (span(|s| s.prefix_queries_total), span(|s| s.prefix_hits_total)) {
+            (Some((queries, _)), Some((hits, _))) if queries > 0.0 => Some((hits / queries).clamp(0.0, 1.0)),
+            _ => mean(&gauge(|s| s.prefix_hit_rate)),
+        },
     }
 }
 
@@ -443,6 +457,9 @@ mod tests {
             preemptions_total: Some(3.0 + at_s.floor()),
             prompt_tokens_total: None,
             output_tokens_total: Some(1000.0 + 50.0 * at_s),
+            prefix_queries_total: None,
+            prefix_hits_total: None,
+            prefix_hit_rate: None,
         }
     }
 

@@ -281,3 +281,65 @@ fn a_run_records_the_servers_figures() {
     assert!(waiting > 0.5 && waiting <= 2.0, "{summary:#}");
     assert!(stderr.contains("server (vllm):"), "{stderr}");
 }
+
+/// A prefix cache shows in the evidence: lines sharing a 64-word system prompt, against the
+/// simulator caching prefixes, give a level whose server hit rate (vLLM's prefix_cache
+/// counters) and cached prompt tokens (the answers' usage) show the sharing; the same sweep
+/// with `--cache-bust` shares nothing, so both drop to none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_prefix_shows_in_the_cache_columns_and_cache_bust_removes_it() {
+    let _serial = crate::util::SERIAL.lock().await;
+    let mut cfg = fast_sim(1, 8, 2.0, 0.0);
+    cfg.params.prefix_cache_tokens = 4096;
+    cfg.params.prefill_ms_per_1k = 100.0;
+    let sim = SimHandle::start(cfg).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let system: String = (0..64).map(|i| format!("rule{i} ")).collect();
+    let input = tmp.path().join("job.jsonl");
+    let text: String = (0..400)
+        .map(|i| {
+            serde_json::json!({"custom_id": format!("q{i}"), "method": "POST", "url": "/v1/completions",
+                "body": {"prompt": format!("{system}question {i} about item {i} please answer briefly now"), "max_tokens": 4}})
+            .to_string()
+                + "\n"
+        })
+        .collect();
+    std::fs::write(&input, text).unwrap();
+    let sweep = |name: &'static str, bust: bool| {
+        let (url, input, out) = (sim.url(), input.clone(), tmp.path().join(name));
+        tokio::task::spawn_blocking(move || {
+            let mut c = sizeup();
+            c.args(["sweep", "--endpoint", &url, "--concurrency", "4", "--input"])
+                .arg(&input)
+                .args([
+                    "--warmup",
+                    "200ms",
+                    "--max-duration",
+                    "2s",
+                    "--scrape-interval",
+                    "100ms",
+                    "--out",
+                ])
+                .arg(&out);
+            if bust {
+                c.arg("--cache-bust");
+            }
+            let o = c.output().unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            csv_rows(&out.join("levels.csv")).remove(0)
+        })
+    };
+    let shared = sweep("shared", false).await.unwrap();
+    // 64 of each prompt's 74 words sit in whole cached blocks once the first request warmed it.
+    let rate = num(&shared, "server_prefix_cache_hit_rate");
+    assert!(rate > 0.75 && rate < 0.9, "hit rate {rate}: {shared:?}");
+    let cached = num(&shared, "cached_prompt_tokens_per_s");
+    let prompt = num(&shared, "input_tokens_per_s");
+    assert!(cached > 0.75 * prompt && cached < 0.9 * prompt, "{shared:?}");
+    let busted = sweep("busted", true).await.unwrap();
+    assert_eq!(num(&busted, "server_prefix_cache_hit_rate"), 0.0, "{busted:?}");
+    assert_eq!(num(&busted, "cached_prompt_tokens_per_s"), 0.0, "{busted:?}");
+    // Uncached prefills cost time: the busted level serves fewer requests a minute.
+    assert!(num(&busted, "rpm") < num(&shared, "rpm"), "{busted:?} vs {shared:?}");
+    sim.shutdown().await;
+}

@@ -27,6 +27,7 @@ fn params(batch: usize, step_ms: f64, per_seq_ms: f64, prefill_ms_per_1k: f64) -
         prefill_ms_per_1k,
         decode_step_ms: step_ms,
         decode_step_ms_per_seq: per_seq_ms,
+        prefix_cache_tokens: 0,
     }
 }
 

@@ -19,6 +19,7 @@ pub fn fast_sim(gpus: usize, batch: usize, step_ms: f64, jitter: f64) -> SimConf
             prefill_ms_per_1k: 0.0,
             decode_step_ms: step_ms,
             decode_step_ms_per_seq: 0.0,
+            prefix_cache_tokens: 0,
         },
         jitter,
         default_max_tokens: 4,
