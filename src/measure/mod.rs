@@ -1,6 +1,7 @@
 //! The measuring loop behind `sweep` and `auto`: levels one after another (each measured by
 //! `level.rs`), the knee, and the report files rewritten after each level.
 
+pub mod cache;
 mod level;
 mod levels;
 mod rec;
@@ -62,6 +63,7 @@ pub async fn measure(
         summary,
         scraper: scraper.as_ref(),
         client: &client,
+        seen_before: workload.seen.totals(),
         points: Vec::new(),
         interrupted: false,
         repeats_warned: false,
@@ -182,6 +184,8 @@ struct SweepRun<'a> {
     scraper: Option<&'a Scraper>,
     /// The answers' announced rate limits are read from it after each level.
     client: &'a Client,
+    /// The workload's prompt bytes sent and explained when the last level ended.
+    seen_before: (u64, u64),
     points: Vec<LevelPoint>,
     interrupted: bool,
     repeats_warned: bool,
@@ -208,6 +212,18 @@ impl SweepRun<'_> {
             }
             return Ok(false);
         };
+        let mut row = row;
+        let seen = self.workload.seen.totals();
+        row.own_prefix_share = cache::explained_share(self.seen_before, seen);
+        self.seen_before = seen;
+        row.cache_inflated = cache::inflated(row.server_prefix_cache_hit_rate, row.own_prefix_share);
+        if row.cache_inflated {
+            ui::warn(format!(
+                "level {c}: the server's prefix cache served {:.0}% of prompt tokens where this sweep's own lines explain {:.0}%: blocks it never sent (a cache warm from an earlier run, or another client's) made this level faster than the job will be; run with --cache-bust, or reset the server's cache first (vLLM: POST /reset_prefix_cache)",
+                row.server_prefix_cache_hit_rate.unwrap_or(0.0) * 100.0,
+                row.own_prefix_share.unwrap_or(0.0) * 100.0
+            ));
+        }
         for r in &level.requests {
             self.requests_csv.write_row(r)?;
         }

@@ -36,6 +36,9 @@ pub struct Workload {
     pub model: Option<String>,
     /// `--cache-bust`: a word of its own at the start of every sampled prompt.
     pub cache_bust: bool,
+    /// The prompt blocks sent so far: what the sweep's own lines explain of a server's
+    /// prefix cache hits.
+    pub seen: super::cache::SeenBlocks,
 }
 
 enum Kind {
@@ -86,6 +89,7 @@ impl Workload {
             stream,
             model,
             cache_bust: false,
+            seen: Default::default(),
         }
     }
 
@@ -130,6 +134,7 @@ impl Workload {
                 prepare_body(&mut body, model.as_deref(), Some(stream));
                 let entry = Sampled {
                     custom_id: item.custom_id,
+                    blocks: super::cache::byte_blocks(crate::model::prompt_text(&body).as_bytes()),
                     prompt_bytes: crate::model::prompt_bytes(&body),
                     requested_tokens: crate::model::requested_tokens(&body),
                     body: Bytes::from(serde_json::to_vec(&body)?),
@@ -160,6 +165,7 @@ impl Workload {
             stream,
             model,
             cache_bust: false,
+            seen: Default::default(),
         })
     }
 
@@ -201,6 +207,9 @@ impl Workload {
         match &self.kind {
             Kind::Sampled { items, .. } => {
                 let s = &items[(i % items.len() as u64) as usize];
+                // A busted prompt shares no block with any other.
+                let blocks: &[u64] = if self.cache_bust { &[] } else { &s.blocks };
+                self.seen.offer(blocks, s.prompt_bytes);
                 Request {
                     body: match self.cache_bust {
                         true => bust_cache(&s.body, i),
@@ -216,10 +225,13 @@ impl Workload {
                 let body = self.body(i);
                 // The prompt is the request number and the words (see `body`).
                 let digits = i.checked_ilog10().unwrap_or(0) as u64 + 1;
+                let prompt_bytes = digits + if words.is_empty() { 0 } else { 1 + words.len() as u64 };
+                // Each starts with its own number: no block is shared.
+                self.seen.offer(&[], prompt_bytes);
                 Request {
                     body,
                     repeated,
-                    prompt_bytes: digits + if words.is_empty() { 0 } else { 1 + words.len() as u64 },
+                    prompt_bytes,
                     requested_tokens: Some(u64::from(*max_tokens)),
                     custom_id: None,
                 }
@@ -290,6 +302,8 @@ impl Source for Requests {
 pub struct Sampled {
     pub custom_id: String,
     pub body: Bytes,
+    /// The prompt's blocks as a prefix cache would name them (`cache.rs`).
+    pub blocks: Vec<u64>,
     pub prompt_bytes: u64,
     pub requested_tokens: Option<u64>,
 }

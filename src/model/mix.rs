@@ -25,6 +25,34 @@ pub fn prompt_bytes(body: &Value) -> u64 {
     body.get("input").map_or(0, text_bytes)
 }
 
+/// The prompt's text in order (every message's, for chat; the input, for embeddings), each
+/// piece followed by a newline: what a server's prefix cache sees of it.
+pub fn prompt_text(body: &Value) -> String {
+    fn push(v: &Value, out: &mut String) {
+        match v {
+            Value::String(s) => {
+                out.push_str(s);
+                out.push('\n');
+            }
+            Value::Array(a) => a.iter().for_each(|x| push(x, out)),
+            Value::Object(o) => o.get("text").into_iter().for_each(|t| push(t, out)),
+            _ => {}
+        }
+    }
+    let mut out = String::new();
+    if let Some(p) = body.get("prompt") {
+        push(p, &mut out);
+    } else if let Some(Value::Array(messages)) = body.get("messages") {
+        messages
+            .iter()
+            .filter_map(|m| m.get("content"))
+            .for_each(|c| push(c, &mut out));
+    } else if let Some(i) = body.get("input") {
+        push(i, &mut out);
+    }
+    out
+}
+
 /// The output tokens a request asks for (`max_tokens`, else `max_completion_tokens`); an
 /// embedding asks for none.
 pub fn requested_tokens(body: &Value) -> Option<u64> {

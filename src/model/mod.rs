@@ -11,7 +11,7 @@ mod sweep;
 
 pub use capacity::CapacityModel;
 pub use limits::{AnnouncedLimits, Estimate, LimitedBy, Objective, ServerLimit, Slo};
-pub use mix::{prompt_bytes, requested_tokens, MixSums};
+pub use mix::{prompt_bytes, prompt_text, requested_tokens, MixSums};
 #[cfg(test)]
 pub(crate) use sweep::fixtures;
 pub use sweep::{KneeRow, LevelEnd, LevelRow, LevelSpend, RequestRow, ServerInfo, ServerVerdict, Summary, SweepMix};

@@ -95,6 +95,15 @@ pub struct LevelRow {
     /// metrics (vLLM's prefix_cache_hits/queries counters, SGLang's cache_hit_rate).
     #[serde(default)]
     pub server_prefix_cache_hit_rate: Option<f64>,
+    /// The share of the level's prompt bytes in leading blocks this sweep had sent before: the
+    /// most of a prefix cache's hits its own lines explain (`measure/cache.rs`).
+    #[serde(default)]
+    pub own_prefix_share: Option<f64>,
+    /// The server's hit rate is well above `own_prefix_share`: blocks the sweep never sent
+    /// served the level (a cache warm from an earlier run, or another client's), so its rate
+    /// is inflated.
+    #[serde(default)]
+    pub cache_inflated: bool,
     /// The level's capacity model: latency = a + b x prompt tokens + c x output tokens (ms),
     /// fitted over its successful requests with token counts (summary.json only).
     #[serde(default)]
@@ -324,6 +333,8 @@ pub(crate) mod fixtures {
             rate_limited: 0,
             cached_prompt_tokens_per_s: None,
             server_prefix_cache_hit_rate: None,
+            own_prefix_share: None,
+            cache_inflated: false,
             capacity_model: None,
             error_rate: 0.0,
             client_limited: false,

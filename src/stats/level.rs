@@ -273,6 +273,8 @@ fn level_row(c: u32, gpus: u32, rate: &WindowRate, tokens: &WindowTokens, m: &Me
         rate_limited: m.rate_limited,
         cached_prompt_tokens_per_s: tokens.cached.map(|c| c as f64 / window),
         server_prefix_cache_hit_rate: None,
+        own_prefix_share: None,
+        cache_inflated: false,
         capacity_model: super::fit::fit_latency(&m.fit_points),
         input_tokens_per_s: tokens.prompt.map_or(f64::NAN, |p| p as f64 / window),
         error_rate: if total > 0 {

@@ -1,0 +1,101 @@
+//! What the sweep's own lines explain of a server's prefix cache hits. Each sampled prompt is
+//! cut into blocks of bytes (about a cache block's 16 tokens at 4 bytes a token), each named by
+//! a hash chained from the blocks before it, as a server names its token blocks; a request's
+//! leading blocks already sent in this sweep are what any cache, however large, could have
+//! served it. A level whose server hit rate is well above that share was served from blocks
+//! the sweep never sent: a cache warm from an earlier run (or another client), so its rate is
+//! inflated.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+/// Bytes per block: a cache block of 16 tokens at 4 bytes a token.
+pub const BLOCK_BYTES: usize = 64;
+
+/// How far above the share the sweep's own lines explain a level's hit rate may be before the
+/// level counts as served by a warm cache.
+pub const INFLATED_BY: f64 = 0.15;
+
+/// The chained hashes of a prompt's whole blocks.
+pub fn byte_blocks(text: &[u8]) -> Vec<u64> {
+    let mut chain = crate::hash::GOLDEN;
+    text.chunks_exact(BLOCK_BYTES)
+        .map(|block| {
+            let h = block.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+            });
+            chain = crate::hash::splitmix64(chain ^ h);
+            chain
+        })
+        .collect()
+}
+
+/// The blocks sent so far in the sweep, and the bytes sent and those an unbounded cache of them
+/// would have served.
+#[derive(Default)]
+pub struct SeenBlocks {
+    inner: Mutex<Seen>,
+}
+
+#[derive(Default)]
+struct Seen {
+    blocks: HashSet<u64>,
+    /// Prompt bytes sent, and those in leading blocks sent before.
+    sent: u64,
+    explained: u64,
+}
+
+impl SeenBlocks {
+    /// One request of `prompt_bytes` whose whole blocks are `blocks` is sent.
+    pub fn offer(&self, blocks: &[u64], prompt_bytes: u64) {
+        let mut s = self.inner.lock().expect("seen blocks lock");
+        let hits = blocks.iter().take_while(|b| s.blocks.contains(b)).count();
+        s.blocks.extend(blocks.iter().copied());
+        s.sent += prompt_bytes.max((blocks.len() * BLOCK_BYTES) as u64);
+        s.explained += (hits * BLOCK_BYTES) as u64;
+    }
+
+    /// (prompt bytes sent, bytes the sweep's own earlier requests explain) so far.
+    pub fn totals(&self) -> (u64, u64) {
+        let s = self.inner.lock().expect("seen blocks lock");
+        (s.sent, s.explained)
+    }
+}
+
+/// The share of a level's prompt the sweep's own lines explain, from the totals before and
+/// after it; None when it sent no prompt.
+pub fn explained_share(before: (u64, u64), after: (u64, u64)) -> Option<f64> {
+    let sent = after.0.saturating_sub(before.0);
+    (sent > 0).then(|| after.1.saturating_sub(before.1) as f64 / sent as f64)
+}
+
+/// Whether a level's server hit rate is more than its own lines explain.
+pub fn inflated(server_hit_rate: Option<f64>, explained: Option<f64>) -> bool {
+    matches!((server_hit_rate, explained), (Some(h), Some(e)) if h > e + INFLATED_BY)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_sent_again_is_explained_and_a_new_one_is_not() {
+        let seen = SeenBlocks::default();
+        let system = "s".repeat(128);
+        let a = format!("{system}{:-<64}", "question one");
+        let b = format!("{system}{:-<64}", "question two");
+        let offer = |t: &str| seen.offer(&byte_blocks(t.as_bytes()), t.len() as u64);
+        offer(&a);
+        let first = seen.totals();
+        assert_eq!(first.1, 0, "a cold start explains nothing");
+        offer(&b);
+        // b shares a's 2 system blocks, not its question block.
+        assert_eq!(explained_share(first, seen.totals()), Some(128.0 / b.len() as f64));
+        let before = seen.totals();
+        offer(&a);
+        assert_eq!(explained_share(before, seen.totals()), Some(192.0 / a.len() as f64));
+        assert!(inflated(Some(0.95), Some(0.5)));
+        assert!(!inflated(Some(0.6), Some(0.5)));
+        assert!(!inflated(None, Some(0.0)));
+    }
+}
