@@ -17,6 +17,30 @@ pub fn splitmix64(z: u64) -> u64 {
     mix64(z.wrapping_add(GOLDEN))
 }
 
+/// FNV-1a of some bytes: a word's or a block's name before it is chained.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// Bytes per block of [`byte_blocks`]: a prefix cache's block of 16 tokens at 4 bytes a token.
+pub const BLOCK_BYTES: usize = 64;
+
+/// A text's whole blocks of [`BLOCK_BYTES`], each named by a hash chained from the blocks
+/// before it, as a prefix cache names its token blocks: two texts share a block only where
+/// they share everything up to its end. (The sweep's own-lines share and `plan`'s estimate of
+/// what a job's file shares.)
+pub fn byte_blocks(text: &[u8]) -> Vec<u64> {
+    let mut chain = GOLDEN;
+    text.chunks_exact(BLOCK_BYTES)
+        .map(|block| {
+            chain = splitmix64(chain ^ fnv1a(block));
+            chain
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

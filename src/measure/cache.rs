@@ -6,29 +6,14 @@
 //! the sweep never sent: a cache warm from an earlier run (or another client), so its rate is
 //! inflated.
 
+pub use crate::hash::{byte_blocks, BLOCK_BYTES};
+
 use std::collections::HashSet;
 use std::sync::Mutex;
-
-/// Bytes per block: a cache block of 16 tokens at 4 bytes a token.
-pub const BLOCK_BYTES: usize = 64;
 
 /// How far above the share the sweep's own lines explain a level's hit rate may be before the
 /// level counts as served by a warm cache.
 pub const INFLATED_BY: f64 = 0.15;
-
-/// The chained hashes of a prompt's whole blocks.
-pub fn byte_blocks(text: &[u8]) -> Vec<u64> {
-    let mut chain = crate::hash::GOLDEN;
-    text.chunks_exact(BLOCK_BYTES)
-        .map(|block| {
-            let h = block.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-            });
-            chain = crate::hash::splitmix64(chain ^ h);
-            chain
-        })
-        .collect()
-}
 
 /// The blocks sent so far in the sweep, and the bytes sent and those an unbounded cache of them
 /// would have served.

@@ -2,20 +2,21 @@
 //! [`BLOCK`] tokens (the simulator's tokens are words), each block named by a hash chained from
 //! every block before it, so a block matches only together with its whole prefix; only full
 //! blocks are kept, in an LRU pool of a fixed number of tokens per GPU (`--prefix-cache-tokens`).
-//! A request's cached tokens are its leading blocks found in the pool; they skip the prefill.
+//! A request's cached tokens are its leading blocks found in the pool (`stats::prefix`); they
+//! skip the prefill.
 
 use crate::hash::splitmix64 as mix;
-use std::collections::{BTreeMap, HashMap};
+pub use crate::stats::prefix::PrefixCache;
 
 /// Tokens per block, vLLM's default block size.
-pub const BLOCK: usize = 16;
+pub const BLOCK: usize = crate::stats::prefix::BLOCK_TOKENS as usize;
 
 /// The chained hashes of a prompt's full blocks, in order (a last partial block has none).
 pub fn block_hashes<'a>(words: impl Iterator<Item = &'a str>) -> Vec<u64> {
     let mut out = Vec::new();
     let (mut chain, mut in_block, mut h) = (0x9e37_79b9_7f4a_7c15u64, 0usize, 0u64);
     for w in words {
-        h = mix(h ^ word_hash(w));
+        h = mix(h ^ crate::hash::fnv1a(w.as_bytes()));
         in_block += 1;
         if in_block == BLOCK {
             chain = mix(chain ^ h);
@@ -26,55 +27,6 @@ pub fn block_hashes<'a>(words: impl Iterator<Item = &'a str>) -> Vec<u64> {
     out
 }
 
-/// FNV-1a of a word's bytes.
-fn word_hash(w: &str) -> u64 {
-    w.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
-/// One GPU's pool of cached blocks, least recently used evicted first.
-pub struct PrefixCache {
-    capacity_blocks: usize,
-    /// Block -> the tick it was last used.
-    last_use: HashMap<u64, u64>,
-    /// Tick -> block: the eviction order.
-    by_age: BTreeMap<u64, u64>,
-    tick: u64,
-}
-
-impl PrefixCache {
-    /// A pool of `tokens` (whole blocks of it); None for 0, the cache off.
-    pub fn new(tokens: u64) -> Option<PrefixCache> {
-        let capacity_blocks = usize::try_from(tokens / BLOCK as u64).unwrap_or(usize::MAX);
-        (capacity_blocks > 0).then(|| PrefixCache {
-            capacity_blocks,
-            last_use: HashMap::new(),
-            by_age: BTreeMap::new(),
-            tick: 0,
-        })
-    }
-
-    /// A request's blocks arrive: how many of its leading blocks were cached; then all of them
-    /// are kept (most recently used), the oldest others evicted past the pool's size.
-    pub fn admit(&mut self, blocks: &[u64]) -> usize {
-        let hits = blocks.iter().take_while(|b| self.last_use.contains_key(b)).count();
-        for &b in blocks {
-            self.tick += 1;
-            if let Some(old) = self.last_use.insert(b, self.tick) {
-                self.by_age.remove(&old);
-            }
-            self.by_age.insert(self.tick, b);
-        }
-        while self.last_use.len() > self.capacity_blocks {
-            let Some((_, oldest)) = self.by_age.pop_first() else {
-                break;
-            };
-            self.last_use.remove(&oldest);
-        }
-        hits
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -5,4 +5,5 @@ pub mod fit;
 pub mod knee;
 pub mod latency;
 pub mod level;
+pub mod prefix;
 pub mod server;
