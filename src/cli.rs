@@ -500,6 +500,13 @@ pub struct PlanTuning {
     /// The same for output tokens.
     #[arg(long = "price-per-1m-output-tokens", value_name = "USD")]
     pub price_per_1m_output_tokens: Option<f64>,
+    /// Tokens a replica's prefix cache holds: `plan --input` replays the job's lines in file
+    /// order through a cache this size to estimate what share of their prompt it would serve
+    /// (a vLLM replica's KV pool: num_gpu_blocks x block_size in its cache_config_info metric).
+    /// With several replicas each has its own: a router that spreads related lines lowers the
+    /// share. 0: no estimate.
+    #[arg(long, value_name = "TOKENS", default_value_t = 1_000_000)]
+    pub prefix_cache_tokens: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -19,9 +19,9 @@ pub fn splitmix64(z: u64) -> u64 {
 
 /// FNV-1a of some bytes: a word's or a block's name before it is chained.
 pub fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Bytes per block of [`byte_blocks`]: a prefix cache's block of 16 tokens at 4 bytes a token.

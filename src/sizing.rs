@@ -56,16 +56,27 @@ pub fn folder_name(dir: &Path) -> String {
 
 /// Counts the requests of a batch file and sums their stated sizes (streamed; invalid lines
 /// are not counted).
-pub fn scan_job(path: &Path, format: Option<Format>, api: Api) -> anyhow::Result<MixSums> {
+pub fn scan_job(path: &Path, format: Option<Format>, api: Api, cache_tokens: u64) -> anyhow::Result<MixSums> {
     let reader = Reader::open(path, format, ReadOptions::new(api)).map_err(|e| usage_error(e.to_string(), None))?;
     let mut mix = MixSums::default();
     let mut bad = 0u64;
+    // The lines in file order through a prefix cache of the server's size: what they share.
+    let mut pool = crate::stats::prefix::PrefixCache::new(cache_tokens);
+    let mut cached = 0u64;
+    let mut add = |mix: &mut MixSums, body: &serde_json::Value| {
+        mix.add(body);
+        if let Some(pool) = pool.as_mut() {
+            let text = crate::model::prompt_text(body);
+            let hits = pool.admit(&crate::hash::byte_blocks(text.as_bytes()));
+            cached += ((hits * crate::hash::BLOCK_BYTES) as u64).min(crate::model::prompt_bytes(body));
+        }
+    };
     for item in reader {
         match item {
             Ok(item) => match &item.body {
-                Payload::Body(v) => mix.add(v),
-                Payload::Raw(r) => mix.add(&r.to_value()),
-                Payload::Prompt { prompt, .. } => mix.add(&serde_json::json!({ "prompt": prompt })),
+                Payload::Body(v) => add(&mut mix, v),
+                Payload::Raw(r) => add(&mut mix, &r.to_value()),
+                Payload::Prompt { prompt, .. } => add(&mut mix, &serde_json::json!({ "prompt": prompt })),
             },
             Err(issue) if issue.fatal => return Err(usage_error(issue.to_string(), None)),
             Err(_) => bad += 1,
@@ -76,6 +87,9 @@ pub fn scan_job(path: &Path, format: Option<Format>, api: Api) -> anyhow::Result
             "{}: {bad} invalid lines not counted (`sizeup run` lists them)",
             path.display()
         ));
+    }
+    if cache_tokens >= crate::stats::prefix::BLOCK_TOKENS {
+        mix.cached_prompt_bytes = Some(cached);
     }
     Ok(mix)
 }
@@ -129,6 +143,13 @@ fn plan_error(e: PlanError, target_rpm: f64) -> anyhow::Error {
                 ui::thousands(reachable_rpm)
             ),
             Some("raise --max-gpus, lower --target-rpm or --headroom".into()),
+        ),
+        PlanError::CannotPrice(msg) => unmet_error(
+            msg,
+            Some(
+                "sweep again with --cache-bust (nothing shared, every prompt token priced) and plan with that sweep"
+                    .into(),
+            ),
         ),
         PlanError::Unmet(msg) => unmet_error(
             msg,

@@ -72,6 +72,10 @@ pub struct MixSums {
     /// Requests that state their output limit, and its sum.
     pub with_requested: u64,
     pub requested_tokens: u64,
+    /// Prompt bytes a prefix cache would serve reading the requests in this order (`plan
+    /// --input`'s replay of the file through a cache of `--prefix-cache-tokens`); None when not
+    /// estimated.
+    pub cached_prompt_bytes: Option<u64>,
 }
 
 impl MixSums {
@@ -91,6 +95,12 @@ impl MixSums {
 
     pub fn prompt_bytes_mean(&self) -> Option<f64> {
         (self.requests > 0).then(|| self.prompt_bytes as f64 / self.requests as f64)
+    }
+
+    /// The share of prompt bytes a prefix cache would serve, when estimated.
+    pub fn prefix_share(&self) -> Option<f64> {
+        let cached = self.cached_prompt_bytes?;
+        (self.prompt_bytes > 0).then(|| (cached as f64 / self.prompt_bytes as f64).min(1.0))
     }
 
     pub fn requested_tokens_mean(&self) -> Option<f64> {

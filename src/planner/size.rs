@@ -67,6 +67,7 @@ pub fn rescale_for_mix(
     fits: &[Option<CapacityModel>],
     prompt_tokens: f64,
     output_tokens: f64,
+    prompt_extrapolates: bool,
 ) -> Result<(), String> {
     for (l, fit) in levels.iter().zip(fits) {
         let Some(f) = fit else {
@@ -81,7 +82,13 @@ pub fn rescale_for_mix(
                 l.concurrency, f.r2
             ));
         }
-        if !f.covers(prompt_tokens, output_tokens) {
+        // Cache-adjusted prompts may pass the range seen: prefill is taken as linear in them.
+        let checked_prompt = if prompt_extrapolates {
+            f.prompt_tokens_min
+        } else {
+            prompt_tokens
+        };
+        if !f.covers(checked_prompt, output_tokens) {
             return Err(format!(
                 "the job's mix ({prompt_tokens:.0} prompt, {output_tokens:.0} output tokens) lies outside what level {} saw ({:.0}-{:.0} prompt, {:.0}-{:.0} output)",
                 l.concurrency, f.prompt_tokens_min, f.prompt_tokens_max, f.output_tokens_min, f.output_tokens_max
@@ -148,6 +155,9 @@ pub enum PlanError {
         /// GPUs the requested target would need.
         needed_gpus: u32,
     },
+    /// The sweep's prompts were mostly served by a prefix cache: it cannot price the job's.
+    #[error("{0}")]
+    CannotPrice(String),
     /// No option meets the goal (deadline, `--max-gpus`, `--budget`); the text names the
     /// nearest option and how far it falls short.
     #[error("goal unmet: {0}")]

@@ -107,6 +107,13 @@ pub fn for_sweeps(q: &Question) -> Result<Answer, PlanError> {
             })
         };
         let mut p = prepare(o.summary, target_rpm, &q.job, price, &mut say);
+        if let Some(why) = p.refusal.take() {
+            return Err(PlanError::CannotPrice(if several {
+                format!("{name}: {why}")
+            } else {
+                why
+            }));
+        }
         if group.len() > 1 {
             p.input.scaling = measured_scaling(&p.input, group, q, target_rpm, price, &mut say);
         }
@@ -262,6 +269,8 @@ struct Prepared {
     input: PlanInput,
     mix: Option<(f64, f64, String)>,
     model_used: bool,
+    /// The sweep cannot price this job (its prompts were mostly cached): the plan says so.
+    refusal: Option<String>,
 }
 
 /// The planning input for one sweep, rescaled to the job's mix when it differs.
@@ -293,16 +302,27 @@ fn prepare(
     let sweep_tokens = sweep_mix.map(|m| (m.prompt_tokens_mean.unwrap_or(0.0), m.output_tokens_mean));
     let mut mix = sweep_tokens.map(|(p, o)| (p, o, "sweep".to_string()));
     let mut model_used = false;
+    let mut refusal = None;
     if let (Some(job), Some(sm), Some((sp, so))) = (spec.mix, sweep_mix, sweep_tokens) {
         match job_mix(job, &sm) {
             Some((jp, jo, how)) => {
                 say(Note::Info(format!(
                     "mix: the sweep's requests averaged {sp:.0} prompt + {so:.0} output tokens; the job's {jp:.0} + {jo:.0} ({how})"
                 )));
+                // What the model is asked for: the prompt the job's requests prefill, priced as
+                // the sweep's were (see `cache_adjusted`).
+                let (prompt_in, extrapolates) = match cache_adjusted(summary, job, sp, jp, say) {
+                    Ok(Some(p)) => (p, true),
+                    Ok(None) => (jp, false),
+                    Err(why) => {
+                        refusal = Some(why);
+                        (jp, false)
+                    }
+                };
                 let differs = |a: f64, b: f64| (a - b).abs() > 0.1 * b.max(1.0);
-                if differs(jp, sp) || differs(jo, so) {
+                if differs(prompt_in, sp) || differs(jo, so) {
                     let fits: Vec<_> = measured.iter().map(|l| l.capacity_model).collect();
-                    match rescale_for_mix(&mut input.levels, &fits, jp, jo) {
+                    match rescale_for_mix(&mut input.levels, &fits, prompt_in, jo, extrapolates) {
                         Ok(()) => {
                             model_used = true;
                             say(Note::Info("the job's mix differs from the sweep's by more than 10%: sized with the capacity model".into()));
@@ -319,7 +339,77 @@ fn prepare(
             )),
         }
     }
-    Prepared { input, mix, model_used }
+    Prepared {
+        input,
+        mix,
+        model_used,
+        refusal,
+    }
+}
+
+/// The share of the sweep's prompt tokens the server's prefix cache served: the answers'
+/// cached tokens over their prompt tokens, else the server's own hit rate.
+fn sweep_prefix_share(summary: &Summary) -> Option<f64> {
+    // Lines sent again (the sample used up) are cached whole: the levels without them say what
+    // the lines share, where there are such levels.
+    let fresh = summary.levels.iter().any(|l| l.rpm.is_finite() && l.repeated_requests == 0);
+    let levels = summary
+        .levels
+        .iter()
+        .filter(|l| l.rpm.is_finite() && (!fresh || l.repeated_requests == 0));
+    let (cached, prompt) = levels
+        .clone()
+        .filter_map(|l| Some((l.cached_prompt_tokens_per_s?, l.input_tokens_per_s)))
+        .filter(|(_, p)| p.is_finite() && *p > 0.0)
+        .fold((0.0, 0.0), |(c, p), (lc, lp)| (c + lc, p + lp));
+    if prompt > 0.0 {
+        return Some((cached / prompt).clamp(0.0, 1.0));
+    }
+    let rates: Vec<f64> = levels.filter_map(|l| l.server_prefix_cache_hit_rate).collect();
+    (!rates.is_empty()).then(|| rates.iter().sum::<f64>() / rates.len() as f64)
+}
+
+/// Above this share of cached prompt, the sweep's levels cannot price uncached tokens.
+const PRICEABLE_SHARE: f64 = 0.8;
+
+/// When the job's own sharing (its file replayed through a prefix cache) differs from what the
+/// sweep's cache served by more than 10 points: the prompt to size with. A level's capacity
+/// model prices a prompt token at what the sweep's varying (uncached) part cost, with the
+/// sweep's cached tokens folded into its intercept; cached tokens are taken as free. So the
+/// job costs what a sweep request of (the sweep's cached tokens + the job's uncached tokens)
+/// costs. `Ok(None)`: no adjustment; `Err`: the sweep was so cached it cannot price the job.
+fn cache_adjusted(
+    summary: &Summary,
+    job: &MixSums,
+    sweep_prompt: f64,
+    job_prompt: f64,
+    say: &mut dyn FnMut(Note),
+) -> Result<Option<f64>, String> {
+    let (Some(job_share), Some(sweep_share)) = (job.prefix_share(), sweep_prefix_share(summary)) else {
+        return Ok(None);
+    };
+    say(Note::Info(format!(
+        "prefix cache: the job's lines, read in file order through a cache of --prefix-cache-tokens, share {:.0}% of their prompt; the sweep's answers were {:.0}% cached",
+        job_share * 100.0,
+        sweep_share * 100.0
+    )));
+    if (job_share - sweep_share).abs() <= 0.10 {
+        return Ok(None);
+    }
+    if sweep_share > PRICEABLE_SHARE {
+        return Err(format!(
+            "the sweep's prompts were {:.0}% served by the server's prefix cache, so it cannot price the uncached prompt tokens this job needs (it shares {:.0}%)",
+            sweep_share * 100.0,
+            job_share * 100.0
+        ));
+    }
+    let prompt = sweep_share * sweep_prompt + (1.0 - job_share) * job_prompt;
+    say(Note::Info(format!(
+        "the job's sharing differs from the sweep's by more than 10 points: sized for {prompt:.0} prompt tokens priced as the sweep's ({:.0} cached there, {:.0} uncached in the job; cached tokens taken as free)",
+        sweep_share * sweep_prompt,
+        (1.0 - job_share) * job_prompt
+    )));
+    Ok(Some(prompt))
 }
 
 fn sweep_level(l: &LevelRow) -> SweepLevel {

@@ -27,7 +27,6 @@ pub fn block_hashes<'a>(words: impl Iterator<Item = &'a str>) -> Vec<u64> {
     out
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

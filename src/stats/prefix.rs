@@ -51,7 +51,6 @@ impl PrefixCache {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

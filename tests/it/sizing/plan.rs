@@ -704,3 +704,116 @@ async fn a_rate_limited_endpoint_is_planned_at_its_limit_and_run_at_its_rate() {
     assert!(rs["wall_time_s"].as_f64().unwrap() > 0.9, "{rs:#}");
     sim.shutdown().await;
 }
+
+/// A job's own prefix sharing, read from its file, sizes the plan when it differs from what the
+/// sweep's server cache served: a sweep of lines sharing a 160-word system prompt priced for a
+/// job of the same lengths that shares nothing (the 3x-wrong case) comes within 10% of
+/// the simulator's formula; a sweep whose prompts were 90% cached refuses to guess and names
+/// `--cache-bust`, and a `--cache-bust` sweep of it prices the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_jobs_own_prefix_sharing_sizes_the_plan_and_a_cached_sweep_says_it_cannot() {
+    let _serial = crate::util::SERIAL.lock().await;
+    // 16 slots, swept up to 16: no level queues, so every level's latency is its requests' own.
+    let mut cfg = crate::util::fast_sim(1, 16, 2.0, 0.0);
+    cfg.params.prefill_ms_per_1k = 200.0;
+    cfg.params.prefix_cache_tokens = 2_000_000;
+    let params = cfg.params;
+    let sim = sizeup::sim::SimHandle::start(cfg).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    // Words of 6 characters, so every file has the same tokens per byte.
+    let write = |name: &str, system: usize, shared: bool| {
+        let path = tmp.path().join(name);
+        // More lines than the sweep sends: no line comes twice (a repeat is cached whole).
+        let text: String = (0..2500)
+            .map(|i| {
+                let sys: String = (0..system)
+                    .map(|w| {
+                        if shared {
+                            format!("s{w:05} ")
+                        } else {
+                            format!("u{i:04}{} ", w % 10)
+                        }
+                    })
+                    .collect();
+                let q: String = (0..40 + (i * 37) % 81)
+                    .map(|w| format!("q{i:04}{} ", w % 10))
+                    .collect();
+                json!({"custom_id": format!("{name}{i}"), "method": "POST", "url": "/v1/completions",
+                    "body": {"prompt": format!("{sys}{q}"), "max_tokens": 8}})
+                .to_string()
+                    + "\n"
+            })
+            .collect();
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let shared = write("shared", 160, true);
+    let none = write("none", 160, false);
+    let cached = write("cached", 640, true);
+    let sweep = |input: &Path, name: &str, bust: bool| {
+        let (url, input, out) = (sim.url(), input.to_path_buf(), tmp.path().join(name));
+        tokio::task::spawn_blocking(move || {
+            let mut c = sizeup();
+            c.args(["sweep", "--endpoint", &url, "--concurrency", "4,8,16", "--input"])
+                .arg(&input)
+                .args(["--warmup", "200ms", "--max-duration", "2s", "--out"])
+                .arg(&out);
+            if bust {
+                c.arg("--cache-bust");
+            }
+            let o = c.output().unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            out
+        })
+    };
+    let plan = |sweep: &Path, input: &Path| {
+        let out = sizeup()
+            .args(["plan", "--target-rpm", "30000", "--json", "--sweep"])
+            .arg(sweep)
+            .arg("--input")
+            .arg(input)
+            .arg("--out")
+            .arg(tmp.path().join("plan.json"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        (out.status.code(), plan, stderr)
+    };
+    // The job that shares nothing, 240 prompt tokens on average, every one prefilled, at the
+    // plan's level.
+    let truth = |p: &serde_json::Value, prompt: u32| {
+        let c = p["chosen_concurrency"].as_u64().unwrap() as usize;
+        sizeup::sim::gpu::expected_rpm(&params, 1, c, prompt, 8)
+    };
+
+    let s = sweep(&shared, "sw-shared", false).await.unwrap();
+    let (code, p, stderr) = plan(&s, &none);
+    assert_eq!(code, Some(0), "{stderr}");
+    let (rpm, truth_none) = (p["rpm_per_gpu"].as_f64().unwrap(), truth(&p, 240));
+    assert!(
+        (rpm / truth_none - 1.0).abs() < 0.10,
+        "planned {rpm:.0} RPM per GPU, the formula {truth_none:.0}\n{stderr}"
+    );
+    assert!(stderr.contains("share 0% of their prompt"), "{stderr}");
+
+    // 640 shared words of ~720: the sweep's prompts were ~90% cached; it cannot price the job.
+    let c = sweep(&cached, "sw-cached", false).await.unwrap();
+    let (code, _, stderr) = plan(&c, &none);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot price") && stderr.contains("--cache-bust"),
+        "{stderr}"
+    );
+    // The same lines swept with --cache-bust price every token: the plan holds.
+    let b = sweep(&cached, "sw-busted", true).await.unwrap();
+    let none_long = write("none-long", 640, false);
+    let (code, p, stderr) = plan(&b, &none_long);
+    assert_eq!(code, Some(0), "{stderr}");
+    let (rpm, truth_long) = (p["rpm_per_gpu"].as_f64().unwrap(), truth(&p, 720));
+    assert!(
+        (rpm / truth_long - 1.0).abs() < 0.10,
+        "planned {rpm:.0} RPM per GPU, the formula {truth_long:.0}\n{stderr}"
+    );
+    sim.shutdown().await;
+}
