@@ -500,13 +500,6 @@ pub struct PlanTuning {
     /// The same for output tokens.
     #[arg(long = "price-per-1m-output-tokens", value_name = "USD")]
     pub price_per_1m_output_tokens: Option<f64>,
-    /// Tokens a replica's prefix cache holds: `plan --input` replays the job's lines in file
-    /// order through a cache this size to estimate what share of their prompt it would serve
-    /// (a vLLM replica's KV pool: num_gpu_blocks x block_size in its cache_config_info metric).
-    /// With several replicas each has its own: a router that spreads related lines lowers the
-    /// share. 0: no estimate.
-    #[arg(long, value_name = "TOKENS", default_value_t = 1_000_000)]
-    pub prefix_cache_tokens: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -574,6 +567,13 @@ pub struct PlanArgs {
     pub slo: SloArgs,
     #[command(flatten)]
     pub tuning: PlanTuning,
+    /// Tokens a replica's prefix cache holds: `plan --input` replays the job's lines in file
+    /// order through a cache this size to estimate what share of their prompt it would serve
+    /// (a vLLM replica's KV pool: num_gpu_blocks x block_size in its cache_config_info metric).
+    /// With several replicas each has its own: a router that spreads related lines lowers the
+    /// share. 0: no estimate.
+    #[arg(long, value_name = "TOKENS", default_value_t = 1_000_000)]
+    pub prefix_cache_tokens: u64,
     /// The job will run as N shards (`run --shard auto` in a job array): recorded in plan.json,
     /// so each shard takes 1/N of the plan's concurrency and a re-run task knows the count.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]

@@ -18,7 +18,7 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitStatus> {
     let job = match &args.input {
         Some(path) => {
             let api = summaries[0].api;
-            Some(scan_job(path, args.format, api, args.tuning.prefix_cache_tokens)?)
+            Some(scan_job(path, args.format, api, args.prefix_cache_tokens)?)
         }
         None => None,
     };
