@@ -19,4 +19,6 @@ pub use explain::explain;
 pub use limit::{unmet as limit_unmet, TokenPrices};
 pub use plan::Plan;
 pub use size::PlanError;
-pub use sweeps::{chosen, for_sweeps, server_warnings, JobSpec, Note, Question, RateGoal, Sizing, SweepOption};
+pub use sweeps::{
+    chosen, for_sweeps, server_warnings, sweep_prefix_share, JobSpec, Note, Question, RateGoal, Sizing, SweepOption,
+};

@@ -307,12 +307,18 @@ fn plan(
             folder_name: crate::sizing::folder_name(&dir),
         })
         .collect();
+    // The sweep drew its lines evenly from the file; the run reads them in file order, where
+    // related lines that sit together share more of a prefix cache: the job's own sharing.
+    let job = job_sharing(s)?.filter(|job| {
+        // Only where the shares differ: otherwise the sweep, a sample of this very job, is its mix.
+        matches!((job.prefix_share(), planner::sweep_prefix_share(summary)), (Some(j), Some(w)) if (j - w).abs() > 0.10)
+    });
     let choice = crate::sizing::decide(&Question {
         options: &options,
         rate,
         job: JobSpec {
             requests: Some(plan_requests),
-            mix: None,
+            mix: job.as_ref(),
             slo: s.measure.slo,
             sizing: s.sizing,
         },
@@ -322,6 +328,23 @@ fn plan(
     let plan = crate::sizing::chosen(&choice)?;
     crate::sizing::write_plan(&plan, &s.out.join("plan.json"))?;
     Ok(plan)
+}
+
+/// Tokens of prefix cache per replica the job's file is replayed through when the endpoint's
+/// is unknown (a vLLM replica's KV pool on one large GPU).
+const ENDPOINT_CACHE_TOKENS: u64 = 1_000_000;
+
+/// The job's file replayed in order through a replica's prefix cache (the simulator's own size,
+/// or [`ENDPOINT_CACHE_TOKENS`]); None for stdin, which cannot be read again, or no cache.
+fn job_sharing(s: &Settings) -> anyhow::Result<Option<crate::model::MixSums>> {
+    let tokens = match s.endpoint.url {
+        Some(_) => ENDPOINT_CACHE_TOKENS,
+        None => s.sim.params.prefix_cache_tokens,
+    };
+    if s.input.as_os_str() == "-" || tokens == 0 {
+        return Ok(None);
+    }
+    crate::sizing::scan_job(&s.input, s.format, s.endpoint.api, tokens).map(Some)
 }
 
 fn print_plan(plan: &Plan) -> anyhow::Result<()> {

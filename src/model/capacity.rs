@@ -20,6 +20,11 @@ pub struct CapacityModel {
     pub prompt_tokens_max: f64,
     pub output_tokens_min: f64,
     pub output_tokens_max: f64,
+    /// The prompt it prices is the tokens the server's prefix cache did not serve (the
+    /// answers reported their cached tokens), cached ones taken as free; else every prompt
+    /// token.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub prompt_uncached: bool,
 }
 
 impl CapacityModel {

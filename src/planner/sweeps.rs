@@ -309,18 +309,18 @@ fn prepare(
                 say(Note::Info(format!(
                     "mix: the sweep's requests averaged {sp:.0} prompt + {so:.0} output tokens; the job's {jp:.0} + {jo:.0} ({how})"
                 )));
-                // What the model is asked for: the prompt the job's requests prefill, priced as
-                // the sweep's were (see `cache_adjusted`).
-                let (prompt_in, extrapolates) = match cache_adjusted(summary, job, sp, jp, say) {
-                    Ok(Some(p)) => (p, true),
-                    Ok(None) => (jp, false),
+                // The prompts in the terms the levels' models price them (see `cache_adjusted`).
+                let uncached = !measured.is_empty()
+                    && measured.iter().all(|l| l.capacity_model.is_some_and(|m| m.prompt_uncached));
+                let (prompt_in, sweep_ref, extrapolates) = match cache_adjusted(summary, job, (sp, jp), uncached, say) {
+                    Ok(terms) => terms,
                     Err(why) => {
                         refusal = Some(why);
-                        (jp, false)
+                        (jp, sp, false)
                     }
                 };
                 let differs = |a: f64, b: f64| (a - b).abs() > 0.1 * b.max(1.0);
-                if differs(prompt_in, sp) || differs(jo, so) {
+                if differs(prompt_in, sweep_ref) || differs(jo, so) {
                     let fits: Vec<_> = measured.iter().map(|l| l.capacity_model).collect();
                     match rescale_for_mix(&mut input.levels, &fits, prompt_in, jo, extrapolates) {
                         Ok(()) => {
@@ -349,10 +349,13 @@ fn prepare(
 
 /// The share of the sweep's prompt tokens the server's prefix cache served: the answers'
 /// cached tokens over their prompt tokens, else the server's own hit rate.
-fn sweep_prefix_share(summary: &Summary) -> Option<f64> {
+pub fn sweep_prefix_share(summary: &Summary) -> Option<f64> {
     // Lines sent again (the sample used up) are cached whole: the levels without them say what
     // the lines share, where there are such levels.
-    let fresh = summary.levels.iter().any(|l| l.rpm.is_finite() && l.repeated_requests == 0);
+    let fresh = summary
+        .levels
+        .iter()
+        .any(|l| l.rpm.is_finite() && l.repeated_requests == 0);
     let levels = summary
         .levels
         .iter()
@@ -372,44 +375,58 @@ fn sweep_prefix_share(summary: &Summary) -> Option<f64> {
 /// Above this share of cached prompt, the sweep's levels cannot price uncached tokens.
 const PRICEABLE_SHARE: f64 = 0.8;
 
-/// When the job's own sharing (its file replayed through a prefix cache) differs from what the
-/// sweep's cache served by more than 10 points: the prompt to size with. A level's capacity
-/// model prices a prompt token at what the sweep's varying (uncached) part cost, with the
-/// sweep's cached tokens folded into its intercept; cached tokens are taken as free. So the
-/// job costs what a sweep request of (the sweep's cached tokens + the job's uncached tokens)
-/// costs. `Ok(None)`: no adjustment; `Err`: the sweep was so cached it cannot price the job.
+/// The job's and the sweep's prompts as the levels' capacity models price them, and whether
+/// the job's may pass the range the levels saw. A prefix cache changes what a prompt costs: the
+/// job's own sharing (its file replayed through a cache) counts where it differs from what the
+/// sweep's cache served by more than 10 points, and the sweep's share otherwise.
+/// - Models fitted on uncached tokens (the answers said what was cached): each side's uncached
+///   prompt.
+/// - Models fitted on whole prompts: a level prices a prompt token at what the sweep's varying,
+///   uncached part cost, the sweep's cached tokens folded into its intercept; so a job request
+///   costs what a sweep request of (the sweep's cached + the job's uncached tokens) does.
+///
+/// Cached tokens are taken as free. `Err`: the sweep was so cached it cannot price the job.
 fn cache_adjusted(
     summary: &Summary,
     job: &MixSums,
-    sweep_prompt: f64,
-    job_prompt: f64,
+    (sweep_prompt, job_prompt): (f64, f64),
+    uncached: bool,
     say: &mut dyn FnMut(Note),
-) -> Result<Option<f64>, String> {
-    let (Some(job_share), Some(sweep_share)) = (job.prefix_share(), sweep_prefix_share(summary)) else {
-        return Ok(None);
+) -> Result<(f64, f64, bool), String> {
+    let sweep_share = sweep_prefix_share(summary);
+    let ss = sweep_share.unwrap_or(0.0);
+    let mut sj = ss;
+    if let (Some(job_share), Some(sweep_share)) = (job.prefix_share(), sweep_share) {
+        say(Note::Info(format!(
+            "prefix cache: the job's lines, read in file order through a cache of --prefix-cache-tokens, share {:.0}% of their prompt; the sweep's answers were {:.0}% cached",
+            job_share * 100.0,
+            sweep_share * 100.0
+        )));
+        if (job_share - sweep_share).abs() > 0.10 {
+            if sweep_share > PRICEABLE_SHARE {
+                return Err(format!(
+                    "the sweep's prompts were {:.0}% served by the server's prefix cache, so it cannot price the uncached prompt tokens this job needs (it shares {:.0}%)",
+                    sweep_share * 100.0,
+                    job_share * 100.0
+                ));
+            }
+            sj = job_share;
+        }
+    }
+    let adjusted = sj != ss;
+    let (prompt_in, sweep_ref) = if uncached {
+        ((1.0 - sj) * job_prompt, (1.0 - ss) * sweep_prompt)
+    } else {
+        (ss * sweep_prompt + (1.0 - sj) * job_prompt, sweep_prompt)
     };
-    say(Note::Info(format!(
-        "prefix cache: the job's lines, read in file order through a cache of --prefix-cache-tokens, share {:.0}% of their prompt; the sweep's answers were {:.0}% cached",
-        job_share * 100.0,
-        sweep_share * 100.0
-    )));
-    if (job_share - sweep_share).abs() <= 0.10 {
-        return Ok(None);
+    if adjusted {
+        say(Note::Info(format!(
+            "the job's sharing differs from the sweep's by more than 10 points: sized for {:.0} uncached prompt tokens a request where the sweep's prefilled {:.0} (cached tokens taken as free)",
+            (1.0 - sj) * job_prompt,
+            (1.0 - ss) * sweep_prompt
+        )));
     }
-    if sweep_share > PRICEABLE_SHARE {
-        return Err(format!(
-            "the sweep's prompts were {:.0}% served by the server's prefix cache, so it cannot price the uncached prompt tokens this job needs (it shares {:.0}%)",
-            sweep_share * 100.0,
-            job_share * 100.0
-        ));
-    }
-    let prompt = sweep_share * sweep_prompt + (1.0 - job_share) * job_prompt;
-    say(Note::Info(format!(
-        "the job's sharing differs from the sweep's by more than 10 points: sized for {prompt:.0} prompt tokens priced as the sweep's ({:.0} cached there, {:.0} uncached in the job; cached tokens taken as free)",
-        sweep_share * sweep_prompt,
-        (1.0 - job_share) * job_prompt
-    )));
-    Ok(Some(prompt))
+    Ok((prompt_in, sweep_ref, adjusted))
 }
 
 fn sweep_level(l: &LevelRow) -> SweepLevel {

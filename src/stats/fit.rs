@@ -68,6 +68,7 @@ pub fn fit_latency(points: &[(f64, f64, f64)]) -> Option<CapacityModel> {
         prompt_tokens_max: pmax,
         output_tokens_min: omin,
         output_tokens_max: omax,
+        prompt_uncached: false,
     })
 }
 

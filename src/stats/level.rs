@@ -3,7 +3,7 @@
 
 use super::ci::{closed_loop_floor, rate_ci};
 use super::latency::{tpot_ms, Hist, LatencySet};
-use crate::model::{LevelRow, RequestRow};
+use crate::model::{CapacityModel, LevelRow, RequestRow};
 
 /// Fewer successful requests than this in a level's window give no RPM (empty fields).
 pub const MIN_OK: usize = 5;
@@ -160,8 +160,11 @@ struct Measured {
     repeated: u64,
     /// Answers of 429.
     rate_limited: u64,
-    /// (prompt tokens, output tokens, latency ms) of answers with real token counts.
+    /// (prompt tokens not served by a prefix cache, output tokens, latency ms) of answers with
+    /// real token counts.
     fit_points: Vec<(f64, f64, f64)>,
+    /// Some answer reported its cached prompt tokens.
+    cached_known: bool,
     rows: Vec<RequestRow>,
 }
 
@@ -184,11 +187,15 @@ fn measure(c: u32, recs: &[Sample], w: f64, offset_ms: f64) -> Measured {
                 prompt_tokens,
                 completion_tokens,
                 estimated: est,
-                ..
+                cached_tokens,
             } => {
                 m.estimated |= *est;
                 if let (Some(p), false) = (prompt_tokens, *est) {
-                    m.fit_points.push((*p as f64, *completion_tokens as f64, e2e_ms));
+                    // Where the answers say what a prefix cache served, the model prices the
+                    // rest: a hit and a miss of one length cost apart.
+                    let uncached = p.saturating_sub(cached_tokens.unwrap_or(0));
+                    m.cached_known |= cached_tokens.is_some();
+                    m.fit_points.push((uncached as f64, *completion_tokens as f64, e2e_ms));
                 }
                 m.lat.e2e.record_ms(e2e_ms);
                 if let Some(t) = ttft_ms {
@@ -275,7 +282,10 @@ fn level_row(c: u32, gpus: u32, rate: &WindowRate, tokens: &WindowTokens, m: &Me
         server_prefix_cache_hit_rate: None,
         own_prefix_share: None,
         cache_inflated: false,
-        capacity_model: super::fit::fit_latency(&m.fit_points),
+        capacity_model: super::fit::fit_latency(&m.fit_points).map(|f| CapacityModel {
+            prompt_uncached: m.cached_known,
+            ..f
+        }),
         input_tokens_per_s: tokens.prompt.map_or(f64::NAN, |p| p as f64 / window),
         error_rate: if total > 0 {
             rate.failed as f64 / total as f64

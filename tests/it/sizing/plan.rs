@@ -735,9 +735,7 @@ async fn the_jobs_own_prefix_sharing_sizes_the_plan_and_a_cached_sweep_says_it_c
                         }
                     })
                     .collect();
-                let q: String = (0..40 + (i * 37) % 81)
-                    .map(|w| format!("q{i:04}{} ", w % 10))
-                    .collect();
+                let q: String = (0..40 + (i * 37) % 81).map(|w| format!("q{i:04}{} ", w % 10)).collect();
                 json!({"custom_id": format!("{name}{i}"), "method": "POST", "url": "/v1/completions",
                     "body": {"prompt": format!("{sys}{q}"), "max_tokens": 8}})
                 .to_string()
