@@ -10,6 +10,7 @@ mod explain;
 mod limit;
 mod plan;
 mod plateau;
+mod rescale;
 mod scaling;
 mod size;
 mod sweeps;

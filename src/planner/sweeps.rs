@@ -6,8 +6,9 @@
 use super::choose::{choose, deadline_target_rpm, Candidate, Choice, Goal};
 use super::explain::{gpus_word, scaling_points};
 use super::plan::{Plan, WorkloadMix};
+use super::rescale::rescale_for_mix;
 use super::scaling::Scaling;
-use super::size::{plateau_per_gpu, rescale_for_mix, token_figures, PlanError, PlanInput, SweepLevel};
+use super::size::{plateau_per_gpu, token_figures, PlanError, PlanInput, SweepLevel};
 use crate::model::{Estimate, LevelRow, MixSums, Objective, Slo, Summary, SweepMix};
 
 /// The rate the job must sustain: given, or what a deadline asks for.
@@ -311,7 +312,9 @@ fn prepare(
                 )));
                 // The prompts in the terms the levels' models price them (see `cache_adjusted`).
                 let uncached = !measured.is_empty()
-                    && measured.iter().all(|l| l.capacity_model.is_some_and(|m| m.prompt_uncached));
+                    && measured
+                        .iter()
+                        .all(|l| l.capacity_model.is_some_and(|m| m.prompt_uncached));
                 let (prompt_in, sweep_ref, extrapolates) = match cache_adjusted(summary, job, (sp, jp), uncached, say) {
                     Ok(terms) => terms,
                     Err(why) => {
