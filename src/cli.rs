@@ -398,6 +398,12 @@ pub struct MeasureArgs {
     /// Send requests without streaming (no TTFT/TPOT).
     #[arg(long)]
     pub no_stream: bool,
+    /// Before the first level, ask the server to empty its prefix cache (`POST
+    /// /reset_prefix_cache`, which vLLM serves with VLLM_SERVER_DEV_MODE=1), so an earlier
+    /// run's cached prompts do not make the sweep look faster than the job will be. A server
+    /// without it is a warning, not a failure.
+    #[arg(long)]
+    pub reset_prefix_cache: bool,
 }
 
 /// `sizeup sweep`

@@ -37,5 +37,5 @@ pub use access::{Access, Header};
 pub use body::{build_body, prepare_body, wants_stream};
 pub use outcome::{error_type, ClientError, FailKind, Failure, Outcome, Success, Usage};
 pub use reach::{check_tls, reach, Unreachable};
-pub use send::{first_model, Client, ClientConfig};
+pub use send::{first_model, post_empty, Client, ClientConfig};
 pub use url::{azure_deployment, base_url, redact_url, resolve_url};

@@ -319,6 +319,18 @@ fn scrub_result(scrubber: &Scrubber, result: Result<Success, Failure>) -> Result
     }
 }
 
+/// `POST {base}{path}` with no body and the endpoint's headers: the answer's status, or the
+/// transport's error (scrubbed). For a server's admin routes (vLLM's `/reset_prefix_cache`).
+pub async fn post_empty(endpoint: &str, path: &str, access: &Access, timeout: Duration) -> Result<u16, String> {
+    let mut url = base_url(endpoint).ok_or("invalid endpoint URL")?;
+    url.set_path(&format!("{}{path}", url.path().trim_end_matches('/')));
+    let http = access.builder().timeout(timeout).build().map_err(|e| e.to_string())?;
+    match access.apply(http.post(url)).send().await {
+        Ok(resp) => Ok(resp.status().as_u16()),
+        Err(e) => Err(access.scrubber().text_string(transport_failure(e).message)),
+    }
+}
+
 /// `GET /v1/models`: the first model's id, for when `--model` is not given. The id goes into
 /// every request body and the outputs, so it is scrubbed of the key as answers are.
 pub async fn first_model(endpoint: &str, access: &Access, timeout: Duration) -> Result<Option<String>, ClientError> {

@@ -165,6 +165,7 @@ pub fn measure(m: &MeasureArgs, slo_args: &SloArgs, gpus: u32, e: &Endpoint) -> 
         scrape_interval: e.scrape_interval,
         name: None,
         gpu_hour_cost: None,
+        reset_prefix_cache: m.reset_prefix_cache,
     })
 }
 

@@ -54,6 +54,9 @@ pub async fn measure(
         .map_err(|e| usage_error(format!("cannot write {}: {e}", requests_path.display()), None))?;
     let requests_csv = RequestsCsv::new(BufWriter::new(file))?;
     let summary = new_summary(s, target, &workload);
+    if s.reset_prefix_cache {
+        reset_prefix_cache(target).await;
+    }
     let scraper = target.watch_server(&s.server_metrics, s.scrape_interval).await;
     let mut run = SweepRun {
         settings: s,
@@ -104,6 +107,20 @@ pub async fn measure(
         }
     }
     run.finish()
+}
+
+/// `--reset-prefix-cache`: what the server said, on stderr; never a failure.
+async fn reset_prefix_cache(target: &Target) {
+    let limit = std::time::Duration::from_secs(10);
+    match crate::client::post_empty(&target.endpoint, "/reset_prefix_cache", &target.access, limit).await {
+        Ok(status) if (200..300).contains(&status) => {
+            ui::info("note: the server's prefix cache was emptied (POST /reset_prefix_cache)")
+        }
+        Ok(status) => ui::warn(format!(
+            "--reset-prefix-cache: POST /reset_prefix_cache answered {status} (vLLM serves it with VLLM_SERVER_DEV_MODE=1): the sweep starts with whatever the cache holds; --cache-bust keeps its prompts from sharing it"
+        )),
+        Err(why) => ui::warn(format!("--reset-prefix-cache: POST /reset_prefix_cache failed: {why}")),
+    }
 }
 
 /// The knee's concurrency when its latest measurement ended by an early rule.

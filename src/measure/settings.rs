@@ -27,4 +27,6 @@ pub struct Settings {
     pub name: Option<String>,
     /// `sweep --gpu-hour-cost`: its price per GPU-hour, recorded in summary.json.
     pub gpu_hour_cost: Option<f64>,
+    /// `--reset-prefix-cache`: ask the server to empty its prefix cache before the first level.
+    pub reset_prefix_cache: bool,
 }

@@ -88,6 +88,8 @@ pub(super) struct NewSeq {
 enum Cmd {
     Admit(NewSeq),
     AbortAll,
+    /// Empties the GPU's prefix cache (vLLM's `POST /reset_prefix_cache`).
+    ResetPrefixCache,
 }
 
 /// Live counters, read by `/metrics`.
@@ -183,6 +185,13 @@ impl Cluster {
         true
     }
 
+    /// Empties every GPU's prefix cache.
+    pub fn reset_prefix_cache(&self) {
+        for gpu in self.gpus.lock().expect("gpu list lock poisoned").iter() {
+            let _ = gpu.tx.send(Cmd::ResetPrefixCache);
+        }
+    }
+
     /// Aborts every running and waiting sequence (the resource was switched off).
     pub fn abort_all(&self) {
         for gpu in self.gpus.lock().expect("gpu list lock poisoned").iter() {
@@ -268,6 +277,7 @@ async fn gpu_loop(mut rx: mpsc::UnboundedReceiver<Cmd>, load: Arc<AtomicUsize>, 
             cmd = rx.recv() => match cmd {
                 None => return,
                 Some(Cmd::Admit(seq)) => waiting.push_back(seq),
+                Some(Cmd::ResetPrefixCache) => cache = super::prefix::PrefixCache::new(p.prefix_cache_tokens),
                 Some(Cmd::AbortAll) => {
                     for seq in waiting.drain(..) {
                         let _ = seq.events.send(Event::Aborted);

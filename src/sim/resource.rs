@@ -18,6 +18,12 @@ pub(super) async fn models(State(s): State<Arc<AppState>>, headers: HeaderMap) -
     ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
+/// vLLM's `POST /reset_prefix_cache` (served in its dev mode): every GPU's cache emptied.
+pub(super) async fn reset_prefix_cache(State(s): State<Arc<AppState>>) -> Response {
+    s.cluster.reset_prefix_cache();
+    StatusCode::OK.into_response()
+}
+
 pub(super) async fn health(State(s): State<Arc<AppState>>) -> Response {
     match s.power() {
         Power::On => ([(header::CONTENT_TYPE, "application/json")], r#"{"status":"ok"}"#).into_response(),

@@ -7,7 +7,7 @@ use super::embeddings::embeddings;
 use super::faults::ResetConnection;
 use super::inference::{chat, completions, forefront};
 use super::metrics::metrics;
-use super::resource::{health, models, resource_get, resource_post};
+use super::resource::{health, models, reset_prefix_cache, resource_get, resource_post};
 use super::state::{AppState, ConnDraw};
 use axum::body::Body;
 use axum::http::Request;
@@ -33,6 +33,7 @@ pub(super) async fn serve(listener: TcpListener, cfg: SimConfig, stop: Cancellat
         .route("/v1/models", get(models))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .route("/reset_prefix_cache", post(reset_prefix_cache))
         .route("/resource", get(resource_get).post(resource_post))
         .with_state(state);
 

@@ -285,7 +285,8 @@ fn a_run_records_the_servers_figures() {
 /// A prefix cache shows in the evidence: lines sharing a 64-word system prompt, against the
 /// simulator caching prefixes, give a level whose server hit rate (vLLM's prefix_cache
 /// counters) and cached prompt tokens (the answers' usage) show the sharing; the same sweep run
-/// again finds the cache warm and is flagged `cache_inflated`; with `--cache-bust` it shares
+/// again finds the cache warm and is flagged `cache_inflated` (not after `--reset-prefix-cache`);
+/// with `--cache-bust` it shares
 /// nothing, so both drop to none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shared_prefix_shows_in_the_cache_columns_and_cache_bust_removes_it() {
@@ -307,7 +308,7 @@ async fn a_shared_prefix_shows_in_the_cache_columns_and_cache_bust_removes_it() 
         })
         .collect();
     std::fs::write(&input, text).unwrap();
-    let sweep = |name: &'static str, bust: bool| {
+    let sweep = |name: &'static str, flag: Option<&'static str>| {
         let (url, input, out) = (sim.url(), input.clone(), tmp.path().join(name));
         tokio::task::spawn_blocking(move || {
             let mut c = sizeup();
@@ -332,15 +333,13 @@ async fn a_shared_prefix_shows_in_the_cache_columns_and_cache_bust_removes_it() 
                 "--out",
             ])
             .arg(&out);
-            if bust {
-                c.arg("--cache-bust");
-            }
+            c.args(flag);
             let o = c.output().unwrap();
             assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
             csv_rows(&out.join("levels.csv")).remove(0)
         })
     };
-    let shared = sweep("shared", false).await.unwrap();
+    let shared = sweep("shared", None).await.unwrap();
     // The 64 shared words of each prompt's 112 sit in cached blocks once the first request
     // warmed them (a faster machine that runs out of lines sends some again: more hits, and
     // as many more explained).
@@ -372,10 +371,15 @@ async fn a_shared_prefix_shows_in_the_cache_columns_and_cache_bust_removes_it() 
     .await
     .unwrap();
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-    let again = sweep("again", false).await.unwrap();
+    let again = sweep("again", None).await.unwrap();
     assert!(num(&again, "server_prefix_cache_hit_rate") > 0.9, "{again:?}");
     assert_eq!(again["cache_inflated"], "true", "a warm cache: {again:?}");
-    let busted = sweep("busted", true).await.unwrap();
+    // Asked to empty the cache first, the same sweep finds it cold again: not inflated.
+    let reset = sweep("reset", Some("--reset-prefix-cache")).await.unwrap();
+    let warm = num(&again, "server_prefix_cache_hit_rate");
+    assert!(num(&reset, "server_prefix_cache_hit_rate") < warm - 0.1, "{reset:?}");
+    assert_eq!(reset["cache_inflated"], "false", "{reset:?}");
+    let busted = sweep("busted", Some("--cache-bust")).await.unwrap();
     assert_eq!(num(&busted, "server_prefix_cache_hit_rate"), 0.0, "{busted:?}");
     assert_eq!(num(&busted, "cached_prompt_tokens_per_s"), 0.0, "{busted:?}");
     assert_eq!(busted["cache_inflated"], "false");
