@@ -577,9 +577,9 @@ pub struct PlanArgs {
     /// order through a cache this size to estimate what share of their prompt it would serve
     /// (a vLLM replica's KV pool: num_gpu_blocks x block_size in its cache_config_info metric).
     /// With several replicas each has its own: a router that spreads related lines lowers the
-    /// share. 0: no estimate.
-    #[arg(long, value_name = "TOKENS", default_value_t = 1_000_000)]
-    pub prefix_cache_tokens: u64,
+    /// share. 0: no estimate. Default: what the sweep's server said, else 1,000,000.
+    #[arg(long, value_name = "TOKENS")]
+    pub prefix_cache_tokens: Option<u64>,
     /// The job will run as N shards (`run --shard auto` in a job array): recorded in plan.json,
     /// so each shard takes 1/N of the plan's concurrency and a re-run task knows the count.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]

@@ -56,6 +56,10 @@ pub fn folder_name(dir: &Path) -> String {
 
 /// Counts the requests of a batch file and sums their stated sizes (streamed; invalid lines
 /// are not counted).
+/// Tokens of prefix cache per replica a job is replayed through when neither the user nor the
+/// server says: a vLLM replica's KV pool on one large GPU.
+pub const DEFAULT_CACHE_TOKENS: u64 = 1_000_000;
+
 pub fn scan_job(path: &Path, format: Option<Format>, api: Api, cache_tokens: u64) -> anyhow::Result<MixSums> {
     let reader = Reader::open(path, format, ReadOptions::new(api)).map_err(|e| usage_error(e.to_string(), None))?;
     let mut mix = MixSums::default();

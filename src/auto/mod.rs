@@ -309,7 +309,7 @@ fn plan(
         .collect();
     // The sweep drew its lines evenly from the file; the run reads them in file order, where
     // related lines that sit together share more of a prefix cache: the job's own sharing.
-    let job = job_sharing(s)?.filter(|job| {
+    let job = job_sharing(s, summary)?.filter(|job| {
         // Only where the shares differ: otherwise the sweep, a sample of this very job, is its mix.
         matches!((job.prefix_share(), planner::sweep_prefix_share(summary)), (Some(j), Some(w)) if (j - w).abs() > 0.10)
     });
@@ -330,15 +330,16 @@ fn plan(
     Ok(plan)
 }
 
-/// Tokens of prefix cache per replica the job's file is replayed through when the endpoint's
-/// is unknown (a vLLM replica's KV pool on one large GPU).
-const ENDPOINT_CACHE_TOKENS: u64 = 1_000_000;
-
 /// The job's file replayed in order through a replica's prefix cache (the simulator's own size,
-/// or [`ENDPOINT_CACHE_TOKENS`]); None for stdin, which cannot be read again, or no cache.
-fn job_sharing(s: &Settings) -> anyhow::Result<Option<crate::model::MixSums>> {
+/// else what the sweep's server said, else the default); None for stdin, which cannot be read
+/// again, or no cache.
+fn job_sharing(s: &Settings, summary: &Summary) -> anyhow::Result<Option<crate::model::MixSums>> {
     let tokens = match s.endpoint.url {
-        Some(_) => ENDPOINT_CACHE_TOKENS,
+        Some(_) => summary
+            .server
+            .as_ref()
+            .and_then(|sv| sv.prefix_cache_tokens)
+            .unwrap_or(crate::sizing::DEFAULT_CACHE_TOKENS),
         None => s.sim.params.prefix_cache_tokens,
     };
     if s.input.as_os_str() == "-" || tokens == 0 {

@@ -18,7 +18,23 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitStatus> {
     let job = match &args.input {
         Some(path) => {
             let api = summaries[0].api;
-            Some(scan_job(path, args.format, api, args.prefix_cache_tokens)?)
+            let (tokens, from) = match args.prefix_cache_tokens {
+                Some(t) => (t, "--prefix-cache-tokens"),
+                None => match summaries.iter().find_map(|s| s.server.as_ref()?.prefix_cache_tokens) {
+                    Some(t) => (t, "the sweep's server (cache_config_info)"),
+                    None => (
+                        crate::sizing::DEFAULT_CACHE_TOKENS,
+                        "the default; the sweep's server did not say",
+                    ),
+                },
+            };
+            if tokens > 0 {
+                ui::info(format!(
+                    "prefix cache: the job's lines are replayed through a cache of {} tokens ({from})",
+                    ui::thousands(tokens as f64)
+                ));
+            }
+            Some(scan_job(path, args.format, api, tokens)?)
         }
         None => None,
     };

@@ -371,12 +371,14 @@ fn server_info(scraper: Option<&Scraper>, summary: &Summary) -> Option<ServerInf
             metrics_url: sc.url_display().to_string(),
             running_max_observed: running_max_observed(&summary.levels),
             verdict: rate_limit.or_else(|| verdict(&summary.levels, summary.knee.as_ref())),
+            prefix_cache_tokens: sc.prefix_cache_tokens(),
         }),
         None => rate_limit.map(|v| ServerInfo {
             dialect: "none".into(),
             metrics_url: String::new(),
             running_max_observed: None,
             verdict: Some(v),
+            prefix_cache_tokens: None,
         }),
     }
 }

@@ -280,6 +280,10 @@ pub struct ServerInfo {
     /// What limited throughput at the knee on the server's evidence.
     #[serde(default)]
     pub verdict: Option<ServerVerdict>,
+    /// Tokens one engine's prefix cache holds, where the server says (vLLM's
+    /// cache_config_info: num_gpu_blocks x block_size): `plan --input`'s cache for the job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_cache_tokens: Option<u64>,
 }
 
 /// The knee, as the server's metrics explain it.

@@ -152,6 +152,7 @@ mod tests {
             dialect: "none".into(),
             metrics_url: String::new(),
             running_max_observed: None,
+            prefix_cache_tokens: None,
             verdict: Some(ServerVerdict {
                 limit: ServerLimit::RateLimit,
                 evidence: "429s".into(),

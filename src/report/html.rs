@@ -372,6 +372,7 @@ mod tests {
             dialect: "vllm".into(),
             metrics_url: "http://h:8000/metrics".into(),
             running_max_observed: Some(16.0),
+            prefix_cache_tokens: None,
             verdict: Some(ServerVerdict {
                 limit: crate::model::ServerLimit::ServerBatch,
                 evidence: "it ran 16 & queued".into(),

@@ -137,6 +137,30 @@ impl Dialect {
     }
 }
 
+impl Dialect {
+    /// Tokens one engine's prefix cache holds, where the server says: vLLM's `cache_config_info`
+    /// (num_gpu_blocks x block_size, with enable_prefix_caching on); the smallest engine's with
+    /// several. None for other servers, or with caching off.
+    pub fn prefix_cache_tokens(self, samples: &[PromSample]) -> Option<u64> {
+        if self != Dialect::Vllm {
+            return None;
+        }
+        samples
+            .iter()
+            .filter(|s| s.name == "vllm:cache_config_info")
+            .filter_map(|s| {
+                let label = |k: &str| s.labels.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+                if !label("enable_prefix_caching")?.eq_ignore_ascii_case("true") {
+                    return None;
+                }
+                let blocks: u64 = label("num_gpu_blocks")?.parse().ok()?;
+                let size: u64 = label("block_size")?.parse().ok()?;
+                Some(blocks * size)
+            })
+            .min()
+    }
+}
+
 /// Each server's metrics text as the server writes it (`tests/data/metrics/README.md` names
 /// the sources), read back into the figures sizeup uses.
 #[cfg(test)]
@@ -209,6 +233,18 @@ mod tests {
         );
         let r = level(Dialect::Sglang, &a, &b).unwrap();
         assert!((r - 0.5).abs() < 1e-12, "{r}");
+    }
+
+    #[test]
+    fn vllm_says_how_large_its_prefix_cache_is() {
+        let cache = |(_, text): (&str, &str)| Dialect::Vllm.prefix_cache_tokens(&prom::parse(text));
+        // 400 blocks of 16 tokens, prefix caching on.
+        assert_eq!(cache(fixture!("vllm-v0.11.0-busy.prom")), Some(6400));
+        let (_, text) = fixture!("vllm-v0.11.0-busy.prom");
+        let off = text.replace("enable_prefix_caching=\"True\"", "enable_prefix_caching=\"False\"");
+        assert_eq!(Dialect::Vllm.prefix_cache_tokens(&prom::parse(&off)), None);
+        let (_, sg) = fixture!("sglang-v0.5.3-busy.prom");
+        assert_eq!(Dialect::Sglang.prefix_cache_tokens(&prom::parse(sg)), None);
     }
 
     // One test per server: every dialect reads from its server's own text.

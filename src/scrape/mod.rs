@@ -48,6 +48,8 @@ pub struct Scraper {
     history: Arc<Mutex<Vec<ServerSnapshot>>>,
     cancel: CancellationToken,
     fetch: Arc<Fetch>,
+    /// Tokens one engine's prefix cache holds, from the first page (vLLM's cache_config_info).
+    prefix_cache_tokens: Option<u64>,
 }
 
 impl Drop for Scraper {
@@ -124,6 +126,7 @@ impl Scraper {
             history,
             cancel,
             fetch,
+            prefix_cache_tokens: dialect.prefix_cache_tokens(&samples),
         }))
     }
 
@@ -142,6 +145,11 @@ impl Scraper {
 
     pub fn dialect(&self) -> Dialect {
         self.dialect
+    }
+
+    /// Tokens one engine's prefix cache holds, where the server said.
+    pub fn prefix_cache_tokens(&self) -> Option<u64> {
+        self.prefix_cache_tokens
     }
 
     pub fn url_display(&self) -> &str {

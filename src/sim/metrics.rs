@@ -147,6 +147,15 @@ fn vllm_metrics(out: &mut String, s: &AppState) {
             g.prefix_hits.load(Ordering::Relaxed),
         ),
     ];
+    if s.cfg.params.prefix_cache_tokens > 0 {
+        // As vLLM describes its cache: one GPU's pool in blocks of 16.
+        let block = super::prefix::BLOCK;
+        let _ = writeln!(
+            out,
+            "# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig\n# TYPE vllm:cache_config_info gauge\nvllm:cache_config_info{{block_size=\"{block}\",enable_prefix_caching=\"True\",num_gpu_blocks=\"{}\"}} 1.0",
+            s.cfg.params.prefix_cache_tokens / block as u64
+        );
+    }
     for (name, help, v) in counters {
         let _ = writeln!(
             out,
