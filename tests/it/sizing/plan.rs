@@ -795,8 +795,14 @@ async fn the_jobs_own_prefix_sharing_sizes_the_plan_and_a_cached_sweep_says_it_c
     );
     assert!(stderr.contains("share 0% of their prompt"), "{stderr}");
     // The cache's size came from the server's own cache_config_info.
-    assert!(stderr.contains("a cache of 2,000,000 tokens (the sweep's server"), "{stderr}");
-    assert_eq!(read_json(&s.join("summary.json"))["server"]["prefix_cache_tokens"], 2_000_000);
+    assert!(
+        stderr.contains("a cache of 2,000,000 tokens (the sweep's server"),
+        "{stderr}"
+    );
+    assert_eq!(
+        read_json(&s.join("summary.json"))["server"]["prefix_cache_tokens"],
+        2_000_000
+    );
 
     // 640 shared words of ~720: the sweep's prompts were ~90% cached; it cannot price the job.
     let c = sweep(&cached, "sw-cached", false).await.unwrap();
