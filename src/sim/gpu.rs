@@ -207,6 +207,19 @@ struct Running {
     events: mpsc::UnboundedSender<Event>,
 }
 
+/// The prompt tokens of `seq` its GPU's prefix cache serves, looked up at admission as vLLM's
+/// scheduler does, counted in the gauges and told to the request; 0 with the cache off.
+fn cached_tokens(cache: Option<&mut super::prefix::PrefixCache>, seq: &NewSeq, gauges: &Gauges) -> u32 {
+    let Some(c) = cache else { return 0 };
+    let hit = ((c.admit(&seq.blocks) * super::prefix::BLOCK) as u32).min(seq.prompt_tokens);
+    gauges
+        .prefix_queries
+        .fetch_add(u64::from(seq.prompt_tokens), Ordering::Relaxed);
+    gauges.prefix_hits.fetch_add(u64::from(hit), Ordering::Relaxed);
+    seq.cached.store(hit, Ordering::Relaxed);
+    hit
+}
+
 /// One GPU: admits from its FIFO up to `batch`, delivers tokens in time order.
 async fn gpu_loop(mut rx: mpsc::UnboundedReceiver<Cmd>, load: Arc<AtomicUsize>, p: GpuParams, gauges: Arc<Gauges>) {
     let mut waiting: VecDeque<NewSeq> = VecDeque::new();
@@ -236,20 +249,7 @@ async fn gpu_loop(mut rx: mpsc::UnboundedReceiver<Cmd>, load: Arc<AtomicUsize>, 
             running += 1;
             // A prefill-only sequence pays no decode step: its forward pass is the prefill.
             let decode = if seq.max_tokens == 0 { 0.0 } else { p.step(running) };
-            // The prefix cache is looked up at admission, as vLLM's scheduler does.
-            let cached = match cache.as_mut() {
-                Some(c) => {
-                    let hit = (c.admit(&seq.blocks) * super::prefix::BLOCK) as u32;
-                    let hit = hit.min(seq.prompt_tokens);
-                    gauges
-                        .prefix_queries
-                        .fetch_add(u64::from(seq.prompt_tokens), Ordering::Relaxed);
-                    gauges.prefix_hits.fetch_add(u64::from(hit), Ordering::Relaxed);
-                    seq.cached.store(hit, Ordering::Relaxed);
-                    hit
-                }
-                None => 0,
-            };
+            let cached = cached_tokens(cache.as_mut(), &seq, &gauges);
             let first = (p.prefill(seq.prompt_tokens - cached) + decode) * seq.mult;
             let kv_tokens = u64::from(seq.prompt_tokens) + u64::from(seq.max_tokens);
             gauges.kv_tokens.fetch_add(kv_tokens, Ordering::SeqCst);
