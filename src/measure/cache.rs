@@ -8,34 +8,45 @@
 
 pub use crate::hash::{byte_blocks, BLOCK_BYTES};
 
-use std::collections::HashSet;
+use crate::stats::prefix::PrefixCache;
 use std::sync::Mutex;
 
 /// How far above the share the sweep's own lines explain a level's hit rate may be before the
 /// level counts as served by a warm cache.
 pub const INFLATED_BY: f64 = 0.15;
 
-/// The blocks sent so far in the sweep, and the bytes sent and those an unbounded cache of them
-/// would have served.
-#[derive(Default)]
+/// The blocks sent so far in the sweep, in a prefix cache no eviction empties (the one pool
+/// that decides what a prefix hit is, for the simulator and `plan` too), and the bytes sent and
+/// those it served.
 pub struct SeenBlocks {
     inner: Mutex<Seen>,
 }
 
-#[derive(Default)]
 struct Seen {
-    blocks: HashSet<u64>,
+    blocks: PrefixCache,
     /// Prompt bytes sent, and those in leading blocks sent before.
     sent: u64,
     explained: u64,
+}
+
+impl Default for SeenBlocks {
+    fn default() -> Self {
+        let blocks = PrefixCache::new(u64::MAX).expect("an unbounded pool is on");
+        SeenBlocks {
+            inner: Mutex::new(Seen {
+                blocks,
+                sent: 0,
+                explained: 0,
+            }),
+        }
+    }
 }
 
 impl SeenBlocks {
     /// One request of `prompt_bytes` whose whole blocks are `blocks` is sent.
     pub fn offer(&self, blocks: &[u64], prompt_bytes: u64) {
         let mut s = self.inner.lock().expect("seen blocks lock");
-        let hits = blocks.iter().take_while(|b| s.blocks.contains(b)).count();
-        s.blocks.extend(blocks.iter().copied());
+        let hits = s.blocks.admit(blocks);
         s.sent += prompt_bytes.max((blocks.len() * BLOCK_BYTES) as u64);
         s.explained += (hits * BLOCK_BYTES) as u64;
     }
