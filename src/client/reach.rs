@@ -53,20 +53,10 @@ pub async fn check_tls(url: &reqwest::Url, access: &super::Access, limit: Durati
     if url.scheme() != "https" {
         return Ok(());
     }
-    let Some(root) = super::base_url(url.as_str()) else {
-        return Ok(());
-    };
-    let Ok(http) = access.builder().timeout(limit).build() else {
-        return Ok(());
-    };
-    match http.head(root).send().await {
-        Ok(_) => Ok(()),
-        Err(e) => {
-            let failure = super::transport::transport_failure(e);
-            match failure.message.starts_with(super::transport::CERT_REFUSED) {
-                true => Err(failure.message),
-                false => Ok(()),
-            }
+    match super::send::side_request(url.as_str(), reqwest::Method::HEAD, "", access, limit).await {
+        Err(super::send::SideError::Transport(f)) if f.message.starts_with(super::transport::CERT_REFUSED) => {
+            Err(f.message)
         }
+        _ => Ok(()),
     }
 }

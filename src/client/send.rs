@@ -319,32 +319,60 @@ fn scrub_result(scrubber: &Scrubber, result: Result<Success, Failure>) -> Result
     }
 }
 
+/// Why a request beside the job's (the models probe, an admin route, the TLS pre-flight) got
+/// no answer.
+pub(crate) enum SideError {
+    /// The endpoint is no URL, or no HTTP client could be built for it.
+    Endpoint(String),
+    /// The transport's failure, not yet scrubbed (the caller scrubs it, or reads its kind).
+    Transport(Failure),
+}
+
+/// A request beside the job's, to `path` under the endpoint's base URL, built as the job's
+/// are: with the endpoint's query (a gateway that wants `?api-version=` on inference requests
+/// wants it here too), its trusted roots, headers and key.
+pub(crate) async fn side_request(
+    endpoint: &str,
+    method: reqwest::Method,
+    path: &str,
+    access: &Access,
+    timeout: Duration,
+) -> Result<reqwest::Response, SideError> {
+    let mut url = base_url(endpoint).ok_or_else(|| SideError::Endpoint("invalid endpoint URL".into()))?;
+    url.set_path(&format!("{}{path}", url.path().trim_end_matches('/')));
+    url.set_query(reqwest::Url::parse(endpoint).ok().as_ref().and_then(|u| u.query()));
+    let http = access
+        .builder()
+        .timeout(timeout)
+        .build()
+        .map_err(|e| SideError::Endpoint(e.to_string()))?;
+    access
+        .apply(http.request(method, url))
+        .send()
+        .await
+        .map_err(|e| SideError::Transport(transport_failure(e)))
+}
+
 /// `POST {base}{path}` with no body and the endpoint's headers: the answer's status, or the
 /// transport's error (scrubbed). For a server's admin routes (vLLM's `/reset_prefix_cache`).
 pub async fn post_empty(endpoint: &str, path: &str, access: &Access, timeout: Duration) -> Result<u16, String> {
-    let mut url = base_url(endpoint).ok_or("invalid endpoint URL")?;
-    url.set_path(&format!("{}{path}", url.path().trim_end_matches('/')));
-    let http = access.builder().timeout(timeout).build().map_err(|e| e.to_string())?;
-    match access.apply(http.post(url)).send().await {
+    match side_request(endpoint, reqwest::Method::POST, path, access, timeout).await {
         Ok(resp) => Ok(resp.status().as_u16()),
-        Err(e) => Err(access.scrubber().text_string(transport_failure(e).message)),
+        Err(SideError::Endpoint(m)) => Err(m),
+        Err(SideError::Transport(f)) => Err(access.scrubber().text_string(f.message)),
     }
 }
 
 /// `GET /v1/models`: the first model's id, for when `--model` is not given. The id goes into
 /// every request body and the outputs, so it is scrubbed of the key as answers are.
 pub async fn first_model(endpoint: &str, access: &Access, timeout: Duration) -> Result<Option<String>, ClientError> {
-    let Some(mut url) = base_url(endpoint) else {
-        return Err(ClientError::Endpoint("invalid endpoint URL".into()));
-    };
-    let path = format!("{}/v1/models", url.path().trim_end_matches('/'));
-    url.set_path(&path);
-    // A gateway that wants `?api-version=` on inference requests wants it here too.
-    url.set_query(reqwest::Url::parse(endpoint).ok().as_ref().and_then(|u| u.query()));
     let scrubber = access.scrubber();
     let failed = |e| ClientError::Transport(scrubber.text_string(transport_failure(e).message));
-    let http = access.builder().timeout(timeout).build()?;
-    let resp = access.apply(http.get(url)).send().await.map_err(failed)?;
+    let resp = match side_request(endpoint, reqwest::Method::GET, "/v1/models", access, timeout).await {
+        Ok(resp) => resp,
+        Err(SideError::Endpoint(m)) => return Err(ClientError::Endpoint(m)),
+        Err(SideError::Transport(f)) => return Err(ClientError::Transport(scrubber.text_string(f.message))),
+    };
     let status = resp.status();
     if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
         return Err(ClientError::Rejected {
