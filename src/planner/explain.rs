@@ -123,9 +123,20 @@ pub fn explain(plan: &Plan) -> String {
         lines.push(line);
     }
     if let Some(m) = &plan.capacity_model {
+        let prompt = match (m.prompt_uncached, m.b_ms_per_cached_token) {
+            (false, _) => format!("{:.4} ms x prompt tokens", m.b_ms_per_prompt_token),
+            (true, Some(k)) => format!(
+                "{:.4} ms x uncached + {k:.4} ms x cached prompt tokens",
+                m.b_ms_per_prompt_token
+            ),
+            (true, None) => format!(
+                "{:.4} ms x uncached prompt tokens (cached ones free)",
+                m.b_ms_per_prompt_token
+            ),
+        };
         lines.push(format!(
-            "capacity model at level {}: latency = {:.1} ms + {:.4} ms x prompt tokens + {:.3} ms x output tokens (R² {:.3}); RPM per GPU = C x 60000 / latency",
-            plan.chosen_concurrency, m.a_ms, m.b_ms_per_prompt_token, m.c_ms_per_output_token, m.r2
+            "capacity model at level {}: latency = {:.1} ms + {prompt} + {:.3} ms x output tokens (R² {:.3}); RPM per GPU = C x 60000 / latency",
+            plan.chosen_concurrency, m.a_ms, m.c_ms_per_output_token, m.r2
         ));
     }
     lines.push(scaling_line(plan));

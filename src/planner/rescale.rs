@@ -7,7 +7,8 @@ use crate::model::CapacityModel;
 /// R² below this: the model explains too little of the latency to size a job with.
 pub const MIN_R2: f64 = 0.5;
 
-/// Rescales the sweep's levels to a job of another mix with each level's latency model:
+/// Rescales the sweep's levels to a job of another mix with each level's latency model (a
+/// request of `prompt_tokens` prefilled and `cached_tokens` a prefix cache served):
 /// Little's law at the level's concurrency C gives RPM = C x 60000 / latency, so the RPM
 /// (and its CI) scale by the ratio of the sweep's mean latency (C x 60000 / measured RPM) to
 /// the job's predicted one, and p95 latency by its inverse. `Err` says why the model cannot be
@@ -15,7 +16,7 @@ pub const MIN_R2: f64 = 0.5;
 pub fn rescale_for_mix(
     levels: &mut [SweepLevel],
     fits: &[Option<CapacityModel>],
-    prompt_tokens: f64,
+    (prompt_tokens, cached_tokens): (f64, f64),
     output_tokens: f64,
     prompt_extrapolates: bool,
 ) -> Result<(), String> {
@@ -44,14 +45,14 @@ pub fn rescale_for_mix(
                 l.concurrency, f.prompt_tokens_min, f.prompt_tokens_max, f.output_tokens_min, f.output_tokens_max
             ));
         }
-        if f.latency_ms(prompt_tokens, output_tokens) <= 0.0 || l.rpm <= 0.0 {
+        if f.latency_split_ms(prompt_tokens, cached_tokens, output_tokens) <= 0.0 || l.rpm <= 0.0 {
             return Err(format!("level {}'s model predicts no positive latency", l.concurrency));
         }
     }
     for (l, fit) in levels.iter_mut().zip(fits) {
         let f = fit.as_ref().expect("checked above");
         let sweep_latency = f64::from(l.concurrency) * 60_000.0 / l.rpm;
-        let ratio = f.latency_ms(prompt_tokens, output_tokens) / sweep_latency;
+        let ratio = f.latency_split_ms(prompt_tokens, cached_tokens, output_tokens) / sweep_latency;
         l.rpm /= ratio;
         l.rpm_ci_low /= ratio;
         l.rpm_ci_high /= ratio;

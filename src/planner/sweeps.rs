@@ -315,17 +315,21 @@ fn prepare(
                     && measured
                         .iter()
                         .all(|l| l.capacity_model.is_some_and(|m| m.prompt_uncached));
-                let (prompt_in, sweep_ref, extrapolates) = match cache_adjusted(summary, job, (sp, jp), uncached, say) {
+                let fits: Vec<_> = measured.iter().map(|l| l.capacity_model).collect();
+                let terms = match cache_adjusted(summary, job, (sp, jp), uncached, &fits, say) {
                     Ok(terms) => terms,
                     Err(why) => {
                         refusal = Some(why);
-                        (jp, sp, false)
+                        PromptTerms::whole(jp, sp)
                     }
                 };
                 let differs = |a: f64, b: f64| (a - b).abs() > 0.1 * b.max(1.0);
-                if differs(prompt_in, sweep_ref) || differs(jo, so) {
-                    let fits: Vec<_> = measured.iter().map(|l| l.capacity_model).collect();
-                    match rescale_for_mix(&mut input.levels, &fits, prompt_in, jo, extrapolates) {
+                let priced_cached = fits.iter().flatten().any(|f| f.b_ms_per_cached_token.is_some());
+                if differs(terms.job.0, terms.sweep.0)
+                    || (priced_cached && differs(terms.job.1, terms.sweep.1))
+                    || differs(jo, so)
+                {
+                    match rescale_for_mix(&mut input.levels, &fits, terms.job, jo, terms.extrapolates) {
                         Ok(()) => {
                             model_used = true;
                             say(Note::Info("the job's mix differs from the sweep's by more than 10%: sized with the capacity model".into()));
@@ -378,24 +382,45 @@ pub fn sweep_prefix_share(summary: &Summary) -> Option<f64> {
 /// Above this share of cached prompt, the sweep's levels cannot price uncached tokens.
 const PRICEABLE_SHARE: f64 = 0.8;
 
-/// The job's and the sweep's prompts as the levels' capacity models price them, and whether
-/// the job's may pass the range the levels saw. A prefix cache changes what a prompt costs: the
-/// job's own sharing (its file replayed through a cache) counts where it differs from what the
-/// sweep's cache served by more than 10 points, and the sweep's share otherwise.
-/// - Models fitted on uncached tokens (the answers said what was cached): each side's uncached
-///   prompt.
+/// A request's prompt in the terms the levels' capacity models price it: (tokens prefilled,
+/// tokens a prefix cache served), for the job and for the sweep.
+struct PromptTerms {
+    job: (f64, f64),
+    sweep: (f64, f64),
+    /// The job's prefilled tokens may pass the range the levels saw.
+    extrapolates: bool,
+}
+
+impl PromptTerms {
+    /// Whole prompts, no cache in the reckoning.
+    fn whole(job_prompt: f64, sweep_prompt: f64) -> PromptTerms {
+        PromptTerms {
+            job: (job_prompt, 0.0),
+            sweep: (sweep_prompt, 0.0),
+            extrapolates: false,
+        }
+    }
+}
+
+/// The job's and the sweep's prompts as the levels' capacity models price them. A prefix cache
+/// changes what a prompt costs: the job's own sharing (its file replayed through a cache)
+/// counts where it differs from what the sweep's cache served by more than 10 points, and the
+/// sweep's share otherwise.
+/// - Models fitted on uncached tokens (the answers said what was cached): each side's tokens
+///   prefilled and cached, a cached token at the level's b' (free where it could not tell).
 /// - Models fitted on whole prompts: a level prices a prompt token at what the sweep's varying,
 ///   uncached part cost, the sweep's cached tokens folded into its intercept; so a job request
 ///   costs what a sweep request of (the sweep's cached + the job's uncached tokens) does.
 ///
-/// Cached tokens are taken as free. `Err`: the sweep was so cached it cannot price the job.
+/// `Err`: the sweep was so cached it cannot price the job.
 fn cache_adjusted(
     summary: &Summary,
     job: &MixSums,
     (sweep_prompt, job_prompt): (f64, f64),
     uncached: bool,
+    fits: &[Option<crate::model::CapacityModel>],
     say: &mut dyn FnMut(Note),
-) -> Result<(f64, f64, bool), String> {
+) -> Result<PromptTerms, String> {
     let sweep_share = sweep_prefix_share(summary);
     let ss = sweep_share.unwrap_or(0.0);
     let mut sj = ss;
@@ -417,19 +442,32 @@ fn cache_adjusted(
         }
     }
     let adjusted = sj != ss;
-    let (prompt_in, sweep_ref) = if uncached {
-        ((1.0 - sj) * job_prompt, (1.0 - ss) * sweep_prompt)
+    let terms = if uncached {
+        PromptTerms {
+            job: ((1.0 - sj) * job_prompt, sj * job_prompt),
+            sweep: ((1.0 - ss) * sweep_prompt, ss * sweep_prompt),
+            extrapolates: adjusted,
+        }
     } else {
-        (ss * sweep_prompt + (1.0 - sj) * job_prompt, sweep_prompt)
+        PromptTerms {
+            extrapolates: adjusted,
+            ..PromptTerms::whole(ss * sweep_prompt + (1.0 - sj) * job_prompt, sweep_prompt)
+        }
     };
     if adjusted {
+        let mut priced: Vec<f64> = fits.iter().flatten().filter_map(|f| f.b_ms_per_cached_token).collect();
+        priced.sort_by(f64::total_cmp);
+        let cached_cost = match priced.get(priced.len() / 2) {
+            Some(k) if uncached => format!("a cached token at {k:.4} ms, the levels' median fit"),
+            _ => "cached tokens taken as free: the levels could not tell their cost from nothing".into(),
+        };
         say(Note::Info(format!(
-            "the job's sharing differs from the sweep's by more than 10 points: sized for {:.0} uncached prompt tokens a request where the sweep's prefilled {:.0} (cached tokens taken as free)",
+            "the job's sharing differs from the sweep's by more than 10 points: sized for {:.0} uncached prompt tokens a request where the sweep's prefilled {:.0} ({cached_cost})",
             (1.0 - sj) * job_prompt,
             (1.0 - ss) * sweep_prompt
         )));
     }
-    Ok((prompt_in, sweep_ref, adjusted))
+    Ok(terms)
 }
 
 fn sweep_level(l: &LevelRow) -> SweepLevel {
@@ -612,5 +650,81 @@ mod tests {
         let plan = chosen(&answer.choice).unwrap();
         assert!(plan.scaling.is_none());
         assert!(crate::planner::explain(&plan).contains("assumes linear scaling"));
+    }
+
+    /// A sweep of 1,000-token prompts, `share` of them cached, whose levels' models price an
+    /// uncached token at 0.02 ms, a cached one at `cached_cost` and an output token at 0.2 ms,
+    /// each level's intercept making it predict the latency it measured.
+    fn cached_sweep(share: f64, cached_cost: Option<f64>) -> Summary {
+        let mut s = fixtures::summary();
+        s.workload = Some(crate::model::SweepMix {
+            requests: 1000,
+            prompt_tokens_mean: Some(1000.0),
+            output_tokens_mean: 50.0,
+            prompt_bytes_mean: 4000.0,
+            requested_output_tokens_mean: Some(50.0),
+            tokens_per_prompt_byte: Some(0.25),
+            output_per_requested_token: Some(1.0),
+        });
+        for l in &mut s.levels {
+            l.input_tokens_per_s = l.rpm / 60.0 * 1000.0;
+            l.cached_prompt_tokens_per_s = Some(share * l.input_tokens_per_s);
+            let latency = f64::from(l.concurrency) * 60_000.0 / l.rpm;
+            let priced = 0.02 * (1.0 - share) * 1000.0 + cached_cost.unwrap_or(0.0) * share * 1000.0 + 0.2 * 50.0;
+            l.capacity_model = Some(crate::model::CapacityModel {
+                a_ms: latency - priced,
+                b_ms_per_prompt_token: 0.02,
+                b_ms_per_cached_token: cached_cost,
+                c_ms_per_output_token: 0.2,
+                r2: 0.9,
+                n: 500,
+                prompt_tokens_min: 20.0,
+                prompt_tokens_max: 1100.0,
+                output_tokens_min: 40.0,
+                output_tokens_max: 60.0,
+                prompt_uncached: true,
+            });
+        }
+        s
+    }
+
+    #[test]
+    fn a_job_sharing_more_than_the_sweep_pays_the_levels_price_of_a_cached_token() {
+        // The job: the sweep's prompts and outputs, but 90% of its prompt cached in file order.
+        let job = MixSums {
+            requests: 1000,
+            prompt_bytes: 4_000_000,
+            with_requested: 1000,
+            requested_tokens: 50_000,
+            cached_prompt_bytes: Some(3_600_000),
+        };
+        let spec = JobSpec {
+            requests: Some(1000),
+            mix: Some(&job),
+            slo: Slo::default(),
+            sizing: Sizing::default(),
+        };
+        for cached_cost in [None, Some(0.005)] {
+            let s = cached_sweep(0.3, cached_cost);
+            let mut notes = Vec::new();
+            let p = prepare(&s, 10_000.0, &spec, None, &mut |n| notes.push(n));
+            assert!(p.model_used && p.refusal.is_none(), "{notes:?}");
+            for (l, m) in p.input.levels.iter().zip(&s.levels) {
+                let f = m.capacity_model.unwrap();
+                // 100 prefilled, 900 cached, 50 output tokens a request.
+                let job_latency = f.a_ms + 0.02 * 100.0 + cached_cost.unwrap_or(0.0) * 900.0 + 10.0;
+                let want = f64::from(l.concurrency) * 60_000.0 / job_latency;
+                assert!(
+                    (l.rpm - want).abs() < 1e-6 * want,
+                    "{cached_cost:?}: {} vs {want}",
+                    l.rpm
+                );
+            }
+            let said = |w: &str| notes.iter().any(|n| matches!(n, Note::Info(m) if m.contains(w)));
+            match cached_cost {
+                Some(_) => assert!(said("a cached token at 0.0050 ms")),
+                None => assert!(said("cached tokens taken as free")),
+            }
+        }
     }
 }

@@ -162,7 +162,7 @@ struct Measured {
     rate_limited: u64,
     /// (prompt tokens not served by a prefix cache, output tokens, latency ms) of answers with
     /// real token counts.
-    fit_points: Vec<(f64, f64, f64)>,
+    fit_points: Vec<super::fit::FitPoint>,
     /// Some answer reported its cached prompt tokens.
     cached_known: bool,
     rows: Vec<RequestRow>,
@@ -195,7 +195,9 @@ fn measure(c: u32, recs: &[Sample], w: f64, offset_ms: f64) -> Measured {
                     // rest: a hit and a miss of one length cost apart.
                     let uncached = p.saturating_sub(cached_tokens.unwrap_or(0));
                     m.cached_known |= cached_tokens.is_some();
-                    m.fit_points.push((uncached as f64, *completion_tokens as f64, e2e_ms));
+                    let cached = cached_tokens.unwrap_or(0).min(*p);
+                    m.fit_points
+                        .push((uncached as f64, cached as f64, *completion_tokens as f64, e2e_ms));
                 }
                 m.lat.e2e.record_ms(e2e_ms);
                 if let Some(t) = ttft_ms {
