@@ -29,11 +29,16 @@ pub const BLOCK_BYTES: usize = 64;
 
 /// A text's whole blocks of [`BLOCK_BYTES`], each named by a hash chained from the blocks
 /// before it, as a prefix cache names its token blocks: two texts share a block only where
-/// they share everything up to its end. (The sweep's own-lines share and `plan`'s estimate of
-/// what a job's file shares.)
+/// they share everything up to its end. (The sweep's own-lines share.)
 pub fn byte_blocks(text: &[u8]) -> Vec<u64> {
+    byte_blocks_of(text, BLOCK_BYTES)
+}
+
+/// [`byte_blocks`] of `block_bytes` a block: `plan`'s replay of a job's file cuts blocks of a
+/// cache block's 16 tokens at the sweep's own bytes per token.
+pub fn byte_blocks_of(text: &[u8], block_bytes: usize) -> Vec<u64> {
     let mut chain = GOLDEN;
-    text.chunks_exact(BLOCK_BYTES)
+    text.chunks_exact(block_bytes.max(1))
         .map(|block| {
             chain = splitmix64(chain ^ fnv1a(block));
             chain

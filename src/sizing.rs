@@ -54,25 +54,57 @@ pub fn folder_name(dir: &Path) -> String {
         .map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().to_string())
 }
 
-/// Counts the requests of a batch file and sums their stated sizes (streamed; invalid lines
-/// are not counted).
 /// Tokens of prefix cache per replica a job is replayed through when neither the user nor the
 /// server says: a vLLM replica's KV pool on one large GPU.
 pub const DEFAULT_CACHE_TOKENS: u64 = 1_000_000;
 
-pub fn scan_job(path: &Path, format: Option<Format>, api: Api, cache_tokens: u64) -> anyhow::Result<MixSums> {
+/// How a job's file is replayed through prefix caches to estimate what its lines share.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CacheReplay {
+    /// Each replica's cache, tokens (0: no cache).
+    pub tokens: u64,
+    /// Bytes of one cache block of 16 tokens, at the sweep's own tokens per prompt byte.
+    pub block_bytes: usize,
+    /// Replicas, each with its own cache, the lines are spread over round-robin (1: one
+    /// cache, as a router that keeps related lines on one replica gives).
+    pub replicas: u32,
+}
+
+impl CacheReplay {
+    /// One cache of `tokens`, cut in blocks at the sweep's `tokens_per_byte` (from `usage`;
+    /// 4 bytes a token where the sweep did not say).
+    pub fn new(tokens: u64, tokens_per_byte: Option<f64>) -> CacheReplay {
+        let block_bytes = tokens_per_byte
+            .filter(|t| t.is_finite() && *t > 0.0)
+            .map_or(crate::hash::BLOCK_BYTES, |t| {
+                ((crate::stats::prefix::BLOCK_TOKENS as f64 / t).round() as usize).clamp(8, 1024)
+            });
+        CacheReplay {
+            tokens,
+            block_bytes,
+            replicas: 1,
+        }
+    }
+}
+
+/// Counts the requests of a batch file and sums their stated sizes (streamed; invalid lines
+/// are not counted), replaying them in file order through `replay`'s caches: what they share.
+pub fn scan_job(path: &Path, format: Option<Format>, api: Api, replay: CacheReplay) -> anyhow::Result<MixSums> {
     let reader = Reader::open(path, format, ReadOptions::new(api)).map_err(|e| usage_error(e.to_string(), None))?;
     let mut mix = MixSums::default();
     let mut bad = 0u64;
-    // The lines in file order through a prefix cache of the server's size: what they share.
-    let mut pool = crate::stats::prefix::PrefixCache::new(cache_tokens);
+    let mut pools: Vec<_> = (0..replay.replicas.max(1))
+        .map_while(|_| crate::stats::prefix::PrefixCache::new(replay.tokens))
+        .collect();
     let mut cached = 0u64;
     let mut add = |mix: &mut MixSums, body: &serde_json::Value| {
+        let line = mix.requests as usize;
         mix.add(body);
-        if let Some(pool) = pool.as_mut() {
+        if !pools.is_empty() {
+            let n = pools.len();
             let text = crate::model::prompt_text(body);
-            let hits = pool.admit(&crate::hash::byte_blocks(text.as_bytes()));
-            cached += ((hits * crate::hash::BLOCK_BYTES) as u64).min(crate::model::prompt_bytes(body));
+            let hits = pools[line % n].admit(&crate::hash::byte_blocks_of(text.as_bytes(), replay.block_bytes));
+            cached += ((hits * replay.block_bytes) as u64).min(crate::model::prompt_bytes(body));
         }
     };
     for item in reader {
@@ -92,10 +124,73 @@ pub fn scan_job(path: &Path, format: Option<Format>, api: Api, cache_tokens: u64
             path.display()
         ));
     }
-    if cache_tokens >= crate::stats::prefix::BLOCK_TOKENS {
+    if replay.tokens >= crate::stats::prefix::BLOCK_TOKENS {
         mix.cached_prompt_bytes = Some(cached);
     }
     Ok(mix)
+}
+
+/// A job whose lines share prefixes, planned for several replicas: each keeps its own cache,
+/// so the plan's share (one cache, as a router that keeps related lines on one replica gives)
+/// is set beside the job's lines spread round-robin over the plan's replicas, and a plan at
+/// that share; recorded in plan.json's `prefix_cache`, and told to the person where it
+/// differs. `job` is the file the question's mix was read from, replayed with `replay`.
+pub fn spread_over_replicas(
+    q: &Question,
+    plan: &mut Plan,
+    job: (&Path, Option<Format>, Api),
+    replay: CacheReplay,
+) -> anyhow::Result<()> {
+    let Some(pc) = plan.prefix_cache.as_mut() else {
+        return Ok(());
+    };
+    pc.cache_tokens = Some(replay.tokens);
+    if plan.gpus < 2 || plan.limit.is_some() || pc.job_share < 0.01 {
+        return Ok(());
+    }
+    let spread = scan_job(
+        job.0,
+        job.1,
+        job.2,
+        CacheReplay {
+            replicas: plan.gpus,
+            ..replay
+        },
+    )?;
+    let Some(share) = spread.prefix_share() else {
+        return Ok(());
+    };
+    pc.round_robin_share = Some(share);
+    pc.round_robin_gpus = Some(plan.gpus);
+    if (share - pc.sized_share).abs() <= 0.10 {
+        return Ok(());
+    }
+    // The same question at the spread share, asked quietly: only its GPU count is told.
+    let again = Question {
+        options: q.options,
+        rate: q.rate,
+        job: planner::JobSpec {
+            requests: q.job.requests,
+            mix: Some(&spread),
+            slo: q.job.slo,
+            sizing: q.job.sizing,
+        },
+        objective: q.objective,
+        budget_usd: q.budget_usd,
+    };
+    let gpus = planner::for_sweeps(&again)
+        .ok()
+        .and_then(|a| planner::chosen(&a.choice).ok())
+        .map(|p| p.gpus);
+    pc.round_robin_gpus = gpus;
+    ui::warn(format!(
+        "prefix cache: the plan assumes the job's lines share {:.0}% of their prompt, as one cache (or a router that keeps related lines on one replica) gives; spread round-robin over {} replicas, each with its own cache, they share {:.0}%, and need {}",
+        pc.sized_share * 100.0,
+        plan.gpus,
+        share * 100.0,
+        gpus.map_or("more GPUs than any option meets".to_string(), |g| format!("{g} GPUs")),
+    ));
+    Ok(())
 }
 
 /// Sizes every option and chooses one, telling the person the planner's notes. Bad input is

@@ -309,11 +309,14 @@ fn plan(
         .collect();
     // The sweep drew its lines evenly from the file; the run reads them in file order, where
     // related lines that sit together share more of a prefix cache: the job's own sharing.
-    let job = job_sharing(s, summary)?.filter(|job| {
+    let (job, replay) = match job_sharing(s, summary)? {
         // Only where the shares differ: otherwise the sweep, a sample of this very job, is its mix.
-        matches!((job.prefix_share(), planner::sweep_prefix_share(summary)), (Some(j), Some(w)) if (j - w).abs() > 0.10)
-    });
-    let choice = crate::sizing::decide(&Question {
+        Some((job, r)) if matches!((job.prefix_share(), planner::sweep_prefix_share(summary)), (Some(j), Some(w)) if (j - w).abs() > 0.10) => {
+            (Some(job), Some(r))
+        }
+        _ => (None, None),
+    };
+    let question = Question {
         options: &options,
         rate,
         job: JobSpec {
@@ -324,8 +327,12 @@ fn plan(
         },
         objective: Objective::Cost,
         budget_usd: None,
-    })?;
-    let plan = crate::sizing::chosen(&choice)?;
+    };
+    let choice = crate::sizing::decide(&question)?;
+    let mut plan = crate::sizing::chosen(&choice)?;
+    if let Some(r) = replay {
+        crate::sizing::spread_over_replicas(&question, &mut plan, (&s.input, s.format, s.endpoint.api), r)?;
+    }
     crate::sizing::write_plan(&plan, &s.out.join("plan.json"))?;
     Ok(plan)
 }
@@ -333,7 +340,10 @@ fn plan(
 /// The job's file replayed in order through a replica's prefix cache (the simulator's own size,
 /// else what the sweep's server said, else the default); None for stdin, which cannot be read
 /// again, or no cache.
-fn job_sharing(s: &Settings, summary: &Summary) -> anyhow::Result<Option<crate::model::MixSums>> {
+fn job_sharing(
+    s: &Settings,
+    summary: &Summary,
+) -> anyhow::Result<Option<(crate::model::MixSums, crate::sizing::CacheReplay)>> {
     let tokens = match s.endpoint.url {
         Some(_) => summary
             .server
@@ -345,7 +355,9 @@ fn job_sharing(s: &Settings, summary: &Summary) -> anyhow::Result<Option<crate::
     if s.input.as_os_str() == "-" || tokens == 0 {
         return Ok(None);
     }
-    crate::sizing::scan_job(&s.input, s.format, s.endpoint.api, tokens).map(Some)
+    let replay = crate::sizing::CacheReplay::new(tokens, summary.workload.and_then(|w| w.tokens_per_prompt_byte));
+    let job = crate::sizing::scan_job(&s.input, s.format, s.endpoint.api, replay)?;
+    Ok(Some((job, replay)))
 }
 
 fn print_plan(plan: &Plan) -> anyhow::Result<()> {

@@ -4,7 +4,7 @@
 use super::settings;
 use crate::cli::PlanArgs;
 use crate::planner::{self, JobSpec, Objective, Question, RateGoal, SweepOption};
-use crate::sizing::{chosen, decide, folder_name, read_sweep, scan_job, write_plan};
+use crate::sizing::{chosen, decide, folder_name, read_sweep, scan_job, spread_over_replicas, write_plan, CacheReplay};
 use crate::ui::{self, usage_error, ExitStatus};
 use std::io::Write;
 
@@ -15,6 +15,7 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitStatus> {
         .iter()
         .map(|d| read_sweep(d))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut replay = None;
     let job = match &args.input {
         Some(path) => {
             let api = summaries[0].api;
@@ -34,7 +35,10 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitStatus> {
                     ui::thousands(tokens as f64)
                 ));
             }
-            Some(scan_job(path, args.format, api, tokens)?)
+            let per_byte = summaries[0].workload.and_then(|w| w.tokens_per_prompt_byte);
+            let r = CacheReplay::new(tokens, per_byte);
+            replay = Some((path.as_path(), api, r));
+            Some(scan_job(path, args.format, api, r)?)
         }
         None => None,
     };
@@ -55,7 +59,7 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitStatus> {
         })
         .collect();
     let objective = settings::objective(args.objective);
-    let choice = decide(&Question {
+    let question = Question {
         options: &options,
         rate,
         job: JobSpec {
@@ -66,7 +70,8 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitStatus> {
         },
         objective,
         budget_usd: args.budget,
-    })?;
+    };
+    let choice = decide(&question)?;
     let several = options.len() > 1;
     let mut stdout = std::io::stdout().lock();
     let plan = match chosen(&choice) {
@@ -80,10 +85,13 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitStatus> {
             return Err(e);
         }
     };
-    let plan = planner::Plan {
+    let mut plan = planner::Plan {
         shards: args.shards,
         ..plan
     };
+    if let Some((path, api, r)) = replay {
+        spread_over_replicas(&question, &mut plan, (path, args.format, api), r)?;
+    }
     write_plan(&plan, &args.out)?;
     if args.json {
         writeln!(stdout, "{}", plan.to_json())?;

@@ -139,8 +139,38 @@ pub fn explain(plan: &Plan) -> String {
             plan.chosen_concurrency, m.a_ms, m.c_ms_per_output_token, m.r2
         ));
     }
+    if let Some(pc) = &plan.prefix_cache {
+        lines.push(prefix_line(pc));
+    }
     lines.push(scaling_line(plan));
     lines.join("\n")
+}
+
+/// What the job's lines share through a prefix cache, and what spreading them over replicas
+/// leaves of it.
+fn prefix_line(pc: &super::plan::PlanPrefixCache) -> String {
+    let pct = |s: f64| format!("{:.0}%", s * 100.0);
+    let mut line = format!(
+        "prefix cache: sized for {} of the prompt served from cache (the job's lines in file order share {}",
+        pct(pc.sized_share),
+        pct(pc.job_share)
+    );
+    if let Some(t) = pc.cache_tokens {
+        line.push_str(&format!(" through a cache of {} tokens", grouped(t as f64, 0)));
+    }
+    if let Some(s) = pc.sweep_share {
+        line.push_str(&format!("; the sweep's answers {} cached", pct(s)));
+    }
+    line.push(')');
+    if let Some(rr) = pc.round_robin_share {
+        line.push_str(&format!(
+            "; it assumes one cache, or a router that keeps related lines on one replica: spread round-robin over the replicas, each with its own cache, they share {}{}",
+            pct(rr),
+            pc.round_robin_gpus
+                .map_or(", and no option meets the target".to_string(), |g| format!(" ({})", gpus_word(g)))
+        ));
+    }
+    line
 }
 
 /// Each GPU count measured with its efficiency: "1 GPU x1.00, 9 GPUs x0.88".

@@ -88,6 +88,11 @@ pub struct Plan {
     /// is then null.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<PlanLimit>,
+    /// With `plan --input` (or `auto`) where the job's file was replayed through a prefix
+    /// cache: what its lines share, what the sweep's cache served, and what several replicas
+    /// (each with its own cache) would leave of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_cache: Option<PlanPrefixCache>,
     /// Which fields this file may hold (`model::schema`); readers refuse a newer one. Last,
     /// as the keys before it keep their order.
     #[serde(default = "crate::model::schema::unversioned")]
@@ -103,6 +108,27 @@ pub struct PlanScaling {
     pub efficiency: f64,
     /// RPM per GPU the base sweep measured, before the efficiency.
     pub swept_rpm_per_gpu: f64,
+}
+
+/// What the job's lines share through a prefix cache, as the plan reckoned it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PlanPrefixCache {
+    /// Tokens of each replica's cache the job's file was replayed through.
+    pub cache_tokens: Option<u64>,
+    /// Share of the job's prompt its lines, read in file order through one such cache, share.
+    pub job_share: f64,
+    /// Share of the sweep's prompt tokens the server's cache served.
+    pub sweep_share: Option<f64>,
+    /// The share the plan was sized for: the job's where it differs from the sweep's by more
+    /// than 10 points, else the sweep's.
+    pub sized_share: f64,
+    /// The job's share with its lines spread round-robin over the plan's `gpus` replicas,
+    /// each with its own cache (the plan assumes one cache: a router that keeps related
+    /// lines on one replica); and the GPUs a plan at that share needs (null: none meets it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round_robin_share: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round_robin_gpus: Option<u32>,
 }
 
 /// A job's mean request, in tokens.

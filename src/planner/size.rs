@@ -394,6 +394,7 @@ pub(crate) fn at_gpus(input: &PlanInput, chosen: &SweepLevel, gpus: u32) -> Plan
         chosen_concurrency: chosen.concurrency,
         workload: None,
         capacity_model: None,
+        prefix_cache: None,
         tokens_per_s_per_gpu: None,
         usd_per_million_tokens: None,
         estimate: input.estimate,

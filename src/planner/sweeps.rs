@@ -5,7 +5,7 @@
 
 use super::choose::{choose, deadline_target_rpm, Candidate, Choice, Goal};
 use super::explain::{gpus_word, scaling_points};
-use super::plan::{Plan, WorkloadMix};
+use super::plan::{Plan, PlanPrefixCache, WorkloadMix};
 use super::rescale::rescale_for_mix;
 use super::scaling::Scaling;
 use super::size::{plateau_per_gpu, token_figures, PlanError, PlanInput, SweepLevel};
@@ -272,6 +272,8 @@ struct Prepared {
     model_used: bool,
     /// The sweep cannot price this job (its prompts were mostly cached): the plan says so.
     refusal: Option<String>,
+    /// What the job's lines share through a prefix cache, where its file was replayed.
+    shares: Option<(f64, Option<f64>, f64)>,
 }
 
 /// The planning input for one sweep, rescaled to the job's mix when it differs.
@@ -304,6 +306,7 @@ fn prepare(
     let mut mix = sweep_tokens.map(|(p, o)| (p, o, "sweep".to_string()));
     let mut model_used = false;
     let mut refusal = None;
+    let mut shares = None;
     if let (Some(job), Some(sm), Some((sp, so))) = (spec.mix, sweep_mix, sweep_tokens) {
         match job_mix(job, &sm) {
             Some((jp, jo, how)) => {
@@ -323,6 +326,7 @@ fn prepare(
                         PromptTerms::whole(jp, sp)
                     }
                 };
+                shares = terms.shares;
                 let differs = |a: f64, b: f64| (a - b).abs() > 0.1 * b.max(1.0);
                 let priced_cached = fits.iter().flatten().any(|f| f.b_ms_per_cached_token.is_some());
                 if differs(terms.job.0, terms.sweep.0)
@@ -351,6 +355,7 @@ fn prepare(
         mix,
         model_used,
         refusal,
+        shares,
     }
 }
 
@@ -389,6 +394,8 @@ struct PromptTerms {
     sweep: (f64, f64),
     /// The job's prefilled tokens may pass the range the levels saw.
     extrapolates: bool,
+    /// (the job's share, the sweep's, the one sized for), where the job's was estimated.
+    shares: Option<(f64, Option<f64>, f64)>,
 }
 
 impl PromptTerms {
@@ -398,6 +405,7 @@ impl PromptTerms {
             job: (job_prompt, 0.0),
             sweep: (sweep_prompt, 0.0),
             extrapolates: false,
+            shares: None,
         }
     }
 }
@@ -442,15 +450,18 @@ fn cache_adjusted(
         }
     }
     let adjusted = sj != ss;
+    let shares = job.prefix_share().map(|j| (j, sweep_share, sj));
     let terms = if uncached {
         PromptTerms {
             job: ((1.0 - sj) * job_prompt, sj * job_prompt),
             sweep: ((1.0 - ss) * sweep_prompt, ss * sweep_prompt),
             extrapolates: adjusted,
+            shares,
         }
     } else {
         PromptTerms {
             extrapolates: adjusted,
+            shares,
             ..PromptTerms::whole(ss * sweep_prompt + (1.0 - sj) * job_prompt, sweep_prompt)
         }
     };
@@ -495,6 +506,14 @@ fn finish(plan: &mut Plan, p: &Prepared, summary: &Summary, job: Option<&MixSums
         plan.tokens_per_s_per_gpu = Some(tps);
         plan.usd_per_million_tokens = usd;
     }
+    plan.prefix_cache = p.shares.map(|(job_share, sweep_share, sized_share)| PlanPrefixCache {
+        cache_tokens: None,
+        job_share,
+        sweep_share,
+        sized_share,
+        round_robin_share: None,
+        round_robin_gpus: None,
+    });
     if p.model_used {
         plan.capacity_model = summary
             .levels

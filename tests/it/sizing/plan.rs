@@ -822,5 +822,41 @@ async fn the_jobs_own_prefix_sharing_sizes_the_plan_and_a_cached_sweep_says_it_c
         (rpm / truth_long - 1.0).abs() < 0.10,
         "planned {rpm:.0} RPM per GPU, the formula {truth_long:.0}\n{stderr}"
     );
+
+    // Documents of 480 words, each followed by its 5 questions: through one cache 4 of 5
+    // questions find their document in it; spread round-robin over N replicas, each with its
+    // own cache, a document is prefilled once on each of the min(N, 5) replicas its questions
+    // reach. The plan says so, with the GPUs that share needs.
+    let docs = tmp.path().join("docs.jsonl");
+    let text: String = (0..2500)
+        .map(|i| {
+            let doc: String = (0..480).map(|w| format!("d{:04}{} ", i / 5, w % 10)).collect();
+            let q: String = (0..40).map(|w| format!("q{i:04}{} ", w % 10)).collect();
+            json!({"custom_id": format!("doc{i}"), "method": "POST", "url": "/v1/completions",
+                "body": {"prompt": format!("{doc}{q}"), "max_tokens": 8}})
+            .to_string()
+                + "\n"
+        })
+        .collect();
+    std::fs::write(&docs, text).unwrap();
+    let (code, p, stderr) = plan(&b, &docs);
+    assert_eq!(code, Some(0), "{stderr}");
+    let pc = &p["prefix_cache"];
+    let gpus = p["gpus"].as_u64().unwrap();
+    assert!(gpus >= 2, "the test needs a plan of several replicas: {p}");
+    let doc_share = 480.0 / 520.0;
+    let share = |replicas: u64| (5 - replicas.min(5)) as f64 / 5.0 * doc_share;
+    let near = |v: &serde_json::Value, want: f64| (v.as_f64().unwrap() - want).abs() < 0.02;
+    assert!(near(&pc["job_share"], share(1)), "{pc}\n{stderr}");
+    assert_eq!(pc["sized_share"], pc["job_share"], "{pc}");
+    assert_eq!(pc["cache_tokens"], 2_000_000, "{pc}");
+    assert!(near(&pc["round_robin_share"], share(gpus)), "{gpus} GPUs: {pc}");
+    let spread_gpus = pc["round_robin_gpus"].as_u64().unwrap();
+    assert!(spread_gpus >= gpus, "{pc}");
+    assert!(
+        stderr.contains(&format!("spread round-robin over {gpus} replicas"))
+            && stderr.contains(&format!("need {spread_gpus} GPUs")),
+        "{stderr}"
+    );
     sim.shutdown().await;
 }
