@@ -7,6 +7,7 @@
 //! inflated.
 
 pub use crate::hash::{byte_blocks, BLOCK_BYTES};
+pub use crate::stats::prefix::warm_level;
 
 use crate::stats::prefix::PrefixCache;
 use std::sync::Mutex;
@@ -43,12 +44,15 @@ impl Default for SeenBlocks {
 }
 
 impl SeenBlocks {
-    /// One request of `prompt_bytes` whose whole blocks are `blocks` is sent.
-    pub fn offer(&self, blocks: &[u64], prompt_bytes: u64) {
+    /// One request of `prompt_bytes` whose whole blocks are `blocks` is sent: the bytes of it
+    /// the sweep's earlier requests explain.
+    pub fn offer(&self, blocks: &[u64], prompt_bytes: u64) -> u64 {
         let mut s = self.inner.lock().expect("seen blocks lock");
         let hits = s.blocks.admit(blocks);
         s.sent += prompt_bytes.max((blocks.len() * BLOCK_BYTES) as u64);
+        let explained = ((hits * BLOCK_BYTES) as u64).min(prompt_bytes);
         s.explained += (hits * BLOCK_BYTES) as u64;
+        explained
     }
 
     /// (prompt bytes sent, bytes the sweep's own earlier requests explain) so far.

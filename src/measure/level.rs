@@ -158,6 +158,7 @@ fn spawn_window(
                     sched_delay: slot.sched_delay.as_secs_f64(),
                     repeated: req.repeated,
                     prompt_bytes: req.prompt_bytes,
+                    explained_bytes: req.explained_bytes,
                     requested_tokens: req.requested_tokens,
                     custom_id: req.custom_id,
                     outcome,

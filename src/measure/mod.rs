@@ -233,12 +233,26 @@ impl SweepRun<'_> {
         let seen = self.workload.seen.totals();
         row.own_prefix_share = cache::explained_share(self.seen_before, seen);
         self.seen_before = seen;
-        row.cache_inflated = cache::inflated(row.server_prefix_cache_hit_rate, row.own_prefix_share);
+        // Where the answers say what was cached, each is judged on its own (a warm line comes
+        // back cached whole, far above any packing difference); else the level's hit rate.
+        row.cache_inflated = match row.warm_requests {
+            Some(warm) => cache::warm_level(warm, row.requests_ok),
+            None => cache::inflated(row.server_prefix_cache_hit_rate, row.own_prefix_share),
+        };
         if row.cache_inflated {
+            let evidence = match row.warm_requests {
+                Some(warm) => format!(
+                    "{warm} of its {} answers say the server's prefix cache served far more of their prompt than this sweep's own lines explain",
+                    row.requests_ok
+                ),
+                None => format!(
+                    "the server's prefix cache served {:.0}% of prompt tokens where this sweep's own lines explain {:.0}%",
+                    row.server_prefix_cache_hit_rate.unwrap_or(0.0) * 100.0,
+                    row.own_prefix_share.unwrap_or(0.0) * 100.0
+                ),
+            };
             ui::warn(format!(
-                "level {c}: the server's prefix cache served {:.0}% of prompt tokens where this sweep's own lines explain {:.0}%: blocks it never sent (a cache warm from an earlier run, or another client's) made this level faster than the job will be; run with --cache-bust, or reset the server's cache first (vLLM: POST /reset_prefix_cache)",
-                row.server_prefix_cache_hit_rate.unwrap_or(0.0) * 100.0,
-                row.own_prefix_share.unwrap_or(0.0) * 100.0
+                "level {c}: {evidence}: blocks it never sent (a cache warm from an earlier run, or another client's) made this level faster than the job will be; run with --cache-bust, or reset the server's cache first (vLLM: POST /reset_prefix_cache, or sizeup's --reset-prefix-cache)"
             ));
         }
         for r in &level.requests {

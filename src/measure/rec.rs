@@ -15,6 +15,7 @@ pub(super) struct Rec {
     pub(super) sched_delay: f64,
     pub(super) repeated: bool,
     pub(super) prompt_bytes: u64,
+    pub(super) explained_bytes: u64,
     pub(super) requested_tokens: Option<u64>,
     /// The input line, in a sweep that is part of the job.
     pub(super) custom_id: Option<String>,
@@ -55,6 +56,7 @@ impl Rec {
             end: self.end,
             sched_delay: self.sched_delay,
             repeated: self.repeated,
+            explained: (self.prompt_bytes > 0).then(|| self.explained_bytes as f64 / self.prompt_bytes as f64),
             ttft_ms: self
                 .outcome
                 .first_token

@@ -209,8 +209,9 @@ impl Workload {
                 let s = &items[(i % items.len() as u64) as usize];
                 // A busted prompt shares no block with any other.
                 let blocks: &[u64] = if self.cache_bust { &[] } else { &s.blocks };
-                self.seen.offer(blocks, s.prompt_bytes);
+                let explained_bytes = self.seen.offer(blocks, s.prompt_bytes);
                 Request {
+                    explained_bytes,
                     body: match self.cache_bust {
                         true => bust_cache(&s.body, i),
                         false => s.body.clone(),
@@ -227,8 +228,9 @@ impl Workload {
                 let digits = i.checked_ilog10().unwrap_or(0) as u64 + 1;
                 let prompt_bytes = digits + if words.is_empty() { 0 } else { 1 + words.len() as u64 };
                 // Each starts with its own number: no block is shared.
-                self.seen.offer(&[], prompt_bytes);
+                let explained_bytes = self.seen.offer(&[], prompt_bytes);
                 Request {
+                    explained_bytes,
                     body,
                     repeated,
                     prompt_bytes,
@@ -280,6 +282,9 @@ pub struct Request {
     pub repeated: bool,
     /// The request's size as the file states it (see [`crate::batch::mix`]).
     pub prompt_bytes: u64,
+    /// The bytes of its prompt the sweep's earlier requests explain (what any prefix cache of
+    /// them could serve).
+    pub explained_bytes: u64,
     pub requested_tokens: Option<u64>,
     /// The input line's id, for a sweep that is part of the job.
     pub custom_id: Option<String>,

@@ -104,6 +104,11 @@ pub struct LevelRow {
     /// is inflated.
     #[serde(default)]
     pub cache_inflated: bool,
+    /// Answers served from blocks the sweep never sent: their cached share of the prompt over
+    /// the share its own earlier lines explain by more than 30 points. Empty when the answers
+    /// do not say what was cached.
+    #[serde(default)]
+    pub warm_requests: Option<u64>,
     /// The level's capacity model: latency = a + b x prompt tokens + c x output tokens (ms),
     /// fitted over its successful requests with token counts (summary.json only).
     #[serde(default)]
@@ -339,6 +344,7 @@ pub(crate) mod fixtures {
             server_prefix_cache_hit_rate: None,
             own_prefix_share: None,
             cache_inflated: false,
+            warm_requests: None,
             capacity_model: None,
             error_rate: 0.0,
             client_limited: false,

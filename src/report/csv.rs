@@ -12,7 +12,7 @@ use std::io::Write;
 use std::marker::PhantomData;
 
 /// Header of `levels.csv`; the field names of [`LevelRow`], in order.
-pub const LEVELS_HEADER: [&str; 31] = [
+pub const LEVELS_HEADER: [&str; 32] = [
     "concurrency",
     "duration_s",
     "requests_ok",
@@ -44,6 +44,7 @@ pub const LEVELS_HEADER: [&str; 31] = [
     "server_prefix_cache_hit_rate",
     "own_prefix_share",
     "cache_inflated",
+    "warm_requests",
 ];
 
 /// Header of `requests.csv`; the field names of [`RequestRow`], in order.
@@ -108,9 +109,9 @@ pub trait CsvRow {
 impl CsvRow for LevelRow {
     const FILE: &'static str = "levels.csv";
     const HEADER: &'static [&'static str] = &LEVELS_HEADER;
-    type Record = [String; 31];
+    type Record = [String; 32];
 
-    fn record(&self) -> [String; 31] {
+    fn record(&self) -> [String; 32] {
         [
             self.concurrency.to_string(),
             num(self.duration_s, SECS),
@@ -143,6 +144,7 @@ impl CsvRow for LevelRow {
             opt_num(self.server_prefix_cache_hit_rate, FRACTION),
             opt_num(self.own_prefix_share, FRACTION),
             self.cache_inflated.to_string(),
+            self.warm_requests.map_or_else(String::new, |w| w.to_string()),
         ]
     }
 }
@@ -271,7 +273,7 @@ mod tests {
              input_tokens_per_s,repeated_requests,server_running_mean,server_running_max,\
              server_waiting_mean,server_kv_cache_usage_max,server_preemptions,\
              server_output_tokens_per_s,rate_limited,cached_prompt_tokens_per_s,\
-             server_prefix_cache_hit_rate,own_prefix_share,cache_inflated"
+             server_prefix_cache_hit_rate,own_prefix_share,cache_inflated,warm_requests"
         );
         assert_eq!(
             REQUESTS_HEADER.join(","),
@@ -300,9 +302,9 @@ mod tests {
         let mut buf = Vec::new();
         LevelsCsv.write(&s, &mut buf).unwrap();
         let expected = "\
-concurrency,duration_s,requests_ok,requests_failed,rpm,rpm_ci_low,rpm_ci_high,rpm_per_gpu,latency_p50_ms,latency_p90_ms,latency_p95_ms,latency_p99_ms,ttft_p50_ms,ttft_p95_ms,tpot_p50_ms,output_tokens_per_s,error_rate,client_limited,input_tokens_per_s,repeated_requests,server_running_mean,server_running_max,server_waiting_mean,server_kv_cache_usage_max,server_preemptions,server_output_tokens_per_s,rate_limited,cached_prompt_tokens_per_s,server_prefix_cache_hit_rate,own_prefix_share,cache_inflated
-1,60,1200,0,1200,1188,1212,600,88,104.5,110,132,120.5,240.25,,4000,0,false,1000,0,,,,,,,0,,,,false
-4,61.235,4600,3,4600,4554,4646,2300,104,123.5,130,156,120.5,,12.346,15333.33,0.333333,true,3833.33,0,15.68,16,0,0.987654,2,1234.57,0,,,,false
+concurrency,duration_s,requests_ok,requests_failed,rpm,rpm_ci_low,rpm_ci_high,rpm_per_gpu,latency_p50_ms,latency_p90_ms,latency_p95_ms,latency_p99_ms,ttft_p50_ms,ttft_p95_ms,tpot_p50_ms,output_tokens_per_s,error_rate,client_limited,input_tokens_per_s,repeated_requests,server_running_mean,server_running_max,server_waiting_mean,server_kv_cache_usage_max,server_preemptions,server_output_tokens_per_s,rate_limited,cached_prompt_tokens_per_s,server_prefix_cache_hit_rate,own_prefix_share,cache_inflated,warm_requests
+1,60,1200,0,1200,1188,1212,600,88,104.5,110,132,120.5,240.25,,4000,0,false,1000,0,,,,,,,0,,,,false,
+4,61.235,4600,3,4600,4554,4646,2300,104,123.5,130,156,120.5,,12.346,15333.33,0.333333,true,3833.33,0,15.68,16,0,0.987654,2,1234.57,0,,,,false,
 ";
         assert_eq!(String::from_utf8(buf).unwrap(), expected);
     }

@@ -19,6 +19,8 @@ pub struct Sample {
     pub ttft_ms: Option<f64>,
     /// The input line was sent before in this sweep (the sample was used up).
     pub repeated: bool,
+    /// The share of its prompt the sweep's earlier requests explain (see `measure::cache`).
+    pub explained: Option<f64>,
     pub result: SampleResult,
 }
 
@@ -165,6 +167,10 @@ struct Measured {
     fit_points: Vec<super::fit::FitPoint>,
     /// Some answer reported its cached prompt tokens.
     cached_known: bool,
+    /// Answers that said what was cached, and those of them served from blocks the sweep
+    /// never sent.
+    cached_answers: u64,
+    warm: u64,
     rows: Vec<RequestRow>,
 }
 
@@ -195,6 +201,10 @@ fn measure(c: u32, recs: &[Sample], w: f64, offset_ms: f64) -> Measured {
                     // rest: a hit and a miss of one length cost apart.
                     let uncached = p.saturating_sub(cached_tokens.unwrap_or(0));
                     m.cached_known |= cached_tokens.is_some();
+                    if let (Some(c), Some(e)) = (cached_tokens, r.explained) {
+                        m.cached_answers += 1;
+                        m.warm += u64::from(super::prefix::warm_answer(*c, *p, e));
+                    }
                     let cached = cached_tokens.unwrap_or(0).min(*p);
                     m.fit_points
                         .push((uncached as f64, cached as f64, *completion_tokens as f64, e2e_ms));
@@ -284,6 +294,7 @@ fn level_row(c: u32, gpus: u32, rate: &WindowRate, tokens: &WindowTokens, m: &Me
         server_prefix_cache_hit_rate: None,
         own_prefix_share: None,
         cache_inflated: false,
+        warm_requests: (m.cached_answers > 0).then_some(m.warm),
         capacity_model: super::fit::fit_latency(&m.fit_points).map(|f| CapacityModel {
             prompt_uncached: m.cached_known,
             ..f

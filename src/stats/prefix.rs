@@ -51,6 +51,26 @@ impl PrefixCache {
     }
 }
 
+/// How far above the share of its prompt the sweep's own lines explain the share an answer
+/// says was cached may be before the answer counts as served by a warm cache. Wider than a
+/// level's: a byte share and a token share part where the shared text and the rest pack
+/// tokens differently (10 points or more), while a line an earlier run sent comes back
+/// cached whole.
+pub const WARM_BY: f64 = 0.30;
+
+/// Whether one answer was served from blocks the sweep never sent: its cached share of
+/// `prompt_tokens` over the share `explained` of its prompt bytes.
+pub fn warm_answer(cached_tokens: u64, prompt_tokens: u64, explained: f64) -> bool {
+    prompt_tokens > 0 && cached_tokens as f64 / prompt_tokens as f64 > explained + WARM_BY
+}
+
+/// Whether a level whose answers said what was cached was served by a warm cache: at least 2
+/// of them, and 1% of those, were. (A system prompt an earlier run left warms only the
+/// sweep's first request: its later ones are explained by that first one.)
+pub fn warm_level(warm: u64, answers: u64) -> bool {
+    warm >= 2 && warm as f64 >= 0.01 * answers as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,5 +85,15 @@ mod tests {
         // Pool of 4: [1, 2, 9, 7, 3] kept the 4 most recent, evicting 1.
         assert_eq!(cache.admit(&[1]), 0);
         assert!(PrefixCache::new(15).is_none(), "less than a block: off");
+    }
+
+    #[test]
+    fn an_answer_cached_far_past_what_the_sweep_sent_is_warm() {
+        // 112 tokens, 64 of them a system prompt the sweep explains as 43% of its bytes.
+        assert!(!warm_answer(64, 112, 0.43), "packing differences are not a warm cache");
+        assert!(warm_answer(112, 112, 0.43), "a line sent before, cached whole");
+        assert!(!warm_answer(0, 0, 0.0));
+        assert!(!warm_level(1, 10), "one warm system prompt");
+        assert!(warm_level(2, 200) && !warm_level(2, 201 * 2));
     }
 }

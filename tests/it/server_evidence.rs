@@ -282,6 +282,82 @@ fn a_run_records_the_servers_figures() {
     assert!(stderr.contains("server (vllm):"), "{stderr}");
 }
 
+/// A sweep of one level (4 in flight, about 2 s) of `sample` lines of `input`, its
+/// levels.csv row.
+fn one_level_sweep(
+    url: &str,
+    input: &std::path::Path,
+    sample: usize,
+    out: &std::path::Path,
+    flag: Option<&str>,
+) -> std::collections::HashMap<String, String> {
+    let mut c = sizeup();
+    c.args(["sweep", "--endpoint", url, "--concurrency", "4", "--sample"])
+        .arg(sample.to_string())
+        .arg("--input")
+        .arg(input)
+        .args([
+            "--warmup",
+            "200ms",
+            "--max-duration",
+            "2s",
+            "--scrape-interval",
+            "100ms",
+            "--out",
+        ])
+        .arg(out);
+    c.args(flag);
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    csv_rows(&out.join("levels.csv")).remove(0)
+}
+
+/// Lines of a 64-word system prompt before a 48-word question of their own.
+fn shared_prefix_job(path: &std::path::Path, lines: usize) {
+    let system: String = (0..64).map(|i| format!("rule{i} ")).collect();
+    let text: String = (0..lines)
+        .map(|i| {
+            serde_json::json!({"custom_id": format!("q{i}"), "method": "POST", "url": "/v1/completions",
+                "body": {"prompt": format!("{system}{}", (0..48).map(|w| format!("q{i}w{w} ")).collect::<String>()), "max_tokens": 4}})
+            .to_string()
+                + "\n"
+        })
+        .collect();
+    std::fs::write(path, text).unwrap();
+}
+
+/// The case: the same sweep run twice on the same lines. The second finds the first's
+/// questions in the cache, blocks its own lines never sent: it is flagged, the first is not,
+/// though a byte share and the server's token share of the shared prompt part by about 14
+/// points here (the level-wide test's margin is 15).
+/// (More lines than a sweep sends, so neither repeats a line; the sample's seeded order makes
+/// the second send the first's lines first.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_run_twice_on_the_same_lines_flags_the_second_as_cache_inflated() {
+    let _serial = crate::util::SERIAL.lock().await;
+    let mut cfg = fast_sim(1, 8, 2.0, 0.0);
+    cfg.params.prefix_cache_tokens = 4_000_000;
+    cfg.params.prefill_ms_per_1k = 100.0;
+    let sim = SimHandle::start(cfg).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("job.jsonl");
+    shared_prefix_job(&input, 20_000);
+    let sweep = |name: &'static str| {
+        let (url, input, out) = (sim.url(), input.clone(), tmp.path().join(name));
+        tokio::task::spawn_blocking(move || one_level_sweep(&url, &input, 20_000, &out, None))
+    };
+    let first = sweep("first").await.unwrap();
+    assert_eq!(num(&first, "repeated_requests"), 0.0, "{first:?}");
+    assert_eq!(first["cache_inflated"], "false", "a cold cache: {first:?}");
+    let second = sweep("second").await.unwrap();
+    assert_eq!(num(&first, "warm_requests"), 0.0, "{first:?}");
+    assert_eq!(second["cache_inflated"], "true", "{second:?} after {first:?}");
+    // Each line the first sent (its warm-up's too) comes back cached whole; those the second
+    // sends in its own warm-up are not counted, so how many of its answers are warm varies.
+    assert!(num(&second, "warm_requests") >= 2.0, "{second:?} after {first:?}");
+    sim.shutdown().await;
+}
+
 /// A prefix cache shows in the evidence: lines sharing a 64-word system prompt, against the
 /// simulator caching prefixes, give a level whose server hit rate (vLLM's prefix_cache
 /// counters) and cached prompt tokens (the answers' usage) show the sharing; the same sweep run
@@ -296,48 +372,12 @@ async fn a_shared_prefix_shows_in_the_cache_columns_and_cache_bust_removes_it() 
     cfg.params.prefill_ms_per_1k = 100.0;
     let sim = SimHandle::start(cfg).await.unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let system: String = (0..64).map(|i| format!("rule{i} ")).collect();
     let input = tmp.path().join("job.jsonl");
     // More lines than a level sends, so no line comes twice within a sweep.
-    let text: String = (0..1200)
-        .map(|i| {
-            serde_json::json!({"custom_id": format!("q{i}"), "method": "POST", "url": "/v1/completions",
-                "body": {"prompt": format!("{system}{}", (0..48).map(|w| format!("q{i}w{w} ")).collect::<String>()), "max_tokens": 4}})
-            .to_string()
-                + "\n"
-        })
-        .collect();
-    std::fs::write(&input, text).unwrap();
+    shared_prefix_job(&input, 1200);
     let sweep = |name: &'static str, flag: Option<&'static str>| {
         let (url, input, out) = (sim.url(), input.clone(), tmp.path().join(name));
-        tokio::task::spawn_blocking(move || {
-            let mut c = sizeup();
-            c.args([
-                "sweep",
-                "--endpoint",
-                &url,
-                "--concurrency",
-                "4",
-                "--sample",
-                "1200",
-                "--input",
-            ])
-            .arg(&input)
-            .args([
-                "--warmup",
-                "200ms",
-                "--max-duration",
-                "2s",
-                "--scrape-interval",
-                "100ms",
-                "--out",
-            ])
-            .arg(&out);
-            c.args(flag);
-            let o = c.output().unwrap();
-            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-            csv_rows(&out.join("levels.csv")).remove(0)
-        })
+        tokio::task::spawn_blocking(move || one_level_sweep(&url, &input, 1200, &out, flag))
     };
     let shared = sweep("shared", None).await.unwrap();
     // The 64 shared words of each prompt's 112 sit in cached blocks once the first request
