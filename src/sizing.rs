@@ -162,6 +162,7 @@ pub fn spread_over_replicas(
     };
     pc.round_robin_share = Some(share);
     pc.round_robin_gpus = Some(plan.gpus);
+    pc.round_robin_rpm_per_gpu = Some(plan.rpm_per_gpu);
     if (share - pc.sized_share).abs() <= 0.10 {
         return Ok(());
     }
@@ -178,11 +179,12 @@ pub fn spread_over_replicas(
         objective: q.objective,
         budget_usd: q.budget_usd,
     };
-    let gpus = planner::for_sweeps(&again)
+    let spread_plan = planner::for_sweeps(&again)
         .ok()
-        .and_then(|a| planner::chosen(&a.choice).ok())
-        .map(|p| p.gpus);
+        .and_then(|a| planner::chosen(&a.choice).ok());
+    let gpus = spread_plan.as_ref().map(|p| p.gpus);
     pc.round_robin_gpus = gpus;
+    pc.round_robin_rpm_per_gpu = spread_plan.map(|p| p.rpm_per_gpu);
     ui::warn(format!(
         "prefix cache: the plan assumes the job's lines share {:.0}% of their prompt, as one cache (or a router that keeps related lines on one replica) gives; spread round-robin over {} replicas, each with its own cache, they share {:.0}%, and need {}",
         pc.sized_share * 100.0,

@@ -129,6 +129,11 @@ impl OutputWriter {
         if errors_path.exists() {
             return Err(already_exists(&errors_path));
         }
+        // `--output results/run1.jsonl` into a folder not made yet: made, as plan's and sweep's
+        // outputs are.
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+            std::fs::create_dir_all(dir).map_err(|e| with_path(e, "cannot create the folder of", path))?;
+        }
         let main = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -428,6 +433,15 @@ mod tests {
         assert_eq!(main[2]["response"]["status_code"], 429);
         let errors = lines(&errors_path_for(&out));
         assert_eq!(errors, vec![main[1].clone(), main[2].clone()]);
+        Ok(())
+    }
+
+    #[test]
+    fn an_output_in_a_folder_not_made_yet_makes_it() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let out = dir.path().join("results/run1/out.jsonl");
+        OutputWriter::create(&out)?;
+        assert!(out.is_file());
         Ok(())
     }
 

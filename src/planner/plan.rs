@@ -124,11 +124,14 @@ pub struct PlanPrefixCache {
     pub sized_share: f64,
     /// The job's share with its lines spread round-robin over the plan's `gpus` replicas,
     /// each with its own cache (the plan assumes one cache: a router that keeps related
-    /// lines on one replica); and the GPUs a plan at that share needs (null: none meets it).
+    /// lines on one replica); and the GPUs a plan at that share needs (null: none meets it),
+    /// with the RPM per GPU it plans.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub round_robin_share: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub round_robin_gpus: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round_robin_rpm_per_gpu: Option<f64>,
 }
 
 /// A job's mean request, in tokens.

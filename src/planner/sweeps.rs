@@ -513,6 +513,7 @@ fn finish(plan: &mut Plan, p: &Prepared, summary: &Summary, job: Option<&MixSums
         sized_share,
         round_robin_share: None,
         round_robin_gpus: None,
+        round_robin_rpm_per_gpu: None,
     });
     if p.model_used {
         plan.capacity_model = summary
