@@ -81,7 +81,7 @@ async fn sweep_finds_knee(gpus: usize, batch: usize, step_ms: f64, jitter: f64) 
     let levels_csv = std::fs::read_to_string(out.join("levels.csv")).unwrap();
     assert_eq!(
         levels_csv.lines().next().unwrap(),
-        "concurrency,duration_s,requests_ok,requests_failed,rpm,rpm_ci_low,rpm_ci_high,rpm_per_gpu,latency_p50_ms,latency_p90_ms,latency_p95_ms,latency_p99_ms,ttft_p50_ms,ttft_p95_ms,tpot_p50_ms,output_tokens_per_s,error_rate,client_limited,input_tokens_per_s,repeated_requests,server_running_mean,server_running_max,server_waiting_mean,server_kv_cache_usage_max,server_preemptions,server_output_tokens_per_s,rate_limited,cached_prompt_tokens_per_s,server_prefix_cache_hit_rate,own_prefix_share,cache_inflated"
+        "concurrency,duration_s,requests_ok,requests_failed,rpm,rpm_ci_low,rpm_ci_high,rpm_per_gpu,latency_p50_ms,latency_p90_ms,latency_p95_ms,latency_p99_ms,ttft_p50_ms,ttft_p95_ms,tpot_p50_ms,output_tokens_per_s,error_rate,client_limited,input_tokens_per_s,repeated_requests,server_running_mean,server_running_max,server_waiting_mean,server_kv_cache_usage_max,server_preemptions,server_output_tokens_per_s,rate_limited,cached_prompt_tokens_per_s,server_prefix_cache_hit_rate,own_prefix_share,cache_inflated,warm_requests"
     );
     assert_eq!(levels_csv.lines().count(), levels.len() + 1);
     let requests_csv = std::fs::read_to_string(out.join("requests.csv")).unwrap();
