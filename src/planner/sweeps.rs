@@ -314,10 +314,9 @@ fn prepare(
                     "mix: the sweep's requests averaged {sp:.0} prompt + {so:.0} output tokens; the job's {jp:.0} + {jo:.0} ({how})"
                 )));
                 // The prompts in the terms the levels' models price them (see `cache_adjusted`).
-                let uncached = !measured.is_empty()
-                    && measured
-                        .iter()
-                        .all(|l| l.capacity_model.is_some_and(|m| m.prompt_uncached));
+                // (Levels without a model are left out of the rescale below.)
+                let mut models = measured.iter().filter_map(|l| l.capacity_model).peekable();
+                let uncached = models.peek().is_some() && models.all(|m| m.prompt_uncached);
                 let fits: Vec<_> = measured.iter().map(|l| l.capacity_model).collect();
                 let terms = match cache_adjusted(summary, job, (sp, jp), uncached, &fits, say) {
                     Ok(terms) => terms,
@@ -333,9 +332,20 @@ fn prepare(
                     || (priced_cached && differs(terms.job.1, terms.sweep.1))
                     || differs(jo, so)
                 {
-                    match rescale_for_mix(&mut input.levels, &fits, terms.job, jo, terms.extrapolates) {
+                    // A level without a model (too few answers with token counts: a refinement
+                    // level the sweep's budget cut short) says nothing of the job's mix: left
+                    // out, where 2 or more others have one, rather than sizing on none.
+                    let (mut levels, kept_fits, left_out) = modelled_levels(&input.levels, &fits);
+                    match rescale_for_mix(&mut levels, &kept_fits, terms.job, jo, terms.extrapolates) {
                         Ok(()) => {
                             model_used = true;
+                            input.levels = levels;
+                            if !left_out.is_empty() {
+                                say(Note::Info(format!(
+                                    "level {} has no capacity model (too few answers with token counts): left out of the sizing for the job's mix",
+                                    left_out.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+                                )));
+                            }
                             say(Note::Info("the job's mix differs from the sweep's by more than 10%: sized with the capacity model".into()));
                         }
                         Err(why) => say(Note::Warn(format!(
@@ -386,6 +396,31 @@ pub fn sweep_prefix_share(summary: &Summary) -> Option<f64> {
 
 /// Above this share of cached prompt, the sweep's levels cannot price uncached tokens.
 const PRICEABLE_SHARE: f64 = 0.8;
+
+/// The levels that have a capacity model, with their models, and the concurrencies of those
+/// left out; all of them where fewer than 2 have one (the rescale then says why it cannot).
+fn modelled_levels(
+    levels: &[SweepLevel],
+    fits: &[Option<crate::model::CapacityModel>],
+) -> (Vec<SweepLevel>, Vec<Option<crate::model::CapacityModel>>, Vec<u32>) {
+    let with = fits.iter().filter(|f| f.is_some()).count();
+    if with < 2 || with == fits.len() {
+        return (levels.to_vec(), fits.to_vec(), Vec::new());
+    }
+    let mut left_out = Vec::new();
+    let (kept, kept_fits) = levels
+        .iter()
+        .zip(fits)
+        .filter(|(l, f)| {
+            if f.is_none() {
+                left_out.push(l.concurrency);
+            }
+            f.is_some()
+        })
+        .map(|(l, f)| (l.clone(), *f))
+        .unzip();
+    (kept, kept_fits, left_out)
+}
 
 /// A request's prompt in the terms the levels' capacity models price it: (tokens prefilled,
 /// tokens a prefix cache served), for the job and for the sweep.
@@ -746,5 +781,32 @@ mod tests {
                 None => assert!(said("cached tokens taken as free")),
             }
         }
+    }
+
+    #[test]
+    fn a_level_the_budget_cut_short_without_a_model_is_left_out_not_the_whole_model() {
+        let job = MixSums {
+            requests: 1000,
+            prompt_bytes: 4_000_000,
+            with_requested: 1000,
+            requested_tokens: 50_000,
+            cached_prompt_bytes: Some(3_600_000),
+        };
+        let spec = JobSpec {
+            requests: Some(1000),
+            mix: Some(&job),
+            slo: Slo::default(),
+            sizing: Sizing::default(),
+        };
+        let mut s = cached_sweep(0.3, None);
+        s.levels[2].capacity_model = None;
+        let mut notes = Vec::new();
+        let p = prepare(&s, 10_000.0, &spec, None, &mut |n| notes.push(n));
+        assert!(p.model_used, "{notes:?}");
+        let kept: Vec<u32> = p.input.levels.iter().map(|l| l.concurrency).collect();
+        assert_eq!(kept, [1, 4, 64], "{notes:?}");
+        assert!(notes
+            .iter()
+            .any(|n| matches!(n, Note::Info(m) if m.contains("level 16 has no capacity model"))));
     }
 }
