@@ -332,18 +332,25 @@ fn prepare(
                     || (priced_cached && differs(terms.job.1, terms.sweep.1))
                     || differs(jo, so)
                 {
-                    // A level without a model (too few answers with token counts: a refinement
-                    // level the sweep's budget cut short) says nothing of the job's mix: left
-                    // out, where 2 or more others have one, rather than sizing on none.
-                    let (mut levels, kept_fits, left_out) = modelled_levels(&input.levels, &fits);
-                    match rescale_for_mix(&mut levels, &kept_fits, terms.job, jo, terms.extrapolates) {
+                    // Each level's wait in the server's queue (Little's law on its waiting
+                    // requests), where its metrics said.
+                    let waits: Vec<f64> = measured
+                        .iter()
+                        .map(|l| l.server_waiting_mean.map_or(0.0, |w| w * 60_000.0 / l.rpm))
+                        .collect();
+                    let tokens = ((terms.sweep.0, terms.sweep.1, so), (terms.job.0, terms.job.1, jo));
+                    match rescale_for_mix(&mut input.levels, &fits, &waits, tokens, terms.extrapolates) {
                         Ok(()) => {
                             model_used = true;
-                            input.levels = levels;
-                            if !left_out.is_empty() {
+                            let borrowed: Vec<String> = measured
+                                .iter()
+                                .filter(|l| !l.capacity_model.is_some_and(|m| m.r2 >= super::rescale::MIN_R2))
+                                .map(|l| l.concurrency.to_string())
+                                .collect();
+                            if !borrowed.is_empty() {
                                 say(Note::Info(format!(
-                                    "level {} has no capacity model (too few answers with token counts): left out of the sizing for the job's mix",
-                                    left_out.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+                                    "level {} has no capacity model that explains its latency (a queued level's is mostly others' tokens; a level cut short has none): priced with the best-fitting level's token costs",
+                                    borrowed.join(", ")
                                 )));
                             }
                             say(Note::Info("the job's mix differs from the sweep's by more than 10%: sized with the capacity model".into()));
@@ -396,31 +403,6 @@ pub fn sweep_prefix_share(summary: &Summary) -> Option<f64> {
 
 /// Above this share of cached prompt, the sweep's levels cannot price uncached tokens.
 const PRICEABLE_SHARE: f64 = 0.8;
-
-/// The levels that have a capacity model, with their models, and the concurrencies of those
-/// left out; all of them where fewer than 2 have one (the rescale then says why it cannot).
-fn modelled_levels(
-    levels: &[SweepLevel],
-    fits: &[Option<crate::model::CapacityModel>],
-) -> (Vec<SweepLevel>, Vec<Option<crate::model::CapacityModel>>, Vec<u32>) {
-    let with = fits.iter().filter(|f| f.is_some()).count();
-    if with < 2 || with == fits.len() {
-        return (levels.to_vec(), fits.to_vec(), Vec::new());
-    }
-    let mut left_out = Vec::new();
-    let (kept, kept_fits) = levels
-        .iter()
-        .zip(fits)
-        .filter(|(l, f)| {
-            if f.is_none() {
-                left_out.push(l.concurrency);
-            }
-            f.is_some()
-        })
-        .map(|(l, f)| (l.clone(), *f))
-        .unzip();
-    (kept, kept_fits, left_out)
-}
 
 /// A request's prompt in the terms the levels' capacity models price it: (tokens prefilled,
 /// tokens a prefix cache served), for the job and for the sweep.
@@ -784,7 +766,7 @@ mod tests {
     }
 
     #[test]
-    fn a_level_the_budget_cut_short_without_a_model_is_left_out_not_the_whole_model() {
+    fn a_level_without_a_model_is_priced_with_the_best_fitting_levels_costs() {
         let job = MixSums {
             requests: 1000,
             prompt_bytes: 4_000_000,
@@ -798,13 +780,23 @@ mod tests {
             slo: Slo::default(),
             sizing: Sizing::default(),
         };
-        let mut s = cached_sweep(0.3, None);
+        let whole = cached_sweep(0.3, None);
+        let mut s = whole.clone();
         s.levels[2].capacity_model = None;
         let mut notes = Vec::new();
         let p = prepare(&s, 10_000.0, &spec, None, &mut |n| notes.push(n));
         assert!(p.model_used, "{notes:?}");
-        let kept: Vec<u32> = p.input.levels.iter().map(|l| l.concurrency).collect();
-        assert_eq!(kept, [1, 4, 64], "{notes:?}");
+        // Every level's model has the same token costs: the borrowed one gives the same rate.
+        let q = prepare(&whole, 10_000.0, &spec, None, &mut |_| {});
+        for (a, b) in p.input.levels.iter().zip(&q.input.levels) {
+            assert!(
+                (a.rpm - b.rpm).abs() < 1e-6 * b.rpm,
+                "{} {} {}",
+                a.concurrency,
+                a.rpm,
+                b.rpm
+            );
+        }
         assert!(notes
             .iter()
             .any(|n| matches!(n, Note::Info(m) if m.contains("level 16 has no capacity model"))));
