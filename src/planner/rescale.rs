@@ -15,11 +15,11 @@ pub type Tokens = (f64, f64, f64);
 /// C x 60000 / L requests a minute, L its mean latency; part of L is the wait in the server's
 /// queue (`waits`, ms: Little's law on the server's waiting requests, 0 where it did not say),
 /// which at a full batch scales with the service time, as the rate does. So each level's rate
-/// (and CI) is divided, and its p95 latency multiplied, by S_job / S_sweep, S_sweep = L - wait
-/// and S_job = S_sweep + what the job's tokens cost more than the sweep's at the model's token
-/// prices. Those come from the level's own model, or where it has none or one that explains
-/// too little of its latency (a queued level's latencies are mostly others' tokens), from the
-/// best-fitting level's. `Err` says why the models cannot be trusted for this job; then the
+/// (and CI) is divided, and its p95 latency multiplied, by S_job / S_sweep, S_sweep = L - wait.
+/// S_job is the level's own model's latency for the job less the wait; where the level has no
+/// model, or one that explains too little of its latency (a queued level's latencies are
+/// mostly others' tokens), it is S_sweep plus what the job's tokens cost more than the
+/// sweep's at the best-fitting level's token prices. `Err` says why the models cannot be trusted for this job; then the
 /// levels are left as measured.
 pub fn rescale_for_mix(
     levels: &mut [SweepLevel],
@@ -43,7 +43,8 @@ pub fn rescale_for_mix(
     };
     let mut ratios = Vec::with_capacity(levels.len());
     for ((l, fit), wait) in levels.iter().zip(fits).zip(waits.iter().chain(std::iter::repeat(&0.0))) {
-        let f = fit.as_ref().filter(usable).unwrap_or(best);
+        let own = fit.as_ref().filter(usable);
+        let f = own.unwrap_or(best);
         // Cache-adjusted prompts may pass the range seen: prefill is taken as linear in them.
         let checked_prompt = if prompt_extrapolates {
             f.prompt_tokens_min
@@ -67,11 +68,17 @@ pub fn rescale_for_mix(
             0.0
         };
         let service = latency - wait;
-        let extra = f.latency_split_ms(job.0, job.1, job.2) - f.latency_split_ms(sweep.0, sweep.1, sweep.2);
-        if service + extra <= 0.0 {
+        let predicted = |t: Tokens| f.latency_split_ms(t.0, t.1, t.2);
+        // A level's own model predicts the job's latency whole (its intercept holds the wait);
+        // a borrowed one only what the job's tokens cost more than the sweep's.
+        let job_service = match own {
+            Some(_) => predicted(job) - wait,
+            None => service + predicted(job) - predicted(sweep),
+        };
+        if job_service <= 0.0 || service <= 0.0 {
             return Err(format!("level {}'s model predicts no positive latency", l.concurrency));
         }
-        ratios.push((service + extra) / service);
+        ratios.push(job_service / service);
     }
     for (l, ratio) in levels.iter_mut().zip(ratios) {
         l.rpm /= ratio;
