@@ -145,7 +145,13 @@ pub fn spread_over_replicas(
         return Ok(());
     };
     pc.cache_tokens = Some(replay.tokens);
-    if plan.gpus < 2 || plan.limit.is_some() || pc.job_share < 0.01 {
+    // Stdin cannot be read again; a sweep that saw no cache figures sized on no share.
+    if plan.gpus < 2
+        || plan.limit.is_some()
+        || pc.job_share < 0.01
+        || pc.sweep_share.is_none()
+        || job.0.as_os_str() == "-"
+    {
         return Ok(());
     }
     let spread = scan_job(
@@ -163,12 +169,23 @@ pub fn spread_over_replicas(
     pc.round_robin_share = Some(share);
     pc.round_robin_gpus = Some(plan.gpus);
     pc.round_robin_rpm_per_gpu = Some(plan.rpm_per_gpu);
-    if (share - pc.sized_share).abs() <= 0.10 {
+    if share >= pc.sized_share - 0.10 {
         return Ok(());
     }
-    // The same question at the spread share, asked quietly: only its GPU count is told.
+    // The same question at the spread share, for the chosen option only (its sweeps at every
+    // size), asked quietly: only its GPU count is told.
+    let chosen: Vec<planner::SweepOption> = q
+        .options
+        .iter()
+        .filter(|o| o.sweep == plan.sweep || (o.summary.name.is_some() && o.summary.name == plan.name))
+        .map(|o| planner::SweepOption {
+            summary: o.summary,
+            sweep: o.sweep.clone(),
+            folder_name: o.folder_name.clone(),
+        })
+        .collect();
     let again = Question {
-        options: q.options,
+        options: if chosen.is_empty() { q.options } else { &chosen },
         rate: q.rate,
         job: planner::JobSpec {
             requests: q.job.requests,
@@ -186,7 +203,7 @@ pub fn spread_over_replicas(
     pc.round_robin_gpus = gpus;
     pc.round_robin_rpm_per_gpu = spread_plan.map(|p| p.rpm_per_gpu);
     ui::warn(format!(
-        "prefix cache: the plan assumes the job's lines share {:.0}% of their prompt, as one cache (or a router that keeps related lines on one replica) gives; spread round-robin over {} replicas, each with its own cache, they share {:.0}%, and need {}",
+        "prefix cache: the plan assumes the job's lines share {:.0}% of their prompt, as one cache (or a router that keeps related lines on one replica) gives; spread round-robin over {} replicas, each with its own cache, they share {:.0}%, and need at least {} (more replicas share less again)",
         pc.sized_share * 100.0,
         plan.gpus,
         share * 100.0,

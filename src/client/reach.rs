@@ -53,7 +53,8 @@ pub async fn check_tls(url: &reqwest::Url, access: &super::Access, limit: Durati
     if url.scheme() != "https" {
         return Ok(());
     }
-    match super::send::side_request(url.as_str(), reqwest::Method::HEAD, "", access, limit).await {
+    // Only the certificate is asked about: no key or header goes to the host's root.
+    match super::send::side_request(url.as_str(), reqwest::Method::HEAD, "", (access, false), limit).await {
         Err(super::send::SideError::Transport(f)) if f.message.starts_with(super::transport::CERT_REFUSED) => {
             Err(f.message)
         }

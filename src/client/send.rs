@@ -330,12 +330,14 @@ pub(crate) enum SideError {
 
 /// A request beside the job's, to `path` under the endpoint's base URL, built as the job's
 /// are: with the endpoint's query (a gateway that wants `?api-version=` on inference requests
-/// wants it here too), its trusted roots, headers and key.
+/// wants it here too), its trusted roots, and with `credentials` its headers and key. Redirects
+/// are followed on the endpoint's own host only: one to another host would carry headers such
+/// as `api-key` there (reqwest drops only `authorization` and cookies); its status is the answer.
 pub(crate) async fn side_request(
     endpoint: &str,
     method: reqwest::Method,
     path: &str,
-    access: &Access,
+    (access, credentials): (&Access, bool),
     timeout: Duration,
 ) -> Result<reqwest::Response, SideError> {
     let mut url = base_url(endpoint).ok_or_else(|| SideError::Endpoint("invalid endpoint URL".into()))?;
@@ -344,10 +346,22 @@ pub(crate) async fn side_request(
     let http = access
         .builder()
         .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::custom(|attempt| {
+            let same_host = attempt
+                .previous()
+                .first()
+                .map(|u| (u.host_str(), u.port_or_known_default()))
+                == Some((attempt.url().host_str(), attempt.url().port_or_known_default()));
+            match same_host && attempt.previous().len() < 5 {
+                true => attempt.follow(),
+                false => attempt.stop(),
+            }
+        }))
         .build()
         .map_err(|e| SideError::Endpoint(e.to_string()))?;
-    access
-        .apply(http.request(method, url))
+    let request = http.request(method, url);
+    let request = if credentials { access.apply(request) } else { request };
+    request
         .send()
         .await
         .map_err(|e| SideError::Transport(transport_failure(e)))
@@ -356,7 +370,7 @@ pub(crate) async fn side_request(
 /// `POST {base}{path}` with no body and the endpoint's headers: the answer's status, or the
 /// transport's error (scrubbed). For a server's admin routes (vLLM's `/reset_prefix_cache`).
 pub async fn post_empty(endpoint: &str, path: &str, access: &Access, timeout: Duration) -> Result<u16, String> {
-    match side_request(endpoint, reqwest::Method::POST, path, access, timeout).await {
+    match side_request(endpoint, reqwest::Method::POST, path, (access, true), timeout).await {
         Ok(resp) => Ok(resp.status().as_u16()),
         Err(SideError::Endpoint(m)) => Err(m),
         Err(SideError::Transport(f)) => Err(access.scrubber().text_string(f.message)),
@@ -368,7 +382,7 @@ pub async fn post_empty(endpoint: &str, path: &str, access: &Access, timeout: Du
 pub async fn first_model(endpoint: &str, access: &Access, timeout: Duration) -> Result<Option<String>, ClientError> {
     let scrubber = access.scrubber();
     let failed = |e| ClientError::Transport(scrubber.text_string(transport_failure(e).message));
-    let resp = match side_request(endpoint, reqwest::Method::GET, "/v1/models", access, timeout).await {
+    let resp = match side_request(endpoint, reqwest::Method::GET, "/v1/models", (access, true), timeout).await {
         Ok(resp) => resp,
         Err(SideError::Endpoint(m)) => return Err(ClientError::Endpoint(m)),
         Err(SideError::Transport(f)) => return Err(ClientError::Transport(scrubber.text_string(f.message))),

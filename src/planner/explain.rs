@@ -167,7 +167,7 @@ fn prefix_line(pc: &super::plan::PlanPrefixCache) -> String {
             "; it assumes one cache, or a router that keeps related lines on one replica: spread round-robin over the replicas, each with its own cache, they share {}{}",
             pct(rr),
             pc.round_robin_gpus
-                .map_or(", and no option meets the target at that share".to_string(), |g| format!(": a plan at that share needs {}", gpus_word(g)))
+                .map_or(", and no option meets the target at that share".to_string(), |g| format!(": a plan at that share needs at least {}", gpus_word(g)))
         ));
     }
     line

@@ -33,7 +33,8 @@ pub fn fit_latency(points: &[FitPoint]) -> Option<CapacityModel> {
     let latency: Vec<f64> = points.iter().map(|x| x.3).collect();
     let mut ls = Ols::fit(&[&output, &prompt, &cached], &latency);
     let b_cached = match ls.coef[2] {
-        Some(k) if k.is_finite() && k.abs() >= CACHED_T * ls.se(2) => Some(k),
+        // (A floor too: rounding's 1e-16 on noise-free data is no price.)
+        Some(k) if k.is_finite() && k.abs() > 1e-6 && k.abs() >= CACHED_T * ls.se(2) => Some(k),
         _ => None,
     };
     let b_cached = match (b_cached, ls.coef[1].unwrap_or(0.0)) {
@@ -143,12 +144,14 @@ impl Ols {
             .sum();
         // All latencies alike: a perfect fit if it predicts them (sse ~ 0).
         let r2 = if sll > 1e-12 { (1.0 - sse / sll).max(0.0) } else { 1.0 };
-        let dof = (n - k as f64 - 1.0).max(1.0);
+        // No degrees of freedom left: the fit is exact by construction and says nothing of
+        // any coefficient's error.
+        let dof = n - k as f64 - 1.0;
         Ols {
             intercept,
             coef,
             r2,
-            sigma2: sse / dof,
+            sigma2: if dof > 0.0 { sse / dof } else { f64::INFINITY },
             inverse,
             kept,
         }

@@ -325,3 +325,50 @@ async fn an_endpoint_signed_by_a_company_ca_is_trusted_through_cacert_and_refuse
     assert_eq!(ran.code, Some(2), "{ran:?}");
     assert!(ran.stderr.contains("not-a-cert.pem"), "{ran:?}");
 }
+
+/// A models route that redirects to another host: the probe stops there, so neither the key
+/// nor a credential header reaches that host (reqwest would carry `api-key` across).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_to_another_host_carries_no_key_there() {
+    let other = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let other_addr = other.local_addr().unwrap();
+    let heard: Arc<Mutex<Vec<String>>> = Arc::default();
+    let log = heard.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = other.accept().await {
+            let mut buf = vec![0u8; 4096];
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            log.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            let body = r#"{"data":[{"id":"elsewhere"}]}"#;
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all((head + body).as_bytes()).await;
+        }
+    });
+    let gateway = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1/chat/completions", gateway.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = gateway.accept().await {
+            let mut buf = vec![0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let head = format!(
+                "HTTP/1.1 302 Found\r\nLocation: http://{other_addr}/v1/models\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let _ = s.write_all(head.as_bytes()).await;
+        }
+    });
+    let access = sizeup::client::Access {
+        key: Some(sizeup::secret::Secret::new("sk-redirect-secret")),
+        headers: vec![sizeup::client::Header::parse("api-key: hdr-redirect-secret", |_| None).unwrap()],
+        roots: Vec::new(),
+    };
+    let model = sizeup::client::first_model(&url, &access, std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(model, None, "the redirect is the answer: no model from another host");
+    assert!(heard.lock().unwrap().is_empty(), "{:?}", heard.lock().unwrap());
+}
