@@ -725,22 +725,30 @@ mod tests {
         s
     }
 
-    #[test]
-    fn a_job_sharing_more_than_the_sweep_pays_the_levels_price_of_a_cached_token() {
-        // The job: the sweep's prompts and outputs, but 90% of its prompt cached in file order.
-        let job = MixSums {
+    /// The job: the sweep's prompts and outputs, but 90% of its prompt cached in file order.
+    fn shared_job() -> MixSums {
+        MixSums {
             requests: 1000,
             prompt_bytes: 4_000_000,
             with_requested: 1000,
             requested_tokens: 50_000,
             cached_prompt_bytes: Some(3_600_000),
-        };
-        let spec = JobSpec {
-            requests: Some(1000),
-            mix: Some(&job),
+        }
+    }
+
+    fn spec_for(job: &MixSums) -> JobSpec<'_> {
+        JobSpec {
+            requests: Some(job.requests),
+            mix: Some(job),
             slo: Slo::default(),
             sizing: Sizing::default(),
-        };
+        }
+    }
+
+    #[test]
+    fn a_job_sharing_more_than_the_sweep_pays_the_levels_price_of_a_cached_token() {
+        let job = shared_job();
+        let spec = spec_for(&job);
         for cached_cost in [None, Some(0.005)] {
             let s = cached_sweep(0.3, cached_cost);
             let mut notes = Vec::new();
@@ -767,19 +775,8 @@ mod tests {
 
     #[test]
     fn a_level_without_a_model_is_priced_with_the_best_fitting_levels_costs() {
-        let job = MixSums {
-            requests: 1000,
-            prompt_bytes: 4_000_000,
-            with_requested: 1000,
-            requested_tokens: 50_000,
-            cached_prompt_bytes: Some(3_600_000),
-        };
-        let spec = JobSpec {
-            requests: Some(1000),
-            mix: Some(&job),
-            slo: Slo::default(),
-            sizing: Sizing::default(),
-        };
+        let job = shared_job();
+        let spec = spec_for(&job);
         let whole = cached_sweep(0.3, None);
         let mut s = whole.clone();
         s.levels[2].capacity_model = None;
