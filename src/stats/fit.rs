@@ -106,6 +106,8 @@ impl Ols {
         // Gram-Schmidt on the centred columns decides which carry information of their own.
         let mut kept: Vec<usize> = Vec::new();
         let mut basis: Vec<Vec<f64>> = Vec::new();
+        // The kept columns, centred, for the normal equations.
+        let mut xs: Vec<Vec<f64>> = Vec::new();
         for (j, col) in columns.iter().enumerate() {
             let m = mean(col);
             let x = centred(col);
@@ -123,8 +125,8 @@ impl Ols {
             }
             basis.push(r);
             kept.push(j);
+            xs.push(x);
         }
-        let xs: Vec<Vec<f64>> = kept.iter().map(|&j| centred(columns[j])).collect();
         let k = kept.len();
         let xtx: Vec<Vec<f64>> = (0..k).map(|a| (0..k).map(|b| dot(&xs[a], &xs[b])).collect()).collect();
         let inverse = invert(xtx);
