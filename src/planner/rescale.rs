@@ -19,15 +19,16 @@ pub type Tokens = (f64, f64, f64);
 /// S_job is the level's own model's latency for the job less the wait; where the level has no
 /// model, or one that explains too little of its latency (a queued level's latencies are
 /// mostly others' tokens), it is S_sweep plus what the job's tokens cost more than the
-/// sweep's at the best-fitting level's token prices. `Err` says why the models cannot be trusted for this job; then the
-/// levels are left as measured.
+/// sweep's at the best-fitting level's token prices. `Ok`: the concurrencies of the levels
+/// priced so; `Err` says why the models cannot be trusted for this job, and the levels are
+/// left as measured.
 pub fn rescale_for_mix(
     levels: &mut [SweepLevel],
     fits: &[Option<CapacityModel>],
     waits: &[f64],
     (sweep, job): (Tokens, Tokens),
     prompt_extrapolates: bool,
-) -> Result<(), String> {
+) -> Result<Vec<u32>, String> {
     let usable = |f: &&CapacityModel| f.r2 >= MIN_R2;
     let best = fits
         .iter()
@@ -42,8 +43,12 @@ pub fn rescale_for_mix(
         return Err(why);
     };
     let mut ratios = Vec::with_capacity(levels.len());
+    let mut borrowed = Vec::new();
     for ((l, fit), wait) in levels.iter().zip(fits).zip(waits.iter().chain(std::iter::repeat(&0.0))) {
         let own = fit.as_ref().filter(usable);
+        if own.is_none() {
+            borrowed.push(l.concurrency);
+        }
         let f = own.unwrap_or(best);
         // Cache-adjusted prompts may pass the range seen: prefill is taken as linear in them.
         let checked_prompt = if prompt_extrapolates {
@@ -87,7 +92,7 @@ pub fn rescale_for_mix(
         // TTFT depends on the prompt and the queue, not on the answer's length: left as is.
         l.latency_p95_ms *= ratio;
     }
-    Ok(())
+    Ok(borrowed)
 }
 
 #[cfg(test)]
@@ -130,7 +135,8 @@ mod tests {
         let mut levels = [level(32, 16_000.0), level(64, 16_000.0)];
         let fits = [Some(model(0.0, 0.99)), Some(model(120.0, 0.1))];
         let tokens = ((400.0, 0.0, 8.0), (100.0, 300.0, 8.0));
-        rescale_for_mix(&mut levels, &fits, &[0.0, 120.0], tokens, true).unwrap();
+        let borrowed = rescale_for_mix(&mut levels, &fits, &[0.0, 120.0], tokens, true).unwrap();
+        assert_eq!(borrowed, [64], "the queued level's own fit is noise");
         for l in &levels {
             assert!((l.rpm - 32_000.0).abs() < 1e-6, "{}: {}", l.concurrency, l.rpm);
         }

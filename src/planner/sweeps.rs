@@ -340,13 +340,9 @@ fn prepare(
                         .collect();
                     let tokens = ((terms.sweep.0, terms.sweep.1, so), (terms.job.0, terms.job.1, jo));
                     match rescale_for_mix(&mut input.levels, &fits, &waits, tokens, terms.extrapolates) {
-                        Ok(()) => {
+                        Ok(borrowed) => {
                             model_used = true;
-                            let borrowed: Vec<String> = measured
-                                .iter()
-                                .filter(|l| !l.capacity_model.is_some_and(|m| m.r2 >= super::rescale::MIN_R2))
-                                .map(|l| l.concurrency.to_string())
-                                .collect();
+                            let borrowed: Vec<String> = borrowed.iter().map(u32::to_string).collect();
                             if !borrowed.is_empty() {
                                 say(Note::Info(format!(
                                     "level {} has no capacity model that explains its latency (a queued level's is mostly others' tokens; a level cut short has none): priced with the best-fitting level's token costs",
