@@ -29,7 +29,10 @@ pub fn rescale_for_mix(
     (sweep, job): (Tokens, Tokens),
     prompt_extrapolates: bool,
 ) -> Result<Vec<u32>, String> {
-    let usable = |f: &&CapacityModel| f.r2 >= MIN_R2;
+    // A token that costs less than nothing is a few noisy requests' fit, not the server: such
+    // a level would rate a dearer job faster.
+    let usable =
+        |f: &&CapacityModel| f.r2 >= MIN_R2 && f.b_ms_per_prompt_token >= 0.0 && f.c_ms_per_output_token >= 0.0;
     let best = fits
         .iter()
         .flatten()
@@ -148,6 +151,14 @@ mod tests {
             "{}",
             levels[0].rpm
         );
+        // A level whose fit prices a prompt token below nothing borrows the best level's costs.
+        let mut odd = model(0.0, 0.999);
+        odd.b_ms_per_prompt_token = -0.05;
+        let mut levels = [level(32, 16_000.0), level(64, 16_000.0)];
+        let odd_fits = [Some(model(0.0, 0.99)), Some(odd)];
+        let borrowed = rescale_for_mix(&mut levels, &odd_fits, &[0.0, 120.0], tokens, true).unwrap();
+        assert_eq!(borrowed, [64]);
+        assert!((levels[1].rpm - 32_000.0).abs() < 1e-6, "{}", levels[1].rpm);
         // No level explains its latency: no rescale.
         let mut levels = [level(64, 16_000.0)];
         let err = rescale_for_mix(&mut levels, &fits[1..], &[120.0], tokens, true).unwrap_err();

@@ -345,7 +345,7 @@ fn prepare(
                             let borrowed: Vec<String> = borrowed.iter().map(u32::to_string).collect();
                             if !borrowed.is_empty() {
                                 say(Note::Info(format!(
-                                    "level {} has no capacity model that explains its latency (a queued level's is mostly others' tokens; a level cut short has none): priced with the best-fitting level's token costs",
+                                    "level {} has no capacity model that explains its latency (a queued level's is mostly others' tokens; a level cut short has none; a few noisy requests can price a token below nothing): priced with the best-fitting level's token costs",
                                     borrowed.join(", ")
                                 )));
                             }
